@@ -1,0 +1,70 @@
+"""Small validators used at the public boundary; each raises a scorematch error."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from scorematch.errors import ConfigError, DataError
+
+
+def positive(name: str, value: float) -> float:
+    """Return ``value`` as a float if it is a finite number > 0, else raise ConfigError."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a positive number, got {value!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def positive_int(name: str, value: int, minimum: int = 1) -> int:
+    """Return ``value`` if it is an integer >= minimum, else raise ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int | torch.SymInt) and not (
+        isinstance(value, float) and value.is_integer()
+    ):
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    v = int(value)
+    if v < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return v
+
+
+def choice(name: str, value: str, options: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``options``, else raise ConfigError listing them."""
+    if value not in options:
+        raise ConfigError(f"unknown {name} {value!r}; valid choices: {', '.join(options)}")
+    return value
+
+
+def batch(name: str, x: torch.Tensor, min_dims: int = 2) -> torch.Tensor:
+    """Check ``x`` is a floating tensor with a batch axis and finite values."""
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < min_dims:
+        raise DataError(
+            f"{name} must have shape (n, D) or (n, C, H, W), got shape {tuple(x.shape)}; "
+            "add a batch axis with x[None] or reshape to (n, D)"
+        )
+    if not x.is_floating_point():
+        raise DataError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    return x
+
+
+def descending_sigmas(sigmas: torch.Tensor | Sequence[float]) -> torch.Tensor:
+    """Return sigmas as a 1-D tensor, checking sigma_1 > ... > sigma_L > 0 (the contract's order)."""
+    s = torch.as_tensor(sigmas, dtype=torch.get_default_dtype() if not isinstance(
+        sigmas, torch.Tensor) else sigmas.dtype)
+    if s.dim() != 1 or s.numel() == 0:
+        raise ConfigError(f"sigmas must be a non-empty 1-D sequence, got shape {tuple(s.shape)}")
+    if not torch.isfinite(s).all() or (s <= 0).any():
+        raise ConfigError(f"sigmas must be positive and finite, got {s.tolist()}")
+    if s.numel() > 1 and not (s[1:] < s[:-1]).all():
+        raise ConfigError(
+            "sigmas must be strictly descending (sigma_1 > ... > sigma_L, the NCSN order); "
+            f"got {s.tolist()}; use scorematch.noise.geometric_sigmas(sigma_max, sigma_min, L)"
+        )
+    return s

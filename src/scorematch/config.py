@@ -1,0 +1,162 @@
+"""The full configuration of a training run, as a validated, JSON-serialisable dataclass.
+
+A run folder's ``config.json`` is this dataclass; loading it rejects unknown keys by name,
+wrong types and values out of range, so a typo or a file from another version fails with a
+message rather than training something else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from scorematch import __version__
+from scorematch.errors import CheckpointError, ConfigError
+
+MODEL_NAMES = ("auto", "mlp", "energy", "ncsn_mlp", "unet", "time_mlp", "time_unet")
+SDE_NAMES = ("ve", "vp", "subvp")
+CONFIG_FORMAT = 1
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run. Defaults train a small DSM score MLP on gmm2d."""
+
+    data: str = "gmm2d"
+    objective: str = "dsm"
+    model: str = "auto"
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    seed: int = 0
+    n_data: int = 10_000
+    test_fraction: float = 0.2
+    hidden: int = 128
+    depth: int = 3
+    activation: str = "silu"
+    base_channels: int = 32
+    conditioning: str = "auto"
+    sigma: float | None = None
+    sigma_max: float | None = None
+    sigma_min: float | None = None
+    n_levels: int | None = None
+    steps_per_sigma: int = 5
+    bandwidth: float | None = None
+    n_projections: int = 1
+    projection: str = "gaussian"
+    sde: str = "ve"
+    likelihood_weighting: bool = False
+    ema_decay: float = 0.999
+    grad_clip: float | None = 1.0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    sample_every: int = 0
+    log_every: int = 10
+    skip_nonfinite: bool = False
+    dequantize: bool = False
+    device: str = "auto"
+    progress: bool = True
+    schedule: dict[str, Any] = field(default_factory=dict)
+    version: str = __version__
+    format: int = CONFIG_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return from_dict({**self.to_dict(), **changes})
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_type_ok(value, a) for a in get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Build a TrainConfig from a dict, rejecting unknown keys and wrong types by name."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"a config must be a JSON object, got {type(d).__name__}")
+    hints = get_type_hints(TrainConfig)
+    unknown = sorted(set(d) - set(hints))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(hints))}"
+        )
+    for key, value in d.items():
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(f"config key {key!r} must be {hints[key]}, got {value!r}")
+    fmt = d.get("format", CONFIG_FORMAT)
+    if fmt > CONFIG_FORMAT:
+        raise CheckpointError(
+            f"this run was written by a newer scorematch (config format {fmt}, version "
+            f"{d.get('version', '?')}); this is scorematch {__version__} (format {CONFIG_FORMAT}): upgrade scorematch"
+        )
+    values = {k: (float(v) if hints[k] in (float, float | None) and isinstance(v, int) else v) for k, v in d.items()}
+    return validate(TrainConfig(**values))
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Range checks on every field; raises ConfigError naming the field and the fix."""
+    from scorematch._checks import choice, positive, positive_int
+    from scorematch.objectives import OBJECTIVE_NAMES
+
+    choice("objective", cfg.objective, OBJECTIVE_NAMES)
+    choice("model", cfg.model, MODEL_NAMES)
+    choice("sde", cfg.sde, SDE_NAMES)
+    choice("projection", cfg.projection, ("gaussian", "rademacher"))
+    choice("conditioning", cfg.conditioning, ("auto", "embedding", "divide"))
+    for name in ("steps", "batch_size", "n_data", "hidden", "depth", "base_channels", "steps_per_sigma",
+                 "n_projections", "checkpoint_every", "keep_checkpoints", "log_every"):
+        positive_int(name, getattr(cfg, name))
+    positive_int("steps", cfg.steps, minimum=0)
+    positive_int("sample_every", cfg.sample_every, minimum=0)
+    positive("lr", cfg.lr)
+    for name in ("sigma", "sigma_max", "sigma_min", "bandwidth", "grad_clip"):
+        if getattr(cfg, name) is not None:
+            positive(name, getattr(cfg, name))
+    if cfg.n_levels is not None:
+        positive_int("n_levels", cfg.n_levels, minimum=2)
+    if not 0 <= cfg.ema_decay < 1:
+        raise ConfigError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+    if not 0 < cfg.test_fraction < 1:
+        raise ConfigError(f"test_fraction must be in (0, 1), got {cfg.test_fraction}")
+    if cfg.sigma_max is not None and cfg.sigma_min is not None and cfg.sigma_max <= cfg.sigma_min:
+        raise ConfigError(f"sigma_max must exceed sigma_min, got {cfg.sigma_max} <= {cfg.sigma_min}")
+    if cfg.device != "auto" and not (cfg.device == "cpu" or cfg.device.startswith("cuda")):
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {cfg.device!r}")
+    return cfg
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and validate a config.json (a run folder's or a user's)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    if not p.exists():
+        raise CheckpointError(f"no config at {p}; is this a scorematch run folder (made by `scorematch train`)?")
+    try:
+        d = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{p} is not valid JSON ({err}); restore it or start a new run") from None
+    return from_dict(d)

@@ -1,0 +1,180 @@
+"""Vector models: a score MLP s_theta(x), an energy MLP E_theta(x) with s = -grad_x E, and a
+noise-conditional MLP s_theta(x, sigma).
+
+Scores of energy models are computed with ``torch.func.grad``, so they compose with the
+batched Jacobians (``torch.func.vmap``/``jvp``) the objectives use, and stay differentiable in
+the parameters (training through -grad E needs no extra flag).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import grad
+
+from scorematch._checks import choice, positive_int
+from scorematch.errors import ModelError
+from scorematch.models.base import register_model
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "silu": nn.SiLU,
+    "softplus": nn.Softplus,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+#: Activations that are piecewise linear: with them tr(grad_x s) = 0 almost everywhere.
+PIECEWISE_LINEAR = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.Hardtanh, nn.RReLU)
+
+
+def mlp(d_in: int, d_out: int, hidden: int, depth: int, activation: str) -> nn.Sequential:
+    """d_in -> hidden -> ... (``depth`` hidden layers) -> d_out, activation between layers."""
+    act = ACTIVATIONS[choice("activation", activation, list(ACTIVATIONS))]
+    layers: list[nn.Module] = []
+    width = d_in
+    for _ in range(positive_int("depth", depth)):
+        layers += [nn.Linear(width, hidden), act()]
+        width = hidden
+    layers.append(nn.Linear(width, d_out))
+    return nn.Sequential(*layers)
+
+
+def _check_vector(x: torch.Tensor, dim: int) -> None:
+    if x.dim() != 2 or x.shape[1] != dim:
+        raise ModelError(
+            f"this model takes vectors of shape (n, {dim}), got {tuple(x.shape)}; "
+            "flatten images with x.flatten(1) or build the model with the data's dimension"
+        )
+
+
+@register_model
+class ScoreMLP(nn.Module):
+    """Direct score network s_theta: R^D -> R^D, an MLP (SiLU by default)."""
+
+    conditioning = "none"
+    kind = "score"
+
+    def __init__(self, dim: int, hidden: int = 128, depth: int = 2, activation: str = "silu"):
+        super().__init__()
+        self.config = {"dim": dim, "hidden": hidden, "depth": depth, "activation": activation}
+        self.dim = positive_int("dim", dim)
+        self.net = mlp(dim, dim, positive_int("hidden", hidden), depth, activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_vector(x, self.dim)
+        return self.net(x)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """s_theta(x), shape (n, D)."""
+        return self(x)
+
+
+def energy_to_score(energy_fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Turn a scalar energy E (batch (n, ...) -> (n,)) into its score s(x) = -grad_x E(x).
+
+    Needs no partition function: grad_x log(exp(-E)/Z) = -grad_x E. The returned function is
+    differentiable in E's parameters and composes with torch.func transforms; E must act on
+    each row independently (no batch statistics).
+    """
+
+    def score_fn(x: torch.Tensor) -> torch.Tensor:
+        return -grad(lambda y: energy_fn(y).sum())(x)
+
+    score_fn.energy_fn = energy_fn  # type: ignore[attr-defined]
+    return score_fn
+
+
+@register_model
+class EnergyMLP(nn.Module):
+    """Energy network E_theta: R^D -> R, p_theta = exp(-E_theta)/Z; score s = -grad_x E_theta."""
+
+    conditioning = "none"
+    kind = "energy"
+
+    def __init__(self, dim: int, hidden: int = 128, depth: int = 2, activation: str = "silu"):
+        super().__init__()
+        self.config = {"dim": dim, "hidden": hidden, "depth": depth, "activation": activation}
+        self.dim = positive_int("dim", dim)
+        self.net = mlp(dim, 1, positive_int("hidden", hidden), depth, activation)
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """E_theta(x), shape (n,)."""
+        _check_vector(x, self.dim)
+        return self.net(x).squeeze(-1)
+
+    forward = energy
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """s(x) = -grad_x E_theta(x), shape (n, D); differentiable in theta."""
+        _check_vector(x, self.dim)
+        return -grad(lambda y: self.net(y).sum())(x)
+
+
+def sigma_embedding(sigma: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of log(sigma): [sin(w_j log sigma), cos(w_j log sigma)], shape (n, dim)."""
+    half = dim // 2
+    freqs = torch.exp(torch.linspace(0.0, math.log(100.0), half, device=sigma.device, dtype=sigma.dtype))
+    arg = torch.log(sigma)[:, None] * freqs[None]
+    return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
+
+
+def as_sigma_column(sigma: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-row noise level of shape (n,) from a float or a tensor of shape (n,) or ()."""
+    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if s.dim() == 0:
+        s = s.expand(x.shape[0])
+    if s.shape != (x.shape[0],):
+        raise ModelError(f"sigma must be a float or have shape ({x.shape[0]},), got {tuple(s.shape)}")
+    return s
+
+
+@register_model
+class NoiseConditionalMLP(nn.Module):
+    """Noise-conditional score network s_theta(x, sigma) for vectors (NCSN on toy data).
+
+    s_theta(x, sigma) = f_theta([x, emb(log sigma)]) / sigma: the sinusoidal embedding of
+    log sigma conditions the net, and the division by sigma gives the score its natural
+    scale (the DSM target -z/sigma grows as 1/sigma), so f_theta predicts a unit-scale -z.
+    """
+
+    conditioning = "sigma"
+    kind = "score"
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 128,
+        depth: int = 3,
+        activation: str = "silu",
+        embed_dim: int = 32,
+    ):
+        super().__init__()
+        self.config = {
+            "dim": dim, "hidden": hidden, "depth": depth, "activation": activation,
+            "embed_dim": embed_dim,
+        }
+        self.dim = positive_int("dim", dim)
+        self.embed_dim = positive_int("embed_dim", embed_dim, minimum=2)
+        self.net = mlp(dim + 2 * (embed_dim // 2), dim, positive_int("hidden", hidden), depth, activation)
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        _check_vector(x, self.dim)
+        s = as_sigma_column(sigma, x)
+        h = torch.cat([x, sigma_embedding(s, self.embed_dim)], dim=1)
+        return self.net(h) / s[:, None]
+
+    def score(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        """s_theta(x, sigma), shape (n, D)."""
+        return self(x, sigma)
+
+
+def is_piecewise_linear(module: nn.Module) -> bool:
+    """True when every activation in ``module`` is piecewise linear (ReLU family)."""
+    acts = [m for m in module.modules() if isinstance(m, tuple(ACTIVATIONS.values()) + PIECEWISE_LINEAR)]
+    return bool(acts) and all(isinstance(m, PIECEWISE_LINEAR) for m in acts)

@@ -1,0 +1,65 @@
+"""Shared plumbing of the objectives: resolving a score function, the activation warning."""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from scorematch._checks import batch
+from scorematch.errors import ScoreMatchWarning
+
+_warned: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def as_score_fn(model: Callable) -> Callable:
+    """A module with a ``score`` method (score or energy model) -> its ``score``; else the callable.
+
+    So an energy model E_theta can be passed directly and is used as s = -grad_x E_theta,
+    never as if its output were a score.
+    """
+    score = getattr(model, "score", None)
+    if isinstance(model, nn.Module) and callable(score):
+        return score
+    if not callable(model):
+        raise TypeError(f"score_fn must be callable, got {type(model).__name__}")
+    return model
+
+
+def owning_module(score_fn: Callable) -> nn.Module | None:
+    """The nn.Module behind a score function (the module itself or the owner of a bound method)."""
+    if isinstance(score_fn, nn.Module):
+        return score_fn
+    owner = getattr(score_fn, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
+
+
+def warn_if_piecewise_linear(score_fn: Callable, objective: str) -> None:
+    """Warn once per network when ISM/SSM meets piecewise-linear activations (trace = 0 a.e.)."""
+    from scorematch.models.mlp import is_piecewise_linear
+
+    module = owning_module(score_fn)
+    if module is None or module in _warned or not is_piecewise_linear(module):
+        return
+    _warned.add(module)
+    kind = getattr(module, "kind", "score")
+    what = "its energy's Laplacian" if kind == "energy" else "tr(grad_x s)"
+    warnings.warn(
+        f"{objective}: {type(module).__name__} uses only piecewise-linear activations (ReLU family), "
+        f"so {what} is zero almost everywhere and {objective} degenerates to 1/2 E||s||^2. "
+        "Use a smooth activation such as activation='silu' (the default).",
+        ScoreMatchWarning,
+        stacklevel=3,
+    )
+
+
+def sq_norm(x: torch.Tensor) -> torch.Tensor:
+    """||x_i||^2 per row over all non-batch dimensions, shape (n,)."""
+    return x.flatten(1).pow(2).sum(1)
+
+
+def check_batch(x: torch.Tensor) -> torch.Tensor:
+    return batch("x", x)

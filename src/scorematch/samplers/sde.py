@@ -1,0 +1,443 @@
+"""Samplers of the score SDEs (Song et al. 2021): reverse-SDE predictors, the Langevin
+corrector, predictor-corrector and the probability-flow ODE.
+
+Each sampler is a function of a time-conditional score function ``score_fn(x, t)`` (or a module
+with ``.score(x, t)``), t of shape (n,), and runs under ``torch.no_grad()``.  The time grid is
+t_k = 1 - k (1 - eps_t) / n_steps, k = 0..n_steps (dt = (1 - eps_t) / n_steps): step k evaluates
+the score at t_k and moves to t_{k+1}.  ``denoise=True`` ends with Tweedie's step at eps_t,
+x <- (x + std(eps_t)^2 s(x, eps_t)) / m(eps_t) = E[x_0 | x_eps_t], one more score evaluation.
+
+Number of score evaluations (NFE): euler_maruyama and reverse_diffusion n_steps (+1 with
+denoise), pc n_steps * (1 + n_corrector) (+1 with denoise); ``ode`` reports its own (adaptive).
+
+Return types: the SDE samplers return the samples tensor, or ``(samples, trajectory)`` with
+``return_trajectory=True``; ``ode`` returns ``ODEResult(samples, nfe, trajectory)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from scorematch import _checks
+from scorematch._random import randn_like
+from scorematch.errors import ConfigError, ModelError
+from scorematch.sde import ODE_METHODS, SDE, _time
+
+__all__ = [
+    "ODEResult",
+    "euler_maruyama",
+    "reverse_diffusion",
+    "langevin_corrector",
+    "pc",
+    "ode",
+]
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+_MAX_TRAJECTORY_BYTES = 2 * 1024**3
+_PREDICTORS = ("reverse_diffusion", "euler_maruyama")
+
+
+class ODEResult(NamedTuple):
+    """Result of ``ode``: samples (shape of x), nfe (score evaluations), trajectory or None.
+
+    trajectory has shape (n_snapshots, *samples.shape), snapshot j at time
+    1 - j (1 - eps_t) / (n_snapshots - 1); its last entry is before the denoising step.
+    """
+
+    samples: Tensor
+    nfe: int
+    trajectory: Tensor | None = None
+
+
+def _score_callable(score_fn: ScoreFn) -> ScoreFn:
+    fn = getattr(score_fn, "score", score_fn)
+    if not callable(fn):
+        raise ConfigError("score_fn must be callable as score_fn(x, t) or have .score(x, t)")
+
+    def checked(x: Tensor, t: Tensor) -> Tensor:
+        s = fn(x, t)
+        if not isinstance(s, Tensor) or s.shape != x.shape:
+            got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
+            raise ModelError(
+                f"score_fn(x, t) must return a tensor shaped like x {tuple(x.shape)}, got {got}"
+            )
+        return s
+
+    return checked
+
+
+def _check_sde(sde: SDE) -> SDE:
+    if not isinstance(sde, SDE):
+        raise ConfigError(f"sde must be a scorematch.sde.SDE, got {type(sde).__name__}")
+    return sde
+
+
+def _start(
+    sde: SDE,
+    shape_or_x0: Sequence[int] | Tensor,
+    generator: torch.Generator | None,
+    dtype: torch.dtype | None,
+    device: torch.device | str | None,
+) -> Tensor:
+    if isinstance(shape_or_x0, Tensor):
+        x = _checks.batch("shape_or_x0", shape_or_x0)
+        return x.detach().to(dtype=dtype or x.dtype, device=device or x.device).clone()
+    if not isinstance(shape_or_x0, Sequence | torch.Size) or not all(
+        isinstance(s, int) and s > 0 for s in shape_or_x0
+    ):
+        raise ConfigError(
+            f"shape_or_x0 must be a shape tuple like (n, D) or a tensor, got {shape_or_x0!r}"
+        )
+    return sde.prior_sample(tuple(shape_or_x0), generator=generator, dtype=dtype, device=device)
+
+
+def _bc(v: Tensor, x: Tensor) -> Tensor:
+    return v.reshape(v.shape[0], *([1] * (x.dim() - 1)))
+
+
+def _check_eps(eps_t: float, sde: SDE) -> float:
+    _check_sde(sde)
+    eps_t = _checks.positive("eps_t", eps_t)
+    if eps_t >= sde.T:
+        raise ConfigError(f"eps_t must be in (0, {sde.T}), got {eps_t}")
+    return eps_t
+
+
+class _Trajectory:
+    """Snapshots: the start, every ``every``-th step strictly inside the run, and the result."""
+
+    def __init__(
+        self, spec: tuple[tuple[int, ...], torch.dtype], n_steps: int, every: int | None,
+        enabled: bool,
+    ) -> None:
+        self.enabled = enabled
+        if not enabled:
+            return
+        if every is None:
+            every = max(1, math.ceil(n_steps / 100))
+        self.every = _checks.positive_int("trajectory_every", every)
+        self.count = 2 + (n_steps - 1) // self.every
+        _check_trajectory_bytes(self.count, *spec)
+
+    def begin(self, x: Tensor) -> None:
+        if self.enabled:
+            self.data = torch.empty((self.count, *x.shape), dtype=x.dtype, device=x.device)
+            self.data[0] = x
+            self.j = 1
+
+    def step(self, k: int, x: Tensor, n_steps: int) -> None:
+        """Record the state after step k (1-based) if k is a multiple of ``every``, k < n_steps."""
+        if self.enabled and k < n_steps and k % self.every == 0:
+            self.data[self.j] = x
+            self.j += 1
+
+    def finish(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        if not self.enabled:
+            return x
+        self.data[self.j] = x
+        return x, self.data
+
+
+def _spec(
+    shape_or_x0: Sequence[int] | Tensor, dtype: torch.dtype | None
+) -> tuple[tuple[int, ...], torch.dtype]:
+    """Shape and dtype of the start, known before anything is allocated."""
+    if isinstance(shape_or_x0, Tensor):
+        return tuple(shape_or_x0.shape), dtype or shape_or_x0.dtype
+    try:
+        shape = tuple(int(s) for s in shape_or_x0)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"shape_or_x0 must be a shape tuple like (n, D) or a tensor, got {shape_or_x0!r}"
+        ) from None
+    return shape, dtype or torch.get_default_dtype()
+
+
+def _check_trajectory_bytes(count: int, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    need = count * math.prod(shape) * itemsize
+    if need > _MAX_TRAJECTORY_BYTES:
+        raise ConfigError(
+            f"the trajectory would need {need / 1024**3:.1f} GiB ({count} snapshots of "
+            f"{shape}); keep fewer snapshots (larger trajectory_every / smaller "
+            "n_snapshots) or sample fewer points"
+        )
+
+
+def _tweedie(score: ScoreFn, sde: SDE, x: Tensor, eps_t: float) -> Tensor:
+    """x_0 estimate E[x_0 | x_t] = (x_t + std(t)^2 s(x_t, t)) / m(t) at t = eps_t."""
+    t = torch.full((x.shape[0],), eps_t, dtype=x.dtype, device=x.device)
+    std = _bc(sde.marginal_std(t), x)
+    return (x + std.pow(2) * score(x, t)) / _bc(sde.mean_coeff(t), x)
+
+
+def _em_step(
+    score: ScoreFn, sde: SDE, x: Tensor, t: Tensor, dt: float, generator: torch.Generator | None
+) -> Tensor:
+    """x <- x - [f(x, t) - g(t)^2 s(x, t)] dt + g(t) sqrt(dt) z (reverse time, dt > 0)."""
+    g = _bc(sde.diffusion(t), x)
+    drift = sde.drift(x, t) - g.pow(2) * score(x, t)
+    return x - drift * dt + g * math.sqrt(dt) * randn_like(x, generator)
+
+
+def _rd_step(
+    score: ScoreFn, sde: SDE, x: Tensor, t: Tensor, dt: float, generator: torch.Generator | None
+) -> Tensor:
+    """x <- x - f_dt + g_dt^2 s(x, t) + g_dt z with (f_dt, g_dt) = sde.discretize(x, t, dt)."""
+    f, g = sde.discretize(x, t, dt)
+    g = _bc(g, x)
+    return x - f + g.pow(2) * score(x, t) + g * randn_like(x, generator)
+
+
+def _langevin(
+    score: ScoreFn,
+    sde: SDE,
+    x: Tensor,
+    t: Tensor,
+    dt: float,
+    snr: float,
+    n_corrector: int,
+    generator: torch.Generator | None,
+    per_sample_step: bool,
+) -> Tensor:
+    alpha = _bc(sde.langevin_alpha(t, dt), x)
+    for _ in range(n_corrector):
+        s = score(x, t)
+        z = randn_like(x, generator)
+        s_norm = s.flatten(1).norm(dim=1)
+        z_norm = z.flatten(1).norm(dim=1)
+        if not per_sample_step:
+            s_norm, z_norm = s_norm.mean().expand_as(s_norm), z_norm.mean().expand_as(z_norm)
+        ratio = snr * z_norm / s_norm.clamp_min(torch.finfo(x.dtype).tiny)
+        eps = 2 * alpha * _bc(ratio.pow(2), x)
+        x = x + eps * s + (2 * eps).sqrt() * z
+    return x
+
+
+@torch.no_grad()
+def langevin_corrector(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x: Tensor,
+    t: Tensor | float,
+    dt: float,
+    snr: float = 0.16,
+    n_corrector: int = 1,
+    generator: torch.Generator | None = None,
+    per_sample_step: bool = False,
+) -> Tensor:
+    """Langevin corrector at time t with the signal-to-noise step rule (Song et al. 2021, Alg. 4/5).
+
+    Repeated ``n_corrector`` times: eps = 2 alpha_t (snr ||z|| / ||s(x, t)||)^2,
+    x <- x + eps s(x, t) + sqrt(2 eps) z, the eta-form Langevin step of the contract with
+    eta = eps; alpha_t = 1 for VE and 1 - beta(t) dt (the VP chain's alpha, dt = 1/N) for VP
+    and sub-VP.  Norms are over all non-batch dims.  By default ||z|| and ||s|| are the batch
+    means of the per-sample norms (one eps for the batch, as in the reference code); with
+    ``per_sample_step=True`` each sample uses its own norms (eps_i), which is only sensible in
+    high dimension: in low dimension ||s_i|| -> 0 near a mode makes eps_i blow up.
+    Returns the new x.
+    """
+    score = _score_callable(score_fn)
+    _check_sde(sde)
+    x = _checks.batch("x", x)
+    t_vec = _time(t, x)
+    snr = _checks.positive("snr", snr)
+    dt = _checks.positive("dt", dt)
+    n_corrector = _checks.positive_int("n_corrector", n_corrector, minimum=0)
+    return _langevin(score, sde, x, t_vec, dt, snr, n_corrector, generator, per_sample_step)
+
+
+def _run(
+    score_fn: ScoreFn,
+    sde: SDE,
+    shape_or_x0: Sequence[int] | Tensor,
+    n_steps: int,
+    eps_t: float,
+    denoise: bool,
+    generator: torch.Generator | None,
+    return_trajectory: bool,
+    trajectory_every: int | None,
+    progress: bool,
+    predictor: str,
+    snr: float,
+    n_corrector: int,
+    per_sample_step: bool,
+    dtype: torch.dtype | None,
+    device: torch.device | str | None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    score = _score_callable(score_fn)
+    n_steps = _checks.positive_int("n_steps", n_steps)
+    eps_t = _check_eps(eps_t, sde)
+    traj = _Trajectory(_spec(shape_or_x0, dtype), n_steps, trajectory_every, return_trajectory)
+    x = _start(sde, shape_or_x0, generator, dtype, device)
+    traj.begin(x)
+    dt = (sde.T - eps_t) / n_steps
+    step = _rd_step if predictor == "reverse_diffusion" else _em_step
+    for k in tqdm(range(n_steps), disable=not progress, desc=predictor):
+        t = torch.full((x.shape[0],), sde.T - k * dt, dtype=x.dtype, device=x.device)
+        if n_corrector:
+            x = _langevin(score, sde, x, t, dt, snr, n_corrector, generator, per_sample_step)
+        x = step(score, sde, x, t, dt, generator)
+        traj.step(k + 1, x, n_steps)
+    if denoise:
+        x = _tweedie(score, sde, x, eps_t)
+    return traj.finish(x)
+
+
+@torch.no_grad()
+def euler_maruyama(
+    score_fn: ScoreFn,
+    sde: SDE,
+    shape_or_x0: Sequence[int] | Tensor,
+    n_steps: int = 500,
+    eps_t: float = 1e-3,
+    denoise: bool = True,
+    generator: torch.Generator | None = None,
+    return_trajectory: bool = False,
+    trajectory_every: int | None = None,
+    progress: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Euler-Maruyama on the reverse SDE dx = [f - g^2 s] dt + g dw_bar from t = 1 to eps_t.
+
+    x_{t-dt} = x_t - [f(x_t, t) - g(t)^2 s(x_t, t)] dt + g(t) sqrt(dt) z.  Starts from
+    sde.prior_sample(shape) or from the given tensor.  NFE = n_steps (+1 with denoise).
+    Returns samples, or (samples, trajectory) with ``return_trajectory``: trajectory of shape
+    (S, *x.shape) holding the start, the state every ``trajectory_every`` steps (default: about
+    100 snapshots) and the returned samples last.
+    """
+    return _run(score_fn, sde, shape_or_x0, n_steps, eps_t, denoise, generator,
+                return_trajectory, trajectory_every, progress, "euler_maruyama", 1.0, 0,
+                False, dtype, device)
+
+
+@torch.no_grad()
+def reverse_diffusion(
+    score_fn: ScoreFn,
+    sde: SDE,
+    shape_or_x0: Sequence[int] | Tensor,
+    n_steps: int = 500,
+    eps_t: float = 1e-3,
+    denoise: bool = True,
+    generator: torch.Generator | None = None,
+    return_trajectory: bool = False,
+    trajectory_every: int | None = None,
+    progress: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Reverse-diffusion predictor (Song et al. 2021, Eq. 46): the forward chain run backwards.
+
+    With (f_dt, g_dt) = sde.discretize(x, t, dt) (VE: the NCSN chain, g_dt^2 = sigma(t)^2 -
+    sigma(t - dt)^2; VP: the DDPM chain), x_{t-dt} = x_t - f_dt + g_dt^2 s(x_t, t) + g_dt z.
+    NFE = n_steps (+1 with denoise).  Returns as ``euler_maruyama``.
+    """
+    return _run(score_fn, sde, shape_or_x0, n_steps, eps_t, denoise, generator,
+                return_trajectory, trajectory_every, progress, "reverse_diffusion", 1.0, 0,
+                False, dtype, device)
+
+
+@torch.no_grad()
+def pc(
+    score_fn: ScoreFn,
+    sde: SDE,
+    shape_or_x0: Sequence[int] | Tensor,
+    n_steps: int = 500,
+    snr: float = 0.16,
+    n_corrector: int = 1,
+    predictor: str = "reverse_diffusion",
+    per_sample_step: bool = False,
+    eps_t: float = 1e-3,
+    denoise: bool = True,
+    generator: torch.Generator | None = None,
+    return_trajectory: bool = False,
+    trajectory_every: int | None = None,
+    progress: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Predictor-corrector sampling (Song et al. 2021, Alg. 1): at each t_k, ``n_corrector``
+    Langevin corrector steps (see ``langevin_corrector``, dt = (1 - eps_t) / n_steps), then one
+    predictor step ("reverse_diffusion" or "euler_maruyama") from t_k to t_{k+1}.
+
+    NFE = n_steps * (1 + n_corrector) (+1 with denoise).  Returns as ``euler_maruyama``.
+    """
+    _checks.choice("predictor", predictor, _PREDICTORS)
+    snr = _checks.positive("snr", snr)
+    n_corrector = _checks.positive_int("n_corrector", n_corrector, minimum=0)
+    return _run(score_fn, sde, shape_or_x0, n_steps, eps_t, denoise, generator,
+                return_trajectory, trajectory_every, progress, predictor, snr, n_corrector,
+                per_sample_step, dtype, device)
+
+
+@torch.no_grad()
+def ode(
+    score_fn: ScoreFn,
+    sde: SDE,
+    shape_or_x0: Sequence[int] | Tensor,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
+    options: dict[str, Any] | None = None,
+    eps_t: float = 1e-3,
+    denoise: bool = True,
+    generator: torch.Generator | None = None,
+    return_trajectory: bool = False,
+    n_snapshots: int = 11,
+    progress: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> ODEResult:
+    """Probability-flow ODE dx/dt = f(x, t) - 1/2 g(t)^2 s(x, t), solved by torchdiffeq.odeint
+    from t = 1 to eps_t (then Tweedie's step with ``denoise``).
+
+    ``method`` is a torchdiffeq solver (ODE_METHODS); fixed-grid ones need
+    ``options={"step_size": h}``.  The only randomness is the start
+    sde.prior_sample(shape, generator).  Times the adaptive solver probes past the end of
+    [eps_t, 1] (when a step overshoots before interpolating) are clamped into it.  Returns
+    ``ODEResult(samples, nfe, trajectory)``: nfe counts score evaluations (the solver's
+    function evaluations, +1 with denoise); trajectory (``return_trajectory``) is
+    (n_snapshots, *x.shape) at n_snapshots equally spaced times from 1 to eps_t, else None.
+    """
+    from torchdiffeq import odeint
+
+    score = _score_callable(score_fn)
+    eps_t = _check_eps(eps_t, sde)
+    _checks.choice("method", method, ODE_METHODS)
+    rtol = _checks.positive("rtol", rtol)
+    atol = _checks.positive("atol", atol)
+    if return_trajectory:
+        snaps = _checks.positive_int("n_snapshots", n_snapshots, minimum=2)
+        _check_trajectory_bytes(snaps, *_spec(shape_or_x0, dtype))
+    x = _start(sde, shape_or_x0, generator, dtype, device)
+    n = x.shape[0]
+    count = [0]
+    bar = tqdm(disable=not progress, desc="ode (NFE)")
+
+    def velocity(t: Tensor, y: Tensor) -> Tensor:
+        count[0] += 1
+        bar.update(1)
+        tv = t.to(y.dtype).clamp(eps_t, sde.T).expand(n)
+        g2 = _bc(sde.diffusion(tv).pow(2), y)
+        return sde.drift(y, tv) - 0.5 * g2 * score(y, tv)
+
+    if return_trajectory:
+        times = torch.linspace(sde.T, eps_t, snaps, dtype=x.dtype, device=x.device)
+    else:
+        times = torch.tensor([sde.T, eps_t], dtype=x.dtype, device=x.device)
+    try:
+        sol = odeint(velocity, x, times, rtol=rtol, atol=atol, method=method, options=options)
+    finally:
+        bar.close()
+    out = sol[-1]
+    if denoise:
+        out = _tweedie(score, sde, out, eps_t)
+        count[0] += 1
+    return ODEResult(out, count[0], sol if return_trajectory else None)
