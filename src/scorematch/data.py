@@ -677,3 +677,8 @@ def train_test_split(
         return replace(ds, x=ds.x[idx], labels=labels)
 
     return take(train_idx), take(test_idx)
+
+
+def quantization_levels(ds: Dataset) -> int:
+    """Pixel levels of an image data set: 17 for scikit-learn's digits (values 0..16), else 256."""
+    return 17 if ds.name == "digits" else 256

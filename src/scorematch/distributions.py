@@ -61,6 +61,8 @@ class GaussianMixture:
                 f"means must have shape (K, D) with K = len(weights) = {w.shape[0]}, "
                 f"got {tuple(mu.shape)}"
             )
+        if not torch.isfinite(mu).all():
+            raise ConfigError(f"mixture means must be finite, got {mu.tolist()}")
         if (w <= 0).any() or not torch.isfinite(w).all():
             raise ConfigError(f"mixture weights must be positive and finite, got {w.tolist()}")
         if abs(float(w.sum()) - 1.0) > 1e-6:

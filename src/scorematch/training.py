@@ -32,7 +32,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from scorematch import checkpoint as ckpt
 from scorematch.config import TrainConfig, from_dict, load_config, validate
-from scorematch.data import Dataset, dequantize, resolve_data, train_test_split
+from scorematch.data import Dataset, dequantize, quantization_levels, resolve_data, train_test_split
 from scorematch.errors import CheckpointError, ConfigError, TrainingError
 from scorematch.models import build_model, model_spec
 from scorematch.models.mlp import EnergyMLP, NoiseConditionalMLP, ScoreMLP
@@ -278,7 +278,6 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume:
         run_dir = Path(out)
         if (run_dir / "config.json").exists():
             raise ConfigError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick another --out")
-    ckpt.check_writable(run_dir)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     full = resolve_data(cfg.data, n=cfg.n_data, seed=cfg.seed)
@@ -287,6 +286,7 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume:
     cfg = cfg.replace(schedule=schedule)
     model = build_for(cfg, ds).to(device)
     loss_fn = make_loss(cfg, ds, schedule, device)
+    ckpt.check_writable(run_dir)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
     g_data = torch.Generator().manual_seed(cfg.seed)
@@ -335,7 +335,7 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume:
             idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=g_data).to(device)
             xb = model_input(model, x_all[idx])
             if cfg.dequantize and ds.kind == "image":
-                xb = dequantize(xb, generator=g_noise)
+                xb = dequantize(xb, generator=g_noise, levels=quantization_levels(ds))
             loss, rows, lvl = loss_fn(model, xb, g_noise)
             if not torch.isfinite(loss):
                 where = ""

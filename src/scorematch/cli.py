@@ -1,0 +1,225 @@
+"""Command-line interface: ``scorematch train | sample | eval | plot``.
+
+Every scorematch error is printed as one line ("scorematch: error: ...") with exit code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from scorematch.config import MODEL_NAMES, SDE_NAMES, TrainConfig
+from scorematch.errors import ScoreMatchError
+
+#: help text of every TrainConfig field that is a CLI flag (the flag is --field-name)
+TRAIN_HELP: dict[str, str] = {
+    "data": "toy name, 'digits', mnist:DIR, fashion-mnist:DIR, cifar10:DIR, images:DIR, or a .npy/.npz/.csv "
+            "file of shape (n, D)",
+    "objective": "esm | esm_kde | ism | ssm | ssm_vr | dsm | ncsn | sde",
+    "model": f"{' | '.join(MODEL_NAMES)}; auto picks the model the objective needs",
+    "steps": "total training steps (with --resume: continue up to this many)",
+    "batch_size": "batch size",
+    "lr": "Adam learning rate",
+    "seed": "seed of data sampling, noise draws and initialisation",
+    "n_data": "number of points drawn from a toy distribution",
+    "test_fraction": "fraction of the data held out for evaluation",
+    "hidden": "MLP width",
+    "depth": "MLP hidden layers",
+    "activation": "MLP activation: silu (default) | softplus | tanh | elu | gelu | relu | leaky_relu",
+    "base_channels": "channels of the first U-Net level (image models)",
+    "conditioning": "noise conditioning of the image NCSN: auto | embedding | divide",
+    "sigma": "DSM noise level (default 0.1 x the data's mean std)",
+    "sigma_max": "largest noise level sigma_1 (NCSN / VE SDE; default: largest pairwise distance)",
+    "sigma_min": "smallest noise level sigma_L (default 0.01)",
+    "n_levels": "number of noise levels L (default: NCSNv2's rule from the data dimension)",
+    "steps_per_sigma": "annealed Langevin steps per noise level T",
+    "bandwidth": "KDE bandwidth h for esm_kde (default: Scott's rule)",
+    "n_projections": "SSM projections per point",
+    "projection": "SSM projection law: gaussian | rademacher",
+    "sde": f"SDE of the 'sde' objective: {' | '.join(SDE_NAMES)}",
+    "likelihood_weighting": "weight the continuous-time DSM by g(t)^2 (likelihood weighting)",
+    "ema_decay": "decay of the exponential moving average of the weights (used for sampling)",
+    "grad_clip": "clip the gradient norm to this value",
+    "checkpoint_every": "write a checkpoint every K steps",
+    "keep_checkpoints": "how many checkpoints to keep",
+    "sample_every": "write a sample grid every K steps (image data; 0 = never)",
+    "log_every": "log the loss every K steps",
+    "skip_nonfinite": "skip batches whose loss is NaN/inf instead of stopping",
+    "dequantize": "uniform dequantisation of image data during training",
+    "device": "auto | cpu | cuda[:N]",
+}
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in TRAIN_HELP:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            p.add_argument(flag, action="store_true", default=None, help=TRAIN_HELP[f.name])
+            continue
+        kind = {"int": int, "float": float, "str": str}
+        typ = str
+        for name, t in kind.items():
+            if name in str(f.type):
+                typ = t
+                break
+        p.add_argument(flag, type=typ, default=None, help=f"{TRAIN_HELP[f.name]} (default: {default})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scorematch",
+        description="Learn the score grad_x log p(x) by score matching, and sample with it.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a score model and write a run folder",
+                       description="Train a score or energy model; writes RUN/config.json, run.json, "
+                                   "weights.safetensors, checkpoints/, loss.csv.")
+    t.add_argument("--out", type=Path, help="run folder to create (required unless --resume)")
+    t.add_argument("--resume", type=Path, help="continue this run folder up to --steps")
+    t.add_argument("--config", type=Path, help="a JSON file of TrainConfig fields; flags override it")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_train_flags(t)
+
+    s = sub.add_parser("sample", help="draw samples from a trained run",
+                       description="Draw samples; writes an .npz with the array 'samples' (data space; "
+                                   "images in [0, 1] as (n, C, H, W)) and, for images, a PNG grid beside it.")
+    s.add_argument("run", type=Path, help="run folder")
+    s.add_argument("--sampler", default=None,
+                   help="langevin | mala | annealed | euler_maruyama | reverse_diffusion | pc | ode "
+                        "(default: the one the model's conditioning calls for)")
+    s.add_argument("--n", type=int, default=1000, help="number of samples (default: 1000)")
+    s.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
+    s.add_argument("--out", type=Path, default=None, help="output .npz (default: RUN/samples.npz)")
+    _add_sampler_flags(s)
+
+    e = sub.add_parser("eval", help="evaluate a run: Fisher divergence, MMD, sliced Wasserstein, likelihood",
+                       description="Evaluate a run against its held-out data; prints a table and writes "
+                                   "RUN/eval.json.")
+    e.add_argument("run", type=Path, help="run folder")
+    e.add_argument("--n", type=int, default=2000, help="number of samples to draw (default: 2000)")
+    e.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    e.add_argument("--sampler", default=None, help="sampler to evaluate (default: the model's own)")
+    e.add_argument("--likelihood", action="store_true", default=None,
+                   help="also compute the test log-likelihood through the probability-flow ODE")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_sampler_flags(e)
+
+    pl = sub.add_parser("plot", help="plot a run: score field, density, samples, trajectories, losses",
+                        description="Write PNG figures of a run into RUN/plots (or --out).")
+    pl.add_argument("run", type=Path, help="run folder")
+    pl.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: RUN/plots)")
+    pl.add_argument("--n", type=int, default=1000, help="number of samples to draw (default: 1000)")
+    pl.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    return parser
+
+
+def _add_sampler_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sampler options (defaults from the run)")
+    g.add_argument("--n-steps", type=int, help="steps of langevin/mala/euler_maruyama/reverse_diffusion/pc")
+    g.add_argument("--step-size", type=float, help="Langevin step size eta (eta-form)")
+    g.add_argument("--eps", type=float, help="annealed Langevin eps (alpha-form, Algorithm 1)")
+    g.add_argument("--steps-per-sigma", type=int, help="annealed Langevin steps per noise level T")
+    g.add_argument("--snr", type=float, help="signal-to-noise ratio of the PC corrector")
+
+
+def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("n_steps", "step_size", "eps", "steps_per_sigma", "snr")
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from scorematch.training import train
+
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if f.name in TRAIN_HELP and getattr(args, f.name) is not None}
+    if args.no_progress:
+        overrides["progress"] = False
+    if args.resume is not None:
+        result = train(resume=args.resume, **overrides)
+    else:
+        base: dict[str, Any] = {}
+        if args.config is not None:
+            from scorematch.config import load_config
+
+            base = load_config(args.config).to_dict()
+        from scorematch.config import from_dict
+
+        cfg = from_dict({**base, **overrides})
+        out = args.out or Path("runs") / f"{Path(cfg.data).stem.replace(':', '_')}-{cfg.objective}-s{cfg.seed}"
+        result = train(cfg, out=out)
+    print(f"run folder: {result.run_dir}  steps: {result.steps}  final loss: {result.final_loss:.5g}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from scorematch.generate import generate
+    from scorematch.training import load
+
+    model = load(args.run)
+    x = generate(model, model.run_info, args.n, sampler=args.sampler, seed=args.seed, **_sampler_options(args))
+    out = args.out or args.run / "samples.npz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, samples=x.cpu().numpy())
+    print(f"wrote {out} (samples: {tuple(x.shape)})")
+    if model.run_info["data"]["kind"] == "image":
+        from scorematch.viz import save_image_grid
+
+        png = out.with_suffix(".png")
+        save_image_grid(x[:100].cpu(), png)
+        print(f"wrote {png}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from scorematch.evaluate import evaluate
+
+    res = evaluate(args.run, n=args.n, seed=args.seed, sampler=args.sampler, likelihood=args.likelihood,
+                   **_sampler_options(args))
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    width = max(len(k) for k in res)
+    for k, v in res.items():
+        val = f"{v:.6g}" if isinstance(v, float) else (
+            "[" + ", ".join(f"{u:.3f}" for u in v) + "]" if isinstance(v, list) else str(v))
+        print(f"{k:<{width}}  {val}")
+    print(f"(written to {Path(args.run) / 'eval.json'})")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from scorematch.viz import run_figures
+
+    for p in run_figures(args.run, out=args.out, n=args.n, seed=args.seed):
+        print(f"wrote {p}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "plot": cmd_plot}[args.command]
+    try:
+        return handler(args)
+    except ScoreMatchError as err:
+        print(f"scorematch: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("scorematch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

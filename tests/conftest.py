@@ -1,0 +1,28 @@
+"""Shared fixtures: seeded generators, so every statistical test draws the same numbers each run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture
+def gen() -> torch.Generator:
+    """A CPU generator seeded with 0 (pass it to every random call of the library)."""
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture
+def make_gen():
+    """Factory for independent seeded CPU generators: ``make_gen(seed)``."""
+
+    def make(seed: int) -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _seed_global_rng() -> None:
+    """Seed the global RNG too (parameter initialisation of the models a test builds)."""
+    torch.manual_seed(1234)
