@@ -46,8 +46,8 @@ def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | N
              likelihood: bool | None = None, **sampler_options: Any) -> dict[str, Any]:
     """Evaluate a run folder; writes RUN/eval.json and returns the same dict."""
     from scorematch import metrics
-    from scorematch.density import jacobian_asymmetry
     from scorematch.data import quantization_levels
+    from scorematch.density import jacobian_asymmetry
     from scorematch.generate import generate
     from scorematch.training import load
 

@@ -142,12 +142,14 @@ def make_schedule(cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
     if cfg.objective == "sde":
         kw: dict[str, float] = {}
         if cfg.sde == "ve":
-            kw = {"sigma_min": cfg.sigma_min or 0.01, "sigma_max": cfg.sigma_max or float(torch.cdist(x[:2000], x[:2000]).max())}
+            sigma_max = cfg.sigma_max or float(torch.cdist(x[:2000], x[:2000]).max())
+            kw = {"sigma_min": cfg.sigma_min or 0.01, "sigma_max": sigma_max}
         return {"sde": cfg.sde, **kw}
     return {}
 
 
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]
+Rows = torch.Tensor | None
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], tuple[torch.Tensor, Rows, Rows]]
 
 
 def make_loss(cfg: TrainConfig, ds: Dataset, schedule: dict[str, Any], device: torch.device) -> LossFn:
@@ -186,7 +188,8 @@ def make_loss(cfg: TrainConfig, ds: Dataset, schedule: dict[str, Any], device: t
     from scorematch.sde import get_sde
 
     sde = get_sde(schedule["sde"], **{k: v for k, v in schedule.items() if k != "sde"})
-    return lambda m, x, g: (O.sde_dsm(m, x, sde, likelihood_weighting=cfg.likelihood_weighting, generator=g), None, None)
+    weighting = cfg.likelihood_weighting
+    return lambda m, x, g: (O.sde_dsm(m, x, sde, likelihood_weighting=weighting, generator=g), None, None)
 
 
 @dataclass
