@@ -144,8 +144,9 @@ def test_trace_and_ism_of_quadratic_energy(method: str, gen: torch.Generator) ->
     torch.testing.assert_close(gb, gb_ref)
 
 
-def test_auto_falls_back_to_loop_for_autograd_score_fn(gen: torch.Generator) -> None:
-    """A score_fn that calls torch.autograd.grad itself cannot be transformed by torch.func."""
+def test_autograd_calling_score_fn_auto_matches_loop(gen: torch.Generator) -> None:
+    """A score_fn that calls torch.autograd.grad itself (create_graph=True), the pattern of the
+    reference energy-model code: method="auto" must give the loop's (and the brute force's) trace."""
     net = nn.Sequential(nn.Linear(3, 16), nn.SiLU(), nn.Linear(16, 1)).double()
 
     def score_fn(x: torch.Tensor) -> torch.Tensor:
@@ -155,19 +156,23 @@ def test_auto_falls_back_to_loop_for_autograd_score_fn(gen: torch.Generator) -> 
         return -g
 
     x = torch.randn(8, 3, generator=gen, dtype=torch.float64)
-    with pytest.raises(RuntimeError):
-        score_and_trace(score_fn, x, method="vjp")
     s_loop, tr_loop = score_and_trace(score_fn, x, method="loop")
     s_auto, tr_auto = score_and_trace(score_fn, x, method="auto")
     ref = brute_force_trace(lambda y: -torch.autograd.functional.jacobian(
         lambda z: net(z).sum(), y, create_graph=True), x)
+    assert float(ref.abs().min()) > 1e-3
     torch.testing.assert_close(tr_loop, ref)
     torch.testing.assert_close(tr_auto, tr_loop)
     torch.testing.assert_close(s_auto, s_loop)
-    # and through ism, differentiable in the net's parameters
+    torch.testing.assert_close(score_and_trace(score_fn, x, method="vjp")[1], ref)
+    # and through ism, differentiable in the net's parameters, the same value as with the loop
     loss = ism(score_fn, x)
+    torch.testing.assert_close(loss, ism(score_fn, x, method="loop"))
     grads = torch.autograd.grad(loss, list(net.parameters())[:3])  # the last bias has no effect
-    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+    grads_loop = torch.autograd.grad(ism(score_fn, x, method="loop"), list(net.parameters())[:3])
+    for g, gl in zip(grads, grads_loop, strict=True):
+        assert g.abs().sum() > 0
+        torch.testing.assert_close(g, gl)
 
 
 # --------------------------------------------------------------------------------------------

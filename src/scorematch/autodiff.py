@@ -3,12 +3,13 @@
 For s: R^D -> R^D acting row by row on a batch (n, D) (images: D = C*H*W):
 
 - ``score_and_trace``: tr(grad_x s(x)) = sum_i e_i^T J e_i, exactly, per row. Methods:
-  ``"jvp"`` pushes the D basis tangents through one batched forward-mode pass
-  (``torch.func.vmap`` over ``torch.func.jvp``, chunked over i); ``"vjp"`` does the same with
-  reverse mode (rows of J); ``"loop"`` is the per-dimension autograd loop of the reference
-  implementations (D backward passes). ``"auto"`` picks the fastest measured method
-  (benchmarks/objectives.py) and falls back to the loop for score functions that
-  torch.func cannot transform (ones that call torch.autograd.grad themselves).
+  ``"vjp"`` pulls the D basis vectors back through one forward pass in a single batched
+  backward (``torch.autograd.grad(..., is_grads_batched=True)``, chunked over i: rows of J);
+  ``"jvp"`` pushes them forward (``torch.func.vmap`` over ``torch.func.jvp``: columns of J);
+  ``"loop"`` is the per-dimension autograd loop of the reference implementations (D backward
+  passes). ``"auto"`` picks the fastest measured method (benchmarks/objectives.py). The vjp
+  and loop methods accept any score function, also one that calls torch.autograd.grad itself
+  or runs inside DistributedDataParallel; jvp needs one that torch.func can transform.
 - ``score_and_vjv``: v^T J v per row with a single Jacobian-vector product.
 
 All results are differentiable in the network's parameters (create_graph semantics).
@@ -19,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch.func import jvp, vjp, vmap
+from torch.func import jvp, vmap
 
 from scorematch._checks import choice
 
@@ -64,13 +65,15 @@ def _trace_jvp(score_fn: ScoreFn, x: torch.Tensor, chunk: int) -> tuple[torch.Te
 
 def _trace_vjp(score_fn: ScoreFn, x: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     n, d = x.shape[0], x[0].numel()
-    s, pull = vjp(score_fn, x)
-    tr = x.new_zeros(n)
-    for start in range(0, d, chunk):
-        idx = torch.arange(start, min(d, start + chunk), device=x.device)
-        (jrows,) = vmap(pull)(_basis(x, idx))
-        jrows = jrows.reshape(len(idx), n, d)
-        tr = tr + jrows[torch.arange(len(idx)), :, idx].sum(0)
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        s = score_fn(x)
+        tr = x.new_zeros(n)
+        for start in range(0, d, chunk):
+            idx = torch.arange(start, min(d, start + chunk), device=x.device)
+            (jrows,) = torch.autograd.grad(s, x, _basis(x, idx), create_graph=True, is_grads_batched=True)
+            jrows = jrows.reshape(len(idx), n, d)
+            tr = tr + jrows[torch.arange(len(idx)), :, idx].sum(0)
     return s, tr
 
 
@@ -84,12 +87,6 @@ def _trace_loop(score_fn: ScoreFn, x: torch.Tensor) -> tuple[torch.Tensor, torch
             (g,) = torch.autograd.grad(flat[:, i].sum(), x, create_graph=True, retain_graph=True)
             tr = tr + g.flatten(1)[:, i]
     return s, tr
-
-
-def _is_func_incompatibility(err: RuntimeError) -> bool:
-    """True when torch.func could not transform the score function (e.g. it calls autograd.grad)."""
-    msg = str(err)
-    return any(k in msg for k in ("autograd.grad", "functorch", "vmap", "jvp", "forward AD", "forward-mode"))
 
 
 def auto_trace_method(d: int, device: torch.device) -> str:
@@ -110,12 +107,7 @@ def score_and_trace(
     if method == "loop":
         return _trace_loop(score_fn, x)
     picked = auto_trace_method(x[0].numel(), x.device) if method == "auto" else method
-    try:
-        return (_trace_jvp if picked == "jvp" else _trace_vjp)(score_fn, x, chunk)
-    except RuntimeError as err:
-        if method == "auto" and _is_func_incompatibility(err):
-            return _trace_loop(score_fn, x)
-        raise
+    return (_trace_jvp if picked == "jvp" else _trace_vjp)(score_fn, x, chunk)
 
 
 def score_and_vjv(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", type=Path, help="continue this run folder up to --steps")
     t.add_argument("--config", type=Path, help="a JSON file of TrainConfig fields; flags override it")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--nproc", type=int, default=None,
+                   help="train with DDP on N processes of this machine (runs torchrun --standalone); "
+                        "for several machines call torchrun yourself (README)")
     _add_train_flags(t)
 
     s = sub.add_parser("sample", help="draw samples from a trained run",
@@ -100,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=1000, help="number of samples (default: 1000)")
     s.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
     s.add_argument("--out", type=Path, default=None, help="output .npz (default: RUN/samples.npz)")
+    s.add_argument("--nproc", type=int, default=None,
+                   help="split sampling over N processes (torchrun) and gather the samples")
     _add_sampler_flags(s)
 
     e = sub.add_parser("eval", help="evaluate a run: Fisher divergence, MMD, sliced Wasserstein, likelihood",
@@ -157,27 +163,39 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = from_dict({**base, **overrides})
         out = args.out or Path("runs") / f"{Path(cfg.data).stem.replace(':', '_')}-{cfg.objective}-s{cfg.seed}"
         result = train(cfg, out=out)
-    print(f"run folder: {result.run_dir}  steps: {result.steps}  final loss: {result.final_loss:.5g}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"run folder: {result.run_dir}  steps: {result.steps}  final loss: {result.final_loss:.5g}")
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
+    import torch
 
+    from scorematch import distributed as D
     from scorematch.generate import generate
-    from scorematch.training import load
+    from scorematch.training import load, pick_device
 
-    model = load(args.run)
-    x = generate(model, model.run_info, args.n, sampler=args.sampler, seed=args.seed, **_sampler_options(args))
+    ctx, device = D.init_from_env(pick_device("auto"))
+    try:
+        model = load(args.run, device=device)
+        per_rank = -(-args.n // ctx.world_size)
+        x = generate(model, model.run_info, per_rank, sampler=args.sampler, seed=args.seed + ctx.rank,
+                     **_sampler_options(args))
+        x = D.gather_rows(x.contiguous(), ctx)[: args.n].cpu()
+    finally:
+        D.shutdown(ctx)
+    if not ctx.is_main:
+        return 0
     out = args.out or args.run / "samples.npz"
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, samples=x.cpu().numpy())
-    print(f"wrote {out} (samples: {tuple(x.shape)})")
+    np.savez(out, samples=x.numpy())
+    print(f"wrote {out} (samples: {tuple(x.shape)}{f', from {ctx.world_size} processes' if ctx.enabled else ''})")
     if model.run_info["data"]["kind"] == "image":
         from scorematch.viz import save_image_grid
 
         png = out.with_suffix(".png")
-        save_image_grid(x[:100].cpu(), png)
+        save_image_grid(x[:100].to(torch.float32), png)
         print(f"wrote {png}")
     return 0
 
@@ -200,16 +218,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from scorematch.config import load_config
+    from scorematch.errors import CheckpointError
     from scorematch.viz import run_figures
 
+    # check the run folder before run_figures creates RUN/plots (it would create RUN too)
+    if not Path(args.run).is_dir():
+        raise CheckpointError(f"run folder {args.run} does not exist; pass the --out folder of `scorematch train`")
+    load_config(args.run)
     for p in run_figures(args.run, out=args.out, n=args.n, seed=args.seed):
         print(f"wrote {p}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    from scorematch.distributed import ARGV_ENV
+
+    if argv is None and len(sys.argv) == 1 and ARGV_ENV in os.environ:
+        argv = json.loads(os.environ[ARGV_ENV])
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "nproc", None) and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        from scorematch.distributed import launch
+
+        rest = list(sys.argv[1:] if argv is None else argv)
+        i = rest.index("--nproc")
+        return launch(args.nproc, rest[:i] + rest[i + 2:])
     handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "plot": cmd_plot}[args.command]
     try:
         return handler(args)

@@ -98,6 +98,13 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
     if not isinstance(d, dict):
         raise ConfigError(f"a config must be a JSON object, got {type(d).__name__}")
     hints = get_type_hints(TrainConfig)
+    # the format first: a newer version's config may also have keys this version does not know
+    fmt = d.get("format", CONFIG_FORMAT)
+    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > CONFIG_FORMAT:
+        raise CheckpointError(
+            f"this run was written by a newer scorematch (config format {fmt}, version "
+            f"{d.get('version', '?')}); this is scorematch {__version__} (format {CONFIG_FORMAT}): upgrade scorematch"
+        )
     unknown = sorted(set(d) - set(hints))
     if unknown:
         raise ConfigError(
@@ -106,12 +113,6 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
     for key, value in d.items():
         if not _type_ok(value, hints[key]):
             raise ConfigError(f"config key {key!r} must be {hints[key]}, got {value!r}")
-    fmt = d.get("format", CONFIG_FORMAT)
-    if fmt > CONFIG_FORMAT:
-        raise CheckpointError(
-            f"this run was written by a newer scorematch (config format {fmt}, version "
-            f"{d.get('version', '?')}); this is scorematch {__version__} (format {CONFIG_FORMAT}): upgrade scorematch"
-        )
     values = {k: (float(v) if hints[k] in (float, float | None) and isinstance(v, int) else v) for k, v in d.items()}
     return validate(TrainConfig(**values))
 
@@ -126,7 +127,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     choice("sde", cfg.sde, SDE_NAMES)
     choice("projection", cfg.projection, ("gaussian", "rademacher"))
     choice("conditioning", cfg.conditioning, ("auto", "embedding", "divide"))
-    for name in ("steps", "batch_size", "n_data", "hidden", "depth", "base_channels", "steps_per_sigma",
+    for name in ("batch_size", "n_data", "hidden", "depth", "base_channels", "steps_per_sigma",
                  "n_projections", "checkpoint_every", "keep_checkpoints", "log_every"):
         positive_int(name, getattr(cfg, name))
     positive_int("steps", cfg.steps, minimum=0)

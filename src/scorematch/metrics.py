@@ -36,7 +36,9 @@ def _pairwise_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def median_bandwidth(x: torch.Tensor, y: torch.Tensor, max_points: int = 2000) -> float:
     """The median heuristic: median of pairwise distances ||z_i - z_j|| over the pooled samples."""
-    z = torch.cat([x, y])[:max_points]
+    # up to max_points from both sides (half each when both are large), not the first max_points of x
+    half = max_points // 2
+    z = torch.cat([x[: max(half, max_points - len(y))], y[: max(half, max_points - len(x))]])
     d = torch.cdist(z, z)
     iu = torch.triu_indices(len(z), len(z), offset=1)
     return float(d[iu[0], iu[1]].median().clamp_min(1e-12))

@@ -243,19 +243,38 @@ def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Te
 
 
 def _state_tensors(model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer,
-                   g_data: torch.Generator, g_noise: torch.Generator) -> tuple[dict, dict]:
+                   g_data: torch.Generator, noise_states: list[torch.Tensor]) -> tuple[dict, dict]:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     opt_t, opt_meta = ckpt.flatten_optimizer(opt.state_dict())
     tensors.update(opt_t)
     tensors["rng.data"] = g_data.get_state()
-    tensors["rng.noise"] = g_noise.get_state()
-    return tensors, {"optimizer": opt_meta}
+    tensors.update({f"rng.noise.{r}": st.cpu() for r, st in enumerate(noise_states)})
+    return tensors, {"optimizer": opt_meta, "world_size": len(noise_states)}
 
 
 def _split(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     n = len(prefix) + 1
     return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def _resolve_config(cfg: TrainConfig | None, out: str | Path | None, resume: str | Path | None,
+                    overrides: dict[str, Any]) -> tuple[TrainConfig, Path]:
+    if resume is not None:
+        run_dir = Path(resume)
+        base = load_config(run_dir)
+        allowed = {"steps", "progress", "checkpoint_every", "sample_every", "log_every", "device", "skip_nonfinite"}
+        bad = sorted(set(overrides) - allowed)
+        if bad:
+            raise ConfigError(f"cannot change {', '.join(bad)} when resuming; only {', '.join(sorted(allowed))}")
+        return base.replace(**overrides), run_dir
+    cfg = validate(cfg.replace(**overrides)) if cfg is not None else from_dict(overrides)
+    if out is None:
+        raise ConfigError("train needs an output folder: out='runs/NAME' (CLI: --out)")
+    run_dir = Path(out)
+    if (run_dir / "config.json").exists():
+        raise ConfigError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick another --out")
+    return cfg, run_dir
 
 
 def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume: str | Path | None = None,
@@ -264,38 +283,39 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume:
 
     ``train(data="gmm2d", objective="ssm_vr", steps=2000, out="runs/x")`` or
     ``train(TrainConfig(...), out=...)``; ``train(resume="runs/x", steps=4000)`` continues a run.
-    Every keyword is a TrainConfig field (``scorematch train --help`` lists them).
+    Every keyword is a TrainConfig field (``scorematch train --help`` lists them). Under
+    torchrun it trains with DDP (``scorematch.distributed``); rank 0 writes the run folder.
     """
-    if resume is not None:
-        run_dir = Path(resume)
-        base = load_config(run_dir)
-        allowed = {"steps", "progress", "checkpoint_every", "sample_every", "log_every", "device", "skip_nonfinite"}
-        bad = sorted(set(overrides) - allowed)
-        if bad:
-            raise ConfigError(f"cannot change {', '.join(bad)} when resuming; only {', '.join(sorted(allowed))}")
-        cfg = base.replace(**overrides)
-    else:
-        cfg = validate(cfg.replace(**overrides)) if cfg is not None else from_dict(overrides)
-        if out is None:
-            raise ConfigError("train needs an output folder: out='runs/NAME' (CLI: --out)")
-        run_dir = Path(out)
-        if (run_dir / "config.json").exists():
-            raise ConfigError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick another --out")
+    from scorematch import distributed as D
+
+    cfg, run_dir = _resolve_config(cfg, out, resume, overrides)
+    ctx, device = D.init_from_env(pick_device(cfg.device))
+    try:
+        return _train(cfg, run_dir, resume is not None, ctx, device)
+    finally:
+        D.shutdown(ctx)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: Any, device: torch.device) -> TrainResult:
+    from scorematch import distributed as D
+
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
     full = resolve_data(cfg.data, n=cfg.n_data, seed=cfg.seed)
     ds, _ = train_test_split(full, cfg.test_fraction, seed=cfg.seed)
-    schedule = make_schedule(cfg, ds)
+    schedule = make_schedule(cfg, ds) if ctx.is_main or cfg.schedule else None
+    schedule = D.gather_objects(schedule, ctx)[0]
     cfg = cfg.replace(schedule=schedule)
     model = build_for(cfg, ds).to(device)
     loss_fn = make_loss(cfg, ds, schedule, device)
-    ckpt.check_writable(run_dir)
+    rows_per_rank = D.shard(cfg.batch_size, ctx)
+    if ctx.is_main:
+        ckpt.check_writable(run_dir)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
     g_data = torch.Generator().manual_seed(cfg.seed)
-    g_noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    g_noise = torch.Generator(device=device).manual_seed(cfg.seed + 1 + ctx.rank)
     start = 0
-    if resume is not None:
+    if resuming:
         found = ckpt.latest_checkpoint(run_dir / "checkpoints")
         if found is None:
             raise CheckpointError(f"{run_dir} has no usable checkpoint to resume from")
@@ -304,9 +324,11 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume:
         ema.load_state_dict(_split(tensors, "ema"))
         opt.load_state_dict(ckpt.unflatten_optimizer(tensors, meta["optimizer"]))
         g_data.set_state(tensors["rng.data"])
-        g_noise.set_state(tensors["rng.noise"].to(g_noise.get_state().device))
+        key = f"rng.noise.{ctx.rank}"
+        if key in tensors:
+            g_noise.set_state(tensors[key].to(g_noise.get_state().device))
         start = int(meta["step"])
-    else:
+    elif ctx.is_main:
         info = {
             "model": model_spec(model),
             "data": {"name": ds.name, "kind": ds.kind, "sample_shape": list(ds.sample_shape),
@@ -315,46 +337,58 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume:
         }
         ckpt.write_json(run_dir / "config.json", cfg.to_dict())
         ckpt.write_json(run_dir / "run.json", info)
+    if ctx.enabled and ctx.is_main:
+        print(f"scorematch: DDP on {ctx.world_size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}): "
+              f"global batch {cfg.batch_size} = {ctx.world_size} x {cfg.batch_size // ctx.world_size} per process; "
+              f"learning rate {cfg.lr} unscaled (the global batch equals a single-process batch)", file=sys.stderr)
+    trained = D.wrap(model, ctx, device)
     x_all = ds.x.to(device)
     n_levels = len(schedule.get("sigmas", []))
-    log = _CsvLog(run_dir / LOSS_CSV, n_levels, append=start > 0)
-    tb = _tensorboard(run_dir)
+    log = _CsvLog(run_dir / LOSS_CSV, n_levels, append=start > 0, start=start) if ctx.is_main else None
+    tb = _tensorboard(run_dir) if ctx.is_main else None
+    bar = _progress(cfg, start) if ctx.is_main else None
     stop = _StopRequest()
     model.train()
     history: list[dict[str, float]] = []
     loss_value = float("nan")
-    bar = _progress(cfg, start)
     t0, last_ckpt = time.perf_counter(), start
     level_sum = torch.zeros(max(1, n_levels), device=device)
     level_cnt = torch.zeros(max(1, n_levels), device=device)
     step = start
 
     def save(step: int) -> None:
-        tensors, meta = _state_tensors(model, ema, opt, g_data, g_noise)
-        ckpt.save_checkpoint(run_dir / "checkpoints", step, tensors, meta, keep=cfg.keep_checkpoints)
+        states = D.gather_objects(g_noise.get_state().cpu(), ctx)
+        if ctx.is_main:
+            tensors, meta = _state_tensors(model, ema, opt, g_data, states)
+            ckpt.save_checkpoint(run_dir / "checkpoints", step, tensors, meta, keep=cfg.keep_checkpoints)
+        D.barrier(ctx)
 
     with stop.installed():
         while step < cfg.steps:
-            idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=g_data).to(device)
+            idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=g_data)[rows_per_rank].to(device)
             xb = model_input(model, x_all[idx])
             if cfg.dequantize and ds.kind == "image":
                 xb = dequantize(xb, generator=g_noise, levels=quantization_levels(ds))
-            loss, rows, lvl = loss_fn(model, xb, g_noise)
-            if not torch.isfinite(loss):
+            loss, rows, lvl = loss_fn(trained, xb, g_noise)
+            flags = torch.stack([(~torch.isfinite(loss.detach())).float(),
+                                 torch.tensor(float(stop.signal is not None), device=device)])
+            D.all_sum(flags, ctx)
+            if flags[0] > 0:
                 where = ""
                 if rows is not None and lvl is not None:
                     bad = lvl[~torch.isfinite(rows)]
                     if len(bad):
                         where = f" at noise level {int(bad[0]) + 1} (sigma = {schedule['sigmas'][int(bad[0])]:.4g})"
                 if cfg.skip_nonfinite:
-                    print(f"scorematch: skipping step {step + 1}: loss is {float(loss)}{where}", file=sys.stderr)
+                    print(f"scorematch: skipping step {step + 1}: loss is {float(loss.detach())}{where}",
+                          file=sys.stderr)
                     step += 1
                     continue
                 if bar is not None:
                     bar.close()
                 raise TrainingError(
-                    f"loss became {float(loss)} at step {step + 1}{where}. Likely causes: a learning rate too "
-                    f"high (now {cfg.lr}), a sigma_min too small for the data's precision, or NaN/inf in the "
+                    f"loss became {float(loss.detach())} at step {step + 1}{where}. Likely causes: a learning rate "
+                    f"too high (now {cfg.lr}), a sigma_min too small for the data's precision, or NaN/inf in the "
                     f"data. The last good checkpoint (step {last_ckpt}) is kept in {run_dir / 'checkpoints'}; "
                     "lower --lr, or pass --skip-nonfinite to skip such batches"
                 )
@@ -368,14 +402,17 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume:
                 level_sum.index_add_(0, lvl, rows)
                 level_cnt.index_add_(0, lvl, torch.ones_like(rows))
             if step % cfg.log_every == 0 or step == cfg.steps:
-                loss_value = float(loss.detach())
+                loss_value = float(D.all_sum(loss.detach().clone(), ctx)) / ctx.world_size
+                D.all_sum(level_sum, ctx)
+                D.all_sum(level_cnt, ctx)
                 rate = (step - start) / max(1e-9, time.perf_counter() - t0)
                 levels = (level_sum / level_cnt.clamp_min(1)).tolist() if n_levels else []
                 level_sum.zero_()
                 level_cnt.zero_()
                 row = {"step": step, "loss": loss_value, "grad_norm": float(gnorm), "steps_per_s": rate}
                 history.append(row)
-                log.write(row, levels)
+                if log is not None:
+                    log.write(row, levels)
                 if tb is not None:
                     tb.add_scalar("loss", loss_value, step)
                     for i, v in enumerate(levels):
@@ -384,24 +421,24 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume:
                     bar.set_postfix(loss=f"{loss_value:.4g}")
             if bar is not None:
                 bar.update(1)
-            if cfg.sample_every and step % cfg.sample_every == 0 and ds.kind == "image":
+            if ctx.is_main and cfg.sample_every and step % cfg.sample_every == 0 and ds.kind == "image":
                 _sample_grid(ema.module, run_dir, step, schedule, cfg, ds)
             if step % cfg.checkpoint_every == 0:
                 save(step)
                 last_ckpt = step
-            if stop.signal is not None:
+            if flags[1] > 0:
                 break
-    if bar is not None:
-        bar.close()
-    log.close()
-    if tb is not None:
-        tb.close()
+    for closer in (bar, log, tb):
+        if closer is not None:
+            closer.close()
     if step != last_ckpt:
         save(step)
-    weights = {f"model.{k}": v for k, v in model.state_dict().items()}
-    weights.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
-    ckpt.save_weights(run_dir / "weights.safetensors", weights, {"step": str(step)})
-    if stop.signal is not None:
+    if ctx.is_main:
+        weights = {f"model.{k}": v for k, v in model.state_dict().items()}
+        weights.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
+        ckpt.save_weights(run_dir / "weights.safetensors", weights, {"step": str(step)})
+    D.barrier(ctx)
+    if stop.signal is not None and ctx.is_main:
         print(f"scorematch: stopped by signal {stop.signal} at step {step}; checkpoint written, "
               f"continue with `scorematch train --resume {run_dir} --steps {cfg.steps}`", file=sys.stderr)
     final = ema.module.eval()
@@ -429,9 +466,16 @@ def _tensorboard(run_dir: Path):
 class _CsvLog:
     """loss.csv: step, loss, grad_norm, steps_per_s, then loss_level_1..L for NCSN runs."""
 
-    def __init__(self, path: Path, n_levels: int, append: bool) -> None:
+    def __init__(self, path: Path, n_levels: int, append: bool, start: int = 0) -> None:
         self.fields = ["step", "loss", "grad_norm", "steps_per_s"] + [f"loss_level_{i + 1}" for i in range(n_levels)]
         new = not (append and path.exists())
+        if not new:
+            # resuming from an older checkpoint (the newest was corrupted, or rows were logged after
+            # it): drop the rows past the resume step, or they would appear twice
+            lines = path.read_text().splitlines(keepends=True)
+            keep = lines[:1] + [ln for ln in lines[1:] if ln.strip() and int(ln.split(",", 1)[0]) <= start]
+            if len(keep) != len(lines):
+                ckpt.atomic_write(path, "".join(keep).encode())
         self.f = path.open("w" if new else "a", newline="")
         self.w = csv.writer(self.f)
         if new:

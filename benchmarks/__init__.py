@@ -1,0 +1,1 @@
+"""scorematch benchmarks: `python -m benchmarks` (see benchmarks/__main__.py)."""
