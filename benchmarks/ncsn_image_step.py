@@ -142,8 +142,12 @@ def compare(args: argparse.Namespace) -> None:
                 loss.backward()
                 opt.step()
             ms = (time.perf_counter() - t0) / args.steps * 1e3
-            results.setdefault(mode, []).append(held_out(m, test, sigmas))
-            print(f"  {mode} seed {seed}: last train loss {loss.item():.3f}, {ms:.1f} ms/step")
+            per_level = held_out(m, test, sigmas)
+            results.setdefault(mode, []).append(per_level)
+            print(
+                f"  {mode} seed {seed}: {ms:.1f} ms/step, held-out mean {per_level.mean():.3f}, "
+                f"per level {[round(v, 3) for v in per_level.tolist()]}"
+            )
     print(f"held-out 1/2||sigma s + z||^2 per level, mean of {args.seeds} seed(s)")
     print(f"{'sigma':>8}" + "".join(f"{k:>12}" for k in results))
     means = {k: torch.stack(v).mean(0) for k, v in results.items()}

@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+# The suite runs as two pytest-xdist workers on 2 cores (make test): one thread each. Small
+# tensors run several times slower when two threads per process contend for the cores.
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def gen() -> torch.Generator:

@@ -196,12 +196,12 @@ def _esm_minus_ism_chunks(model, x, target, chunk):
 def test_esm_minus_ism_is_half_expected_squared_true_score(cls, gen: torch.Generator) -> None:
     """ESM(f) - ISM(f) = 1/2 E||s*||^2 (integration by parts), in expectation over x ~ p.
 
-    200k points of gmm2d in 200 chunks: the chunk differences give the standard error.
+    200k points of gmm2d in 100 chunks: the chunk differences give the standard error.
     """
     dist = toy("gmm2d")
     model = cls(2, hidden=32)
     x = dist.sample(200_000, generator=gen)
-    diffs, traces = _esm_minus_ism_chunks(model, x, dist.score, 1000)
+    diffs, traces = _esm_minus_ism_chunks(model, x, dist.score, 2000)
     se = float(diffs.std() / math.sqrt(len(diffs)))
     mean = float(diffs.mean())
     assert abs(mean) < 4 * se, (mean, se)
