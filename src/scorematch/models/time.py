@@ -141,6 +141,9 @@ class TimeMLP(nn.Module):
             "fourier_scale": _checks.positive("fourier_scale", fourier_scale),
         }
         c = self.config
+        # like ScoreMLP / NoiseConditionalMLP: evaluate (Jacobian asymmetry, likelihood input)
+        # and generate (flattening) recognise vector models by ``dim``
+        self.dim = c["dim"]
         act = _ACTIVATIONS[c["activation"]]
         self.embed = _embedding(c["embed"], c["embed_dim"], c["fourier_scale"])
         self.embed_proj = nn.Sequential(nn.Linear(c["embed_dim"], c["hidden"]), act())
