@@ -1,6 +1,6 @@
 """Jacobian traces and Jacobian-vector products of a score function, the costly parts of ISM/SSM.
 
-For s: R^D -> R^D acting row by row on a batch (n, D) (images: D = C*H*W):
+For s: R^D -> R^D acting row by row on a batch (n, D) (images: D = ``C*H*W``):
 
 - ``score_and_trace``: tr(grad_x s(x)) = sum_i e_i^T J e_i, exactly, per row. Methods:
   ``"vjp"`` pulls the D basis vectors back through one forward pass in a single batched

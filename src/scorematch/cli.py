@@ -126,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: RUN/plots)")
     pl.add_argument("--n", type=int, default=1000, help="number of samples to draw (default: 1000)")
     pl.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+
+    r = sub.add_parser("report", help="write a self-contained HTML report of a run",
+                       description="Write one HTML file with the config, loss curves, evaluation table, "
+                                   "figures and sample grids of a run, images embedded (no network, no "
+                                   "JavaScript).")
+    r.add_argument("run", type=Path, help="run folder")
+    r.add_argument("--out", type=Path, default=None, help="HTML file to write (default: RUN/report.html)")
+    r.add_argument("--n", type=int, default=500, help="number of samples to draw (default: 500)")
+    r.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    r.add_argument("--no-eval", action="store_true",
+                   help="do not run the evaluation; use RUN/eval.json if there is one")
     return parser
 
 
@@ -231,6 +242,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from scorematch.report import write_report
+
+    path = write_report(args.run, out=args.out, n=args.n, seed=args.seed, evaluate=not args.no_eval)
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from scorematch.distributed import ARGV_ENV
 
@@ -244,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         rest = list(sys.argv[1:] if argv is None else argv)
         i = rest.index("--nproc")
         return launch(args.nproc, rest[:i] + rest[i + 2:])
-    handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "plot": cmd_plot}[args.command]
+    handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "plot": cmd_plot,
+               "report": cmd_report}[args.command]
     try:
         return handler(args)
     except ScoreMatchError as err:

@@ -28,7 +28,7 @@ _JAC_CHUNK_ELEMENTS = 2**22
 
 class DensityGrid(NamedTuple):
     """``density_grid`` result: coords, a tuple of 1-D coordinate tensors (one per axis), and
-    density, of shape (n,) or (n, n) with density[i, j] at (coords[0][i], coords[1][j])."""
+    density, of shape (n,) or (n, n) with ``density[i, j]`` at ``(coords[0][i], coords[1][j])``."""
 
     coords: tuple[Tensor, ...]
     density: Tensor

@@ -70,7 +70,7 @@ def log_prob(
     generator: torch.Generator | None = None,
     return_nfe: bool = False,
 ) -> Tensor | LogProbResult:
-    """log p_0(x) ~ log p_eps_t(x) = log p_T(x(T)) + int_{eps_t}^1 div[f - 1/2 g^2 s](x(t), t) dt.
+    """``log p_0(x) ~ log p_eps_t(x) = log p_T(x(T)) + int_{eps_t}^1 div[f - 1/2 g^2 s](x(t), t) dt``.
 
     ``score_fn`` is a time-conditional score function s(x, t) or a module with ``.score(x, t)``;
     x is (n, D) or (n, C, H, W).  ``exact_trace`` (default: D <= 16) uses the exact Jacobian

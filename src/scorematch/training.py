@@ -105,7 +105,7 @@ def _need_image(ds: Dataset, name: str) -> None:
 
 
 def model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Flatten image batches for vector models (an MLP trained on images sees (n, C*H*W))."""
+    """Flatten image batches for vector models (an MLP trained on images sees ``(n, C*H*W)``)."""
     return x.flatten(1) if isinstance(model, ScoreMLP | EnergyMLP | NoiseConditionalMLP) else x
 
 
@@ -328,6 +328,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: Any, device: to
         if key in tensors:
             g_noise.set_state(tensors[key].to(g_noise.get_state().device))
         start = int(meta["step"])
+        if ctx.is_main:
+            ckpt.write_json(run_dir / "config.json", cfg.to_dict())
     elif ctx.is_main:
         info = {
             "model": model_spec(model),
@@ -406,7 +408,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: Any, device: to
                 D.all_sum(level_sum, ctx)
                 D.all_sum(level_cnt, ctx)
                 rate = (step - start) / max(1e-9, time.perf_counter() - t0)
-                levels = (level_sum / level_cnt.clamp_min(1)).tolist() if n_levels else []
+                mean = torch.where(level_cnt > 0, level_sum / level_cnt.clamp_min(1), float("nan"))
+                levels = mean.tolist() if n_levels else []
                 level_sum.zero_()
                 level_cnt.zero_()
                 row = {"step": step, "loss": loss_value, "grad_norm": float(gnorm), "steps_per_s": rate}

@@ -351,8 +351,8 @@ def density(
     as a GaussianMixture also works), evaluated as p = exp(log p) on n points per axis of
     ``lims`` ((lo, hi): 1-D; ((xlo, xhi), (ylo, yhi)): 2-D, or (lo, hi) for both axes of an
     object with ``dim == 2``), or a precomputed ``(coords, density)`` pair such as
-    ``scorematch.density.density_grid``'s DensityGrid, density[i, j] at (coords[0][i],
-    coords[1][j]), plotted as given (``lims`` then only sets the view).
+    ``scorematch.density.density_grid``'s DensityGrid, ``density[i, j]`` at
+    ``(coords[0][i], coords[1][j])``, plotted as given (``lims`` then only sets the view).
     """
     is_pair = isinstance(log_prob_or_density, tuple) and not callable(log_prob_or_density)
     if is_pair:
@@ -754,8 +754,8 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
 
     run = Path(run_dir)
     folder = Path(out) if out is not None else run / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
     model = load(run)
+    folder.mkdir(parents=True, exist_ok=True)
     full, test = held_out(run)
     written: list[Path] = []
 

@@ -1,15 +1,15 @@
 """Score-matching objectives. Each returns a scalar (batch mean) differentiable in theta,
 with exactly the 1/2 factors of conventions.md:
 
-=========  ==================================================================
-esm        1/2 E||s_theta(x) - s*(x)||^2
-esm_kde    the same with s* = grad log q_h, q_h a Gaussian KDE of a reference set
-ism        E[tr(grad_x s_theta) + 1/2 ||s_theta||^2]                 (Hyvarinen 2005)
-ssm        E_v[v^T (grad_x s_theta) v + 1/2 (v^T s_theta)^2], or SSM-VR (Song et al. 2019)
-dsm        1/2 E||s_theta(x + sigma z) + z/sigma||^2                  (Vincent 2011)
-ncsn       multi-scale DSM with lambda(sigma) = sigma^2              (Song & Ermon 2019)
-sde_dsm    continuous-time DSM of a score SDE                         (Song et al. 2021)
-=========  ==================================================================
+    =========  ==================================================================
+    esm        1/2 E||s_theta(x) - s*(x)||^2
+    esm_kde    the same with s* = grad log q_h, q_h a Gaussian KDE of a reference set
+    ism        E[tr(grad_x s_theta) + 1/2 ||s_theta||^2]                 (Hyvarinen 2005)
+    ssm        E_v[v^T (grad_x s_theta) v + 1/2 (v^T s_theta)^2], or SSM-VR (Song et al. 2019)
+    dsm        1/2 E||s_theta(x + sigma z) + z/sigma||^2                  (Vincent 2011)
+    ncsn       multi-scale DSM with lambda(sigma) = sigma^2              (Song & Ermon 2019)
+    sde_dsm    continuous-time DSM of a score SDE                         (Song et al. 2021)
+    =========  ==================================================================
 """
 
 from scorematch.objectives.dsm import dsm, ncsn, ncsn_per_sample

@@ -1,0 +1,343 @@
+"""A run folder as one self-contained HTML page: ``scorematch report RUN``.
+
+The page holds the configuration, the training-loss curves (per noise level for NCSN runs),
+the evaluation table, the figures of ``scorematch.viz.run_figures`` (score field, density,
+samples, sampler trajectory or annealing rows) and the periodic sample grids of RUN/samples/.
+Every image is embedded as a base64 PNG data URI and the style sheet is inline: the file has no
+JavaScript and no reference to anything outside itself, so it can be mailed or archived alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime
+import html
+import json
+import math
+import os
+import struct
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from scorematch.errors import CheckpointError
+
+__all__ = ["write_report"]
+
+#: at most this many of the periodic grids of RUN/samples/ (evenly spaced, last one included)
+MAX_GRIDS = 12
+
+_FIGURES = [  # (file written by run_figures, section, caption)
+    ("loss.png", "loss", "Training loss: thin lines are the logged values, thick lines their running "
+                         "mean; one curve per noise level for noise-conditional (NCSN) runs."),
+    ("score_field.png", "field", "Score field s(x): the learned field (beside the true one where the "
+                                 "data set has a closed form) and, then, their disagreement."),
+    ("density.png", "field", "Density implied by the learned score (integrated on a grid), beside the "
+                             "true density where known."),
+    ("samples.png", "samples", "Samples drawn with the model's default sampler."),
+    ("trajectory.png", "trajectory", "Sampler chains: the paths of the first chains from their start "
+                                     "(circles) to their end (stars), or histograms along the chain in 1-D."),
+    ("annealing.png", "trajectory", "Annealed Langevin: one row per noise level, from the initial noise "
+                                    "to the denoised samples."),
+]
+
+_EVAL_HELP = {
+    "n_samples": "samples drawn",
+    "seed": "seed of the evaluation",
+    "fisher_divergence": "1/2 E_p ||s_theta - s*||^2 against the closed-form score (lower is better)",
+    "sampling_seconds": "wall-clock time to draw the samples",
+    "sampler": "sampler used",
+    "nonfinite_samples": "samples with NaN or inf entries",
+    "mmd": "MMD^2 between samples and held-out data (lower is better)",
+    "sliced_wasserstein": "sliced Wasserstein distance between samples and held-out data",
+    "baseline_mmd": "MMD^2 between training and held-out data: the floor of a perfect sampler",
+    "mode_weights": "fraction of samples nearest each mixture component",
+    "true_mode_weights": "the mixture's weights",
+    "jacobian_asymmetry": "||J - J^T||_F / ||J||_F of the learned field (0: conservative)",
+    "test_log_likelihood": "mean test log-likelihood via the probability-flow ODE",
+    "likelihood_nfe": "score evaluations of the likelihood ODE",
+    "bits_per_dim": "test negative log-likelihood in bits per dimension",
+}
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0;
+       color: #1d2330; background: #f4f5f8; line-height: 1.45; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 32px 48px; }
+header { background: #23395d; color: #fff; padding: 22px 32px; }
+header h1 { margin: 0 0 4px; font-size: 1.6em; }
+header p { margin: 0; opacity: .85; }
+h2 { border-bottom: 2px solid #23395d; padding-bottom: 4px; margin-top: 36px; }
+section { background: #fff; border-radius: 8px; padding: 4px 24px 20px; margin: 20px 0;
+          box-shadow: 0 1px 3px rgba(0, 0, 0, .12); }
+table { border-collapse: collapse; margin: 12px 0; font-size: .92em; }
+th, td { border: 1px solid #d5d9e2; padding: 4px 10px; text-align: left; vertical-align: top; }
+th { background: #e9edf5; }
+td.num { font-family: ui-monospace, Menlo, Consolas, monospace; text-align: right; }
+td.val { font-family: ui-monospace, Menlo, Consolas, monospace; word-break: break-word; max-width: 420px; }
+.cols { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
+figure { margin: 14px 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #e1e4ea; background: #fff; }
+figcaption { font-size: .88em; color: #4a5366; margin-top: 4px; max-width: 900px; }
+.grids { display: flex; flex-wrap: wrap; gap: 14px; }
+.grids figure { margin: 0; text-align: center; }
+.grids img { image-rendering: pixelated; }
+.note { color: #7a4b00; background: #fff4dc; border-left: 4px solid #e0a100; padding: 6px 10px; }
+.muted { color: #6b7385; }
+"""
+
+
+def _e(value: Any) -> str:
+    """Any value as escaped HTML text (quotes too, so it is safe in attributes)."""
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any) -> str:
+    """A value for a table cell (not yet escaped): floats to 6 significant digits, lists and
+    dicts as compact JSON, None as an em dash."""
+    if value is None:
+        return "\u2014"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+        return "[" + ", ".join(f"{v:.4g}" for v in value) + "]"
+    if isinstance(value, list | dict):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def _cell(value: Any) -> str:
+    cls = "num" if isinstance(value, int | float) and not isinstance(value, bool) else "val"
+    return f'<td class="{cls}">{_e(_fmt(value))}</td>'
+
+
+def _table(rows: Iterable[tuple[Any, ...]], head: tuple[str, ...]) -> str:
+    out = ["<table>", "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
+    for row in rows:
+        first, *rest = row
+        out.append(f"<tr><th>{_e(first)}</th>" + "".join(_cell(v) for v in rest) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of PNG bytes, or None when they are not a PNG."""
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+def _img(data: bytes, alt: str, width: int | None = None) -> str:
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    size = f' width="{int(width)}"' if width else ""
+    return f'<img src="{uri}" alt="{_e(alt)}"{size}>'
+
+
+def _figure(data: bytes, alt: str, caption: str, width: int | None = None) -> str:
+    return f"<figure>{_img(data, alt, width)}<figcaption>{_e(caption)}</figcaption></figure>"
+
+
+def _read_loss(path: Path) -> tuple[list[str], list[dict[str, float]]]:
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            rows = []
+            for r in reader:
+                try:
+                    rows.append({k: float(v) for k, v in r.items() if k is not None and v not in (None, "")})
+                except ValueError:
+                    continue
+            return list(reader.fieldnames or []), rows
+    except OSError:
+        return [], []
+
+
+def _loss_summary(run: Path, sigmas: list[float] | None) -> str:
+    """A table of the final loss, overall and per noise level (with its sigma): the mean of the
+    last 10% of the logged rows (at least one)."""
+    fields, rows = _read_loss(run / "loss.csv")
+    if not rows:
+        return '<p class="muted">No loss.csv in this run folder (or it is empty).</p>'
+    tail = rows[-max(1, len(rows) // 10):]
+    cols = [c for c in fields if c == "loss" or c.startswith("loss_level_")]
+
+    def mean(col: str) -> float:
+        vals = [r[col] for r in tail if col in r and math.isfinite(r[col])]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    def label(col: str) -> str:
+        return "all levels" if col == "loss" else "level " + col.rsplit("_", 1)[1]
+
+    levels = [c for c in cols if c != "loss"]
+    first = rows[0]
+    def sigma(col: str) -> float | None:
+        i = int(col.rsplit("_", 1)[1]) - 1 if col != "loss" else -1
+        return float(sigmas[i]) if sigmas and 0 <= i < len(sigmas) else None
+
+    body = [(label(c), sigma(c), mean(c), first.get(c, float("nan"))) for c in cols]
+    steps = f"{int(rows[0].get('step', 0))}\u2013{int(rows[-1].get('step', 0))}"
+    intro = (f"<p>{len(rows)} logged rows, steps {_e(steps)}; final = mean of the last {len(tail)} "
+             f"row(s){'; one row per noise level (level 1: largest sigma)' if levels else ''}.</p>")
+    return intro + _table(body, ("series", "sigma", "final loss", "first logged loss"))
+
+
+def _weights_mtime(run: Path) -> float | None:
+    w = run / "weights.safetensors"
+    if w.exists():
+        return w.stat().st_mtime
+    ckpts = list((run / "checkpoints").glob("*.safetensors")) if (run / "checkpoints").is_dir() else []
+    return max((p.stat().st_mtime for p in ckpts), default=None)
+
+
+def _evaluation(run: Path, n: int, seed: int, evaluate: bool) -> tuple[dict[str, Any] | None, str]:
+    """(results, note): eval.json when it is newer than the weights, else a fresh evaluation
+    (unless ``evaluate`` is False: then a stale eval.json is shown with a warning)."""
+    path = run / "eval.json"
+    cached: dict[str, Any] | None = None
+    if path.exists():
+        try:
+            cached = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            cached = None
+    weights = _weights_mtime(run)
+    fresh = cached is not None and (weights is None or path.stat().st_mtime > weights)
+    if fresh:
+        return cached, "From eval.json (written after the current weights)."
+    if evaluate:
+        from scorematch.evaluate import evaluate as run_eval
+
+        return run_eval(run, n=n, seed=seed), f"Computed now by scorematch.evaluate (n={n}, seed={seed})."
+    if cached is not None:
+        return cached, ("Warning: eval.json is older than the weights, so these numbers may not describe "
+                        "the current model; run `scorematch eval` or drop --no-eval.")
+    return None, "No evaluation: --no-eval was given and the run folder has no eval.json."
+
+
+def _eval_section(results: dict[str, Any] | None, note: str) -> str:
+    cls = "note" if note.startswith("Warning") else "muted"
+    out = [f'<p class="{cls}">{_e(note)}</p>']
+    if results:
+        order = {k: i for i, k in enumerate(_EVAL_HELP)}
+        keys = sorted((k for k in results if k != "run"), key=lambda k: (order.get(k, len(order)), k))
+        rows = [(k, results[k], _EVAL_HELP.get(k, "")) for k in keys]
+        out.append(_table(rows, ("metric", "value", "meaning")))
+    return "\n".join(out)
+
+
+def _grids(run: Path) -> str:
+    folder = run / "samples"
+    files = sorted(folder.glob("step_*.png")) if folder.is_dir() else []
+    if not files:
+        return ""
+    picked = files
+    if len(files) > MAX_GRIDS:
+        idx = sorted({round(i * (len(files) - 1) / (MAX_GRIDS - 1)) for i in range(MAX_GRIDS)})
+        picked = [files[i] for i in idx]
+    out = ['<h3>Sample grids during training</h3>',
+           f'<p class="muted">{len(files)} grid(s) in samples/'
+           f'{f", {len(picked)} shown evenly spaced" if len(picked) < len(files) else ""}; '
+           "36 samples of the model at that step each.</p>", '<div class="grids">']
+    for p in picked:
+        data = p.read_bytes()
+        size = _png_size(data)
+        if size is None:
+            continue
+        step = p.stem.removeprefix("step_").lstrip("0") or "0"
+        scale = max(1, 200 // max(1, size[0]))
+        out.append(_figure(data, f"samples at step {step}", f"step {step}", width=size[0] * scale))
+    out.append("</div>")
+    return "\n".join(out)
+
+
+def _config_rows(cfg: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    return [(k, cfg[k]) for k in cfg]
+
+
+def _run_rows(info: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    model, data, schedule = info.get("model", {}), info.get("data", {}), info.get("schedule", {})
+    rows.append(("model", model.get("name")))
+    for k, v in (model.get("config") or {}).items():
+        rows.append((f"model.{k}", v))
+    for k, v in data.items():
+        rows.append((f"data.{k}", v))
+    for k, v in schedule.items():
+        if isinstance(v, list) and len(v) > 12:
+            v = f"{len(v)} values: {_fmt(v[:3])[:-1]}, ..., {_fmt(v[-2:])[1:]}"
+        rows.append((f"schedule.{k}", v))
+    return rows
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, n: int = 500, seed: int = 0,
+                 evaluate: bool = True) -> Path:
+    """Write the HTML report of a run folder to ``out`` (default RUN/report.html); returns its path.
+
+    ``n`` samples (seed ``seed``) are drawn for the figures and, when the run has no eval.json
+    newer than its weights and ``evaluate`` is True, for ``scorematch.evaluate.evaluate`` (which
+    also writes RUN/eval.json).
+    """
+    from scorematch import __version__
+    from scorematch.config import load_config
+    from scorematch.training import _read_run_info
+    from scorematch.viz import run_figures
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise CheckpointError(f"run folder {run} does not exist; pass the --out folder of `scorematch train`")
+    cfg = load_config(run).to_dict()
+    info = _read_run_info(run)
+    target = Path(out) if out is not None else run / "report.html"
+
+    results, note = _evaluation(run, n, seed, evaluate)
+    with tempfile.TemporaryDirectory(prefix="scorematch-report-") as tmp:
+        written = {p.name: p.read_bytes() for p in run_figures(run, out=tmp, n=n, seed=seed)}
+
+    def figures(section: str) -> str:
+        parts = [_figure(written[name], name.removesuffix(".png").replace("_", " "), caption)
+                 for name, sec, caption in _FIGURES if sec == section and name in written]
+        return "\n".join(parts)
+
+    title = f"scorematch report: {run.resolve().name}"
+    summary = (f"{cfg['objective']} on {cfg['data']}, model {info.get('model', {}).get('name')}, "
+               f"{cfg['steps']} steps, seed {cfg['seed']}")
+    stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    image = info.get("data", {}).get("kind") == "image"
+    sigmas = info.get("schedule", {}).get("sigmas")
+    body = [
+        f"<header><h1>{_e(title)}</h1><p>{_e(summary)}</p>"
+        f"<p>{_e(str(run.resolve()))} \u00b7 scorematch {_e(__version__)} \u00b7 {_e(stamp)}</p></header>",
+        "<main>",
+        '<section><h2 id="config">Configuration</h2><div class="cols">',
+        "<div><h3>config.json</h3>" + _table(_config_rows(cfg), ("key", "value")) + "</div>",
+        "<div><h3>run.json</h3>" + _table(_run_rows(info), ("field", "value")) + "</div>",
+        "</div></section>",
+        '<section><h2 id="loss">Training loss</h2>', _loss_summary(run, sigmas), figures("loss"), "</section>",
+        '<section><h2 id="evaluation">Evaluation</h2>', _eval_section(results, note), "</section>",
+    ]
+    if figures("field"):
+        body += ['<section><h2 id="field">Score field and density</h2>', figures("field"), "</section>"]
+    body += ['<section><h2 id="samples">Samples</h2>', figures("samples"), _grids(run), "</section>"]
+    if figures("trajectory"):
+        heading = "Annealed Langevin trajectory" if image else "Sampler trajectory"
+        body += [f'<section><h2 id="trajectory">{_e(heading)}</h2>', figures("trajectory"), "</section>"]
+    body.append("</main>")
+    page = "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        '<head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title>",
+        f"<style>{_CSS}</style></head>",
+        "<body>", *body, "</body>", "</html>", "",
+    ])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    try:  # written beside the target and renamed: never a half-written report (mode from the umask)
+        partial.write_text(page, encoding="utf-8")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
