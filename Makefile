@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO ?= demo-output
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: install
 
 bench: install
 	$(PY) -m benchmarks
+
+docs: install
+	$(PY) -m pip install --quiet -e '.[docs]'
+	$(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) $(DEMO) build dist src/*.egg-info .pytest_cache

@@ -195,16 +195,25 @@ def _options_tables(parser: argparse.ArgumentParser) -> str:
     return "\n".join(parts)
 
 
-def _help_text(parser: argparse.ArgumentParser) -> str:
+def _formatted(parser: argparse.ArgumentParser, what: str) -> str:
+    """parser.format_help() / format_usage() wrapped at 80 columns, whatever the terminal."""
     old = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = "102"  # argparse wraps at COLUMNS - 2
+    os.environ["COLUMNS"] = "82"  # argparse wraps at COLUMNS - 2: 80 columns fit the page
     try:
-        return parser.format_help()
+        return parser.format_help() if what == "help" else parser.format_usage()
     finally:
         if old is None:
             del os.environ["COLUMNS"]
         else:
             os.environ["COLUMNS"] = old
+
+
+def _help_text(parser: argparse.ArgumentParser) -> str:
+    return _formatted(parser, "help")
+
+
+def _usage_text(parser: argparse.ArgumentParser) -> str:
+    return _formatted(parser, "usage")
 
 
 def _indent(text: str, by: str = "    ") -> str:
@@ -231,7 +240,7 @@ def cli_reference() -> str:
             out.append(f"*{summaries[name][0].upper() + summaries[name][1:]}.*\n")
         if p.description:
             out.append(p.description + "\n")
-        out.append("```text\n" + " ".join(p.format_usage().split()) .replace("usage: ", "", 1) + "\n```\n")
+        out.append("```text\n" + _usage_text(p).rstrip() + "\n```\n")
         out.append(_options_tables(p))
         out.append(f'??? note "Output of `scorematch {name} --help`"\n\n'
                    + _indent("```text\n" + _help_text(p).rstrip() + "\n```") + "\n")
@@ -281,8 +290,9 @@ def gallery_sections() -> str:
         out.append(f"## {name}\n")
         out.append(f"**{summary.strip() or name}**\n")
         if rest.strip():
-            out.append(rest.strip() + "\n")
-        out.append(f"```bash\npython examples/{name}.py\n```\n")
+            out.append(plain_text(rest.strip()) + "\n")
+        if f"examples/{name}.py" not in doc:
+            out.append(f"```bash\npython examples/{name}.py\n```\n")
         figures = figures_of(name)
         if figures:
             for _, uri in figures:
@@ -292,6 +302,19 @@ def gallery_sections() -> str:
         else:
             out.append(f'!!! note "No figure yet"\n    Run `python examples/{name}.py`: it writes its figures '
                        f"to `gallery/{name}/`, which the next docs build picks up.\n")
+    return "\n".join(out)
+
+
+def plain_text(doc: str) -> str:
+    """A plain-text docstring as Markdown: ``*`` outside code spans and code blocks is literal
+    (s*(x), ||s - s*||^2 must not turn into emphasis); everything else is left to Markdown."""
+    out = []
+    for line in doc.splitlines():
+        if line.startswith(("    ", "\t")):
+            out.append(line)
+            continue
+        parts = re.split(r"(`+[^`]*`+)", line)
+        out.append("".join(p if p.startswith("`") else p.replace("*", "\\*") for p in parts))
     return "\n".join(out)
 
 

@@ -1,4 +1,4 @@
-"""Command-line interface: ``scorematch train | sample | eval | plot``.
+"""Command-line interface: ``scorematch train | sample | eval | plot | report``.
 
 Every scorematch error is printed as one line ("scorematch: error: ...") with exit code 2;
 anything else is a bug and keeps its traceback.

@@ -32,8 +32,8 @@ MAX_GRIDS = 12
 _FIGURES = [  # (file written by run_figures, section, caption)
     ("loss.png", "loss", "Training loss: thin lines are the logged values, thick lines their running "
                          "mean; one curve per noise level for noise-conditional (NCSN) runs."),
-    ("score_field.png", "field", "Score field s(x): the learned field (beside the true one where the "
-                                 "data set has a closed form) and, then, their disagreement."),
+    ("score_field.png", "field", "Score field s(x): the true field where the data set has a closed form, "
+                                 "the learned one, and the size of their difference over density contours."),
     ("density.png", "field", "Density implied by the learned score (integrated on a grid), beside the "
                              "true density where known."),
     ("samples.png", "samples", "Samples drawn with the model's default sampler."),
@@ -75,7 +75,7 @@ table { border-collapse: collapse; margin: 12px 0; font-size: .92em; }
 th, td { border: 1px solid #d5d9e2; padding: 4px 10px; text-align: left; vertical-align: top; }
 th { background: #e9edf5; }
 td.num { font-family: ui-monospace, Menlo, Consolas, monospace; text-align: right; }
-td.val { font-family: ui-monospace, Menlo, Consolas, monospace; word-break: break-word; max-width: 420px; }
+td.val { font-family: ui-monospace, Menlo, Consolas, monospace; word-break: break-word; max-width: 320px; }
 .cols { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
 figure { margin: 14px 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e1e4ea; background: #fff; }
@@ -246,7 +246,7 @@ def _grids(run: Path) -> str:
         if size is None:
             continue
         step = p.stem.removeprefix("step_").lstrip("0") or "0"
-        scale = max(1, 200 // max(1, size[0]))
+        scale = max(1, 260 // max(1, size[0]))
         out.append(_figure(data, f"samples at step {step}", f"step {step}", width=size[0] * scale))
     out.append("</div>")
     return "\n".join(out)

@@ -1,0 +1,257 @@
+"""Score-SDE training end to end through the command line (`scorematch train/sample/eval`), and
+the density map `scorematch plot` draws from a trained 2-D model.
+
+Every run is small (gmm2d, 4000 points, a 64-wide MLP, 1000 steps; a 400-step 8-channel U-Net
+on digits) and is trained once per module. Sample quality is the unbiased MMD^2 with an RBF
+bandwidth of 1 against held-out data (600 samples; sample-vs-sample noise ~1e-3 at this size).
+Measured (seed 0, CPU): the untrained model (`--steps 0`) scores MMD^2 ~0.17 with every sampler;
+trained models 0.002-0.003 with euler_maruyama and ode, 0.017-0.026 with pc where pc works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scorematch.cli import main
+from scorematch.density import density_grid
+from scorematch.distributions import toy
+from scorematch.evaluate import _unconditional_score, held_out
+from scorematch.metrics import mmd, mode_weights
+from scorematch.training import load
+
+MMD_BANDWIDTH = 1.0
+N_SAMPLES = 600
+GMM = toy("gmm2d")
+TOY_FLAGS = ["--data", "gmm2d", "--n-data", "4000", "--hidden", "64", "--steps", "1000",
+             "--no-progress", "--device", "cpu", "--log-every", "100"]
+SDE_RUNS = {
+    "ve": ["--sde", "ve"],
+    "vp": ["--sde", "vp"],
+    "subvp": ["--sde", "subvp"],
+    "ve_likelihood": ["--sde", "ve", "--likelihood-weighting"],
+}
+# PC's Langevin corrector takes steps of a fixed signal-to-noise ratio, ||eps s|| ~ snr ||z||,
+# at every t, so it leans on the network at small t just as much as at large t, where the
+# variance-weighted loss (lambda = std(t)^2) barely trains it: with 1000 steps the learned
+# score at t ~ eps_t is ~3x too small for sub-VP (std(eps_t) = 1e-4) and for the NCSN model at
+# sigma_L, so the corrector samples a ~3x too hot distribution (MMD^2 ~0.17, as untrained).
+# The predictor-only samplers move by g(t)^2 dt there and are unaffected.
+PC_UNRELIABLE = {"subvp", "ncsn"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Small models: one thread avoids OpenMP contention on shared CPUs.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def cli(*args: str) -> str:
+    """Run `scorematch ARGS` in-process; returns its stdout, asserts exit code 0."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main([str(a) for a in args])
+    assert code == 0, out.getvalue()
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Run folders, trained lazily once per module: SDE runs, an NCSN run and an untrained one."""
+    root = tmp_path_factory.mktemp("sde_runs")
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            run = root / name
+            if name == "untrained":
+                extra = ["--objective", "sde", "--sde", "ve", "--steps", "0"]
+            elif name == "ncsn":
+                extra = ["--objective", "ncsn"]
+            else:
+                extra = ["--objective", "sde", *SDE_RUNS[name]]
+            cli("train", *TOY_FLAGS, *extra, "--out", run)
+            cache[name] = run
+        return cache[name]
+
+    return get  # type: ignore[return-value]
+
+
+def sample_mmd(run: Path, sampler: str, *options: str) -> tuple[float, torch.Tensor]:
+    """`scorematch sample RUN --sampler NAME`: MMD^2 of the samples to the held-out split."""
+    out = run / f"{sampler}.npz"
+    cli("sample", run, "--sampler", sampler, "--n", N_SAMPLES, "--out", out, *options)
+    x = torch.from_numpy(np.load(out)["samples"])
+    assert x.shape == (N_SAMPLES, 2) and torch.isfinite(x).all()
+    _, test = held_out(run)
+    return mmd(x, test[:N_SAMPLES], bandwidth=MMD_BANDWIDTH), x
+
+
+@pytest.fixture(scope="module")
+def untrained_mmd(runs) -> dict[str, float]:
+    return {s: sample_mmd(runs("untrained"), s)[0] for s in ("pc", "euler_maruyama", "ode")}
+
+
+# --------------------------------------------------------------------------- SDE training
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sde", list(SDE_RUNS))
+@pytest.mark.parametrize("sampler", ["euler_maruyama", "ode"])
+def test_sde_run_samples_match_held_out_data(runs, untrained_mmd, sde, sampler):
+    """Reverse SDE and probability-flow ODE from each trained run: MMD^2 < 0.01 (measured
+    0.002-0.0034), i.e. 50x below the untrained model's ~0.17; mode weights within 0.1 of 1/2
+    (measured 0.455-0.48: the learned score under-weights the upper mode a little)."""
+    value, x = sample_mmd(runs(sde), sampler)
+    assert untrained_mmd[sampler] > 0.1
+    assert value < 0.01, value
+    assert value < untrained_mmd[sampler] / 10
+    assert abs(float(mode_weights(x, GMM.means.float())[0]) - 0.5) < 0.1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sde", list(SDE_RUNS))
+def test_sde_run_pc_samples(runs, untrained_mmd, sde):
+    """Predictor-corrector with the CLI defaults (500 steps, snr 0.16): MMD^2 < 0.06 (measured
+    0.017-0.026), a third of the untrained model's. Known to fail for sub-VP (see PC_UNRELIABLE)."""
+    if sde in PC_UNRELIABLE:
+        pytest.xfail("PC corrector amplifies the under-trained small-t score (sub-VP)")
+    value, _ = sample_mmd(runs(sde), "pc")
+    assert value < 0.06, value
+    assert value < untrained_mmd["pc"] / 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sde", list(SDE_RUNS))
+def test_sde_run_eval_reports_likelihood_and_asymmetry(runs, sde):
+    """`scorematch eval RUN`: the probability-flow test log-likelihood is within 0.25 nats of the
+    analytic mean log-density of the same 256 held-out points (measured 0.05-0.11 below; the
+    untrained model is ~3.9 nats below), and the learned field at t = 1e-3 is nearly a gradient
+    field, ||J - J^T|| / ||J|| < 0.1 (measured 0.024-0.03; untrained 0.25-0.85)."""
+    run = runs(sde)
+    cli("eval", run, "--n", 500, "--sampler", "euler_maruyama", "--n-steps", 100, "--json")
+    res = json.loads((run / "eval.json").read_text())
+    _, test = held_out(run)
+    analytic = float(GMM.log_prob(test[:256].double()).mean())
+    assert abs(res["test_log_likelihood"] - analytic) < 0.25, (res["test_log_likelihood"], analytic)
+    assert 20 < res["likelihood_nfe"] < 1000
+    assert 0 <= res["jacobian_asymmetry"] < 0.1
+    assert res["nonfinite_samples"] == 0 and res["mmd"] < 0.05
+
+
+@pytest.mark.slow
+def test_untrained_eval_is_far_worse(runs):
+    """The contrast for the numbers above: the untrained model's log-likelihood is > 2 nats
+    below the analytic one."""
+    run = runs("untrained")
+    cli("eval", run, "--n", 200, "--sampler", "euler_maruyama", "--n-steps", 50, "--json")
+    res = json.loads((run / "eval.json").read_text())
+    _, test = held_out(run)
+    analytic = float(GMM.log_prob(test[:256].double()).mean())
+    assert res["test_log_likelihood"] < analytic - 2
+
+
+@pytest.mark.slow
+def test_digits_sde_run_reports_bits_per_dim(tmp_path):
+    """A tiny VP run on scikit-learn's 8x8 digits (8-channel time U-Net, 400 steps): eval reports
+    bits/dim of the uniformly dequantised (17-level) test digits that agree with its
+    log-likelihood, bpd = -(LL - 64 log 17) / (64 log 2), and beat the uniform density's
+    log2(17) = 4.09 (measured 3.47; the untrained U-Net: 13.1)."""
+    run = tmp_path / "digits"
+    cli("train", "--data", "digits", "--objective", "sde", "--sde", "vp", "--steps", 400,
+        "--batch-size", 64, "--base-channels", 8, "--no-progress", "--device", "cpu",
+        "--log-every", 50, "--out", run)
+    cli("eval", run, "--n", 16, "--sampler", "euler_maruyama", "--n-steps", 20, "--json")
+    res = json.loads((run / "eval.json").read_text())
+    d = 64
+    expect = -(res["test_log_likelihood"] - d * math.log(17)) / (d * math.log(2))
+    assert res["bits_per_dim"] == pytest.approx(expect, rel=1e-5)
+    assert res["bits_per_dim"] < math.log2(17) - 0.2, res["bits_per_dim"]
+    assert res["nonfinite_samples"] == 0
+
+
+# --------------------------------------------------------------------------- NCSN + continuous samplers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["ode", "euler_maruyama", "pc"])
+def test_ncsn_run_with_continuous_samplers(runs, untrained_mmd, sampler):
+    """A noise-conditional (NCSN) run sampled through the VE SDE matched to its sigmas
+    (ve_from_sigmas + sigma_conditioned): ode / euler_maruyama MMD^2 < 0.08 (measured 0.035),
+    comparable to its own annealed Langevin (0.02) and far below the untrained 0.17."""
+    run = runs("ncsn")
+    if sampler == "pc":
+        pytest.xfail("PC corrector amplifies the under-trained small-sigma score (NCSN)")
+    value, x = sample_mmd(run, sampler)
+    annealed, _ = sample_mmd(run, "annealed")
+    assert value < 0.08, value
+    assert value < untrained_mmd[sampler] / 2
+    assert value < 4 * max(annealed, 0.01)
+    assert abs(float(mode_weights(x, GMM.means.float())[0]) - 0.5) < 0.1
+
+
+# --------------------------------------------------------------------------- density map
+
+
+def _analytic_density(coords: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    xs, ys = coords
+    gx, gy = torch.meshgrid(xs, ys, indexing="ij")
+    pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1).double()
+    p = GMM.log_prob(pts).exp().reshape(len(xs), len(ys))
+    area = float((xs[1] - xs[0]) * (ys[1] - ys[0]))
+    return p / (p.sum() * area)
+
+
+@pytest.mark.slow
+def test_density_map_of_a_trained_model_matches_the_data(tmp_path):
+    """The numbers behind `scorematch plot RUN`'s density.png: density_grid of the trained
+    model's score on the plot's grid (held-out range +- 0.5 sd, 100 x 100), against the analytic
+    gmm2d density normalised on the same grid. TV = 1/2 sum |p - q| dA < 0.2 (measured 0.07-0.11
+    over objectives and seeds; DSM's own floor at sigma = 0.22 is 0.025; untrained ~0.7). Most of
+    it is the mass split between the two modes, which score matching pins down only through the
+    low-density valley: within each mode TV < 0.1 (measured 0.03-0.04)."""
+    run = tmp_path / "ism"
+    cli("train", "--data", "gmm2d", "--objective", "ism", "--n-data", "4000", "--hidden", 64,
+        "--steps", 600, "--no-progress", "--device", "cpu", "--log-every", 100, "--out", run)
+    _, test = held_out(run)
+    lo = test.min(0).values - 0.5 * test.std(0)
+    hi = test.max(0).values + 0.5 * test.std(0)
+    lims = [(float(lo[i]), float(hi[i])) for i in range(2)]
+
+    def tv_and_parts(run_dir: Path) -> tuple[float, float, float]:
+        with torch.no_grad():
+            grid = density_grid(_unconditional_score(load(run_dir)), lims, n=100)
+        xs, ys = grid.coords
+        area = float((xs[1] - xs[0]) * (ys[1] - ys[0]))
+        p, q = grid.density.double(), _analytic_density(grid.coords)
+        tv = 0.5 * float((p - q).abs().sum()) * area
+        gx, gy = torch.meshgrid(xs, ys, indexing="ij")
+        upper = (gx + gy > 0).double()
+        within = []
+        for mask in (upper, 1 - upper):
+            pm, qm = p * mask, q * mask
+            within.append(0.5 * float((pm / pm.sum() - qm / qm.sum()).abs().sum()))
+        return tv, within[0], within[1]
+
+    tv, up, down = tv_and_parts(run)
+    assert tv < 0.2, tv
+    assert up < 0.1 and down < 0.1, (up, down)
+    tv_untrained, _, _ = tv_and_parts(_untrained_mlp(tmp_path))
+    assert tv_untrained > 0.4 and tv < tv_untrained / 3
+
+
+def _untrained_mlp(tmp_path: Path) -> Path:
+    run = tmp_path / "ism0"
+    cli("train", "--data", "gmm2d", "--objective", "ism", "--n-data", "4000", "--hidden", 64,
+        "--steps", 0, "--no-progress", "--device", "cpu", "--out", run)
+    return run
