@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     n_data, steps, batch, n_fisher, grid_n, err_m = (
-        (200, 30, 64, 500, 8, 16) if args.tiny else (1000, 2000, 256, 10_000, 25, 80)
+        (200, 30, 64, 500, 8, 16) if args.tiny else (1000, 2000, 256, 10_000, 20, 80)
     )
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)

@@ -5,18 +5,24 @@ Implicit score matching (Hyvarinen 2005) needs no target score:
     J(theta) = E_x[ tr(grad_x s_theta(x)) + 1/2 ||s_theta(x)||^2 ]          (``ism``)
 
 The seed document 001 tried it on the 2-D mixture and failed: "the derivative magnitude is near
-0, but the trace is almost -0.0004". The cause, found there at last, is the ReLU network: a
-piecewise-linear s_theta has tr(grad_x s_theta) = 0 almost everywhere, so J reduces to
-1/2 E||s_theta||^2, minimised by s_theta = 0 (scorematch warns about it). With SiLU (swish)
-the same network and objective recover the score. Three models are trained with the same
-budget: a ReLU ScoreMLP, a SiLU ScoreMLP, and a SiLU EnergyMLP (s = -grad E, so ISM's trace
-is -Laplacian E and exp(-E) is the unnormalised density directly).
+0, but the trace is almost -0.0004". The cause, found there at last, is the ReLU network. With
+a ReLU energy E, s = -grad E is piecewise constant and tr(grad_x s) = -Laplacian E = 0 almost
+everywhere. With a ReLU score network s_theta, the Jacobian is piecewise constant: the trace
+is constant on each linear region, and its autodiff gradient moves only the slopes, never the
+kinks (the boundary terms that make ISM equal ESM are invisible to it). Either way the trace
+term cannot shape the field, the 1/2 E||s_theta||^2 term wins, and s_theta shrinks to 0 -
+and with it the trace (scorematch warns when ISM/SSM meet a piecewise-linear network). With
+SiLU (swish) the same network and objective recover the score. Three models are trained with
+the same budget: a ReLU ScoreMLP, a SiLU ScoreMLP, and a SiLU EnergyMLP (s = -grad E, so ISM's
+trace is -Laplacian E and exp(-E) is the unnormalised density directly).
 
 Figures: the score fields (true, ReLU, SiLU, and the SiLU error), the densities (true; from
 the learned scores by the line integral, ``scorematch.density.density_grid``; exp(-E) of the
 energy model, normalised on the grid), and the loss curves. Summary: Fisher divergences
 1/2 E_p||s_theta - s*||^2, the mean Jacobian trace of each score network, the total variation
-distance of each recovered density to the true one on the grid, and the ReLU warning.
+distance of each recovered density to the true one on the grid, and the ReLU warning. The
+ReLU net's Fisher divergence stays at that of the zero field, 1/2 E||s*||^2, and its trace
+falls from its value at initialisation to about 0.
 
     python examples/ism_relu_vs_silu.py       # gallery/ism_relu_vs_silu/
     python examples/ism_relu_vs_silu.py --tiny --out /tmp/ism
@@ -63,7 +69,7 @@ def write_summary(out: Path, summary: dict) -> None:
 def mean_trace(score_fn, x: torch.Tensor) -> float:
     """E_x tr(grad_x s(x)) with the exact 2 x 2 Jacobian per point."""
     jac = torch.func.vmap(torch.func.jacrev(lambda xi: score_fn(xi[None])[0]))(x)
-    return float(jac.diagonal(dim1=1, dim2=2).sum(-1).mean())
+    return float(jac.detach().diagonal(dim1=1, dim2=2).sum(-1).mean())
 
 
 def true_grid(dist, coords: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -106,6 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     losses: dict[str, list[float]] = {}
     relu_warning = ""
+    x_eval = dist.sample(1000, generator=gen)
+    trace_at_init = {name: mean_trace(m.score, x_eval) for name, m in models.items()}
     for name, model in models.items():
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         losses[name] = []
@@ -147,7 +155,6 @@ def main(argv: list[str] | None = None) -> dict:
         viz.density((coords, values), LIMS, ax=fig.add_subplot(1, len(densities), i + 1), title=title)
     fig.savefig(out / "densities.png", dpi=viz.DPI)
 
-    x_eval = dist.sample(1000, generator=gen)
     summary = {
         "example": NAME,
         "tiny": args.tiny,
@@ -155,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         "fisher_divergence": {name: fisher_divergence(m, dist, n=n_fisher, generator=gen)
                               for name, m in models.items()},
         "fisher_divergence_of_zero_score": float(0.5 * dist.score(x_eval).pow(2).sum(1).mean()),
+        "mean_jacobian_trace_at_init": trace_at_init,
         "mean_jacobian_trace": {name: mean_trace(m.score, x_eval) for name, m in models.items()},
         "mean_true_trace": mean_trace(dist.score, x_eval),
         "final_ism_loss": {name: float(np.mean(v[-max(1, steps // 20):])) for name, v in losses.items()},

@@ -38,19 +38,21 @@ def owning_module(score_fn: Callable) -> nn.Module | None:
 
 
 def warn_if_piecewise_linear(score_fn: Callable, objective: str) -> None:
-    """Warn once per network when ISM/SSM meets piecewise-linear activations (trace = 0 a.e.)."""
+    """Warn once per network when ISM/SSM meets piecewise-linear activations (the trace term degenerates)."""
     from scorematch.models.mlp import is_piecewise_linear
 
     module = owning_module(score_fn)
     if module is None or module in _warned or not is_piecewise_linear(module):
         return
     _warned.add(module)
-    kind = getattr(module, "kind", "score")
-    what = "its energy's Laplacian" if kind == "energy" else "tr(grad_x s)"
+    if getattr(module, "kind", "score") == "energy":
+        why = "the Laplacian of its energy, -tr(grad_x s), is zero almost everywhere"
+    else:
+        why = ("its Jacobian grad_x s is piecewise constant in x, so the trace term carries no gradient "
+               "that can bend the field and training just shrinks s towards 0")
     warnings.warn(
-        f"{objective}: {type(module).__name__} uses only piecewise-linear activations (ReLU family), "
-        f"so {what} is zero almost everywhere and {objective} degenerates to 1/2 E||s||^2. "
-        "Use a smooth activation such as activation='silu' (the default).",
+        f"{objective}: {type(module).__name__} uses only piecewise-linear activations (ReLU family): "
+        f"{why}; {objective} degenerates. Use a smooth activation such as activation='silu' (the default).",
         ScoreMatchWarning,
         stacklevel=3,
     )
