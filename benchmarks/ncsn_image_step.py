@@ -23,16 +23,12 @@ from collections.abc import Callable
 import torch
 
 from scorematch.models.images import NCSNUNet
+from scorematch.noise import geometric_sigmas
 
 try:
     from scorematch.objectives import ncsn as _library_ncsn
 except ImportError:
     _library_ncsn = None
-
-
-def geometric_sigmas(sigma_max: float, sigma_min: float, n: int) -> torch.Tensor:
-    """sigma_i = sigma_1 (sigma_L / sigma_1)^((i-1)/(L-1)), descending."""
-    return sigma_max * (sigma_min / sigma_max) ** (torch.arange(n) / (n - 1))
 
 
 def ncsn_loss_inline(

@@ -5,7 +5,7 @@ Every run is small (gmm2d, 4000 points, a 64-wide MLP, 1000 steps; a 400-step 8-
 on digits) and is trained once per module. Sample quality is the unbiased MMD^2 with an RBF
 bandwidth of 1 against held-out data (600 samples; sample-vs-sample noise ~1e-3 at this size).
 Measured (seed 0, CPU): the untrained model (`--steps 0`) scores MMD^2 ~0.17 with every sampler;
-trained models 0.002-0.003 with euler_maruyama and ode, 0.017-0.026 with pc where pc works.
+trained models 0.0002-0.004 with euler_maruyama and ode, 0.017-0.028 with pc where pc works.
 """
 
 from __future__ import annotations
@@ -38,13 +38,17 @@ SDE_RUNS = {
     "subvp": ["--sde", "subvp"],
     "ve_likelihood": ["--sde", "ve", "--likelihood-weighting"],
 }
-# PC's Langevin corrector takes steps of a fixed signal-to-noise ratio, ||eps s|| ~ snr ||z||,
-# at every t, so it leans on the network at small t just as much as at large t, where the
-# variance-weighted loss (lambda = std(t)^2) barely trains it: with 1000 steps the learned
-# score at t ~ eps_t is ~3x too small for sub-VP (std(eps_t) = 1e-4) and for the NCSN model at
-# sigma_L, so the corrector samples a ~3x too hot distribution (MMD^2 ~0.17, as untrained).
-# The predictor-only samplers move by g(t)^2 dt there and are unaffected.
-PC_UNRELIABLE = {"subvp", "ncsn"}
+# PC's Langevin corrector sets its step from the score's norm (||eps s|| ~ snr ||z||) at every t,
+# so it leans on the network at small t as much as at large t, where the std(t)^2-weighted loss
+# trains it least; its chains then settle into the learned field's own equilibrium. Measured on
+# runs like these: ||s_theta|| / ||s*|| at t <= 0.05 is ~1.9 for sub-VP (std(eps_t) = 1e-4) and 4-13
+# for the NCSN model through sigma_conditioned, and PC's samples come out too cold (std 1.2
+# against the data's 2.2; MMD^2 0.16-0.18, as untrained). Euler-Maruyama and the ODE move by
+# g(t)^2 dt there and are unaffected; VP with likelihood weighting (g^2 = beta(t) weights small
+# t) has norms within 5% and PC reaches MMD^2 6e-4. With TimeMLP's Fourier features at scale 1
+# (the default since; scale 16 left a band of t around 0.15-0.45 the net barely fitted) the
+# sub-VP run passes too, so only the NCSN model remains an expected failure.
+PC_UNRELIABLE = {"ncsn"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -110,8 +114,8 @@ def untrained_mmd(runs) -> dict[str, float]:
 @pytest.mark.parametrize("sampler", ["euler_maruyama", "ode"])
 def test_sde_run_samples_match_held_out_data(runs, untrained_mmd, sde, sampler):
     """Reverse SDE and probability-flow ODE from each trained run: MMD^2 < 0.01 (measured
-    0.002-0.0034), i.e. 50x below the untrained model's ~0.17; mode weights within 0.1 of 1/2
-    (measured 0.455-0.48: the learned score under-weights the upper mode a little)."""
+    0.0002-0.004), i.e. 40x+ below the untrained model's ~0.17; mode weights within 0.1 of 1/2
+    (measured 0.453-0.49: the learned score under-weights the upper mode a little)."""
     value, x = sample_mmd(runs(sde), sampler)
     assert untrained_mmd[sampler] > 0.1
     assert value < 0.01, value
@@ -119,13 +123,18 @@ def test_sde_run_samples_match_held_out_data(runs, untrained_mmd, sde, sampler):
     assert abs(float(mode_weights(x, GMM.means.float())[0]) - 0.5) < 0.1
 
 
+XFAIL_PC = pytest.mark.xfail(
+    reason="PC's corrector amplifies the under-trained small-t score (see PC_UNRELIABLE)",
+    strict=False)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sde", list(SDE_RUNS))
+@pytest.mark.parametrize(
+    "sde", [pytest.param(s, marks=XFAIL_PC if s in PC_UNRELIABLE else ()) for s in SDE_RUNS])
 def test_sde_run_pc_samples(runs, untrained_mmd, sde):
     """Predictor-corrector with the CLI defaults (500 steps, snr 0.16): MMD^2 < 0.06 (measured
-    0.017-0.026), a third of the untrained model's. Known to fail for sub-VP (see PC_UNRELIABLE)."""
-    if sde in PC_UNRELIABLE:
-        pytest.xfail("PC corrector amplifies the under-trained small-t score (sub-VP)")
+    0.017-0.028), a third of the untrained model's (sub-VP failed at 0.176 with Fourier scale 16;
+    see PC_UNRELIABLE)."""
     value, _ = sample_mmd(runs(sde), "pc")
     assert value < 0.06, value
     assert value < untrained_mmd["pc"] / 3
@@ -137,7 +146,7 @@ def test_sde_run_eval_reports_likelihood_and_asymmetry(runs, sde):
     """`scorematch eval RUN`: the probability-flow test log-likelihood is within 0.25 nats of the
     analytic mean log-density of the same 256 held-out points (measured 0.05-0.11 below; the
     untrained model is ~3.9 nats below), and the learned field at t = 1e-3 is nearly a gradient
-    field, ||J - J^T|| / ||J|| < 0.1 (measured 0.024-0.03; untrained 0.25-0.85)."""
+    field, ||J - J^T|| / ||J|| < 0.1 (measured 0.024-0.03; untrained 0.25)."""
     run = runs(sde)
     cli("eval", run, "--n", 500, "--sampler", "euler_maruyama", "--n-steps", 100, "--json")
     res = json.loads((run / "eval.json").read_text())
@@ -163,14 +172,15 @@ def test_untrained_eval_is_far_worse(runs):
 
 @pytest.mark.slow
 def test_digits_sde_run_reports_bits_per_dim(tmp_path):
-    """A tiny VP run on scikit-learn's 8x8 digits (8-channel time U-Net, 400 steps): eval reports
+    """A tiny VP run on scikit-learn's 8x8 digits (8-channel time U-Net, 400 steps on dequantised
+    digits): eval reports
     bits/dim of the uniformly dequantised (17-level) test digits that agree with its
     log-likelihood, bpd = -(LL - 64 log 17) / (64 log 2), and beat the uniform density's
-    log2(17) = 4.09 (measured 3.47; the untrained U-Net: 13.1)."""
+    log2(17) = 4.09 (measured 3.44; 3.47 without --dequantize; the untrained U-Net: 13.1)."""
     run = tmp_path / "digits"
     cli("train", "--data", "digits", "--objective", "sde", "--sde", "vp", "--steps", 400,
-        "--batch-size", 64, "--base-channels", 8, "--no-progress", "--device", "cpu",
-        "--log-every", 50, "--out", run)
+        "--batch-size", 64, "--base-channels", 8, "--dequantize", "--no-progress",
+        "--device", "cpu", "--log-every", 50, "--out", run)
     cli("eval", run, "--n", 16, "--sampler", "euler_maruyama", "--n-steps", 20, "--json")
     res = json.loads((run / "eval.json").read_text())
     d = 64
@@ -184,14 +194,13 @@ def test_digits_sde_run_reports_bits_per_dim(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sampler", ["ode", "euler_maruyama", "pc"])
+@pytest.mark.parametrize("sampler", ["ode", "euler_maruyama", pytest.param("pc", marks=XFAIL_PC)])
 def test_ncsn_run_with_continuous_samplers(runs, untrained_mmd, sampler):
     """A noise-conditional (NCSN) run sampled through the VE SDE matched to its sigmas
     (ve_from_sigmas + sigma_conditioned): ode / euler_maruyama MMD^2 < 0.08 (measured 0.035),
-    comparable to its own annealed Langevin (0.02) and far below the untrained 0.17."""
+    comparable to its own annealed Langevin (0.02) and far below the untrained 0.17. pc is an
+    expected failure (measured 0.163: the corrector at sigma ~ sigma_L, see PC_UNRELIABLE)."""
     run = runs("ncsn")
-    if sampler == "pc":
-        pytest.xfail("PC corrector amplifies the under-trained small-sigma score (NCSN)")
     value, x = sample_mmd(run, sampler)
     annealed, _ = sample_mmd(run, "annealed")
     assert value < 0.08, value
@@ -216,10 +225,11 @@ def _analytic_density(coords: tuple[torch.Tensor, ...]) -> torch.Tensor:
 def test_density_map_of_a_trained_model_matches_the_data(tmp_path):
     """The numbers behind `scorematch plot RUN`'s density.png: density_grid of the trained
     model's score on the plot's grid (held-out range +- 0.5 sd, 100 x 100), against the analytic
-    gmm2d density normalised on the same grid. TV = 1/2 sum |p - q| dA < 0.2 (measured 0.07-0.11
-    over objectives and seeds; DSM's own floor at sigma = 0.22 is 0.025; untrained ~0.7). Most of
-    it is the mass split between the two modes, which score matching pins down only through the
-    low-density valley: within each mode TV < 0.1 (measured 0.03-0.04)."""
+    gmm2d density normalised on the same grid. TV = 1/2 sum |p - q| dA < 0.2 (measured 0.095 for
+    this seed, 0.158 for seed 1, 0.07-0.14 for ssm_vr/dsm runs; DSM's own floor at sigma = 0.22 is
+    0.025; untrained 0.72). Most of it is the mass split between the two modes (0.41 vs 0.495 on
+    the upper one here), which score matching pins down only through the low-density valley:
+    within each mode TV < 0.12 (measured 0.05-0.06; seed 1: 0.06-0.09)."""
     run = tmp_path / "ism"
     cli("train", "--data", "gmm2d", "--objective", "ism", "--n-data", "4000", "--hidden", 64,
         "--steps", 600, "--no-progress", "--device", "cpu", "--log-every", 100, "--out", run)
@@ -245,7 +255,7 @@ def test_density_map_of_a_trained_model_matches_the_data(tmp_path):
 
     tv, up, down = tv_and_parts(run)
     assert tv < 0.2, tv
-    assert up < 0.1 and down < 0.1, (up, down)
+    assert up < 0.12 and down < 0.12, (up, down)
     tv_untrained, _, _ = tv_and_parts(_untrained_mlp(tmp_path))
     assert tv_untrained > 0.4 and tv < tv_untrained / 3
 

@@ -106,7 +106,7 @@ def _need_image(ds: Dataset, name: str) -> None:
 
 def model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Flatten image batches for vector models (an MLP trained on images sees ``(n, C*H*W)``)."""
-    return x.flatten(1) if isinstance(model, ScoreMLP | EnergyMLP | NoiseConditionalMLP) else x
+    return x.flatten(1) if x.dim() > 2 and getattr(model, "dim", None) == x[0].numel() else x
 
 
 def kde_bandwidth(x: torch.Tensor) -> float:

@@ -83,8 +83,8 @@ class NCSNUNet(nn.Module):
     f_theta predicts a -z-like quantity of unit scale. Layout: 3x3 conv in, per
     level ``n_res`` residual blocks (GroupNorm + SiLU) at ``base * mult``
     channels, stride-2 conv downsampling (ceil, so 28 -> 14 -> 7 -> 4 works),
-    a middle block, nearest upsampling to the skip's exact size, concatenated
-    skip connections, and a zero-initialised 3x3 conv out to C channels. No
+    a middle block, a 3x3 conv at the coarse size then nearest upsampling to the
+    skip's exact size, concatenated skip connections, and a zero-initialised 3x3 conv out to C channels. No
     batch statistics: row i of the output depends on row i of the input only.
 
     Default ``conditioning="embedding"``, chosen by measurement
@@ -249,8 +249,7 @@ class NCSNUNet(nn.Module):
         for i, blocks in enumerate(self.up):
             skip = skips.pop()
             if i > 0:
-                h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
-                h = self.upsample[i - 1](h)
+                h = F.interpolate(self.upsample[i - 1](h), size=skip.shape[-2:], mode="nearest")
             h = torch.cat([h, skip], dim=1)
             for block in blocks:
                 h = block(h, emb)

@@ -128,7 +128,7 @@ class TimeMLP(nn.Module):
         embed: str = "fourier",
         embed_dim: int = 64,
         activation: str = "silu",
-        fourier_scale: float = 16.0,
+        fourier_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.config = {
