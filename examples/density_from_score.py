@@ -29,12 +29,8 @@ integrated from the two reference points.
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-from pathlib import Path
-
 import torch
+from _gallery import density_panels, fit, seeded, setup, total_variation, true_grid, write_summary
 from matplotlib.figure import Figure
 
 from scorematch import viz
@@ -48,58 +44,15 @@ NAME = "density_from_score"
 LIMS = ((-6.0, 6.0), (-6.0, 6.0))
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("gallery") / NAME, help="output folder")
-    p.add_argument("--tiny", action="store_true", help="a few seconds: tiny steps and grids")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    return p.parse_args(argv)
-
-
-def write_summary(out: Path, summary: dict) -> None:
-    text = json.dumps(summary, indent=2)
-    print(text)
-    (out / "summary.json").write_text(text + "\n")
-
-
-def true_grid(dist, coords: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """The true density on density_grid's grid ("ij" indexing), normalised the same way."""
-    gx, gy = torch.meshgrid(*coords, indexing="ij")
-    log_p = dist.log_prob(torch.stack([gx.flatten(), gy.flatten()], 1)).reshape(gx.shape)
-    p = torch.exp(log_p - log_p.max())
-    return p / (p.sum() * cell_area(coords))
-
-
-def cell_area(coords: tuple[torch.Tensor, torch.Tensor]) -> float:
-    return float((coords[0][1] - coords[0][0]) * (coords[1][1] - coords[1][0]))
-
-
-def total_variation(p: torch.Tensor, q: torch.Tensor, coords: tuple[torch.Tensor, torch.Tensor]) -> float:
-    return float(0.5 * (p - q).abs().sum() * cell_area(coords))
-
-
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    args, out, clock = setup(NAME, __doc__, argv, tiny="tiny steps and grids")
     steps, batch, grid_n, n_check, n_fisher = (20, 64, 24, 100, 500) if args.tiny else (2000, 256, 100, 1000, 10_000)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = seeded(args.seed)
     dist = toy("gmm2d")
 
     model = ScoreMLP(2, hidden=128, depth=2)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(steps):
-        loss = ssm(model, dist.sample(batch, generator=gen), variance_reduced=True, generator=gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    t_train = time.perf_counter() - t_start
+    fit(model, ssm, lambda: dist.sample(batch, generator=gen), steps, variance_reduced=True, generator=gen)
+    t_train = clock()
 
     # The analytic line integral against the closed form at random points (x0 = the origin).
     x = dist.sample(n_check, generator=gen)
@@ -121,10 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
         "line integral of the learned score": from_model.density,
         "learned score, from x0 = (4, -4)": from_model_other_x0.density,
     }
-    fig = Figure(figsize=(4.7 * len(panels), 4.2), layout="constrained")
-    for i, (title, values) in enumerate(panels.items()):
-        viz.density((coords, values), LIMS, ax=fig.add_subplot(1, len(panels), i + 1), title=title)
-    fig.savefig(out / "densities.png", dpi=viz.DPI)
+    density_panels(panels, coords, LIMS, out / "densities.png", width=4.7)
 
     # log p along the diagonal, relative to its start.
     t = torch.linspace(0, 1, 201)[:, None]
@@ -167,10 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "fisher_divergence_learned": fisher_divergence(model, dist, n=n_fisher, generator=gen),
         "train_seconds": t_train,
-        "runtime_seconds": time.perf_counter() - t_start,
+        "runtime_seconds": clock(),
     }
-    write_summary(out, summary)
-    return summary
+    return write_summary(out, summary)
 
 
 if __name__ == "__main__":

@@ -28,12 +28,8 @@ to the clean score, and the root-mean-square distance to the clean points before
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-from pathlib import Path
-
 import torch
+from _gallery import fit, seeded, setup, write_summary
 from matplotlib.figure import Figure
 
 from scorematch import viz
@@ -47,35 +43,14 @@ SIGMAS = (0.1, 0.3, 1.0)
 LIMS = ((-7.0, 7.0), (-7.0, 7.0))
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("gallery") / NAME, help="output folder")
-    p.add_argument("--tiny", action="store_true", help="a few seconds: tiny steps and samples")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    return p.parse_args(argv)
-
-
-def write_summary(out: Path, summary: dict) -> None:
-    text = json.dumps(summary, indent=2)
-    print(text)
-    (out / "summary.json").write_text(text + "\n")
-
-
 def rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).pow(2).sum(1).mean().sqrt())
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    args, out, clock = setup(NAME, __doc__, argv, tiny="tiny steps and samples")
     steps, batch, n_eval, n_fisher, grid_n = (20, 64, 300, 500, 8) if args.tiny else (2000, 256, 2000, 10_000, 21)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = seeded(args.seed)
     dist = toy("gmm2d")
 
     fig = Figure(figsize=(13.0, 4.2 * len(SIGMAS)), layout="constrained")
@@ -83,13 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     per_sigma = {}
     for row, sigma in enumerate(SIGMAS):
         model = ScoreMLP(2, hidden=128, depth=2)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        for _ in range(steps):
-            loss = dsm(model, dist.sample(batch, generator=gen), sigma, generator=gen)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        model.eval()
+        fit(model, dsm, lambda: dist.sample(batch, generator=gen), steps, sigma=sigma, generator=gen)
 
         clean = dist.sample(n_eval, generator=gen)
         noisy = clean + sigma * torch.randn(clean.shape, generator=gen)
@@ -123,10 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
         "train_steps_per_sigma": steps,
         "sigmas": list(SIGMAS),
         "per_sigma": per_sigma,
-        "runtime_seconds": time.perf_counter() - t_start,
+        "runtime_seconds": clock(),
     }
-    write_summary(out, summary)
-    return summary
+    return write_summary(out, summary)
 
 
 if __name__ == "__main__":

@@ -24,13 +24,8 @@ and the mean error ||s - s*|| on grid points inside the 50% highest-density regi
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-from pathlib import Path
-
-import numpy as np
 import torch
+from _gallery import final_loss, fit, grid_points, seeded, setup, write_summary
 
 from scorematch import viz
 from scorematch.distributions import toy
@@ -42,39 +37,12 @@ NAME = "esm_kde"
 LIMS = ((-6.0, 6.0), (-6.0, 6.0))
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("gallery") / NAME, help="output folder")
-    p.add_argument("--tiny", action="store_true", help="a few seconds: tiny data, steps and grids")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    return p.parse_args(argv)
-
-
-def write_summary(out: Path, summary: dict) -> None:
-    text = json.dumps(summary, indent=2)
-    print(text)
-    (out / "summary.json").write_text(text + "\n")
-
-
-def grid_points(lims: tuple, m: int) -> torch.Tensor:
-    (xlo, xhi), (ylo, yhi) = lims
-    gx, gy = torch.meshgrid(torch.linspace(xlo, xhi, m), torch.linspace(ylo, yhi, m), indexing="ij")
-    return torch.stack([gx.flatten(), gy.flatten()], 1)
-
-
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    args, out, clock = setup(NAME, __doc__, argv, tiny="tiny data, steps and grids")
     n_data, steps, batch, n_fisher, grid_n, err_m = (
         (200, 30, 64, 500, 8, 16) if args.tiny else (1000, 2000, 256, 10_000, 20, 80)
     )
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = seeded(args.seed)
     dist = toy("gmm2d")
     data = dist.sample(n_data, generator=gen)
     # Scott's rule for an isotropic Gaussian kernel in D = 2
@@ -84,17 +52,9 @@ def main(argv: list[str] | None = None) -> dict:
         return kde_score(x, data, h)
 
     model = ScoreMLP(2, hidden=128, depth=2)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(steps):
-        xb = data[torch.randint(0, n_data, (batch,), generator=gen)]
-        loss = esm_kde(model, xb, data, h, leave_one_out=True)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    model.eval()
-    t_train = time.perf_counter() - t_start
+    losses = fit(model, esm_kde, lambda: data[torch.randint(0, n_data, (batch,), generator=gen)], steps,
+                 reference=data, bandwidth=h, leave_one_out=True)
+    t_train = clock()
 
     viz.compare_fields({"true": dist.score, "KDE": kde, "learned": model}, LIMS, n=grid_n, data=data,
                        path=out / "fields.png")
@@ -119,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
         "n_data": n_data,
         "bandwidth": h,
         "train_steps": steps,
-        "final_loss": float(np.mean(losses[-max(1, steps // 20):])),
+        "final_loss": final_loss(losses),
         "fisher_divergence": {
             "kde_target": fisher_divergence(kde, dist, n=n_fisher, generator=gen),
             "learned": fisher_divergence(model, dist, n=n_fisher, generator=gen),
@@ -130,10 +90,9 @@ def main(argv: list[str] | None = None) -> dict:
                                    "learned": float(err_model[low].mean())},
         "grid_points_high_low": [int(high.sum()), int(low.sum())],
         "train_seconds": t_train,
-        "runtime_seconds": time.perf_counter() - t_start,
+        "runtime_seconds": clock(),
     }
-    write_summary(out, summary)
-    return summary
+    return write_summary(out, summary)
 
 
 if __name__ == "__main__":

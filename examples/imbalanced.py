@@ -26,12 +26,8 @@ exact samples (with a second exact draw as the noise floor).
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-from pathlib import Path
-
 import torch
+from _gallery import setup, write_summary
 from matplotlib.figure import Figure
 
 from scorematch import viz
@@ -46,28 +42,8 @@ ETA = 0.1
 SIGMA_MAX, SIGMA_MIN, LEVELS, EPS = 20.0, 0.1, 10, 0.004
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("gallery") / NAME, help="output folder")
-    p.add_argument("--tiny", action="store_true", help="a few seconds: fewer chains and steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    return p.parse_args(argv)
-
-
-def write_summary(out: Path, summary: dict) -> None:
-    text = json.dumps(summary, indent=2)
-    print(text)
-    (out / "summary.json").write_text(text + "\n")
-
-
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    args, out, clock = setup(NAME, __doc__, argv, tiny="fewer chains and steps")
     n, steps_per_level = (300, 10) if args.tiny else (4000, 100)
     gen = torch.Generator().manual_seed(args.seed)
     dist = toy("imbalanced")
@@ -108,10 +84,9 @@ def main(argv: list[str] | None = None) -> dict:
                      "mode_weights": weights(w_annealed), "mmd2_to_exact": mmd(x_annealed, exact)},
         "true_mode_weights": weights(dist.weights),
         "mmd2_exact_vs_exact": mmd(floor_draw, exact),
-        "runtime_seconds": time.perf_counter() - t_start,
+        "runtime_seconds": clock(),
     }
-    write_summary(out, summary)
-    return summary
+    return write_summary(out, summary)
 
 
 if __name__ == "__main__":

@@ -30,15 +30,22 @@ falls from its value at initialisation to about 0.
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
 import warnings
-from pathlib import Path
 
-import numpy as np
 import torch
-from matplotlib.figure import Figure
+from _gallery import (
+    density_panels,
+    final_loss,
+    fit,
+    jacobians,
+    mesh,
+    normalise,
+    seeded,
+    setup,
+    total_variation,
+    true_grid,
+    write_summary,
+)
 
 from scorematch import ScoreMatchWarning, viz
 from scorematch.density import density_grid
@@ -51,58 +58,15 @@ NAME = "ism_relu_vs_silu"
 LIMS = ((-6.0, 6.0), (-6.0, 6.0))
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("gallery") / NAME, help="output folder")
-    p.add_argument("--tiny", action="store_true", help="a few seconds: tiny steps and grids")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    return p.parse_args(argv)
-
-
-def write_summary(out: Path, summary: dict) -> None:
-    text = json.dumps(summary, indent=2)
-    print(text)
-    (out / "summary.json").write_text(text + "\n")
-
-
 def mean_trace(score_fn, x: torch.Tensor) -> float:
     """E_x tr(grad_x s(x)) with the exact 2 x 2 Jacobian per point."""
-    jac = torch.func.vmap(torch.func.jacrev(lambda xi: score_fn(xi[None])[0]))(x)
-    return float(jac.detach().diagonal(dim1=1, dim2=2).sum(-1).mean())
-
-
-def true_grid(dist, coords: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """The true density on the grid, normalised like density_grid (Riemann sum 1), "ij" indexing."""
-    return normalise(dist.log_prob(mesh(coords)).reshape(len(coords[0]), len(coords[1])), coords)
-
-
-def mesh(coords: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    gx, gy = torch.meshgrid(*coords, indexing="ij")
-    return torch.stack([gx.flatten(), gy.flatten()], 1)
-
-
-def normalise(log_values: torch.Tensor, coords: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    area = float((coords[0][1] - coords[0][0]) * (coords[1][1] - coords[1][0]))
-    p = torch.exp(log_values - log_values.max())
-    return p / (p.sum() * area)
-
-
-def total_variation(p: torch.Tensor, q: torch.Tensor, coords: tuple[torch.Tensor, torch.Tensor]) -> float:
-    area = float((coords[0][1] - coords[0][0]) * (coords[1][1] - coords[1][0]))
-    return float(0.5 * (p - q).abs().sum() * area)
+    return float(jacobians(score_fn, x).diagonal(dim1=1, dim2=2).sum(-1).mean())
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    args, out, clock = setup(NAME, __doc__, argv, tiny="tiny steps and grids")
     steps, batch, n_fisher, grid_n, dens_n = (20, 64, 500, 8, 24) if args.tiny else (2000, 256, 10_000, 25, 100)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = seeded(args.seed)
     dist = toy("gmm2d")
 
     models = {
@@ -115,22 +79,14 @@ def main(argv: list[str] | None = None) -> dict:
     x_eval = dist.sample(1000, generator=gen)
     trace_at_init = {name: mean_trace(m.score, x_eval) for name, m in models.items()}
     for name, model in models.items():
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        losses[name] = []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ScoreMatchWarning)
-            for _ in range(steps):
-                loss = ism(model, dist.sample(batch, generator=gen))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses[name].append(loss.item())
+            losses[name] = fit(model, ism, lambda: dist.sample(batch, generator=gen), steps)
         for w in caught:
             print(f"warning while training {name}: {w.message}")
             if name == "ReLU" and issubclass(w.category, ScoreMatchWarning):
                 relu_warning = str(w.message)
-        model.eval()
-    t_train = time.perf_counter() - t_start
+    t_train = clock()
 
     data = dist.sample(2000, generator=gen)
     viz.compare_fields({"true": dist.score, "ReLU": models["ReLU"], "SiLU": models["SiLU"]}, LIMS, n=grid_n,
@@ -150,10 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
         "SiLU score, line integral": grids["SiLU"].density,
         "exp(-E), energy model": normalise(-energy, coords),
     }
-    fig = Figure(figsize=(4.6 * len(densities), 4.2), layout="constrained")
-    for i, (title, values) in enumerate(densities.items()):
-        viz.density((coords, values), LIMS, ax=fig.add_subplot(1, len(densities), i + 1), title=title)
-    fig.savefig(out / "densities.png", dpi=viz.DPI)
+    density_panels(densities, coords, LIMS, out / "densities.png")
 
     summary = {
         "example": NAME,
@@ -165,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
         "mean_jacobian_trace_at_init": trace_at_init,
         "mean_jacobian_trace": {name: mean_trace(m.score, x_eval) for name, m in models.items()},
         "mean_true_trace": mean_trace(dist.score, x_eval),
-        "final_ism_loss": {name: float(np.mean(v[-max(1, steps // 20):])) for name, v in losses.items()},
+        "final_ism_loss": {name: final_loss(v) for name, v in losses.items()},
         "total_variation_to_true_density": {
             "ReLU": total_variation(grids["ReLU"].density, truth, coords),
             "SiLU": total_variation(grids["SiLU"].density, truth, coords),
@@ -174,10 +127,9 @@ def main(argv: list[str] | None = None) -> dict:
         "relu_warned": bool(relu_warning),
         "relu_warning": relu_warning,
         "train_seconds": t_train,
-        "runtime_seconds": time.perf_counter() - t_start,
+        "runtime_seconds": clock(),
     }
-    write_summary(out, summary)
-    return summary
+    return write_summary(out, summary)
 
 
 if __name__ == "__main__":

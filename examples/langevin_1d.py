@@ -25,12 +25,8 @@ the spread (std) of the samples around each mode and the mode weights, with and 
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-from pathlib import Path
-
 import torch
+from _gallery import setup, write_summary
 
 from scorematch import viz
 from scorematch.distributions import toy
@@ -41,22 +37,6 @@ NAME = "langevin_1d"
 STEP_SIZE = 0.01
 N_STEPS = 100
 SHOWN = (0, 10, 50, 100)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("gallery") / NAME, help="output folder")
-    p.add_argument("--tiny", action="store_true", help="a few seconds: fewer samples")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--step-size", type=float, default=STEP_SIZE, help="tau (eta-form step size)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    return p.parse_args(argv)
-
-
-def write_summary(out: Path, summary: dict) -> None:
-    text = json.dumps(summary, indent=2)
-    print(text)
-    (out / "summary.json").write_text(text + "\n")
 
 
 def ks_distance(samples: torch.Tensor, dist) -> float:
@@ -77,12 +57,9 @@ def spread(samples: torch.Tensor, dist) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    args, out, clock = setup(NAME, __doc__, argv, tiny="fewer samples", options={
+        "--step-size": dict(type=float, default=STEP_SIZE, help="tau (eta-form step size)"),
+    })
     n = 1000 if args.tiny else 10_000
     gen = torch.Generator().manual_seed(args.seed)
     dist = toy("gmm1d")
@@ -118,10 +95,9 @@ def main(argv: list[str] | None = None) -> dict:
                               for k, mu in enumerate(dist.means[:, 0])},
         "true_mode_weights": {f"mode {float(mu):+g}": float(w) for mu, w in zip(dist.means[:, 0], dist.weights,
                                                                                 strict=True)},
-        "runtime_seconds": time.perf_counter() - t_start,
+        "runtime_seconds": clock(),
     }
-    write_summary(out, summary)
-    return summary
+    return write_summary(out, summary)
 
 
 if __name__ == "__main__":

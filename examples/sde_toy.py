@@ -32,13 +32,12 @@ truth, and the score error along t.
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import time
 from pathlib import Path
 
 import torch
+from _gallery import mesh, setup, write_summary
 from matplotlib.figure import Figure
 
 import scorematch
@@ -54,22 +53,6 @@ TOY = "gmm2d"
 LIMS = ((-6.0, 6.0), (-6.0, 6.0))
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("gallery") / NAME, help="output folder")
-    p.add_argument("--tiny", action="store_true", help="a few seconds: tiny training, samples and grids")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 2000, 20 with --tiny)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    return p.parse_args(argv)
-
-
-def write_summary(out: Path, summary: dict) -> None:
-    text = json.dumps(summary, indent=2)
-    print(text)
-    (out / "summary.json").write_text(text + "\n")
-
-
 def read_losses(run: Path) -> tuple[list[float], list[float]]:
     rows = (run / "loss.csv").read_text().splitlines()[1:]
     steps = [float(r.split(",")[0]) for r in rows]
@@ -77,12 +60,9 @@ def read_losses(run: Path) -> tuple[list[float], list[float]]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    args, out, clock = setup(NAME, __doc__, argv, tiny="tiny training, samples and grids", options={
+        "--steps": dict(type=int, default=None, help="training steps (default 2000, 20 with --tiny)"),
+    })
     tiny = args.tiny
     steps = args.steps or (20 if tiny else 2000)
     n, n_steps, grid_n, n_test, tol, n_t = (200, 20, 8, 50, 1e-3, 5) if tiny else (2000, 500, 40, 1000, 1e-5, 40)
@@ -95,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = scorematch.load(run)
     schedule = model.run_info["schedule"]
     sde = get_sde(schedule["sde"], **{k: v for k, v in schedule.items() if k != "sde"})
-    t_train = time.perf_counter() - t_start
+    t_train = clock()
 
     gen = torch.Generator().manual_seed(args.seed + 1)
     dist = toy(TOY)
@@ -127,8 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Likelihood by the probability-flow ODE: on a grid, and at held-out points.
     xs = torch.linspace(*LIMS[0], grid_n)
     ys = torch.linspace(*LIMS[1], grid_n)
-    gx, gy = torch.meshgrid(xs, ys, indexing="ij")
-    grid = torch.stack([gx.flatten(), gy.flatten()], 1)
+    grid = mesh((xs, ys))
     t0 = time.perf_counter()
     grid_lp = log_prob(model, sde, grid, rtol=tol, atol=tol, return_nfe=True)
     t_grid = time.perf_counter() - t0
@@ -177,10 +156,9 @@ def main(argv: list[str] | None = None) -> dict:
         "score_error_vs_t": {"median": float(torch.tensor(errors).median()), "max": errors[worst],
                              "t_of_max": float(ts[worst])},
         "train_seconds": t_train,
-        "runtime_seconds": time.perf_counter() - t_start,
+        "runtime_seconds": clock(),
     }
-    write_summary(out, summary)
-    return summary
+    return write_summary(out, summary)
 
 
 if __name__ == "__main__":

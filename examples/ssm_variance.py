@@ -31,13 +31,9 @@ value and each estimator's mean, and the Fisher divergence of each trained model
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-from pathlib import Path
-
 import numpy as np
 import torch
+from _gallery import fit, jacobians, seeded, setup, write_summary
 from matplotlib.figure import Figure
 
 from scorematch import viz
@@ -56,26 +52,11 @@ VARIANTS = {  # name: (projection, variance_reduced)
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("gallery") / NAME, help="output folder")
-    p.add_argument("--tiny", action="store_true", help="a few seconds: tiny steps and draws")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    return p.parse_args(argv)
-
-
-def write_summary(out: Path, summary: dict) -> None:
-    text = json.dumps(summary, indent=2)
-    print(text)
-    (out / "summary.json").write_text(text + "\n")
-
-
 def predicted_variance(model: torch.nn.Module, x: torch.Tensor, m: int, projection: str, reduced: bool) -> float:
     """Closed-form variance over projections of the batch-mean estimator with m projections/point."""
     with torch.no_grad():
         s = model.score(x)
-    jac = torch.func.vmap(torch.func.jacrev(lambda xi: model.score(xi[None])[0]))(x).detach()
+    jac = jacobians(model.score, x)
     a = jac if reduced else jac + 0.5 * s[:, :, None] * s[:, None, :]
     sym = 0.5 * (a + a.transpose(1, 2))
     var = 2 * sym.pow(2).sum((1, 2))
@@ -85,33 +66,20 @@ def predicted_variance(model: torch.nn.Module, x: torch.Tensor, m: int, projecti
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    args, out, clock = setup(NAME, __doc__, argv, tiny="tiny steps and draws")
     if args.tiny:
         steps, batch, n_fisher, n_fixed, draws, ms, grid_n = 20, 64, 500, 16, 6, [1, 4, 16], 8
     else:
         steps, batch, n_fisher, n_fixed, draws, ms, grid_n = 2000, 256, 10_000, 128, 100, [1, 2, 4, 8, 16, 32, 64], 25
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = seeded(args.seed)
     dist = toy("gmm2d")
 
     models = {"SSM": ScoreMLP(2, hidden=128, depth=2), "SSM-VR": ScoreMLP(2, hidden=128, depth=2)}
     losses: dict[str, list[float]] = {}
     for name, model in models.items():
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        losses[name] = []
-        for _ in range(steps):
-            loss = ssm(model, dist.sample(batch, generator=gen), variance_reduced=name == "SSM-VR", generator=gen)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses[name].append(loss.item())
-        model.eval()
-    t_train = time.perf_counter() - t_start
+        losses[name] = fit(model, ssm, lambda: dist.sample(batch, generator=gen), steps,
+                           variance_reduced=name == "SSM-VR", generator=gen)
+    t_train = clock()
 
     # The estimators' spread over projection draws at one fixed network and one fixed batch.
     net = models["SSM-VR"]
@@ -177,10 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
         "loglog_slope": {name: float(np.polyfit(log_m, np.log(st["variance"]), 1)[0]) for name, st in stats.items()},
         "mean_estimate_at_Mmax": {name: st["mean"][-1] for name, st in stats.items()},
         "train_seconds": t_train,
-        "runtime_seconds": time.perf_counter() - t_start,
+        "runtime_seconds": clock(),
     }
-    write_summary(out, summary)
-    return summary
+    return write_summary(out, summary)
 
 
 if __name__ == "__main__":
