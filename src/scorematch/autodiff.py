@@ -28,14 +28,20 @@ ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
 TRACE_METHODS = ("auto", "jvp", "vjp", "loop")
 
-#: elements of the tangent batch (chunk x n x D) processed at once by the batched methods
-_CHUNK_ELEMENTS = 2**24
+#: rows (basis vectors x batch) pushed through the network at once by the batched methods: on
+#: CPU a few thousand keep the activations in cache (measured: 16 dims x 256 rows at D=784 beat
+#: 64 and 4 dims); on CUDA a large block fills the device.
+_CPU_ROWS = 4096
+_CUDA_ELEMENTS = 2**24
 
 
-def _chunk(n: int, d: int, chunk_size: int | None) -> int:
+def _chunk(x: torch.Tensor, chunk_size: int | None) -> int:
+    n, d = x.shape[0], x[0].numel()
     if chunk_size is not None:
         return max(1, min(d, int(chunk_size)))
-    return max(1, min(d, _CHUNK_ELEMENTS // max(1, n * d)))
+    if x.device.type == "cuda":
+        return max(1, min(d, _CUDA_ELEMENTS // max(1, n * d)))
+    return max(1, min(d, _CPU_ROWS // max(1, n)))
 
 
 def _basis(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -103,7 +109,7 @@ def score_and_trace(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (s(x), tr(grad_x s(x))) with the trace exact, shapes (x.shape, (n,))."""
     choice("trace method", method, TRACE_METHODS)
-    chunk = _chunk(x.shape[0], x[0].numel(), chunk_size)
+    chunk = _chunk(x, chunk_size)
     if method == "loop":
         return _trace_loop(score_fn, x)
     picked = auto_trace_method(x[0].numel(), x.device) if method == "auto" else method

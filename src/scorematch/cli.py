@@ -38,7 +38,7 @@ TRAIN_HELP: dict[str, str] = {
     "sigma_max": "largest noise level sigma_1 (NCSN / VE SDE; default: largest pairwise distance)",
     "sigma_min": "smallest noise level sigma_L (default 0.01)",
     "n_levels": "number of noise levels L (default: NCSNv2's rule from the data dimension)",
-    "steps_per_sigma": "annealed Langevin steps per noise level T",
+    "steps_per_sigma": "annealed Langevin steps per noise level T (default: 100 for D <= 4, else 5)",
     "bandwidth": "KDE bandwidth h for esm_kde (default: Scott's rule)",
     "n_projections": "SSM projections per point",
     "projection": "SSM projection law: gaussian | rademacher",
@@ -72,7 +72,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
             if name in str(f.type):
                 typ = t
                 break
-        p.add_argument(flag, type=typ, default=None, help=f"{TRAIN_HELP[f.name]} (default: {default})")
+        suffix = "" if default is None else f" (default: {default})"
+        p.add_argument(flag, type=typ, default=None, help=TRAIN_HELP[f.name] + suffix)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,7 +44,7 @@ class TrainConfig:
     sigma_max: float | None = None
     sigma_min: float | None = None
     n_levels: int | None = None
-    steps_per_sigma: int = 5
+    steps_per_sigma: int | None = None
     bandwidth: float | None = None
     n_projections: int = 1
     projection: str = "gaussian"
@@ -127,7 +127,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     choice("sde", cfg.sde, SDE_NAMES)
     choice("projection", cfg.projection, ("gaussian", "rademacher"))
     choice("conditioning", cfg.conditioning, ("auto", "embedding", "divide"))
-    for name in ("batch_size", "n_data", "hidden", "depth", "base_channels", "steps_per_sigma",
+    if cfg.steps_per_sigma is not None:
+        positive_int("steps_per_sigma", cfg.steps_per_sigma)
+    for name in ("batch_size", "n_data", "hidden", "depth", "base_channels",
                  "n_projections", "checkpoint_every", "keep_checkpoints", "log_every"):
         positive_int(name, getattr(cfg, name))
     positive_int("steps", cfg.steps, minimum=0)

@@ -115,6 +115,14 @@ def kde_bandwidth(x: torch.Tensor) -> float:
     return float(x.shape[0] ** (-1.0 / (x.shape[1] + 4)) * x.std(0).mean())
 
 
+def default_steps_per_sigma(cfg: TrainConfig, dim: int) -> int:
+    """T of annealed Langevin: the config's, else 100 for D <= 4 (the NCSN paper's toy setting;
+    measured on the 2-D toys T = 5 gives 2-6x the MMD of T = 100) and 5 above (NCSNv2, images)."""
+    if cfg.steps_per_sigma is not None:
+        return cfg.steps_per_sigma
+    return 100 if dim <= 4 else 5
+
+
 def make_schedule(cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
     """Noise schedule of the run: NCSN sigmas (propose_schedule unless given), DSM's sigma, SDE."""
     from scorematch.noise import geometric_sigmas, propose_schedule
@@ -124,7 +132,8 @@ def make_schedule(cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
     x = ds.x.flatten(1)
     if cfg.objective == "ncsn":
         sigma_min = cfg.sigma_min or 0.01
-        proposal = propose_schedule(x, sigma_min=sigma_min, steps_per_sigma=cfg.steps_per_sigma,
+        steps = default_steps_per_sigma(cfg, x.shape[1])
+        proposal = propose_schedule(x, sigma_min=sigma_min, steps_per_sigma=steps,
                                     n_levels=cfg.n_levels)
         sigmas = proposal.sigmas
         if cfg.sigma_max is not None:
@@ -133,8 +142,8 @@ def make_schedule(cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
         from scorematch.noise import eps_for_schedule
 
         gamma = float(sigmas[0] / sigmas[1]) if len(sigmas) > 1 else 1.0
-        eps = eps_for_schedule(gamma, float(sigmas[-1]), cfg.steps_per_sigma)
-        return {"sigmas": [float(s) for s in sigmas], "eps": eps, "steps_per_sigma": cfg.steps_per_sigma}
+        eps = eps_for_schedule(gamma, float(sigmas[-1]), steps)
+        return {"sigmas": [float(s) for s in sigmas], "eps": eps, "steps_per_sigma": steps}
     if cfg.objective == "dsm":
         return {"sigma": cfg.sigma or 0.1 * float(x.std(0).mean())}
     if cfg.objective == "esm_kde":
