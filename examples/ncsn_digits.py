@@ -8,7 +8,8 @@ samples it labels with probability > 0.9, and the histogram of the labels over t
 For scale the same numbers are printed for real digits (which the classifier
 was fitted on: the ceiling) and for uniform-noise images (the floor).
 
-Writes OUT/ncsn_digits_samples.png (a 10 x 10 grid of samples) and OUT/ncsn_digits.json (the
+Writes OUT/ncsn_digits_samples.png (a 10 x 10 grid of samples), OUT/ncsn_digits_annealing.png
+(the annealing trajectory of 8 chains, one row per noise level) and OUT/ncsn_digits.json (the
 numbers, the config and the wall time); OUT is docs/figures unless ``--out`` says otherwise.
 
     python examples/ncsn_digits.py --threads 1          # the full run (~10 min on a 2-core CPU)
@@ -30,7 +31,7 @@ from sklearn.linear_model import LogisticRegression
 import scorematch
 from scorematch.data import load_digits
 from scorematch.generate import generate
-from scorematch.viz import save_image_grid
+from scorematch.viz import annealing_rows, save_image_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "docs" / "figures"
@@ -113,6 +114,8 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     png = save_image_grid(samples[:100], args.out / "ncsn_digits_samples.png", nrow=10, upscale=4)
+    _, trajectory = generate(model, model.run_info, 8, sampler="annealed", seed=args.seed, return_trajectory=True)
+    annealing_rows(trajectory.clamp(0, 1), path=args.out / "ncsn_digits_annealing.png", sigmas=schedule["sigmas"])
     out = {
         "config": config,
         "schedule": {"sigma_1": schedule["sigmas"][0], "sigma_L": schedule["sigmas"][-1],
