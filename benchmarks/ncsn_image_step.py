@@ -3,7 +3,8 @@
 NCSN step: draw one sigma per row from a geometric schedule, x~ = x + sigma z,
 per-row loss 1/2 ||sigma s(x~, sigma) + z||^2 (the contract's multi-scale DSM with
 lambda = sigma^2), batch mean, backward, Adam step. Floor: the same network
-called on (x, sigma), MSE against a fixed random target, backward, Adam step.
+called on (x, sigma) with the same per-row sigmas, MSE against a fixed random
+target, backward, Adam step.
 Warm-up, then the median of N interleaved repeats; prints ms and the ratio.
 
 ``--compare`` instead trains both conditioning modes on sklearn digits and prints
@@ -182,6 +183,8 @@ def main() -> None:
     p.add_argument("--levels", type=int, default=10)
     p.add_argument("--seeds", type=int, default=2)
     args = p.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device} requested but torch.cuda.is_available() is False")
     torch.set_num_threads(args.threads)
     if args.compare:
         compare(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scorematch.errors import ModelError
+from scorematch.errors import ConfigError, ModelError
 from scorematch.models.base import MODEL_REGISTRY, build_model, model_spec
 from scorematch.models.images import NCSNUNet
 
@@ -103,7 +103,7 @@ def test_invalid_inputs_raise_model_error() -> None:
         m(torch.randn(2, 3, 8, 8), torch.tensor([1.0, -0.5]))
     with pytest.raises(ModelError, match=r"shape \(2,\)"):
         m(torch.randn(2, 3, 8, 8), torch.ones(3))
-    with pytest.raises(ModelError, match="conditioning"):
+    with pytest.raises(ConfigError, match="conditioning"):
         NCSNUNet(conditioning="concat")
     sized = NCSNUNet(channels=1, base=8, image_size=8)
     with pytest.raises(ModelError, match=r"\(n, 1, 8, 8\)"):

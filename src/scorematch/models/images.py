@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scorematch.errors import ModelError
+from scorematch.errors import ConfigError, ModelError
 from scorematch.models.base import register_model
 
 _MODES = ("embedding", "divide")
@@ -124,24 +124,24 @@ class NCSNUNet(nn.Module):
     ) -> None:
         super().__init__()
         if conditioning not in _MODES:
-            raise ModelError(
+            raise ConfigError(
                 f"unknown conditioning {conditioning!r}; valid choices: {', '.join(_MODES)}"
             )
         mults = [int(m) for m in channel_mults]
         if int(channels) < 1 or int(base) < 1 or int(n_res) < 1 or not mults or min(mults) < 1:
-            raise ModelError(
+            raise ConfigError(
                 "channels, base, n_res and every channel_mults entry must be integers >= 1, got "
                 f"channels={channels}, base={base}, n_res={n_res}, channel_mults={mults}"
             )
         if conditioning == "embedding" and int(sigma_embed_dim) < 2:
-            raise ModelError(f"sigma_embed_dim must be >= 2, got {sigma_embed_dim}")
+            raise ConfigError(f"sigma_embed_dim must be >= 2, got {sigma_embed_dim}")
         size: list[int] | None = None
         if image_size is not None:
             size = [int(image_size)] * 2 if isinstance(image_size, int) else [
                 int(s) for s in image_size
             ]
             if len(size) != 2 or min(size) < 1:
-                raise ModelError(f"image_size must be an int or (H, W), got {image_size!r}")
+                raise ConfigError(f"image_size must be an int or (H, W), got {image_size!r}")
         self.config = {
             "channels": int(channels),
             "base": int(base),
