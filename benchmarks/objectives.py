@@ -62,7 +62,7 @@ def run(device: torch.device, quick: bool = False) -> dict[str, Any]:
                 fn().backward()
 
             slow = "loop" in op or ("ISM" in op and d > 100)
-            timings[op] = timeit(step, device, repeats=3 if slow else 20, warmup=1 if slow else 3,
+            timings[op] = timeit(step, device, repeats=3 if slow else 100, warmup=1 if slow else 10,
                                  max_seconds=120 if slow else 10)
         floor = timings["floor (forward+backward, MSE)"]
         payload["shapes"][name] = timings

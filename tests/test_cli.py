@@ -35,13 +35,6 @@ API_SMALL = dict(data="gmm2d", objective="dsm", batch_size=64, hidden=32, depth=
                  device="cpu", seed=3, progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:

@@ -13,14 +13,6 @@ from scorematch.errors import ConfigError, DataError, ModelError
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors: one thread avoids OpenMP contention on shared CPUs.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def mixture(weights, means, covs):
     """log_prob(x) and score(x) of sum_k w_k N(mu_k, Sigma_k), x of shape (n, D)."""

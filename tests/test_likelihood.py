@@ -15,14 +15,6 @@ F64 = torch.float64
 SDES = {"ve": VESDE(), "vp": VPSDE(), "subvp": SubVPSDE()}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors: one thread avoids OpenMP contention on shared CPUs.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def gaussian_marginal(sde, mu: torch.Tensor, cov: torch.Tensor, t: torch.Tensor):
     """Mean (n, D) and covariance (n, D, D) of p_t for data N(mu, cov): m mu, m^2 cov + std^2 I."""

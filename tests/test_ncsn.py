@@ -29,15 +29,6 @@ from scorematch.samplers import langevin
 CPU = {"device": "cpu", "progress": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These small models train and sample several times faster on one thread than on two
-    contended ones (measured: 2000 ncsn steps on imbalanced, 6 s CPU vs 77 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # ----------------------------------------------------------------------------- (a) imbalanced
 

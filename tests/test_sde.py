@@ -39,14 +39,6 @@ from scorematch.sde import (
 SDES = {"ve": VESDE(), "vp": VPSDE(), "subvp": SubVPSDE()}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small elementwise tensors: one thread avoids OpenMP contention on shared CPUs.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def gaussian_score(sde, mu: torch.Tensor, s2: float):
     """Score of p_t = N(m(t) mu, (m(t)^2 s2 + std(t)^2) I), the marginal of N(mu, s2 I)."""

@@ -36,14 +36,6 @@ MODE_TOL = 0.03
 SDES = {"ve": VESDE(0.01, 100.0), "vp": VPSDE(), "subvp": SubVPSDE()}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors: one thread avoids OpenMP contention on shared CPUs.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # --------------------------------------------------------------------------- analytic marginals
 

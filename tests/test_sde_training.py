@@ -51,14 +51,6 @@ SDE_RUNS = {
 PC_UNRELIABLE = {"ncsn"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small models: one thread avoids OpenMP contention on shared CPUs.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def cli(*args: str) -> str:
     """Run `scorematch ARGS` in-process; returns its stdout, asserts exit code 0."""

@@ -32,13 +32,6 @@ TINY = dict(data="gmm2d", objective="dsm", batch_size=64, hidden=32, depth=2, n_
             progress=False, device="cpu", seed=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def gmm2d_fisher(model) -> float:
     """1/2 E_p ||s_theta - s*||^2 on gmm2d, 4000 fixed samples (the same for every model)."""

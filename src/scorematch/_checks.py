@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -68,3 +68,40 @@ def descending_sigmas(sigmas: torch.Tensor | Sequence[float]) -> torch.Tensor:
             f"got {s.tolist()}; use scorematch.noise.geometric_sigmas(sigma_max, sigma_min, L)"
         )
     return s
+
+
+def score_callable(score_fn: object, call: str = "score_fn(x, t)") -> Callable[..., torch.Tensor]:
+    """``score_fn`` (a callable, or anything with a ``.score`` method: a model, a mixture) as a
+    function that checks its output is a tensor shaped like x; ``call`` names the expected call."""
+    from scorematch.errors import ModelError
+
+    fn = getattr(score_fn, "score", score_fn)
+    if not callable(fn):
+        raise ConfigError(f"score_fn must be callable as {call} or have a .score method")
+
+    def checked(x: torch.Tensor, *cond: torch.Tensor) -> torch.Tensor:
+        s = fn(x, *cond)
+        if not isinstance(s, torch.Tensor) or s.shape != x.shape:
+            got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
+            raise ModelError(f"{call} must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+        return s
+
+    return checked
+
+
+def per_row(name: str, value: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-row condition (sigma or t) as a tensor of shape (n,) in x's dtype and device: a float
+    or 0-d tensor is broadcast to every row; any other shape than (n,) is a ModelError."""
+    from scorematch.errors import ModelError
+
+    n = x.shape[0]
+    if not isinstance(value, torch.Tensor):
+        return torch.full((n,), float(value), dtype=x.dtype, device=x.device)
+    if value.dim() == 0:
+        return value.to(dtype=x.dtype, device=x.device).expand(n)
+    if value.shape != (n,):
+        raise ModelError(
+            f"{name} must be a float or a tensor of shape (n,) = ({n},) for x of shape {tuple(x.shape)}, "
+            f"got shape {tuple(value.shape)}"
+        )
+    return value.to(dtype=x.dtype, device=x.device)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from scorematch import _checks
-from scorematch.errors import ConfigError, DataError, ModelError
+from scorematch.errors import ConfigError, DataError
 
 __all__ = ["DensityGrid", "log_density_ratio", "density_grid", "jacobian_asymmetry"]
 
@@ -34,21 +34,8 @@ class DensityGrid(NamedTuple):
     density: Tensor
 
 
-def _score_callable(score_fn: ScoreFn) -> ScoreFn:
-    fn = getattr(score_fn, "score", score_fn)
-    if not callable(fn):
-        raise ConfigError("score_fn must be callable as score_fn(x) or have .score(x)")
-
-    def checked(x: Tensor) -> Tensor:
-        s = fn(x)
-        if not isinstance(s, Tensor) or s.shape != x.shape:
-            got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
-            raise ModelError(
-                f"score_fn(x) must return a tensor shaped like x {tuple(x.shape)}, got {got}"
-            )
-        return s
-
-    return checked
+def _score_callable(score_fn: Any) -> ScoreFn:
+    return _checks.score_callable(score_fn, "score_fn(x)")
 
 
 def log_density_ratio(

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from scorematch import _checks
 from scorematch._random import rademacher_like
-from scorematch.errors import ConfigError, DataError, ModelError
+from scorematch.errors import ConfigError, DataError
 from scorematch.sde import ODE_METHODS, SDE
 
 __all__ = ["LogProbResult", "log_prob", "bits_per_dim"]
@@ -40,20 +40,7 @@ class LogProbResult(NamedTuple):
 
 
 def _score_callable(model: Any) -> ScoreFn:
-    fn = getattr(model, "score", model)
-    if not callable(fn):
-        raise ConfigError("score_fn must be callable as score_fn(x, t) or have .score(x, t)")
-
-    def checked(x: Tensor, t: Tensor) -> Tensor:
-        s = fn(x, t)
-        if not isinstance(s, Tensor) or s.shape != x.shape:
-            got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
-            raise ModelError(
-                f"score_fn(x, t) must return a tensor shaped like x {tuple(x.shape)}, got {got}"
-            )
-        return s
-
-    return checked
+    return _checks.score_callable(model, "score_fn(x, t)")
 
 
 def log_prob(

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from scorematch import _checks
-from scorematch.errors import ConfigError, ModelError
+from scorematch.errors import ConfigError
 
 __all__ = [
     "SDE",
@@ -47,20 +47,6 @@ ODE_METHODS = (
     "euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams",
 )
 
-
-def _time(t: Tensor | float, x: Tensor) -> Tensor:
-    """Return t as a tensor of shape (n,) (n = x.shape[0]) in x's dtype and device."""
-    n = x.shape[0]
-    if not isinstance(t, Tensor):
-        return torch.full((n,), float(t), dtype=x.dtype, device=x.device)
-    if t.dim() == 0:
-        return t.to(dtype=x.dtype, device=x.device).expand(n)
-    if t.shape != (n,):
-        raise ModelError(
-            f"t must be a float or a tensor of shape (n,) = ({n},) for x of shape "
-            f"{tuple(x.shape)}, got shape {tuple(t.shape)}"
-        )
-    return t.to(dtype=x.dtype, device=x.device)
 
 
 def _as_tensor(t: Tensor | float) -> Tensor:
@@ -117,7 +103,7 @@ class SDE:
         Returns (mean, std): mean = m(t) x_0 shaped like x0, std of shape (n,).
         """
         _checks.batch("x0", x0)
-        t = _time(t, x0)
+        t = _checks.per_row("t", t, x0)
         return _bc(self.mean_coeff(t), x0) * x0, self.marginal_std(t)
 
     def prior_sample(
@@ -146,7 +132,7 @@ class SDE:
         Returns (f_dt shaped like x, g_dt of shape (n,)).
         """
         dt = _checks.positive("dt", dt)
-        t = _time(t, x)
+        t = _checks.per_row("t", t, x)
         return self.drift(x, t) * dt, self.diffusion(t) * math.sqrt(dt)
 
     def langevin_alpha(self, t: Tensor | float, dt: float) -> Tensor:
@@ -201,7 +187,7 @@ class VESDE(SDE):
 
     def drift(self, x: Tensor, t: Tensor | float) -> Tensor:
         """f(x, t) = 0."""
-        _time(t, x)
+        _checks.per_row("t", t, x)
         return torch.zeros_like(x)
 
     def diffusion(self, t: Tensor | float) -> Tensor:
@@ -222,7 +208,7 @@ class VESDE(SDE):
         Returns (f_dt = 0, g_dt = sqrt(sigma(t)^2 - sigma(max(t - dt, 0))^2)), g_dt of shape (n,).
         """
         dt = _checks.positive("dt", dt)
-        t = _time(t, x)
+        t = _checks.per_row("t", t, x)
         prev = self.sigma((t - dt).clamp_min(0.0))
         return torch.zeros_like(x), (self.sigma(t).pow(2) - prev.pow(2)).clamp_min(0.0).sqrt()
 
@@ -253,7 +239,7 @@ class _LinearBeta(SDE):
 
     def drift(self, x: Tensor, t: Tensor | float) -> Tensor:
         """f(x, t) = -1/2 beta(t) x."""
-        t = _time(t, x)
+        t = _checks.per_row("t", t, x)
         return -0.5 * _bc(self.beta(t), x) * x
 
     def mean_coeff(self, t: Tensor | float) -> Tensor:
@@ -286,7 +272,7 @@ class VPSDE(_LinearBeta):
         Returns (f_dt = (sqrt(1 - beta_i) - 1) x, g_dt = sqrt(beta_i)), g_dt of shape (n,).
         """
         dt = _checks.positive("dt", dt)
-        t = _time(t, x)
+        t = _checks.per_row("t", t, x)
         beta_i = self.beta(t) * dt
         if bool((beta_i >= 1).any()):
             raise ConfigError(
@@ -376,6 +362,6 @@ def sigma_conditioned(
         raise ConfigError("score_fn_sigma must be callable or have a .score(x, sigma) method")
 
     def score_fn(x: Tensor, t: Tensor | float) -> Tensor:
-        return fn(x, sde.marginal_std(_time(t, x)))
+        return fn(x, sde.marginal_std(_checks.per_row("t", t, x)))
 
     return score_fn

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.func import grad
 
-from scorematch._checks import choice, positive_int
+from scorematch._checks import choice, per_row, positive_int
 from scorematch.errors import ModelError
 from scorematch.models.base import register_model
 
@@ -124,15 +124,6 @@ def sigma_embedding(sigma: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
 
 
-def as_sigma_column(sigma: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A per-row noise level of shape (n,) from a float or a tensor of shape (n,) or ()."""
-    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-    if s.dim() == 0:
-        s = s.expand(x.shape[0])
-    if s.shape != (x.shape[0],):
-        raise ModelError(f"sigma must be a float or have shape ({x.shape[0]},), got {tuple(s.shape)}")
-    return s
-
 
 @register_model
 class NoiseConditionalMLP(nn.Module):
@@ -165,7 +156,7 @@ class NoiseConditionalMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         _check_vector(x, self.dim)
-        s = as_sigma_column(sigma, x)
+        s = per_row("sigma", sigma, x)
         h = torch.cat([x, sigma_embedding(s, self.embed_dim)], dim=1)
         return self.net(h) / s[:, None]
 

@@ -42,20 +42,6 @@ def _even(name: str, value: int) -> int:
     return v
 
 
-def _time_batch(t: Tensor | float, x: Tensor) -> Tensor:
-    """t as a (n,) tensor in x's dtype/device; a float or 0-d tensor is broadcast to all rows."""
-    n = x.shape[0]
-    if not isinstance(t, Tensor):
-        return torch.full((n,), float(t), dtype=x.dtype, device=x.device)
-    if t.dim() == 0:
-        return t.to(dtype=x.dtype, device=x.device).expand(n)
-    if t.shape != (n,):
-        raise ModelError(
-            f"t must be a float or a tensor of shape ({n},) for x of shape {tuple(x.shape)}, "
-            f"got shape {tuple(t.shape)}"
-        )
-    return t.to(dtype=x.dtype, device=x.device)
-
 
 class GaussianFourierProjection(nn.Module):
     """Random Fourier features of t: [sin(2 pi t W), cos(2 pi t W)], W ~ N(0, scale^2), fixed.
@@ -161,7 +147,7 @@ class TimeMLP(nn.Module):
                 f"TimeMLP(dim={self.config['dim']}) needs x of shape (n, {self.config['dim']}), "
                 f"got {tuple(x.shape)}; flatten images or use TimeUNet"
             )
-        t = _time_batch(t, x)
+        t = _checks.per_row("t", t, x)
         e = self.embed_proj(self.embed(t).to(x.dtype))
         h = self.act(self.inp(x))
         for layer, t_layer in zip(self.layers, self.t_layers, strict=True):
@@ -255,7 +241,7 @@ class TimeUNet(nn.Module):
                 f"TimeUNet(channels={c}) needs x of shape (n, {c}, H, W) with H, W even, "
                 f"got {tuple(x.shape)}"
             )
-        t = _time_batch(t, x)
+        t = _checks.per_row("t", t, x)
         e = self.embed_proj(self.embed(t).to(x.dtype))
         h0 = self.down0(self.inp(x), e)
         h = self.mid2(self.mid1(self.downsample(h0), e), e)

@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from scorematch import _checks
 from scorematch._random import randn_like
-from scorematch.errors import ConfigError, ModelError
-from scorematch.sde import ODE_METHODS, SDE, _time
+from scorematch.errors import ConfigError
+from scorematch.sde import ODE_METHODS, SDE
 
 __all__ = [
     "ODEResult",
@@ -55,21 +55,8 @@ class ODEResult(NamedTuple):
     trajectory: Tensor | None = None
 
 
-def _score_callable(score_fn: ScoreFn) -> ScoreFn:
-    fn = getattr(score_fn, "score", score_fn)
-    if not callable(fn):
-        raise ConfigError("score_fn must be callable as score_fn(x, t) or have .score(x, t)")
-
-    def checked(x: Tensor, t: Tensor) -> Tensor:
-        s = fn(x, t)
-        if not isinstance(s, Tensor) or s.shape != x.shape:
-            got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
-            raise ModelError(
-                f"score_fn(x, t) must return a tensor shaped like x {tuple(x.shape)}, got {got}"
-            )
-        return s
-
-    return checked
+def _score_callable(score_fn: Any) -> ScoreFn:
+    return _checks.score_callable(score_fn, "score_fn(x, t)")
 
 
 def _check_sde(sde: SDE) -> SDE:
@@ -246,7 +233,7 @@ def langevin_corrector(
     score = _score_callable(score_fn)
     _check_sde(sde)
     x = _checks.batch("x", x)
-    t_vec = _time(t, x)
+    t_vec = _checks.per_row("t", t, x)
     snr = _checks.positive("snr", snr)
     dt = _checks.positive("dt", dt)
     n_corrector = _checks.positive_int("n_corrector", n_corrector, minimum=0)
