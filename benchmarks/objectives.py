@@ -57,7 +57,7 @@ def run(device: torch.device, quick: bool = False) -> dict[str, Any]:
         x = torch.randn(n, d, device=device)
         timings = {}
         for op, fn in step_fns(model, x, quick).items():
-            def step(fn=fn) -> None:
+            def step(fn=fn, model=model) -> None:
                 model.zero_grad(set_to_none=True)
                 fn().backward()
 
@@ -70,7 +70,8 @@ def run(device: torch.device, quick: bool = False) -> dict[str, Any]:
             rows.append([name, op, ms, ms / floor])
     md = markdown_table(["network", "operation", "ms", "x floor"], rows)
     env = payload["environment"]
-    md = f"Measured {env['date']} on {env['device']} ({env['cpu']}, {env['threads']} threads), torch {env['torch']}.\n\n" + md
+    head = f"Measured {env['date']} on {env['device']} ({env['cpu']}, {env['threads']} threads), torch {env['torch']}."
+    md = head + "\n\n" + md
     return payload | {"markdown": md}
 
 
