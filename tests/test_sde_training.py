@@ -47,8 +47,8 @@ SDE_RUNS = {
 # g(t)^2 dt there and are unaffected; VP with likelihood weighting (g^2 = beta(t) weights small
 # t) has norms within 5% and PC reaches MMD^2 6e-4. With TimeMLP's Fourier features at scale 1
 # (the default since; scale 16 left a band of t around 0.15-0.45 the net barely fitted) the
-# sub-VP run passes too, so only the NCSN model remains an expected failure.
-PC_UNRELIABLE = {"ncsn"}
+# sub-VP run passes too; and with NCSN's sigma_L for 2-D data raised to DSM's sigma (0.1 x the
+# data std instead of 0.01) the NCSN model passes as well, so no case is expected to fail now.
 
 
 
@@ -115,18 +115,12 @@ def test_sde_run_samples_match_held_out_data(runs, untrained_mmd, sde, sampler):
     assert abs(float(mode_weights(x, GMM.means.float())[0]) - 0.5) < 0.1
 
 
-XFAIL_PC = pytest.mark.xfail(
-    reason="PC's corrector amplifies the under-trained small-t score (see PC_UNRELIABLE)",
-    strict=False)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "sde", [pytest.param(s, marks=XFAIL_PC if s in PC_UNRELIABLE else ()) for s in SDE_RUNS])
+@pytest.mark.parametrize("sde", SDE_RUNS)
 def test_sde_run_pc_samples(runs, untrained_mmd, sde):
     """Predictor-corrector with the CLI defaults (500 steps, snr 0.16): MMD^2 < 0.06 (measured
-    0.017-0.028), a third of the untrained model's (sub-VP failed at 0.176 with Fourier scale 16;
-    see PC_UNRELIABLE)."""
+    0.017-0.028), a third of the untrained model's (sub-VP failed at 0.176 with Fourier scale 16,
+    see the note above)."""
     value, _ = sample_mmd(runs(sde), "pc")
     assert value < 0.06, value
     assert value < untrained_mmd["pc"] / 3
@@ -186,12 +180,12 @@ def test_digits_sde_run_reports_bits_per_dim(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sampler", ["ode", "euler_maruyama", pytest.param("pc", marks=XFAIL_PC)])
+@pytest.mark.parametrize("sampler", ["ode", "euler_maruyama", "pc"])
 def test_ncsn_run_with_continuous_samplers(runs, untrained_mmd, sampler):
     """A noise-conditional (NCSN) run sampled through the VE SDE matched to its sigmas
     (ve_from_sigmas + sigma_conditioned): ode / euler_maruyama MMD^2 < 0.08 (measured 0.035),
-    comparable to its own annealed Langevin (0.02) and far below the untrained 0.17. pc is an
-    expected failure (measured 0.163: the corrector at sigma ~ sigma_L, see PC_UNRELIABLE)."""
+    comparable to its own annealed Langevin (0.02) and far below the untrained 0.17. pc failed
+    (0.163) while NCSN's 2-D sigma_L was 0.01 (see the note above test_sde_run_pc_samples)."""
     run = runs("ncsn")
     value, x = sample_mmd(run, sampler)
     annealed, _ = sample_mmd(run, "annealed")

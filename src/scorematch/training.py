@@ -123,6 +123,13 @@ def default_steps_per_sigma(cfg: TrainConfig, dim: int) -> int:
     return 100 if dim <= 4 else 5
 
 
+def default_sigma_min(x: torch.Tensor) -> float:
+    """sigma_L of NCSN: 0.01 for images and other D > 4 data (NCSN/NCSNv2), and for D <= 4 the
+    single-sigma DSM default, 0.1 x the data's mean std: a low-dimensional density has full
+    support, so scores below that scale only add variance to the loss."""
+    return 0.01 if x.shape[1] > 4 else 0.1 * float(x.std(0).mean())
+
+
 def make_schedule(cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
     """Noise schedule of the run: NCSN sigmas (propose_schedule unless given), DSM's sigma, SDE."""
     from scorematch.noise import geometric_sigmas, propose_schedule
@@ -131,7 +138,7 @@ def make_schedule(cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
         return cfg.schedule
     x = ds.x.flatten(1)
     if cfg.objective == "ncsn":
-        sigma_min = cfg.sigma_min or 0.01
+        sigma_min = cfg.sigma_min or default_sigma_min(x)
         steps = default_steps_per_sigma(cfg, x.shape[1])
         proposal = propose_schedule(x, sigma_min=sigma_min, steps_per_sigma=steps,
                                     n_levels=cfg.n_levels)
