@@ -72,21 +72,22 @@ def test_trained_ncsn_recovers_imbalanced_mode_weights(tmp_path):
 
 
 @pytest.mark.slow
-def test_ncsn_beats_single_sigma_dsm_at_the_same_budget(tmp_path):
+@pytest.mark.parametrize("name", ["imbalanced", "moons", "swissroll", "checkerboard", "rings"])
+def test_ncsn_beats_single_sigma_dsm_at_the_same_budget(tmp_path, name):
     """Same data, steps, batch, lr, width, depth and seed, library defaults otherwise (NCSN: the
-    proposed schedule, sigma 20.6 -> 0.01, L = 10; DSM: one sigma = 0.1 x the data's std):
-    NCSN + annealed Langevin (T = 100, 1000 score evaluations) has a smaller MMD to held-out data
-    of the imbalanced mixture than DSM + plain Langevin (1000 steps), which keeps the 50/50 split
-    of its uniform start. Measured at 1000 steps, seeds 0, 1, 2: NCSN / DSM = 0.012 / 0.169,
-    0.015 / 0.064, 0.008 / 0.149. (On moons the winner depends on the seed at this budget:
-    ratios 0.32, 1.82, 1.55, 0.29 for seeds 0-3; see examples/ncsn_toys.py for the other toys.)
+    proposed schedule, sigma_1 = largest pairwise distance -> sigma_L = DSM's sigma, L = 10; DSM:
+    one sigma = 0.1 x the data's std): NCSN + annealed Langevin (T = 100, 1000 score evaluations)
+    has less than half the MMD^2 to held-out data of DSM + plain Langevin (1000 steps).
+    Measured with examples/ncsn_toys.py at 2000 steps, seed 0 (x 1e3, NCSN vs DSM): imbalanced
+    1.7 vs 196, moons 0.28 vs 4.8, swissroll 0.09 vs 1.6, checkerboard -0.26 vs 0.19, rings 0.13
+    vs 1.9; 8gaussians (0.08 vs 0.18) is left out: NCSN's samples there still join the modes.
     """
-    budget = {"data": "imbalanced", "steps": 1000, "batch_size": 256, "lr": 1e-3, "hidden": 128,
-              "depth": 3, "seed": 0, "checkpoint_every": 1000, **CPU}
+    budget = {"data": name, "steps": 2000, "batch_size": 256, "lr": 1e-3, "hidden": 128,
+              "depth": 3, "seed": 0, "checkpoint_every": 2000, **CPU}
     scorematch.train(out=tmp_path / "dsm", objective="dsm", **budget)
     scorematch.train(out=tmp_path / "ncsn", objective="ncsn", steps_per_sigma=100, **budget)
     dsm_model, ncsn_model = scorematch.load(tmp_path / "dsm"), scorematch.load(tmp_path / "ncsn")
-    held_out = toy("imbalanced").sample(2000, generator=torch.Generator().manual_seed(123)).float()
+    held_out = toy(name).sample(2000, generator=torch.Generator().manual_seed(123)).float()
     x_dsm = generate(dsm_model, dsm_model.run_info, 2000, sampler="langevin", seed=0)
     x_ncsn = generate(ncsn_model, ncsn_model.run_info, 2000, sampler="annealed", seed=0)
     m_dsm, m_ncsn = mmd(x_dsm, held_out), mmd(x_ncsn, held_out)

@@ -129,9 +129,10 @@ def sigma_embedding(sigma: torch.Tensor, dim: int) -> torch.Tensor:
 class NoiseConditionalMLP(nn.Module):
     """Noise-conditional score network s_theta(x, sigma) for vectors (NCSN on toy data).
 
-    s_theta(x, sigma) = f_theta([x, emb(log sigma)]) / sigma: the sinusoidal embedding of
-    log sigma conditions the net, and the division by sigma gives the score its natural
-    scale (the DSM target -z/sigma grows as 1/sigma), so f_theta predicts a unit-scale -z.
+    h_0 = act(W_0 x + U_0 e), h_k = act(W_k h_{k-1} + U_k e), s_theta(x, sigma) = W_out h_depth / sigma,
+    with e = act(A emb(log sigma)) from a sinusoidal embedding of log sigma: every layer is
+    conditioned on the noise level, and the division by sigma gives the score its natural scale
+    (the DSM target -z/sigma grows as 1/sigma), so the net predicts a unit-scale -z.
     """
 
     conditioning = "sigma"
@@ -152,13 +153,23 @@ class NoiseConditionalMLP(nn.Module):
         }
         self.dim = positive_int("dim", dim)
         self.embed_dim = positive_int("embed_dim", embed_dim, minimum=2)
-        self.net = mlp(dim + 2 * (embed_dim // 2), dim, positive_int("hidden", hidden), depth, activation)
+        hidden = positive_int("hidden", hidden)
+        act = ACTIVATIONS[choice("activation", activation, list(ACTIVATIONS))]
+        self.act = act()
+        self.embed = nn.Sequential(nn.Linear(2 * (embed_dim // 2), hidden), act())
+        widths = [dim] + [hidden] * positive_int("depth", depth)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.cond = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in self.layers)
+        self.out = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         _check_vector(x, self.dim)
         s = per_row("sigma", sigma, x)
-        h = torch.cat([x, sigma_embedding(s, self.embed_dim)], dim=1)
-        return self.net(h) / s[:, None]
+        e = self.embed(sigma_embedding(s, self.embed_dim))
+        h = x
+        for layer, cond in zip(self.layers, self.cond, strict=True):
+            h = self.act(layer(h) + cond(e))
+        return self.out(h) / s[:, None]
 
     def score(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         """s_theta(x, sigma), shape (n, D)."""
