@@ -22,7 +22,7 @@ demo: install
 	@echo "demo written to $(DEMO)/ (plots in $(DEMO)/plots)"
 
 test: install
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks examples

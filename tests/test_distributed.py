@@ -16,7 +16,9 @@ import scorematch
 from scorematch.distributed import DistContext, shard
 from scorematch.errors import ConfigError
 
-pytestmark = pytest.mark.slow
+# the DDP runs share one xdist worker (make test uses --dist loadgroup), so two gloo process
+# groups never start at the same moment on the 2 CI cores
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ddp")]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
