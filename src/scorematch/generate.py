@@ -50,7 +50,11 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
     flat = _is_flat_model(model, shape)
     work_shape = (math.prod(shape),) if flat else shape
     lo, hi = float(data["lo"]), float(data["hi"])
-    x0 = lo + (hi - lo) * torch.rand((n, *work_shape), generator=g, device=device, dtype=dtype)
+
+    def uniform_start() -> torch.Tensor:
+        """Langevin and NCSN start from a uniform box over the data range (SDEs from their prior)."""
+        return lo + (hi - lo) * torch.rand((n, *work_shape), generator=g, device=device, dtype=dtype)
+
     if cond == "none" and name in CONTINUOUS + ("annealed",):
         raise ConfigError(
             f"sampler {name!r} needs a noise- or time-conditional model; this model is unconditional: "
@@ -61,19 +65,19 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
     if name == "langevin":
         scale = max(1e-6, (hi - lo) / 10)
         opts = {"step_size": 0.01 * scale**2, "n_steps": 1000, **options}
-        out = samplers.langevin(model.score, x0, generator=g, return_trajectory=return_trajectory, **opts)
+        out = samplers.langevin(model.score, uniform_start(), generator=g, return_trajectory=return_trajectory, **opts)
     elif name == "mala":
         if not hasattr(model, "energy"):
             raise ConfigError("mala needs an energy model (--model energy); use --sampler langevin")
         scale = max(1e-6, (hi - lo) / 10)
         opts = {"step_size": 0.01 * scale**2, "n_steps": 1000, **options}
-        res = samplers.mala(model.energy, x0, generator=g, return_trajectory=return_trajectory, **opts)
+        res = samplers.mala(model.energy, uniform_start(), generator=g, return_trajectory=return_trajectory, **opts)
         out = (res.samples, res.trajectory) if return_trajectory else res.samples
     elif name == "annealed":
         if cond != "sigma":
             raise ConfigError("the annealed sampler needs a noise-conditional (NCSN) model; use pc or ode")
         opts = {"eps": schedule["eps"], "steps_per_sigma": schedule["steps_per_sigma"], **options}
-        out = samplers.annealed_langevin(model.score, x0, schedule["sigmas"], generator=g,
+        out = samplers.annealed_langevin(model.score, uniform_start(), schedule["sigmas"], generator=g,
                                          return_trajectory=return_trajectory, **opts)
     else:
         if cond == "sigma":

@@ -388,10 +388,11 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: Any, device: to
             if cfg.dequantize and ds.kind == "image":
                 xb = dequantize(xb, generator=g_noise, levels=quantization_levels(ds))
             loss, rows, lvl = loss_fn(trained, xb, g_noise)
-            flags = torch.stack([(~torch.isfinite(loss.detach())).float(),
-                                 torch.tensor(float(stop.signal is not None), device=device)])
-            D.all_sum(flags, ctx)
-            if flags[0] > 0:
+            nonfinite, stopping = not bool(torch.isfinite(loss.detach())), stop.signal is not None
+            if ctx.enabled:  # every rank must take the same branch
+                flags = D.all_sum(torch.tensor([float(nonfinite), float(stopping)], device=device), ctx)
+                nonfinite, stopping = bool(flags[0] > 0), bool(flags[1] > 0)
+            if nonfinite:
                 where = ""
                 if rows is not None and lvl is not None:
                     bad = lvl[~torch.isfinite(rows)]
@@ -445,7 +446,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: Any, device: to
             if step % cfg.checkpoint_every == 0:
                 save(step)
                 last_ckpt = step
-            if flags[1] > 0:
+            if stopping:
                 break
     for closer in (bar, log, tb):
         if closer is not None:
