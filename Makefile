@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO ?= demo-output
 
-.PHONY: install demo test lint bench docs clean
+.PHONY: install demo test lint bench bench-install bench-smoke docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,18 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks examples
 
-bench: install
+# the peers (torch stays the installed CPU build: k-diffusion and diffusers-ncsn go in without deps)
+bench-install: install
+	$(PY) -m pip install --quiet torch==$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])') -e '.[bench]'
+	$(PY) -m pip install --quiet --no-deps k-diffusion==0.1.1.post1 diffusers-ncsn==0.1.0
+
+# every benchmark (peers included), results in benchmarks/results/, README tables refreshed
+bench: bench-install
 	$(PY) -m benchmarks
+
+bench-smoke: install
+	$(PY) -m benchmarks.compare --smoke
+	$(PY) -m benchmarks.scaling --smoke
 
 docs: install
 	$(PY) -m pip install --quiet -e '.[docs]'

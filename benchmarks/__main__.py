@@ -1,22 +1,38 @@
-"""`python -m benchmarks [--device cuda] [--quick]`: every benchmark, results under benchmarks/results/."""
+"""`python -m benchmarks [--device cuda] [--quick] [--only NAME ...]`: every benchmark, results
+under benchmarks/results/, then the README's benchmark blocks refreshed from them.
+
+compare: scorematch next to torchebm, score-models, diffusers and k-diffusion (`pip install -e
+'.[bench]'`, see `make bench-install`; absent peers are empty cells), scaling: cost against D and
+N, objectives and samplers: scorematch next to the floor.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-import torch
+from benchmarks import compare, objectives, readme, samplers, scaling
 
-from benchmarks import objectives, samplers
+ALL = ["compare", "scaling", "objectives", "samplers"]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for every benchmark (default 1)")
     p.add_argument("--quick", action="store_true", help="skip the slowest reference (ISM loop at D=784)")
+    p.add_argument("--only", nargs="+", choices=ALL, default=ALL)
     args = p.parse_args()
-    device = torch.device(args.device)
-    objectives.main(["--device", args.device] + (["--quick"] if args.quick else []))
-    samplers.main(["--device", str(device)])
+    common = ["--device", args.device, "--threads", str(args.threads)]
+    if "compare" in args.only:
+        compare.main(common)
+    if "scaling" in args.only:
+        scaling.main(common)
+    if "objectives" in args.only:
+        objectives.main(common + (["--quick"] if args.quick else []))
+    if "samplers" in args.only:
+        samplers.main(common)
+    if args.device == "cpu":
+        readme.main()
 
 
 if __name__ == "__main__":
