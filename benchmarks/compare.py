@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from benchmarks import peers
-from benchmarks.common import environment, sync, write
+from benchmarks.common import clock, environment, sync, write
 from benchmarks.peers import OPERATIONS, Setup, make_setup
 
 SHAPES = {  # name: (D, hidden, batch, label)
@@ -74,6 +74,7 @@ def network_of(op: str) -> str:
 def time_rounds(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int,
                 max_seconds: float) -> dict[str, float]:
     """Median ms of each function, timed in interleaved rounds (one call of each per round)."""
+    now = clock(device)
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -82,10 +83,10 @@ def time_rounds(fns: dict[str, Callable[[], object]], device: torch.device, repe
     start = time.perf_counter()
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = now()
             fn()
             sync(device)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(now() - t0)
         if time.perf_counter() - start > max_seconds and len(next(iter(times.values()))) >= 3:
             break
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
@@ -99,7 +100,7 @@ def budget(first_ms: float, smoke: bool) -> tuple[int, int, float]:
         return 3, 0, 120.0
     if first_ms > 200:
         return 7, 1, 60.0
-    return 60, 5, 20.0
+    return 150, 5, 20.0
 
 
 def run_shape(shape: str, device: torch.device, contenders: list[str], smoke: bool) -> dict[str, Any]:
@@ -171,7 +172,8 @@ def markdown(payload: dict[str, Any]) -> str:
     versions = next(iter(payload["shapes"].values()))["contenders"]
     where = env.get("gpu") or f"{env['cpu']} CPU"
     out = [
-        f"Measured {env['date']} on {where} ({env['device']}, {env['threads']} thread(s)), torch {env['torch']}, "
+        f"Measured {env['date']} on {where} ({env['device']}, {env['threads']} thread(s), {env['clock']}), "
+        f"torch {env['torch']}, "
         "python " + env["python"] + "; " + ", ".join(
             f"{n} {v['version']}" if v["version"] else f"{n} (not installed)" for n, v in versions.items()) + ".",
         "",

@@ -18,14 +18,13 @@ import argparse
 import ctypes
 import math
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.common import RESULTS, environment, markdown_table, sync, write
+from benchmarks.common import RESULTS, clock, environment, markdown_table, sync, write
 from scorematch import objectives as O
 from scorematch.models import ScoreMLP
 
@@ -86,18 +85,19 @@ class PeakMemory:
 
 def measure(step: Callable[[], None], device: torch.device, mem: PeakMemory, smoke: bool) -> tuple[float, int | None]:
     """(median ms, peak bytes): one warm-up call, then repeats within a time budget."""
-    t0 = time.perf_counter()
+    now = clock(device)
+    t0 = now()
     step()
     sync(device)
-    first = time.perf_counter() - t0
+    first = now() - t0
     repeats = 2 if smoke else (1 if first > 20 else 3 if first > 2 else 30)
     times, peaks = [], []
     for _ in range(repeats):
         mem.start()
-        t0 = time.perf_counter()
+        t0 = now()
         step()
         sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(now() - t0)
         peaks.append(mem.peak())
     peak = None if peaks[0] is None else max(peaks)
     return 1e3 * statistics.median(times), peak
@@ -179,7 +179,8 @@ def markdown(res: dict[str, Any]) -> str:
 
     rows = [[name] + [cell(res["by_dim"][name][str(d)]) for d in dims] for name in res["by_dim"]]
     out = [
-        f"Measured {env['date']} on {env.get('gpu') or env['cpu'] + ' CPU'} ({env['threads']} thread(s)), "
+        f"Measured {env['date']} on {env.get('gpu') or env['cpu'] + ' CPU'} ({env['threads']} thread(s), "
+        f"{env['clock']}), "
         f"torch {env['torch']}. {res['network']}. Time (median) and peak memory ({res['memory']}) of one "
         "training step:",
         "",
