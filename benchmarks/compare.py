@@ -12,6 +12,7 @@ lacks an operation, gets an empty cell. Raw numbers go to benchmarks/results/com
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -73,16 +74,25 @@ def network_of(op: str) -> str:
 
 def time_rounds(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int,
                 max_seconds: float) -> dict[str, float]:
-    """Median ms of each function, timed in interleaved rounds (one call of each per round)."""
+    """Median ms of each function, timed in interleaved rounds (one call of each per round).
+
+    Each round runs the functions in a fresh (seeded) random order: a function that runs
+    right after a different, larger one refills the caches, and a fixed order would charge that
+    to the same contender every time (measured: the same annealed-Langevin step read 9-15%
+    slower when it always followed a training step than when it followed itself)."""
     now = clock(device)
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     sync(device)
     times: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
+    order = random.Random(0)
     start = time.perf_counter()
     for _ in range(repeats):
-        for name, fn in fns.items():
+        order.shuffle(names)
+        for name in names:
+            fn = fns[name]
             t0 = now()
             fn()
             sync(device)

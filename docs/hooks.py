@@ -8,7 +8,8 @@ What they do, so that no page can drift from its source:
   the figures it wrote to ``gallery/NAME/*.png``; the PNGs are copied into the site. A missing
   folder is not an error: the section says how to make the figures.
 - ``speed.md`` is generated from the "Speed" section of README.md (the one place the measured
-  numbers live), with its relative links made safe for the site.
+  numbers live), with its relative links made safe for the site; the benchmark plots it shows
+  (``benchmarks/results/*.png``) are copied into the site under ``bench/``.
 - A fenced block titled ``README.md`` or ``docs/conventions.md`` (``title="..."``) must quote that
   file verbatim (up to whitespace): every line is checked, and a mismatch is a warning, i.e. an
   error under ``mkdocs build --strict``.
@@ -53,10 +54,15 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:
     files.append(File.generated(config, "speed.md", content=speed_page()))
-    for src, uri in gallery_images():
+    for src, uri in gallery_images() + benchmark_images():
         if files.get_file_from_path(uri) is None:
             files.append(File.generated(config, uri, abs_src_path=str(src)))
     return files
+
+
+def benchmark_images() -> list[tuple[Path, str]]:
+    """The benchmark plots (benchmarks/results/*.png) the README's Speed section shows."""
+    return [(p, f"bench/{p.name}") for p in sorted((ROOT / "benchmarks" / "results").glob("*.png"))]
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
@@ -326,6 +332,8 @@ def _safe_link(m: re.Match) -> str:
     if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
         return m.group(0)
     path, _, anchor = target.partition("#")
+    if m["bang"] and path.startswith("benchmarks/results/") and (ROOT / path).exists():
+        return f"![{text}](bench/{Path(path).name})"
     if path.startswith("docs/") and (ROOT / path).exists() and not m["bang"]:
         return f"[{text}]({path[len('docs/'):]}{'#' + anchor if anchor else ''})"
     return f"{text} (`{target}`)" if not m["bang"] else f"(figure: `{target}`)"
