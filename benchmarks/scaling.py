@@ -145,27 +145,42 @@ def run(device: torch.device, dims: list[int], ns: list[int], hidden: int, batch
         by_n[n] = {"ms": ms, "peak_bytes": peak}
         print(f"  ESM-KDE N={n}: {ms:.3g} ms, peak {peak and peak / 2**20:.3g} MiB", flush=True)
 
-    upper = upper_half(dims)
-    floor = [by_d["floor"][d]["ms"] for d in upper]
-    exponents = {}
-    for name in STEPS:
-        ms = [by_d[name][d]["ms"] for d in upper]
-        exponents[name] = {
-            "ms_vs_D": slope(upper, ms),
-            "x_floor_vs_D": slope(upper, [a / b for a, b in zip(ms, floor, strict=True)]),
-        }
-    exponents["ESM-KDE"] = {"ms_vs_N": slope(upper_half(ns), [by_n[n]["ms"] for n in upper_half(ns)])}
     ism_ratio = {d: by_d["ISM (exact)"][d]["ms"] / by_d["floor"][d]["ms"] for d in dims}
-    return {
+    res = {
         "environment": environment(device),
         "network": f"MLP D-{hidden}-{hidden}-D, SiLU, batch {batch}; ESM-KDE: MLP 2-{hidden}-{hidden}-2, batch 256",
         "memory": "CUDA peak allocated" if device.type == "cuda" else "peak RSS above the step's start (VmHWM)",
         "by_dim": {k: {str(d): v for d, v in vals.items()} for k, vals in by_d.items()},
         "esm_kde_by_n": {str(n): v for n, v in by_n.items()},
-        "exponents": exponents,
-        "fit_range": {"D": upper, "N": upper_half(ns)},
         "ism_x_floor_per_dim": {str(d): r / d for d, r in ism_ratio.items()},
     }
+    return res | growth(res)
+
+
+def growth(res: dict[str, Any]) -> dict[str, Any]:
+    """Growth exponents over the upper half of the range: time, time / floor and peak memory
+    against D; ESM-KDE's time and memory against N."""
+    dims = sorted(int(d) for d in res["by_dim"]["floor"])
+    ns = sorted(int(n) for n in res["esm_kde_by_n"])
+    upper, upper_n = upper_half(dims), upper_half(ns)
+    floor = [res["by_dim"]["floor"][str(d)]["ms"] for d in upper]
+
+    def peak_slope(vals: dict[str, Any], xs: list[int]) -> float | None:
+        peaks = [vals[str(x)]["peak_bytes"] for x in xs]
+        return slope(xs, peaks) if all(p for p in peaks) else None
+
+    exponents: dict[str, dict[str, float | None]] = {}
+    for name, vals in res["by_dim"].items():
+        ms = [vals[str(d)]["ms"] for d in upper]
+        exponents[name] = {
+            "ms_vs_D": slope(upper, ms),
+            "x_floor_vs_D": slope(upper, [a / b for a, b in zip(ms, floor, strict=True)]),
+            "peak_vs_D": peak_slope(vals, upper),
+        }
+    kde = res["esm_kde_by_n"]
+    exponents["ESM-KDE"] = {"ms_vs_N": slope(upper_n, [kde[str(n)]["ms"] for n in upper_n]),
+                            "peak_vs_N": peak_slope(kde, upper_n)}
+    return {"exponents": exponents, "fit_range": {"D": upper, "N": upper_n}}
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -178,6 +193,7 @@ def markdown(res: dict[str, Any]) -> str:
         return f"{v['ms']:.3g} ms{mib}"
 
     rows = [[name] + [cell(res["by_dim"][name][str(d)]) for d in dims] for name in res["by_dim"]]
+    kde = res["exponents"]["ESM-KDE"]
     out = [
         f"Measured {env['date']} on {env.get('gpu') or env['cpu'] + ' CPU'} ({env['threads']} thread(s), "
         f"{env['clock']}), "
@@ -188,16 +204,21 @@ def markdown(res: dict[str, Any]) -> str:
         "ESM-KDE against the reference-set size N: "
         + ", ".join(f"N={n}: {cell(v)}" for n, v in res["esm_kde_by_n"].items()) + ".",
         "",
-        f"Growth exponents (slope of log ms over D in {res['fit_range']['D']}; of log(ms / floor ms) beside it): "
-        + "; ".join(f"{k} {v['ms_vs_D']:.2f} ({v['x_floor_vs_D']:+.2f})" for k, v in res["exponents"].items()
-                    if "ms_vs_D" in v)
-        + f"; ESM-KDE {res['exponents']['ESM-KDE']['ms_vs_N']:.2f} in N over N in {res['fit_range']['N']}.",
+        f"Growth exponents over D in {res['fit_range']['D']} (slope of log ms; of log(ms / floor ms); of log "
+        "peak memory): " + "; ".join(
+            f"{k} {v['ms_vs_D']:.2f}, {v['x_floor_vs_D']:+.2f}, {_exp(v['peak_vs_D'])}"
+            for k, v in res["exponents"].items() if "ms_vs_D" in v)
+        + f"; ESM-KDE over N in {res['fit_range']['N']}: time {kde['ms_vs_N']:.2f}, memory {_exp(kde['peak_vs_N'])}.",
         "",
         "Exact ISM / floor, divided by D: " + ", ".join(
             f"D={d}: {r:.2f}" for d, r in res["ism_x_floor_per_dim"].items()) + ".",
         "",
     ]
     return "\n".join(out)
+
+
+def _exp(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def plot(res: dict[str, Any], path: Path) -> None:

@@ -164,14 +164,14 @@ def annealed_langevin(
         check_trajectory_size(len(sig) + 2, x, "annealed_langevin")
     traj = [x.clone()] if return_trajectory else None
     n = x.shape[0]
-    levels = [float(s) for s in sig]
+    levels = sig.tolist()
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(levels) * steps, desc="annealed Langevin", unit="step")
     with torch.no_grad():
-        for sigma_i, sigma_t in zip(levels, sig.expand(n, -1).T.contiguous(), strict=True):
+        for sigma_i, sigma_t in zip(levels, sig[:, None].expand(-1, n), strict=True):
             alpha = eps * sigma_i**2 / sigma_l**2
             half, root = 0.5 * alpha, math.sqrt(alpha)
             for _ in range(steps):
