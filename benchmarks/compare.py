@@ -180,7 +180,7 @@ def markdown(payload: dict[str, Any]) -> str:
     env = payload["environment"]
     names = list(next(iter(payload["shapes"].values()))["contenders"])
     versions = next(iter(payload["shapes"].values()))["contenders"]
-    where = env.get("gpu") or f"{env['cpu']} CPU"
+    where = env.get("gpu") or f"CPU ({env['cpu']})"
     out = [
         f"Measured {env['date']} on {where} ({env['device']}, {env['threads']} thread(s), {env['clock']}), "
         f"torch {env['torch']}, "

@@ -195,7 +195,7 @@ def markdown(res: dict[str, Any]) -> str:
     rows = [[name] + [cell(res["by_dim"][name][str(d)]) for d in dims] for name in res["by_dim"]]
     kde = res["exponents"]["ESM-KDE"]
     out = [
-        f"Measured {env['date']} on {env.get('gpu') or env['cpu'] + ' CPU'} ({env['threads']} thread(s), "
+        f"Measured {env['date']} on {env.get('gpu') or 'CPU (' + env['cpu'] + ')'} ({env['threads']} thread(s), "
         f"{env['clock']}), "
         f"torch {env['torch']}. {res['network']}. Time (median) and peak memory ({res['memory']}) of one "
         "training step:",
@@ -247,7 +247,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     env = res["environment"]
-    fig.suptitle(f"scorematch scaling, {env.get('gpu') or env['cpu'] + ' CPU'}, {env['threads']} thread(s), "
+    fig.suptitle(f"scorematch scaling, {env.get('gpu') or 'CPU (' + env['cpu'] + ')'}, {env['threads']} thread(s), "
                  f"torch {env['torch']}, {env['date']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
