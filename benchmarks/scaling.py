@@ -2,8 +2,9 @@
 
     python -m benchmarks.scaling [--threads 1] [--device cpu] [--dims 2 8 ...] [--smoke]
 
-One training step (loss + backward) of exact ISM, SSM, SSM-VR and DSM on an MLP D-256-256-D at
-batch 64, for D in {2, 8, 32, 128, 512, 784, 3072}, next to the floor (forward + backward, MSE);
+One training step (loss + backward) of exact ISM (also with ``low_memory``: each chunk of the
+trace recomputed in the backward), SSM, SSM-VR and DSM on an MLP D-256-256-D at batch 64, for D
+in {2, 8, 32, 128, 512, 784, 3072}, next to the floor (forward + backward, MSE);
 ESM-KDE on a 2-D batch of 256 against reference sets of N points. Peak memory is the most the
 step holds above what was held before it: on the GPU torch's peak-allocation counter, on the CPU
 the process's peak resident set (Linux: VmHWM, reset through /proc/self/clear_refs, with freed
@@ -36,6 +37,7 @@ STEPS: dict[str, Callable[[ScoreMLP, torch.Tensor, torch.Generator], torch.Tenso
     "SSM": lambda net, x, g: O.ssm(net, x, generator=g),
     "SSM-VR": lambda net, x, g: O.ssm(net, x, variance_reduced=True, generator=g),
     "ISM (exact)": lambda net, x, g: O.ism(net, x),
+    "ISM (exact, low_memory)": lambda net, x, g: O.ism(net, x, low_memory=True),
 }
 
 

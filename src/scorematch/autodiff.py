@@ -21,8 +21,10 @@ from collections.abc import Callable
 
 import torch
 from torch.func import jvp, vmap
+from torch.utils.checkpoint import checkpoint
 
 from scorematch._checks import choice
+from scorematch.errors import ConfigError
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -69,7 +71,22 @@ def _trace_jvp(score_fn: ScoreFn, x: torch.Tensor, chunk: int) -> tuple[torch.Te
     return s, tr
 
 
-def _trace_vjp(score_fn: ScoreFn, x: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _diagonal(s: torch.Tensor, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """sum over i in idx of (grad_x s)_ii per row: the rows e_i^T J in one batched backward."""
+    n, d = x.shape[0], x[0].numel()
+    (jrows,) = torch.autograd.grad(s, x, _basis(x, idx), create_graph=True, is_grads_batched=True)
+    jrows = jrows.reshape(len(idx), n, d)
+    return jrows[torch.arange(len(idx), device=x.device), :, idx].sum(0)
+
+
+def _recomputed_diagonal(score_fn: ScoreFn, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    xr = x.detach().requires_grad_(True)
+    return _diagonal(score_fn(xr), xr, idx)
+
+
+def _trace_vjp(
+    score_fn: ScoreFn, x: torch.Tensor, chunk: int, low_memory: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     n, d = x.shape[0], x[0].numel()
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -77,9 +94,10 @@ def _trace_vjp(score_fn: ScoreFn, x: torch.Tensor, chunk: int) -> tuple[torch.Te
         tr = x.new_zeros(n)
         for start in range(0, d, chunk):
             idx = torch.arange(start, min(d, start + chunk), device=x.device)
-            (jrows,) = torch.autograd.grad(s, x, _basis(x, idx), create_graph=True, is_grads_batched=True)
-            jrows = jrows.reshape(len(idx), n, d)
-            tr = tr + jrows[torch.arange(len(idx)), :, idx].sum(0)
+            if low_memory:  # keep only this chunk's inputs; recompute its graph in the backward
+                tr = tr + checkpoint(_recomputed_diagonal, score_fn, x, idx, use_reentrant=False)
+            else:
+                tr = tr + _diagonal(s, x, idx)
     return s, tr
 
 
@@ -105,15 +123,34 @@ def auto_trace_method(d: int, device: torch.device) -> str:
 
 
 def score_and_trace(
-    score_fn: ScoreFn, x: torch.Tensor, method: str = "auto", chunk_size: int | None = None
+    score_fn: ScoreFn,
+    x: torch.Tensor,
+    method: str = "auto",
+    chunk_size: int | None = None,
+    low_memory: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (s(x), tr(grad_x s(x))) with the trace exact, shapes (x.shape, (n,))."""
+    """Return (s(x), tr(grad_x s(x))) with the trace exact, shapes (x.shape, (n,)).
+
+    The training graph of the exact trace holds every chunk's backward: about (n D) x (D + a
+    few hidden widths) numbers, 3.6 GiB for a batch of 64 at D = 3072 through an MLP of width
+    256 (benchmarks/scaling.py). ``low_memory=True`` (reverse mode only) keeps only each chunk's
+    inputs and recomputes its forward and backward during the training step's backward
+    (activation checkpointing): memory of one chunk, for about one more forward and backward per
+    chunk.
+    """
     choice("trace method", method, TRACE_METHODS)
     chunk = _chunk(x, chunk_size)
-    if method == "loop":
-        return _trace_loop(score_fn, x)
     picked = auto_trace_method(x[0].numel(), x.device) if method == "auto" else method
-    return (_trace_jvp if picked == "jvp" else _trace_vjp)(score_fn, x, chunk)
+    if low_memory and picked != "vjp":
+        raise ConfigError(
+            f"low_memory recomputes the chunks of the batched reverse mode; method {method!r} has none: "
+            "use method='auto' or 'vjp'"
+        )
+    if picked == "loop":
+        return _trace_loop(score_fn, x)
+    if picked == "jvp":
+        return _trace_jvp(score_fn, x, chunk)
+    return _trace_vjp(score_fn, x, chunk, low_memory)
 
 
 def score_and_vjv(
