@@ -87,6 +87,13 @@ def write(name: str, payload: dict[str, Any], markdown: str) -> None:
     (RESULTS / f"{name}.md").write_text(markdown)
 
 
+def fmt_ms(ms: float | None) -> str:
+    """A duration for a table: '' for none, seconds from 1000 ms up, 3 significant digits."""
+    if ms is None:
+        return ""
+    return f"{ms / 1000:.3g} s" if ms >= 1000 else f"{ms:.3g} ms"
+
+
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     def fmt(v: Any) -> str:
         if v is None:

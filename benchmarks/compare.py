@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from benchmarks import peers
-from benchmarks.common import clock, environment, sync, write
+from benchmarks.common import clock, environment, fmt_ms, sync, write
 from benchmarks.peers import OPERATIONS, Setup, make_setup
 
 SHAPES = {  # name: (D, hidden, batch, label)
@@ -168,14 +168,6 @@ def summarise(result: dict[str, Any], ours: str = "scorematch") -> list[dict[str
     return rows
 
 
-def _fmt(ms: float | None) -> str:
-    if ms is None:
-        return ""
-    if ms >= 1000:
-        return f"{ms / 1000:.3g} s"
-    return f"{ms:.3g} ms"
-
-
 def markdown(payload: dict[str, Any]) -> str:
     env = payload["environment"]
     names = list(next(iter(payload["shapes"].values()))["contenders"])
@@ -197,7 +189,7 @@ def markdown(payload: dict[str, Any]) -> str:
             op = row["operation"]
             cells = []
             for n in names:
-                cell = _fmt(row["ms"].get(n))
+                cell = fmt_ms(row["ms"].get(n))
                 note = shape["notes"].get(op, {}).get(n)
                 if cell and note:
                     footnotes.append(f"{shape['label']}, {LABELS[op]}, {n}: {note}")
@@ -208,7 +200,7 @@ def markdown(payload: dict[str, Any]) -> str:
             ratio = row["vs_fastest_peer"]
             vs = "" if ratio is None else f"{ratio:.2f} ({row['fastest_peer']})"
             xf = "" if row["x_floor"] is None else f"{row['x_floor']:.2f}"
-            out.append(f"| {LABELS[op]} | {_fmt(row['floor_ms'])} | " + " | ".join(cells) + f" | {xf} | {vs} |")
+            out.append(f"| {LABELS[op]} | {fmt_ms(row['floor_ms'])} | " + " | ".join(cells) + f" | {xf} | {vs} |")
         out.append("")
     if footnotes:
         out += ["Notes:", ""] + [f"{i}. {t}" for i, t in enumerate(footnotes, 1)] + [""]

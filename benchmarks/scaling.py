@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import RESULTS, clock, environment, markdown_table, sync, write
+from benchmarks.common import RESULTS, clock, environment, fmt_ms, markdown_table, sync, write
 from scorematch import objectives as O
 from scorematch.models import ScoreMLP
 
@@ -191,8 +191,11 @@ def markdown(res: dict[str, Any]) -> str:
 
     def cell(v: dict[str, Any]) -> str:
         peak = v["peak_bytes"]
-        mib = "" if peak is None else f", {peak / 2**20:.3g} MiB"
-        return f"{v['ms']:.3g} ms{mib}"
+        if peak is None:
+            mib = ""
+        else:
+            mib = f", {peak / 2**30:.3g} GiB" if peak >= 2**30 else f", {peak / 2**20:.3g} MiB"
+        return f"{fmt_ms(v['ms'])}{mib}"
 
     rows = [[name] + [cell(res["by_dim"][name][str(d)]) for d in dims] for name in res["by_dim"]]
     kde = res["exponents"]["ESM-KDE"]
