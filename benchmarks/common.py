@@ -37,17 +37,19 @@ def sync(device: torch.device) -> None:
 
 def timeit(fn: Callable[[], Any], device: torch.device, repeats: int = 20, warmup: int = 3,
            max_seconds: float = 20.0) -> float:
-    """Median wall time of ``fn`` in milliseconds (after ``warmup`` calls), at most ``max_seconds``."""
+    """Median time of ``fn`` by ``clock(device)`` in milliseconds (after ``warmup`` calls), at most
+    ``max_seconds``."""
+    now = clock(device)
     for _ in range(warmup):
         fn()
     sync(device)
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < repeats and (time.perf_counter() - start < max_seconds or len(times) < 3):
-        t0 = time.perf_counter()
+        t0 = now()
         fn()
         sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(now() - t0)
     return 1e3 * statistics.median(times)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import environment, markdown_table, timeit, write
+from benchmarks.common import environment, fmt_ms, markdown_table, timeit, write
 from scorematch import objectives as O
 from scorematch.models import ScoreMLP
 from scorematch.noise import geometric_sigmas
@@ -51,7 +51,7 @@ def step_fns(model: ScoreMLP, x: torch.Tensor, quick: bool) -> dict[str, Any]:
 
 def run(device: torch.device, quick: bool = False) -> dict[str, Any]:
     torch.manual_seed(0)
-    rows, payload = [], {"environment": environment(device), "shapes": {}}
+    payload = {"environment": environment(device), "shapes": {}}
     for name, d, hidden, n in SHAPES:
         model = ScoreMLP(d, hidden=hidden, depth=2).to(device)
         x = torch.randn(n, d, device=device)
@@ -64,15 +64,30 @@ def run(device: torch.device, quick: bool = False) -> dict[str, Any]:
             slow = "loop" in op or ("ISM" in op and d > 100)
             timings[op] = timeit(step, device, repeats=3 if slow else 100, warmup=1 if slow else 10,
                                  max_seconds=120 if slow else 10)
-        floor = timings["floor (forward+backward, MSE)"]
         payload["shapes"][name] = timings
-        for op, ms in timings.items():
-            rows.append([name, op, ms, ms / floor])
-    md = markdown_table(["network", "operation", "ms", "x floor"], rows)
-    env = payload["environment"]
-    head = f"Measured {env['date']} on {env['device']} ({env['cpu']}, {env['threads']} threads), torch {env['torch']}."
-    md = head + "\n\n" + md
+    md = markdown(payload)
     return payload | {"markdown": md}
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    """One row per operation; per network its time and its ratio to that network's floor."""
+    env = payload["environment"]
+    shapes = payload["shapes"]
+    header = ["operation"]
+    for name in shapes:
+        header += [name, "x floor"]
+    ops = list(dict.fromkeys(op for timings in shapes.values() for op in timings))
+    rows = []
+    for op in ops:
+        row: list[Any] = [op]
+        for timings in shapes.values():
+            ms, floor = timings.get(op), timings["floor (forward+backward, MSE)"]
+            row += [fmt_ms(ms), None if ms is None else f"{ms / floor:.2f}"]
+        rows.append(row)
+    head = (f"Measured {env['date']} on {env.get('gpu') or 'CPU (' + env['cpu'] + ')'} ({env['threads']} "
+            f"thread(s), {env['clock']}), torch {env['torch']}; median of 100 repeats (3 for the exact ISM "
+            "at D = 784 and the per-dimension loop).")
+    return head + "\n\n" + markdown_table(header, rows)
 
 
 def main(argv: list[str] | None = None) -> None:
