@@ -89,6 +89,11 @@ def write(name: str, payload: dict[str, Any], markdown: str) -> None:
     (RESULTS / f"{name}.md").write_text(markdown)
 
 
+def where(env: dict[str, Any]) -> str:
+    """The device a result was measured on, for its heading: the GPU's name or CPU (model, cores)."""
+    return env.get("gpu") or f"CPU ({env['cpu']})"
+
+
 def fmt_ms(ms: float | None) -> str:
     """A duration for a table: '' for none, seconds from 1000 ms up, 3 significant digits."""
     if ms is None:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from benchmarks import peers
-from benchmarks.common import clock, environment, fmt_ms, sync, write
+from benchmarks.common import clock, environment, fmt_ms, sync, where, write
 from benchmarks.peers import OPERATIONS, Setup, make_setup
 
 SHAPES = {  # name: (D, hidden, batch, label)
@@ -115,30 +115,24 @@ def budget(first_ms: float, smoke: bool) -> tuple[int, int, float]:
 
 def run_shape(shape: str, device: torch.device, contenders: list[str], smoke: bool) -> dict[str, Any]:
     d, hidden, batch, label = SHAPES[shape]
-    setups: dict[str, Setup] = {}
     ops: dict[str, dict[str, peers.Op]] = {}
     result: dict[str, Any] = {"label": label, "d": d, "hidden": hidden, "batch": batch,
                               "contenders": {}, "floor_ms": {}, "ms": {}, "notes": {}, "valid": {}, "checks": {}}
-    for name in contenders:
-        display, version, operations, why = peers.load(name)
-        result["contenders"][display] = {"version": version, "missing": why}
-        if operations is None:
+    for module in contenders:
+        c = peers.load(module)
+        result["contenders"][c.name] = {"version": c.version, "missing": c.missing}
+        if c.operations is None:
             continue
-        setups[display] = make_setup(d, batch, hidden, device)
-        ops[display] = operations(setups[display])
-        checks = getattr(__import__(f"benchmarks.peers.{name}", fromlist=["checks"]), "checks", None)
-        if checks is not None and not smoke:
-            result["checks"][display] = checks(make_setup(d, batch, hidden, device))
-    ref = make_setup(d, batch, hidden, device)
-    floor_fns = floors(ref)
-    result["floor_ms"] = time_rounds(floor_fns, device, *budget(0.0, smoke))
+        ops[c.name] = c.operations(make_setup(d, batch, hidden, device))
+        if c.checks is not None and not smoke:
+            result["checks"][c.name] = c.checks(make_setup(d, batch, hidden, device))
+    result["floor_ms"] = time_rounds(floors(make_setup(d, batch, hidden, device)), device, *budget(0.0, smoke))
     for op in OPERATIONS:
         fns = {who: table[op] for who, table in ops.items() if op in table}
         if not fns:
             continue
         t0 = time.perf_counter()
-        first = next(iter(fns.values())).fn()
-        del first
+        next(iter(fns.values())).fn()  # one call sets the budget: slow operations get fewer repeats
         first_ms = 1e3 * (time.perf_counter() - t0)
         ms = time_rounds({who: o.fn for who, o in fns.items()}, device, *budget(first_ms, smoke))
         result["ms"][op] = {who: ms[who] / fns[who].per for who in fns}
@@ -172,9 +166,8 @@ def markdown(payload: dict[str, Any]) -> str:
     env = payload["environment"]
     names = list(next(iter(payload["shapes"].values()))["contenders"])
     versions = next(iter(payload["shapes"].values()))["contenders"]
-    where = env.get("gpu") or f"CPU ({env['cpu']})"
     out = [
-        f"Measured {env['date']} on {where} ({env['device']}, {env['threads']} thread(s), {env['clock']}), "
+        f"Measured {env['date']} on {where(env)} ({env['device']}, {env['threads']} thread(s), {env['clock']}), "
         f"torch {env['torch']}, "
         "python " + env["python"] + "; " + ", ".join(
             f"{n} {v['version']}" if v["version"] else f"{n} (not installed)" for n, v in versions.items()) + ".",

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import environment, fmt_ms, markdown_table, timeit, write
+from benchmarks.common import environment, fmt_ms, markdown_table, timeit, where, write
 from scorematch import objectives as O
 from scorematch.models import ScoreMLP
 from scorematch.noise import geometric_sigmas
@@ -84,7 +84,7 @@ def markdown(payload: dict[str, Any]) -> str:
             ms, floor = timings.get(op), timings["floor (forward+backward, MSE)"]
             row += [fmt_ms(ms), None if ms is None else f"{ms / floor:.2f}"]
         rows.append(row)
-    head = (f"Measured {env['date']} on {env.get('gpu') or 'CPU (' + env['cpu'] + ')'} ({env['threads']} "
+    head = (f"Measured {env['date']} on {where(env)} ({env['threads']} "
             f"thread(s), {env['clock']}), torch {env['torch']}; median of 100 repeats (3 for the exact ISM "
             "at D = 784 and the per-dimension loop).")
     return head + "\n\n" + markdown_table(header, rows)

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import RESULTS, clock, environment, fmt_ms, markdown_table, sync, write
+from benchmarks.common import RESULTS, clock, environment, fmt_ms, markdown_table, sync, where, write
 from scorematch import objectives as O
 from scorematch.models import ScoreMLP
 
@@ -200,7 +200,7 @@ def markdown(res: dict[str, Any]) -> str:
     rows = [[name] + [cell(res["by_dim"][name][str(d)]) for d in dims] for name in res["by_dim"]]
     kde = res["exponents"]["ESM-KDE"]
     out = [
-        f"Measured {env['date']} on {env.get('gpu') or 'CPU (' + env['cpu'] + ')'} ({env['threads']} thread(s), "
+        f"Measured {env['date']} on {where(env)} ({env['threads']} thread(s), "
         f"{env['clock']}), "
         f"torch {env['torch']}. {res['network']}. Time (median) and peak memory ({res['memory']}) of one "
         "training step:",
@@ -252,7 +252,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     env = res["environment"]
-    fig.suptitle(f"scorematch scaling, {env.get('gpu') or 'CPU (' + env['cpu'] + ')'}, {env['threads']} thread(s), "
+    fig.suptitle(f"scorematch scaling, {where(env)}, {env['threads']} thread(s), "
                  f"torch {env['torch']}, {env['date']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

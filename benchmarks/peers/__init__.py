@@ -42,6 +42,7 @@ import importlib
 import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -132,14 +133,37 @@ def make_setup(d: int, batch: int, hidden: int, device: torch.device, seed: int 
     )
 
 
-def load(name: str) -> tuple[str, str | None, Callable[[Setup], dict[str, Op]] | None, str]:
-    """(display name, version or None, operations or None, why not available)."""
-    mod = importlib.import_module(f"benchmarks.peers.{name}")
+class Contender(NamedTuple):
+    """A contender module, loaded: ``operations``/``checks`` are None when its library is absent."""
+
+    name: str
+    version: str | None
+    operations: Callable[[Setup], dict[str, Op]] | None
+    checks: Callable[[Setup], dict[str, str]] | None
+    missing: str
+
+
+def load(module: str) -> Contender:
+    """The contender module benchmarks.peers.MODULE with its library's version, or why it is absent."""
+    mod = importlib.import_module(f"benchmarks.peers.{module}")
     try:
         version = importlib.metadata.version(mod.DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
-        return mod.NAME, None, None, f"{mod.DISTRIBUTION} is not installed (pip install -e '.[bench]')"
-    return mod.NAME, version, mod.operations, ""
+        return Contender(mod.NAME, None, None, None,
+                         f"{mod.DISTRIBUTION} is not installed (pip install -e '.[bench]')")
+    return Contender(mod.NAME, version, mod.operations, getattr(mod, "checks", None), "")
+
+
+def standard_normal_score(x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+    """The exact score of N(0, I) data noised at sigma, -x / (1 + sigma^2) (sigma a float or one
+    per row): the analytic reference the peers' samplers and likelihoods are checked on."""
+    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    return -x / (1 + sigma.reshape(-1, *([1] * (x.dim() - 1))).square())
+
+
+def standard_normal_score_t(s: Setup) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The same as a time-conditional score s(x, t) of the setup's VE SDE."""
+    return lambda x, t: standard_normal_score(x, s.sde.marginal_std(t))
 
 
 def training_step(net: torch.nn.Module, loss_fn: Callable[[], torch.Tensor]) -> Callable[[], None]:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks.peers import Op, Setup
+from benchmarks.peers import Op, Setup, standard_normal_score
 
 NAME = "diffusers"
 DISTRIBUTION = "diffusers"
@@ -155,10 +155,6 @@ def checks(s: Setup) -> dict[str, str]:
 
     dev = s.device
 
-    def gauss(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, *([1] * (x.dim() - 1)))
-        return -x / (1 + sigma**2)
-
     gen = torch.Generator(device=dev).manual_seed(s.seed + 1)
     n_big = max(2000, 200_000 // s.d)
     x_big = torch.randn(n_big, s.d, device=dev, generator=gen)
@@ -173,7 +169,7 @@ def checks(s: Setup) -> dict[str, str]:
         for key, n_corr in (("reverse_sde_step", 0), ("pc_step", 1)):
             sch = _sde_ve_scheduler(s, s.n_steps)
             res = []
-            for score, x0 in ((gauss, x_big), (s.nc_net, s.x)):
+            for score, x0 in ((standard_normal_score, x_big), (s.nc_net, s.x)):
                 prior = x0 * s.sigma_max
                 g = torch.Generator(device=dev).manual_seed(s.seed)
                 peer = _moments(_sde_ve_run(sch, score, prior, s.n_steps, n_corr, g, _corrector_generator(s, g)))
@@ -218,7 +214,7 @@ def checks(s: Setup) -> dict[str, str]:
             for key, sig, steps in (("annealed_step", s.sigmas[-1:], 1), ("annealed_run", s.sigmas, s.steps_per_sigma)):
                 timesteps = torch.arange(len(s.sigmas) - len(sig), len(s.sigmas))
                 parts = []
-                for score, x0 in ((gauss, x_big), (s.nc_net, s.x)):
+                for score, x0 in ((standard_normal_score, x_big), (s.nc_net, s.x)):
                     # both draw their noise from the global RNG here: same seed, same noise
                     with torch.random.fork_rng(devices=cuda):
                         torch.manual_seed(s.seed)

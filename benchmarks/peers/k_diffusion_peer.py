@@ -17,7 +17,7 @@ import types
 import torch
 from torch import nn
 
-from benchmarks.peers import Op, Setup, training_step
+from benchmarks.peers import Op, Setup, standard_normal_score, standard_normal_score_t, training_step
 
 NAME = "k-diffusion"
 DISTRIBUTION = "k-diffusion"
@@ -238,12 +238,10 @@ def checks(s: Setup) -> dict[str, str]:
     g = s.generator()
     start = torch.randn((n, *x.shape[1:]), generator=g, device=g.device).to(x) * s.sigma_max
 
-    def gauss_denoiser(y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return y / (1 + sigma.square().reshape(-1, *([1] * (y.dim() - 1))))
+    def gauss_denoiser(y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:  # D = x + sigma^2 s
+        return y + sigma.square().reshape(-1, *([1] * (y.dim() - 1))) * standard_normal_score(y, sigma)
 
-    def gauss_score(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        sig = s.sde.marginal_std(t).reshape(-1, *([1] * (y.dim() - 1)))
-        return -y / (1 + sig.square())
+    gauss_score = standard_normal_score_t(s)
 
     def noise_sampler(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
         return torch.randn(start.shape, generator=g, dtype=start.dtype, device=g.device).to(start.device)

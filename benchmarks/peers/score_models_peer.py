@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from benchmarks.peers import Op, Setup, training_step
+from benchmarks.peers import Op, Setup, standard_normal_score, standard_normal_score_t, training_step
 
 NAME = "score_models"
 DISTRIBUTION = "score-models"
@@ -84,8 +84,8 @@ class _GaussianNet(nn.Module):
         self._log_ratio = math.log(s.sigma_max / s.sigma_min)
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        sig = torch.exp(self._log_min + t.to(x.dtype) * self._log_ratio).reshape(-1, *([1] * (x.dim() - 1)))
-        return -sig * x / (1 + sig.square())
+        sig = torch.exp(self._log_min + t.to(x.dtype) * self._log_ratio)
+        return sig.reshape(-1, *([1] * (x.dim() - 1))) * standard_normal_score(x, sig)
 
 
 def _models(s: Setup) -> dict[str, nn.Module]:
@@ -152,10 +152,7 @@ def _gaussian_error(s: Setup) -> tuple[float, float]:
     var0 = 1 + s.sigma_min**2
     truth = -0.5 * d * math.log(2 * math.pi * var0) - x.flatten(1).pow(2).sum(1) / (2 * var0)
 
-    def score(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return -y / (1 + s.sde.marginal_std(t).square().reshape(-1, *([1] * (y.dim() - 1))))
-
-    ref = likelihood.log_prob(score, s.sde, x, exact_trace=False, n_probes=1, rtol=1e-5, atol=1e-5,
+    ref = likelihood.log_prob(standard_normal_score_t(s), s.sde, x, exact_trace=False, n_probes=1, rtol=1e-5, atol=1e-5,
                               generator=s.generator())
     return float((ll - truth).mean()), float((ref - truth).mean())
 
@@ -396,8 +393,7 @@ def checks(s: Setup) -> dict[str, str]:
     gm = sm.ScoreModel(_GaussianNet(s), sde="ve", sigma_min=s.sigma_min, sigma_max=s.sigma_max, device=s.device)
     var0 = 1 + s.sigma_min**2
 
-    def gauss_score(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return -y / (1 + s.sde.marginal_std(t).square().reshape(-1, *([1] * (y.dim() - 1))))
+    gauss_score = standard_normal_score_t(s)
 
     n = max(s.batch, math.ceil(2**16 / d))
     g = gen(seed)

@@ -132,7 +132,7 @@ def score_and_trace(
     """Return (s(x), tr(grad_x s(x))) with the trace exact, shapes (x.shape, (n,)).
 
     The training graph of the exact trace holds every chunk's backward: about (n D) x (D + a
-    few hidden widths) numbers, 3.6 GiB for a batch of 64 at D = 3072 through an MLP of width
+    few hidden widths) numbers, 3.5 GiB for a batch of 64 at D = 3072 through an MLP of width
     256 (benchmarks/scaling.py). ``low_memory=True`` (reverse mode only) keeps only each chunk's
     inputs and recomputes its forward and backward during the training step's backward
     (activation checkpointing): memory of one chunk, for about one more forward and backward per
@@ -171,12 +171,12 @@ def score_and_vjv(
     """
     choice("vjv method", method, ("auto", "vjp", "autograd", "jvp"))
     if method == "auto":
-        method = "vjp" if _score_network(score_fn) else "autograd"
-        if method == "vjp":
+        if _score_network(score_fn):
             try:
                 return _vjv_functorch(score_fn, x, v)
-            except RuntimeError:
-                method = "autograd"
+            except RuntimeError:  # a module torch.func cannot transform
+                pass
+        method = "autograd"
     if method == "vjp":
         return _vjv_functorch(score_fn, x, v)
     if method == "autograd":
@@ -196,13 +196,20 @@ def _vjv_functorch(score_fn: ScoreFn, x: torch.Tensor, v: torch.Tensor) -> tuple
     return s, (vj * v).flatten(1).sum(1)
 
 
+def owning_module(score_fn: Callable) -> torch.nn.Module | None:
+    """The nn.Module behind a score function (the module itself or the owner of a bound method)."""
+    if isinstance(score_fn, torch.nn.Module):
+        return score_fn
+    owner = getattr(score_fn, "__self__", None)
+    return owner if isinstance(owner, torch.nn.Module) else None
+
+
 def _inside_ddp(score_fn: ScoreFn) -> bool:
-    owner = getattr(score_fn, "__self__", score_fn)
-    return isinstance(owner, torch.nn.parallel.DistributedDataParallel)
+    return isinstance(owning_module(score_fn), torch.nn.parallel.DistributedDataParallel)
 
 
 def _score_network(score_fn: ScoreFn) -> bool:
     """A module (or a module's bound method) whose output is the score itself, outside DDP."""
-    owner = getattr(score_fn, "__self__", score_fn)
-    return (isinstance(owner, torch.nn.Module) and not _inside_ddp(score_fn)
-            and getattr(owner, "kind", "score") != "energy")
+    module = owning_module(score_fn)
+    return (module is not None and not isinstance(module, torch.nn.parallel.DistributedDataParallel)
+            and getattr(module, "kind", "score") != "energy")

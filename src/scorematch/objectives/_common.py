@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from scorematch._checks import batch
+from scorematch.autodiff import owning_module
 from scorematch.errors import ScoreMatchWarning
 
 _warned: weakref.WeakSet[nn.Module] = weakref.WeakSet()
@@ -27,14 +28,6 @@ def as_score_fn(model: Callable) -> Callable:
     if not callable(model):
         raise TypeError(f"score_fn must be callable, got {type(model).__name__}")
     return model
-
-
-def owning_module(score_fn: Callable) -> nn.Module | None:
-    """The nn.Module behind a score function (the module itself or the owner of a bound method)."""
-    if isinstance(score_fn, nn.Module):
-        return score_fn
-    owner = getattr(score_fn, "__self__", None)
-    return owner if isinstance(owner, nn.Module) else None
 
 
 def warn_if_piecewise_linear(score_fn: Callable, objective: str) -> None:
