@@ -158,7 +158,7 @@ def toy_rows(name: str, score_sigma: SigmaScore, mix: GaussianMixture, sigmas: t
 def trained_gmm2d(sigmas: torch.Tensor, steps: int, seed: int) -> SigmaScore:
     """A VE-SDE score MLP trained on gmm2d with sigma_min, sigma_max = sigma_L, sigma_1; returned
     as a noise-conditional s(x, sigma) = s_theta(x, t(sigma))."""
-    from scorematch.training import train
+    from scorematch.run.training import train
 
     out = Path(tempfile.mkdtemp(prefix="nfe_quality_")) / "gmm2d_ve"
     res = train(data="gmm2d", objective="sde", sde="ve", sigma_min=float(sigmas[-1]),
@@ -183,7 +183,7 @@ def digits_rows(n: int, steps: int, seed: int) -> list[dict[str, Any]]:
     from sklearn.linear_model import LogisticRegression
 
     from scorematch.data import load_digits
-    from scorematch.training import train
+    from scorematch.run.training import train
 
     images, labels = load_digits()
     flat = images.flatten(1).numpy()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from scorematch import viz
+from scorematch import plotting
 
 Coords = tuple[torch.Tensor, torch.Tensor]
 
@@ -136,5 +136,5 @@ def density_panels(panels: dict[str, torch.Tensor], coords: Coords, lims: tuple,
     """One figure, one panel per density on the grid (title: values), saved to ``path``."""
     fig = Figure(figsize=(width * len(panels), 4.2), layout="constrained")
     for i, (title, values) in enumerate(panels.items()):
-        viz.density((coords, values), lims, ax=fig.add_subplot(1, len(panels), i + 1), title=title)
-    fig.savefig(path, dpi=viz.DPI)
+        plotting.density((coords, values), lims, ax=fig.add_subplot(1, len(panels), i + 1), title=title)
+    fig.savefig(path, dpi=plotting.DPI)

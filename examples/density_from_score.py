@@ -33,7 +33,7 @@ import torch
 from _gallery import density_panels, fit, seeded, setup, total_variation, true_grid, write_summary
 from matplotlib.figure import Figure
 
-from scorematch import viz
+from scorematch import plotting
 from scorematch.density import density_grid, jacobian_asymmetry, log_density_ratio
 from scorematch.distributions import toy
 from scorematch.metrics import fisher_divergence
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     ax.set_title("log p along the diagonal from the score")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.savefig(out / "line_integral.png", dpi=viz.DPI)
+    fig.savefig(out / "line_integral.png", dpi=plotting.DPI)
 
     x_asym = dist.sample(n_check, generator=gen)
     summary = {

@@ -32,7 +32,7 @@ import torch
 from _gallery import fit, seeded, setup, write_summary
 from matplotlib.figure import Figure
 
-from scorematch import viz
+from scorematch import plotting
 from scorematch.distributions import toy
 from scorematch.metrics import fisher_divergence
 from scorematch.models import ScoreMLP
@@ -66,15 +66,15 @@ def main(argv: list[str] | None = None) -> dict:
             denoised = noisy + sigma**2 * model.score(noisy)
         optimal = noisy + sigma**2 * dist.noisy_score(noisy, sigma)
 
-        viz.samples_over_data(noisy, clean, ax=axes[row, 0], title=f"sigma = {sigma}: noisy x~ = x + sigma z")
-        viz.samples_over_data(denoised, clean, ax=axes[row, 1],
+        plotting.samples_over_data(noisy, clean, ax=axes[row, 0], title=f"sigma = {sigma}: noisy x~ = x + sigma z")
+        plotting.samples_over_data(denoised, clean, ax=axes[row, 1],
                               title=f"sigma = {sigma}: one Tweedie step x~ + sigma^2 s(x~)")
-        viz.vector_field(model, LIMS, n=grid_n, ax=axes[row, 2], data=noisy,
+        plotting.vector_field(model, LIMS, n=grid_n, ax=axes[row, 2], data=noisy,
                          title=f"sigma = {sigma}: learned field s(x~)")
         for ax in axes[row, :2]:
             ax.set_xlim(*LIMS[0])
             ax.set_ylim(*LIMS[1])
-        viz.compare_fields({"true": lambda x, s=sigma: dist.noisy_score(x, s), "learned": model}, LIMS,
+        plotting.compare_fields({"true": lambda x, s=sigma: dist.noisy_score(x, s), "learned": model}, LIMS,
                            n=grid_n, data=noisy, path=out / f"fields_sigma_{sigma}.png")
         per_sigma[str(sigma)] = {
             "fisher_divergence_to_noisy_score": fisher_divergence(model, dist.noisy(sigma), n=n_fisher,
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
             "rms_to_clean_denoised_learned": rms(denoised, clean),
             "rms_to_clean_denoised_analytic": rms(optimal, clean),
         }
-    fig.savefig(out / "denoising.png", dpi=viz.DPI)
+    fig.savefig(out / "denoising.png", dpi=plotting.DPI)
 
     summary = {
         "example": NAME,

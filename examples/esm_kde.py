@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from _gallery import final_loss, fit, grid_points, seeded, setup, write_summary
 
-from scorematch import viz
+from scorematch import plotting
 from scorematch.distributions import toy
 from scorematch.metrics import fisher_divergence
 from scorematch.models import ScoreMLP
@@ -56,10 +56,10 @@ def main(argv: list[str] | None = None) -> dict:
                  reference=data, bandwidth=h, leave_one_out=True)
     t_train = clock()
 
-    viz.compare_fields({"true": dist.score, "KDE": kde, "learned": model}, LIMS, n=grid_n, data=data,
+    plotting.compare_fields({"true": dist.score, "KDE": kde, "learned": model}, LIMS, n=grid_n, data=data,
                        path=out / "fields.png")
-    viz.compare_fields({"true": dist.score, "KDE": kde}, LIMS, n=grid_n, data=data, path=out / "kde_error.png")
-    viz.loss_curves(None, {"ESM with KDE target": losses}, path=out / "loss.png", log_y=False)
+    plotting.compare_fields({"true": dist.score, "KDE": kde}, LIMS, n=grid_n, data=data, path=out / "kde_error.png")
+    plotting.loss_curves(None, {"ESM with KDE target": losses}, path=out / "loss.png", log_y=False)
 
     # Regions by the true density: inside the 50% highest-density region, outside the 99% one.
     ref = dist.sample(20_000, generator=gen)

@@ -30,7 +30,7 @@ import torch
 from _gallery import setup, write_summary
 from matplotlib.figure import Figure
 
-from scorematch import viz
+from scorematch import plotting
 from scorematch.distributions import toy
 from scorematch.metrics import mmd, mode_weights
 from scorematch.noise import geometric_sigmas
@@ -59,16 +59,16 @@ def main(argv: list[str] | None = None) -> dict:
     fig = Figure(figsize=(10.5, 5.0), layout="constrained")
     ax_plain, ax_annealed = fig.subplots(1, 2)
     w_plain, w_annealed = mode_weights(x_plain, dist.means), mode_weights(x_annealed, dist.means)
-    viz.samples_over_data(x_plain, exact, ax=ax_plain,
+    plotting.samples_over_data(x_plain, exact, ax=ax_plain,
                           title=f"plain Langevin ({n_evals} steps): weights {w_plain[0]:.2f} / {w_plain[1]:.2f}")
-    viz.samples_over_data(x_annealed, exact, ax=ax_annealed,
+    plotting.samples_over_data(x_annealed, exact, ax=ax_annealed,
                           title=f"annealed Langevin (L={LEVELS}, T={steps_per_level}): "
                                 f"weights {w_annealed[0]:.2f} / {w_annealed[1]:.2f}")
     for ax in (ax_plain, ax_annealed):
         ax.set_xlim(-9, 9)
         ax.set_ylim(-9, 9)
-    fig.savefig(out / "samples.png", dpi=viz.DPI)
-    viz.trajectories(traj, data=exact, n_chains=30, path=out / "plain_chains.png",
+    fig.savefig(out / "samples.png", dpi=plotting.DPI)
+    plotting.trajectories(traj, data=exact, n_chains=30, path=out / "plain_chains.png",
                      title="plain Langevin chains stay in the basin they start in")
 
     def weights(w: torch.Tensor) -> dict[str, float]:

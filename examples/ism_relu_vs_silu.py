@@ -47,7 +47,7 @@ from _gallery import (
     write_summary,
 )
 
-from scorematch import ScoreMatchWarning, viz
+from scorematch import ScoreMatchWarning, plotting
 from scorematch.density import density_grid
 from scorematch.distributions import toy
 from scorematch.metrics import fisher_divergence
@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> dict:
     t_train = clock()
 
     data = dist.sample(2000, generator=gen)
-    viz.compare_fields({"true": dist.score, "ReLU": models["ReLU"], "SiLU": models["SiLU"]}, LIMS, n=grid_n,
+    plotting.compare_fields({"true": dist.score, "ReLU": models["ReLU"], "SiLU": models["SiLU"]}, LIMS, n=grid_n,
                        data=data, path=out / "fields.png")
-    viz.loss_curves(None, losses, path=out / "loss.png", log_y=False,
+    plotting.loss_curves(None, losses, path=out / "loss.png", log_y=False,
                     title="ISM loss E[tr(grad s) + |s|^2/2] (thin: raw, thick: running mean)")
 
     # Densities: the true one, the line integral of each learned score, exp(-E) of the energy model.

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from _gallery import setup, write_summary
 
-from scorematch import viz
+from scorematch import plotting
 from scorematch.distributions import toy
 from scorematch.metrics import mode_weights
 from scorematch.samplers import langevin
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
         x, traj = langevin(dist.score, x0, args.step_size, N_STEPS, generator=gen, return_trajectory=True,
                            noise=noise)
         name = "histograms.png" if noise else "histograms_no_noise.png"
-        viz.histogram_steps(traj, list(SHOWN), true_pdf=true_pdf, path=out / name)
+        plotting.histogram_steps(traj, list(SHOWN), true_pdf=true_pdf, path=out / name)
         results[label] = {
             "ks_distance": {str(k): ks_distance(traj[k], dist) for k in SHOWN},
             "spread_per_mode": spread(x, dist),

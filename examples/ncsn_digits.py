@@ -30,8 +30,8 @@ from sklearn.linear_model import LogisticRegression
 
 import scorematch
 from scorematch.data import load_digits
-from scorematch.generate import generate
-from scorematch.viz import annealing_rows, save_image_grid
+from scorematch.plotting import annealing_rows, save_image_grid
+from scorematch.run.generate import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "docs" / "figures"

@@ -41,7 +41,7 @@ from _gallery import mesh, setup, write_summary
 from matplotlib.figure import Figure
 
 import scorematch
-from scorematch import viz
+from scorematch import plotting
 from scorematch.distributions import toy
 from scorematch.likelihood import log_prob
 from scorematch.metrics import mmd
@@ -98,11 +98,11 @@ def main(argv: list[str] | None = None) -> dict:
     fig = Figure(figsize=(5.0 * len(samples), 5.0), layout="constrained")
     for i, (name, x) in enumerate(samples.items()):
         ax = fig.add_subplot(1, len(samples), i + 1)
-        viz.samples_over_data(x, exact, ax=ax, title=f"{name}\nNFE {results[name]['nfe']}, "
+        plotting.samples_over_data(x, exact, ax=ax, title=f"{name}\nNFE {results[name]['nfe']}, "
                                                      f"MMD^2 to exact samples {results[name]['mmd2_to_exact']:.1e}")
         ax.set_xlim(*LIMS[0])
         ax.set_ylim(*LIMS[1])
-    fig.savefig(out / "samples.png", dpi=viz.DPI)
+    fig.savefig(out / "samples.png", dpi=plotting.DPI)
 
     # Likelihood by the probability-flow ODE: on a grid, and at held-out points.
     xs = torch.linspace(*LIMS[0], grid_n)
@@ -114,10 +114,10 @@ def main(argv: list[str] | None = None) -> dict:
     test = dist.sample(n_test, generator=gen)
     test_lp = log_prob(model, sde, test, rtol=tol, atol=tol, return_nfe=True)
     fig = Figure(figsize=(10.0, 4.3), layout="constrained")
-    viz.density(dist, LIMS, n=grid_n, ax=fig.add_subplot(1, 2, 1), title="true density")
-    viz.density(((xs, ys), grid_lp.log_prob.reshape(grid_n, grid_n).exp()), LIMS, ax=fig.add_subplot(1, 2, 2),
+    plotting.density(dist, LIMS, n=grid_n, ax=fig.add_subplot(1, 2, 1), title="true density")
+    plotting.density(((xs, ys), grid_lp.log_prob.reshape(grid_n, grid_n).exp()), LIMS, ax=fig.add_subplot(1, 2, 2),
                 title="model density exp(log_prob)\n(probability-flow ODE)")
-    fig.savefig(out / "density.png", dpi=viz.DPI)
+    fig.savefig(out / "density.png", dpi=plotting.DPI)
 
     # Where along t the learned score is accurate: 1/2 E ||s_theta(x, t) - grad log p_sigma(t)(x)||^2.
     ts = torch.linspace(1e-3, 1.0, n_t)
@@ -136,9 +136,9 @@ def main(argv: list[str] | None = None) -> dict:
     ax.set_ylabel(r"$\frac{1}{2}E\|s_\theta(x,t) - \nabla\log p_t(x)\|^2$")
     ax.set_title("score error of the learned model along t (VE SDE)")
     ax.grid(alpha=0.3, which="both")
-    fig.savefig(out / "score_error_vs_t.png", dpi=viz.DPI)
+    fig.savefig(out / "score_error_vs_t.png", dpi=plotting.DPI)
     loss_steps, losses = read_losses(run)
-    viz.loss_curves(loss_steps, {"continuous-time DSM (VE)": losses}, path=out / "loss.png")
+    plotting.loss_curves(loss_steps, {"continuous-time DSM (VE)": losses}, path=out / "loss.png")
 
     worst = max(range(len(errors)), key=errors.__getitem__)
     summary = {

@@ -36,7 +36,7 @@ import torch
 from _gallery import fit, jacobians, seeded, setup, write_summary
 from matplotlib.figure import Figure
 
-from scorematch import viz
+from scorematch import plotting
 from scorematch.distributions import toy
 from scorematch.metrics import fisher_divergence
 from scorematch.models import ScoreMLP
@@ -122,10 +122,10 @@ def main(argv: list[str] | None = None) -> dict:
     for ax in (ax_var, ax_mean):
         ax.set_xticks(ms, [str(m) for m in ms])
         ax.minorticks_off()
-    fig.savefig(out / "variance_vs_projections.png", dpi=viz.DPI)
+    fig.savefig(out / "variance_vs_projections.png", dpi=plotting.DPI)
 
-    viz.loss_curves(None, losses, path=out / "loss.png", log_y=False)
-    viz.compare_fields({"true": dist.score, "SSM": models["SSM"], "SSM-VR": models["SSM-VR"]}, LIMS, n=grid_n,
+    plotting.loss_curves(None, losses, path=out / "loss.png", log_y=False)
+    plotting.compare_fields({"true": dist.score, "SSM": models["SSM"], "SSM-VR": models["SSM-VR"]}, LIMS, n=grid_n,
                        data=dist.sample(2000, generator=gen), path=out / "fields.png")
 
     log_m = np.log(ms)

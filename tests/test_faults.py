@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 import scorematch
-from scorematch import checkpoint as ckpt
-from scorematch.config import TrainConfig, from_dict, load_config
 from scorematch.errors import ConfigError, ScoreMatchError, TrainingError
+from scorematch.run import checkpoint as ckpt
+from scorematch.run.config import TrainConfig, from_dict, load_config
 from scorematch.samplers import annealed_langevin, langevin
 
 

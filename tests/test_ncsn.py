@@ -19,11 +19,11 @@ from sklearn.linear_model import LogisticRegression
 
 import scorematch
 from scorematch.cli import main as cli_main
-from scorematch.config import TrainConfig
 from scorematch.data import load_digits
 from scorematch.distributions import toy
-from scorematch.generate import generate
 from scorematch.metrics import mmd, mode_weights
+from scorematch.run.config import TrainConfig
+from scorematch.run.generate import generate
 from scorematch.samplers import langevin
 
 CPU = {"device": "cpu", "progress": False}

@@ -23,9 +23,9 @@ import torch
 from scorematch.cli import main
 from scorematch.density import density_grid
 from scorematch.distributions import toy
-from scorematch.evaluate import _unconditional_score, held_out
 from scorematch.metrics import mmd, mode_weights
-from scorematch.training import load
+from scorematch.run.loading import data_score as _unconditional_score
+from scorematch.run.loading import held_out, load
 
 MMD_BANDWIDTH = 1.0
 N_SAMPLES = 600

@@ -21,11 +21,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import scorematch
-from scorematch.config import TrainConfig, load_config
 from scorematch.distributions import toy
 from scorematch.errors import CheckpointError, ConfigError
 from scorematch.metrics import fisher_divergence
 from scorematch.models.mlp import EnergyMLP, ScoreMLP
+from scorematch.run.config import TrainConfig, load_config
 
 #: the small, fast setting of the loop-mechanics tests (resume, checkpoints, round trips)
 TINY = dict(data="gmm2d", objective="dsm", batch_size=64, hidden=32, depth=2, n_data=1000,

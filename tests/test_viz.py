@@ -1,4 +1,4 @@
-"""Tests of scorematch.viz: PNGs are written and not blank, and the plotted data are the data."""
+"""Tests of scorematch.plotting: PNGs are written and not blank, and the plotted data are the data."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from matplotlib.collections import PathCollection, QuadMesh
 from matplotlib.quiver import Quiver
 from PIL import Image
 
-from scorematch import viz
+from scorematch import plotting
 from scorematch.distributions import toy
 from scorematch.errors import ConfigError, DataError
 
@@ -19,13 +19,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def check_png(path, fig, min_std: float = 8.0) -> np.ndarray:
-    """The PNG exists, has the figure's pixel size at viz.DPI, and is not one flat colour."""
+    """The PNG exists, has the figure's pixel size at plotting.DPI, and is not one flat colour."""
     assert path.is_file()
     with Image.open(path) as img:
         assert img.format == "PNG"
         w, h = img.size
         pixels = np.asarray(img.convert("RGB"), dtype=np.float64)
-    fw, fh = fig.get_size_inches() * viz.DPI
+    fw, fh = fig.get_size_inches() * plotting.DPI
     assert abs(w - fw) <= 2 and abs(h - fh) <= 2
     assert pixels.std() > min_std
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 10
@@ -51,7 +51,7 @@ def gmm1d():
 def test_vector_field_quiver_is_score_over_global_scale(tmp_path, gmm2d):
     data = gmm2d.sample(500, generator=torch.Generator().manual_seed(0))
     path = tmp_path / "field.png"
-    fig = viz.vector_field(gmm2d.score, lims=((-4, 4), (-3, 5)), n=9, data=data, path=path)
+    fig = plotting.vector_field(gmm2d.score, lims=((-4, 4), (-3, 5)), n=9, data=data, path=path)
     check_png(path, fig)
     ax = fig.axes[0]
     (q,) = [c for c in ax.collections if isinstance(c, Quiver)]
@@ -83,13 +83,13 @@ def test_vector_field_explicit_scale_and_module_score(gmm2d):
         def score(self, x):
             return self.lin(x)
 
-    fig = viz.vector_field(Net(), n=5, scale=10.0)
+    fig = plotting.vector_field(Net(), n=5, scale=10.0)
     (q,) = [c for c in fig.axes[0].collections if isinstance(c, Quiver)]
     pts = torch.tensor(np.stack([q.X, q.Y], 1), dtype=torch.float32)
     expected = net(pts).detach().numpy() / 10.0
     np.testing.assert_allclose(np.asarray(q.U), expected[:, 0], rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError):
-        viz.vector_field(gmm2d.score, n=5, scale=-1.0)
+        plotting.vector_field(gmm2d.score, n=5, scale=-1.0)
 
 
 def test_vector_field_energy_model_is_called_with_grad():
@@ -97,7 +97,7 @@ def test_vector_field_energy_model_is_called_with_grad():
 
     torch.manual_seed(0)
     model = EnergyMLP(2, hidden=16, depth=1)
-    fig = viz.vector_field(model, n=4)
+    fig = plotting.vector_field(model, n=4)
     (q,) = [c for c in fig.axes[0].collections if isinstance(c, Quiver)]
     pts = torch.tensor(np.stack([q.X, q.Y], 1), dtype=torch.float32)
     s = model.score(pts).detach().numpy()
@@ -110,7 +110,7 @@ def test_vector_field_autograd_score_falls_back_to_grad_mode(gmm2d):
         (g,) = torch.autograd.grad((-0.5 * x.pow(2).sum()), x)
         return g
 
-    fig = viz.vector_field(autograd_score, n=3)
+    fig = plotting.vector_field(autograd_score, n=3)
     (q,) = [c for c in fig.axes[0].collections if isinstance(c, Quiver)]
     pts = np.stack([q.X, q.Y], 1)
     np.testing.assert_allclose(q.U, -pts[:, 0] / np.linalg.norm(pts, axis=1).max(), rtol=1e-5)
@@ -125,7 +125,7 @@ def test_compare_fields_panels_and_error_of_last_field(tmp_path, gmm2d):
     }
     data = gmm2d.sample(300, generator=torch.Generator().manual_seed(1))
     path = tmp_path / "compare.png"
-    fig = viz.compare_fields(fields, lims=((-5, 5), (-5, 5)), n=11, data=data, path=path)
+    fig = plotting.compare_fields(fields, lims=((-5, 5), (-5, 5)), n=11, data=data, path=path)
     check_png(path, fig)
     panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     assert len(panels) == 4
@@ -144,7 +144,7 @@ def test_compare_fields_panels_and_error_of_last_field(tmp_path, gmm2d):
 
 def test_compare_fields_error_contours_from_true_score_without_data(gmm2d):
     fields = {"true": gmm2d.score, "learned": lambda x: 0.5 * gmm2d.score(x)}
-    fig = viz.compare_fields(fields, lims=((-5, 5), (-5, 5)), n=6)
+    fig = plotting.compare_fields(fields, lims=((-5, 5), (-5, 5)), n=6)
     panel = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"][-1]
     (mesh,) = [c for c in panel.collections if isinstance(c, QuadMesh)]
     m = 50
@@ -157,10 +157,10 @@ def test_compare_fields_error_contours_from_true_score_without_data(gmm2d):
 
 
 def test_compare_fields_without_true_has_no_error_panel(gmm2d):
-    fig = viz.compare_fields({"a": gmm2d.score, "b": gmm2d.noisy(1.0).score}, n=5)
+    fig = plotting.compare_fields({"a": gmm2d.score, "b": gmm2d.noisy(1.0).score}, n=5)
     assert len(fig.axes) == 2
     with pytest.raises(ConfigError):
-        viz.compare_fields({})
+        plotting.compare_fields({})
 
 
 def test_density_1d_plots_given_grid_values(tmp_path, gmm1d):
@@ -168,18 +168,18 @@ def test_density_1d_plots_given_grid_values(tmp_path, gmm1d):
 
     grid = density_grid(gmm1d.score, (-4.0, 4.0), n=60)
     path = tmp_path / "density1d.png"
-    fig = viz.density(grid, path=path)
+    fig = plotting.density(grid, path=path)
     check_png(path, fig)
     line = fig.axes[0].lines[0]
     np.testing.assert_allclose(line.get_xdata(), grid.coords[0].numpy(), rtol=1e-6)
     np.testing.assert_allclose(line.get_ydata(), grid.density.numpy(), rtol=1e-6)
     coords = torch.linspace(-1, 1, 7)
-    fig = viz.density((coords, coords.abs()))
+    fig = plotting.density((coords, coords.abs()))
     np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), coords.abs().numpy(), rtol=1e-6)
 
 
 def test_density_1d_from_log_prob(gmm1d):
-    fig = viz.density(gmm1d.log_prob, lims=(-4, 4), n=101)
+    fig = plotting.density(gmm1d.log_prob, lims=(-4, 4), n=101)
     line = fig.axes[0].lines[0]
     x = np.linspace(-4, 4, 101)
     np.testing.assert_allclose(line.get_xdata(), x)
@@ -190,7 +190,7 @@ def test_density_1d_from_log_prob(gmm1d):
 
 def test_density_2d_heat_map_from_log_prob_and_grid(tmp_path, gmm2d):
     path = tmp_path / "density2d.png"
-    fig = viz.density(gmm2d.log_prob, lims=((-5, 5), (-4, 4)), n=40, path=path)
+    fig = plotting.density(gmm2d.log_prob, lims=((-5, 5), (-4, 4)), n=40, path=path)
     check_png(path, fig)
     (mesh,) = [c for c in fig.axes[0].collections if isinstance(c, QuadMesh)]
     xs, ys = np.linspace(-5, 5, 40), np.linspace(-4, 4, 40)
@@ -200,20 +200,20 @@ def test_density_2d_heat_map_from_log_prob_and_grid(tmp_path, gmm2d):
     np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(40, 40), expected, rtol=1e-5)
     values = torch.rand(5, 4, generator=torch.Generator().manual_seed(0))
     coords = (torch.linspace(0, 1, 5), torch.linspace(0, 1, 4))
-    fig = viz.density((coords, values))
+    fig = plotting.density((coords, values))
     (mesh,) = [c for c in fig.axes[0].collections if isinstance(c, QuadMesh)]
     np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(4, 5), values.numpy().T)
     with pytest.raises(DataError):
-        viz.density((coords, values.T))
+        plotting.density((coords, values.T))
     with pytest.raises(ConfigError):
-        viz.density(gmm2d.log_prob)
+        plotting.density(gmm2d.log_prob)
 
 
 def test_samples_over_data_scatter_offsets_are_samples(tmp_path, gmm2d):
     g = torch.Generator().manual_seed(2)
     samples, data = gmm2d.sample(400, generator=g), gmm2d.sample(5000, generator=g)
     path = tmp_path / "samples.png"
-    fig = viz.samples_over_data(samples, data, path=path, max_points=1000)
+    fig = plotting.samples_over_data(samples, data, path=path, max_points=1000)
     check_png(path, fig)
     ax = fig.axes[0]
     np.testing.assert_allclose(scatter_by_label(ax, "samples").get_offsets(), samples.numpy())
@@ -225,18 +225,18 @@ def test_samples_over_data_scatter_offsets_are_samples(tmp_path, gmm2d):
 
 def test_samples_over_data_drops_non_finite_and_1d_histograms(tmp_path, gmm1d):
     samples = torch.tensor([[0.0, 1.0], [float("nan"), 2.0], [3.0, 4.0]])
-    fig = viz.samples_over_data(samples, None)
+    fig = plotting.samples_over_data(samples, None)
     labels = [c.get_label() for c in fig.axes[0].collections]
     assert labels == ["samples (1 non-finite dropped)"]
     np.testing.assert_allclose(fig.axes[0].collections[0].get_offsets(), [[0, 1], [3, 4]])
     g = torch.Generator().manual_seed(3)
     path = tmp_path / "samples1d.png"
-    fig = viz.samples_over_data(gmm1d.sample(800, generator=g), gmm1d.sample(800, generator=g),
+    fig = plotting.samples_over_data(gmm1d.sample(800, generator=g), gmm1d.sample(800, generator=g),
                                 path=path)
     check_png(path, fig)
     assert len(fig.axes[0].patches) == 60 + 1  # data bars and one step outline
     with pytest.raises(DataError):
-        viz.samples_over_data(torch.zeros(10, 3), None)
+        plotting.samples_over_data(torch.zeros(10, 3), None)
 
 
 def test_histogram_steps_heights_and_true_pdf(tmp_path, gmm1d):
@@ -249,7 +249,7 @@ def test_histogram_steps_heights_and_true_pdf(tmp_path, gmm1d):
     def pdf(x):
         return gmm1d.log_prob(x[:, None]).exp()
 
-    fig = viz.histogram_steps(traj, [0, 10, 50, 100], true_pdf=pdf, path=path)
+    fig = plotting.histogram_steps(traj, [0, 10, 50, 100], true_pdf=pdf, path=path)
     check_png(path, fig)
     assert [ax.get_title() for ax in fig.axes] == ["step 0", "step 10", "step 50", "step 100"]
     for ax, k in zip(fig.axes, [0, 10, 50, 100], strict=True):
@@ -262,10 +262,10 @@ def test_histogram_steps_heights_and_true_pdf(tmp_path, gmm1d):
     heights0 = fig.axes[0].patches[0].get_data()[0]
     assert heights0.max() < 0.4  # uniform start on [-3, 3]: about 1/6
     assert fig.axes[-1].patches[0].get_data()[0].max() > 0.5  # sharp modes after 100 steps
-    fig = viz.histogram_steps(traj[:, :, 0], [-1], trajectory_every=5)
+    fig = plotting.histogram_steps(traj[:, :, 0], [-1], trajectory_every=5)
     assert fig.axes[0].get_title() == "step 500"
     with pytest.raises(ConfigError):
-        viz.histogram_steps(traj, [101])
+        plotting.histogram_steps(traj, [101])
 
 
 def test_trajectories_paths_and_markers(tmp_path, gmm2d):
@@ -273,7 +273,7 @@ def test_trajectories_paths_and_markers(tmp_path, gmm2d):
     x0 = 8 * torch.rand(50, 2, generator=g) - 4
     traj = torch.cat([x0[None], x0 + 0.3 * torch.randn(40, 50, 2, generator=g).cumsum(0)])
     path = tmp_path / "traj.png"
-    fig = viz.trajectories(traj, data=gmm2d.sample(500, generator=g), n_chains=7, path=path)
+    fig = plotting.trajectories(traj, data=gmm2d.sample(500, generator=g), n_chains=7, path=path)
     check_png(path, fig)
     ax = fig.axes[0]
     assert len(ax.lines) == 7
@@ -282,7 +282,7 @@ def test_trajectories_paths_and_markers(tmp_path, gmm2d):
     np.testing.assert_allclose(scatter_by_label(ax, "start").get_offsets(), traj[0, :7].numpy())
     np.testing.assert_allclose(scatter_by_label(ax, "end").get_offsets(), traj[-1, :7].numpy())
     with pytest.raises(DataError):
-        viz.trajectories(torch.zeros(3, 4, 1))
+        plotting.trajectories(torch.zeros(3, 4, 1))
 
 
 def constant_images(n: int, c: int, h: int, w: int) -> torch.Tensor:
@@ -295,7 +295,7 @@ def constant_images(n: int, c: int, h: int, w: int) -> torch.Tensor:
 def test_save_image_grid_places_image_k_in_its_cell(tmp_path, c):
     n, h, w, nrow, pad = 7, 5, 6, 3, 2
     images = constant_images(n, c, h, w)
-    path = viz.save_image_grid(images, tmp_path / "grid.png", nrow=nrow)
+    path = plotting.save_image_grid(images, tmp_path / "grid.png", nrow=nrow)
     with Image.open(path) as img:
         assert img.mode == ("L" if c == 1 else "RGB")
         pixels = np.asarray(img).reshape(img.size[1], img.size[0], c)
@@ -309,7 +309,7 @@ def test_save_image_grid_places_image_k_in_its_cell(tmp_path, c):
         assert (cell == expected[k]).all()
     assert (pixels[:pad] == 255).all() and (pixels[:, :pad] == 255).all()
     assert (pixels[pad + 2 * (h + pad):, pad + 1 * (w + pad):] == 255).all()  # empty cells
-    big = viz.save_image_grid(images, tmp_path / "big.png", nrow=nrow, upscale=3)
+    big = plotting.save_image_grid(images, tmp_path / "big.png", nrow=nrow, upscale=3)
     with Image.open(big) as img:
         assert img.size == (3 * pixels.shape[1], 3 * pixels.shape[0])
 
@@ -317,18 +317,18 @@ def test_save_image_grid_places_image_k_in_its_cell(tmp_path, c):
 def test_image_grid_figure_shows_the_grid(tmp_path):
     images = constant_images(10, 3, 8, 8)
     path = tmp_path / "images.png"
-    fig = viz.image_grid(images, nrow=4, path=path, title="samples")
+    fig = plotting.image_grid(images, nrow=4, path=path, title="samples")
     check_png(path, fig, min_std=5.0)
     ax = fig.axes[0]
     shown = np.asarray(ax.images[0].get_array())
-    np.testing.assert_allclose(shown, viz.make_grid(images, nrow=4))
+    np.testing.assert_allclose(shown, plotting.make_grid(images, nrow=4))
     r, col = divmod(6, 4)
     np.testing.assert_allclose(shown[2 + r * 10 + 4, 2 + col * 10 + 4], images[6, :, 0, 0].numpy())
     assert ax.get_title() == "samples"
-    grey = viz.image_grid(torch.rand(4, 1, 6, 6))
+    grey = plotting.image_grid(torch.rand(4, 1, 6, 6))
     assert grey.axes[0].images[0].get_array().ndim == 2
     with pytest.raises(DataError):
-        viz.image_grid(torch.rand(4, 2, 6, 6))
+        plotting.image_grid(torch.rand(4, 2, 6, 6))
 
 
 def test_annealing_rows_one_row_per_level(tmp_path):
@@ -338,7 +338,7 @@ def test_annealing_rows_one_row_per_level(tmp_path):
     snaps = rows[:, None, None, None, None].expand(levels + 2, n, 1, h, h).clone()
     snaps[:, :, :, :3] = 1.0 - snaps[:, :, :, :3]
     path = tmp_path / "anneal.png"
-    fig = viz.annealing_rows(snaps, path=path, n_per_row=4, sigmas=sigmas)
+    fig = plotting.annealing_rows(snaps, path=path, n_per_row=4, sigmas=sigmas)
     check_png(path, fig, min_std=5.0)
     ax = fig.axes[0]
     grid = np.asarray(ax.images[0].get_array())
@@ -348,10 +348,10 @@ def test_annealing_rows_one_row_per_level(tmp_path):
             assert grid[2 + r * (h + 2) + h - 1, 2 + col * (h + 2)] == pytest.approx(float(rows[r]))
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels[0] == "init" and labels[-1] == "denoised" and len(labels) == levels + 2
-    fig = viz.annealing_rows(snaps, n_per_row=2, max_rows=3)
+    fig = plotting.annealing_rows(snaps, n_per_row=2, max_rows=3)
     assert len(fig.axes[0].get_yticklabels()) == 3
     with pytest.raises(DataError):
-        viz.annealing_rows(snaps, sigmas=[1.0, 0.5])
+        plotting.annealing_rows(snaps, sigmas=[1.0, 0.5])
 
 
 def test_loss_curves_running_mean_and_scale(tmp_path):
@@ -360,7 +360,7 @@ def test_loss_curves_running_mean_and_scale(tmp_path):
     noise = 1 + 0.3 * torch.rand(3, len(steps), generator=g).numpy()
     losses = {f"sigma={s}": (np.exp(-steps / 500) + 0.1 * s) * noise[s - 1] for s in (1, 2, 3)}
     path = tmp_path / "loss.png"
-    fig = viz.loss_curves(steps, losses, path=path, window=10)
+    fig = plotting.loss_curves(steps, losses, path=path, window=10)
     check_png(path, fig)
     ax = fig.axes[0]
     assert ax.get_yscale() == "log"
@@ -370,11 +370,11 @@ def test_loss_curves_running_mean_and_scale(tmp_path):
     expected = np.array([y[max(0, i - 9):i + 1].mean() for i in range(len(y))])
     np.testing.assert_allclose(smooth[1].get_ydata(), expected, rtol=1e-10)
     np.testing.assert_allclose(smooth[1].get_xdata(), steps)
-    fig = viz.loss_curves(None, {"ism": [-1.0, -2.0, float("nan"), -3.0]}, window=2)
+    fig = plotting.loss_curves(None, {"ism": [-1.0, -2.0, float("nan"), -3.0]}, window=2)
     assert fig.axes[0].get_yscale() == "linear"
     np.testing.assert_allclose(fig.axes[0].lines[1].get_ydata(), [-1.0, -1.5, -2.0, -3.0])
     with pytest.raises(DataError):
-        viz.loss_curves([1, 2], {"a": [1.0, 2.0, 3.0]})
+        plotting.loss_curves([1, 2], {"a": [1.0, 2.0, 3.0]})
 
 
 def test_ax_argument_draws_into_callers_figure(gmm2d):
@@ -382,6 +382,6 @@ def test_ax_argument_draws_into_callers_figure(gmm2d):
 
     fig = Figure()
     ax1, ax2 = fig.subplots(1, 2)
-    out = viz.vector_field(gmm2d.score, n=4, ax=ax1, title="given")
+    out = plotting.vector_field(gmm2d.score, n=4, ax=ax1, title="given")
     assert out is fig and ax1.get_title() == "given"
-    assert viz.samples_over_data(gmm2d.sample(10), None, ax=ax2) is fig
+    assert plotting.samples_over_data(gmm2d.sample(10), None, ax=ax2) is fig

@@ -1,9 +1,14 @@
 """scorematch: learn the score grad_x log p(x) by score matching, and sample with it.
 
-Modules, one concept each: ``distributions`` (closed-form toys), ``models`` (score, energy,
-noise- and time-conditional nets), ``objectives`` (ESM, ESM-KDE, ISM, SSM, SSM-VR, DSM, NCSN,
-continuous-time DSM), ``noise`` (sigma schedules), ``sde`` (VE/VP/sub-VP), ``samplers``,
-``likelihood`` and ``density``, ``metrics``, ``data``, ``train``, ``viz``, ``cli``.
+Layers, each importing only the ones below it:
+
+1. ``errors``, ``files`` (the one atomic writer), checks and random draws;
+2. ``distributions`` (closed-form toys), ``models``, ``noise`` (sigma schedules), ``sde``
+   (VE/VP/sub-VP), ``autodiff`` (Jacobian traces);
+3. ``objectives``, ``samplers``, ``likelihood``, ``density``, ``metrics``, ``data``, ``plotting``;
+4. ``run``: training, checkpoints, generation, evaluation, run figures, the HTML report;
+5. ``cli``.
+
 The mathematical contract is conventions.md: every public function quotes its equation.
 """
 
@@ -28,8 +33,12 @@ __all__ = [
 
 def __getattr__(name: str):
     """``scorematch.train`` and ``scorematch.load`` import the training stack on first use."""
-    if name in ("train", "load"):
-        from scorematch import training
+    if name == "train":
+        from scorematch.run.training import train
 
-        return getattr(training, name)
+        return train
+    if name == "load":
+        from scorematch.run.loading import load
+
+        return load
     raise AttributeError(f"module 'scorematch' has no attribute {name!r}")

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scorematch.config import MODEL_NAMES, SDE_NAMES, TrainConfig
 from scorematch.errors import ScoreMatchError
+from scorematch.run.config import MODEL_NAMES, SDE_NAMES, TrainConfig
 
 #: help text of every TrainConfig field that is a CLI flag (the flag is --field-name)
 TRAIN_HELP: dict[str, str] = {
@@ -156,7 +156,7 @@ def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from scorematch.training import train
+    from scorematch.run.training import train
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if f.name in TRAIN_HELP and getattr(args, f.name) is not None}
@@ -167,10 +167,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         base: dict[str, Any] = {}
         if args.config is not None:
-            from scorematch.config import load_config
+            from scorematch.run.config import load_config
 
             base = load_config(args.config).to_dict()
-        from scorematch.config import from_dict
+        from scorematch.run.config import from_dict
 
         cfg = from_dict({**base, **overrides})
         out = args.out or Path("runs") / f"{Path(cfg.data).stem.replace(':', '_')}-{cfg.objective}-s{cfg.seed}"
@@ -184,9 +184,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from scorematch import distributed as D
-    from scorematch.generate import generate
-    from scorematch.training import load, pick_device
+    from scorematch.run import distributed as D
+    from scorematch.run.environment import pick_device
+    from scorematch.run.generate import generate
+    from scorematch.run.loading import load
 
     ctx, device = D.init_from_env(pick_device("auto"))
     try:
@@ -204,7 +205,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     np.savez(out, samples=x.numpy())
     print(f"wrote {out} (samples: {tuple(x.shape)}{f', from {ctx.world_size} processes' if ctx.enabled else ''})")
     if model.run_info["data"]["kind"] == "image":
-        from scorematch.viz import save_image_grid
+        from scorematch.plotting import save_image_grid
 
         png = out.with_suffix(".png")
         save_image_grid(x[:100].to(torch.float32), png)
@@ -213,7 +214,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from scorematch.evaluate import evaluate
+    from scorematch.run.evaluate import evaluate
 
     res = evaluate(args.run, n=args.n, seed=args.seed, sampler=args.sampler, likelihood=args.likelihood,
                    **_sampler_options(args))
@@ -230,9 +231,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from scorematch.config import load_config
     from scorematch.errors import CheckpointError
-    from scorematch.viz import run_figures
+    from scorematch.run.config import load_config
+    from scorematch.run.figures import run_figures
 
     # check the run folder before run_figures creates RUN/plots (it would create RUN too)
     if not Path(args.run).is_dir():
@@ -244,7 +245,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from scorematch.report import write_report
+    from scorematch.run.report import write_report
 
     path = write_report(args.run, out=args.out, n=args.n, seed=args.seed, evaluate=not args.no_eval)
     print(f"wrote {path}")
@@ -252,14 +253,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from scorematch.distributed import ARGV_ENV
+    from scorematch.run.distributed import ARGV_ENV
 
     if argv is None and len(sys.argv) == 1 and ARGV_ENV in os.environ:
         argv = json.loads(os.environ[ARGV_ENV])
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "nproc", None) and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        from scorematch.distributed import launch
+        from scorematch.run.distributed import launch
 
         rest = list(sys.argv[1:] if argv is None else argv)
         i = rest.index("--nproc")

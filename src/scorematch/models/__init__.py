@@ -1,6 +1,7 @@
 """Score and energy models. Every model has ``score(x)``, ``score(x, sigma)`` or ``score(x, t)``."""
 
 from scorematch.models.base import MODEL_REGISTRY, build_model, model_spec, register_model
+from scorematch.models.images import NCSNUNet
 from scorematch.models.mlp import (
     EnergyMLP,
     NoiseConditionalMLP,
@@ -8,23 +9,9 @@ from scorematch.models.mlp import (
     energy_to_score,
     is_piecewise_linear,
 )
+from scorematch.models.time import TimeMLP, TimeUNet
 
 __all__ = [
-    "MODEL_REGISTRY", "EnergyMLP", "NoiseConditionalMLP", "ScoreMLP", "build_model",
-    "energy_to_score", "is_piecewise_linear", "model_spec", "register_model",
+    "MODEL_REGISTRY", "EnergyMLP", "NCSNUNet", "NoiseConditionalMLP", "ScoreMLP", "TimeMLP", "TimeUNet",
+    "build_model", "energy_to_score", "is_piecewise_linear", "model_spec", "register_model",
 ]
-
-
-def _register_optional() -> None:
-    """Import the image and time-conditioned models so they register themselves."""
-    import importlib
-
-    for name in ("scorematch.models.images", "scorematch.models.time"):
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-
-
-_register_optional()

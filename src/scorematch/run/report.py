@@ -1,7 +1,7 @@
 """A run folder as one self-contained HTML page: ``scorematch report RUN``.
 
 The page holds the configuration, the training-loss curves (per noise level for NCSN runs),
-the evaluation table, the figures of ``scorematch.viz.run_figures`` (score field, density,
+the evaluation table, the figures of ``scorematch.run.figures.run_figures`` (score field, density,
 samples, sampler trajectory or annealing rows) and the periodic sample grids of RUN/samples/.
 Every image is embedded as a base64 PNG data URI and the style sheet is inline: the file has no
 JavaScript and no reference to anything outside itself, so it can be mailed or archived alone.
@@ -15,7 +15,6 @@ import datetime
 import html
 import json
 import math
-import os
 import struct
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from scorematch.errors import CheckpointError
+from scorematch.files import write_text
 
 __all__ = ["write_report"]
 
@@ -207,9 +207,9 @@ def _evaluation(run: Path, n: int, seed: int, evaluate: bool) -> tuple[dict[str,
     if fresh:
         return cached, "From eval.json (written after the current weights)."
     if evaluate:
-        from scorematch.evaluate import evaluate as run_eval
+        from scorematch.run.evaluate import evaluate as run_eval
 
-        return run_eval(run, n=n, seed=seed), f"Computed now by scorematch.evaluate (n={n}, seed={seed})."
+        return run_eval(run, n=n, seed=seed), f"Computed now by scorematch.run.evaluate (n={n}, seed={seed})."
     if cached is not None:
         return cached, ("Warning: eval.json is older than the weights, so these numbers may not describe "
                         "the current model; run `scorematch eval` or drop --no-eval.")
@@ -276,19 +276,19 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, n: int = 50
     """Write the HTML report of a run folder to ``out`` (default RUN/report.html); returns its path.
 
     ``n`` samples (seed ``seed``) are drawn for the figures and, when the run has no eval.json
-    newer than its weights and ``evaluate`` is True, for ``scorematch.evaluate.evaluate`` (which
+    newer than its weights and ``evaluate`` is True, for ``scorematch.run.evaluate.evaluate`` (which
     also writes RUN/eval.json).
     """
     from scorematch import __version__
-    from scorematch.config import load_config
-    from scorematch.training import _read_run_info
-    from scorematch.viz import run_figures
+    from scorematch.run.config import load_config
+    from scorematch.run.figures import run_figures
+    from scorematch.run.runinfo import read_run_info
 
     run = Path(run_dir)
     if not run.is_dir():
         raise CheckpointError(f"run folder {run} does not exist; pass the --out folder of `scorematch train`")
     cfg = load_config(run).to_dict()
-    info = _read_run_info(run)
+    info = read_run_info(run)
     target = Path(out) if out is not None else run / "report.html"
 
     results, note = _evaluation(run, n, seed, evaluate)
@@ -333,11 +333,5 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, n: int = 50
         f"<style>{_CSS}</style></head>",
         "<body>", *body, "</body>", "</html>", "",
     ])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    try:  # written beside the target and renamed: never a half-written report (mode from the umask)
-        partial.write_text(page, encoding="utf-8")
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_text(target, page)  # atomic, never through a symbolic link; mode from the umask
     return target

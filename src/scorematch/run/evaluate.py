@@ -16,30 +16,8 @@ from typing import Any
 
 import torch
 
-from scorematch.checkpoint import write_json
-from scorematch.config import load_config
-
-
-def held_out(run_dir: Path) -> tuple[Any, torch.Tensor]:
-    """The run's data set and its held-out split (recomputed from the config's seed)."""
-    from scorematch.data import resolve_data, train_test_split
-
-    cfg = load_config(run_dir)
-    full = resolve_data(cfg.data, n=cfg.n_data, seed=cfg.seed)
-    _, test = train_test_split(full, cfg.test_fraction, seed=cfg.seed)
-    return full, test.x
-
-
-def _unconditional_score(model: torch.nn.Module):
-    """The score at the smallest noise level for conditional models (closest to the data score)."""
-    cond = getattr(model, "conditioning", "none")
-    schedule = model.run_info.get("schedule", {})
-    if cond == "sigma":
-        sigma_l = float(schedule["sigmas"][-1])
-        return lambda x: model.score(x, torch.full((x.shape[0],), sigma_l, dtype=x.dtype, device=x.device))
-    if cond == "time":
-        return lambda x: model.score(x, torch.full((x.shape[0],), 1e-3, dtype=x.dtype, device=x.device))
-    return model.score
+from scorematch.files import write_json
+from scorematch.run.loading import data_score, held_out, load
 
 
 def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | None = None,
@@ -48,15 +26,14 @@ def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | N
     from scorematch import metrics
     from scorematch.data import quantization_levels
     from scorematch.density import jacobian_asymmetry
-    from scorematch.generate import generate
-    from scorematch.training import load
+    from scorematch.run.generate import generate
 
     run = Path(run_dir)
     model = load(run)
     full, test = held_out(run)
     results: dict[str, Any] = {"run": str(run), "n_samples": n, "seed": seed}
     g = torch.Generator().manual_seed(seed)
-    flat_score = _unconditional_score(model)
+    flat_score = data_score(model)
     dist = full.dist
     if dist is not None and getattr(model, "conditioning", "none") == "none":
         results["fisher_divergence"] = metrics.fisher_divergence(model, dist, n=n, generator=g)

@@ -1,4 +1,4 @@
-"""Run-folder storage: atomic writes, checksummed safetensors checkpoints, no pickle anywhere.
+"""Checkpoints and weights of a run folder: atomic writes, checksummed safetensors checkpoints, no pickle anywhere.
 
 A checkpoint is two files, ``step_XXXXXXXX.safetensors`` (every tensor: weights, EMA weights,
 optimizer moments, RNG states) and ``step_XXXXXXXX.json`` (step, optimizer hyper-parameters,
@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,30 +21,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from scorematch.errors import CheckpointError, TrainingError
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+from scorematch.files import atomic_write, write_json
 
 
 def check_writable(folder: Path) -> None:

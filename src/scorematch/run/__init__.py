@@ -1,0 +1,18 @@
+"""The run layer: a run folder, from training to report. Above the library, below the CLI.
+
+Modules, each importing only those listed before it (and the library):
+
+    config        TrainConfig: every setting of a run, validated, as config.json
+    checkpoint    checksummed safetensors checkpoints and weights
+    runinfo       run.json and loss.csv
+    environment   the device a run uses
+    distributed   DDP under torchrun: process group, batch sharding, rank-0 I/O
+    setup         model, noise schedule and loss of a run, built from its config
+    loading       load (the trained model), held_out (its data), data_score
+    generate      samples of a trained model with any sampler, defaults from its run
+    logs          loss.csv, TensorBoard, progress bar
+    training      train: set-up, one step, logging, checkpointing
+    evaluate      scores and samples of a run against closed forms and held-out data
+    figures       the PNG figures of a run
+    report        the self-contained HTML report of a run
+"""

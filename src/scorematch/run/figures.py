@@ -1,0 +1,90 @@
+"""The figures of a run folder: ``scorematch plot RUN`` and the report's images.
+
+Built from the plotting primitives of ``scorematch.plotting`` with the run's model
+(``scorematch.run.loading.load``), held-out data and samples (``scorematch.run.generate``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from scorematch.plotting import (
+    annealing_rows,
+    compare_fields,
+    density,
+    histogram_steps,
+    image_grid,
+    loss_curves,
+    samples_over_data,
+    trajectories,
+)
+from scorematch.plotting._base import PathLike, _new_figure, _save
+
+
+def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, seed: int = 0) -> list[Path]:
+    """All figures of a run folder, written as PNGs into ``out`` (default RUN/plots).
+
+    loss.png (per noise level for NCSN); for 1-D/2-D data: score_field.png (learned beside the
+    true field where known, and their disagreement), density.png (the density the model implies
+    on a grid, beside the true one), samples.png (samples over held-out data) and
+    trajectory.png (Langevin / annealed-Langevin chains); for images: samples.png (a grid) and
+    annealing.png (one row per noise level).
+    """
+    from scorematch.density import density_grid
+    from scorematch.run.generate import generate
+    from scorematch.run.loading import data_score, held_out, load
+    from scorematch.run.runinfo import read_loss_csv
+
+    run = Path(run_dir)
+    folder = Path(out) if out is not None else run / "plots"
+    model = load(run)
+    folder.mkdir(parents=True, exist_ok=True)
+    full, test = held_out(run)
+    written: list[Path] = []
+
+    def emit(fig: Figure, name: str) -> None:
+        _save(fig, folder / name)
+        written.append(folder / name)
+
+    if (run / "loss.csv").exists():
+        steps, series = read_loss_csv(run / "loss.csv")
+        if steps:
+            emit(loss_curves(steps, series, title=f"training loss ({model.run_info['config']['objective']})"),
+                 "loss.png")
+    x, traj = generate(model, model.run_info, n, seed=seed, return_trajectory=True)
+    if full.kind == "image":
+        emit(image_grid(x[:64].cpu(), title="samples"), "samples.png")
+        if traj is not None and traj.dim() == 5:
+            sig = model.run_info["schedule"].get("sigmas")
+            emit(annealing_rows(traj.cpu(), sigmas=sig, max_rows=12), "annealing.png")
+        return written
+    d = x.shape[1]
+    if d > 2:
+        emit(samples_over_data(x[:, :2].cpu(), test[:, :2], title="samples (first two coordinates)"), "samples.png")
+        return written
+    data = test.cpu()
+    lo = data.min(0).values - 0.5 * data.std(0)
+    hi = data.max(0).values + 0.5 * data.std(0)
+    lims = [(float(lo[i]), float(hi[i])) for i in range(d)]
+    score = data_score(model)
+    emit(samples_over_data(x.cpu(), data, title="model samples over held-out data"), "samples.png")
+    if d == 2:
+        fields = {"learned": score} if full.dist is None else {"true": full.dist.score, "learned": score}
+        emit(compare_fields(fields, lims, data=data), "score_field.png")
+        emit(trajectories(traj.cpu(), data=data, title="sampler chains"), "trajectory.png")
+    else:
+        emit(histogram_steps(traj.cpu(), [0, len(traj) // 10, len(traj) // 2, len(traj) - 1],
+                             true_pdf=(lambda t: full.dist.log_prob(t.reshape(-1, 1)).exp())
+                             if full.dist is not None else None), "trajectory.png")
+    grid_lims = lims[0] if d == 1 else lims
+    panels = [("implied by the learned score", density_grid(score, grid_lims, n=100 if d == 2 else 400))]
+    if full.dist is not None:
+        panels.insert(0, ("true density", full.dist.log_prob))
+    fig = _new_figure((5.0 * len(panels), 4.2))
+    for i, (title, obj) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        density(obj, grid_lims, ax=ax, title=title)
+    emit(fig, "density.png")
+    return written

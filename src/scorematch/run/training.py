@@ -1,0 +1,424 @@
+"""The training loop: data -> model -> objective -> Adam, with EMA, checkpoints and resume.
+
+``train(cfg)`` writes a run folder:
+
+    config.json        the full TrainConfig (validated JSON; unknown keys rejected)
+    run.json           model class + constructor config, data shape/range, noise schedule
+    weights.safetensors  final weights ("model.*") and EMA weights ("ema.*")
+    checkpoints/       step_XXXXXXXX.{safetensors,json}: weights, EMA, optimizer, RNG states
+    loss.csv           step, loss, grad norm, steps/s, and the loss per noise level for NCSN
+    samples/           periodic sample grids (image data)
+
+``train(resume=RUN, steps=N)`` continues RUN up to N steps in total and reproduces the weights
+of an uninterrupted run (the data and noise generators are part of the checkpoint).
+
+A run is four named steps: ``setup`` (data, schedule, model, optimizer, EMA, generators, the
+resume point), ``train_step`` (one batch: loss, backward, update), ``log_step`` (loss.csv,
+TensorBoard, progress) and ``save_checkpoint``; ``train`` strings them together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from scorematch.data import Dataset, dequantize, quantization_levels, resolve_data, train_test_split
+from scorematch.errors import CheckpointError, ConfigError, TrainingError
+from scorematch.files import write_json
+from scorematch.models import model_spec
+from scorematch.run import checkpoint as ckpt
+from scorematch.run import distributed as D
+from scorematch.run.config import TrainConfig, from_dict, load_config, validate
+from scorematch.run.environment import pick_device
+from scorematch.run.loading import split_prefix
+from scorematch.run.logs import CsvLog, progress_bar, tensorboard
+from scorematch.run.runinfo import LOSS_CSV
+from scorematch.run.setup import LossFn, build_for, make_loss, make_schedule, model_input
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns: the run folder, the trained module (EMA weights) and the log."""
+
+    run_dir: Path
+    model: nn.Module
+    final_loss: float
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """Everything one training run holds between steps."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    ctx: D.DistContext
+    device: torch.device
+    ds: Dataset
+    schedule: dict[str, Any]
+    model: nn.Module
+    trained: nn.Module
+    ema: AveragedModel
+    opt: torch.optim.Optimizer
+    loss_fn: LossFn
+    g_data: torch.Generator
+    g_noise: torch.Generator
+    x_all: torch.Tensor
+    rows: slice
+    step: int = 0
+    last_checkpoint: int = 0
+    level_sum: torch.Tensor | None = None
+    level_cnt: torch.Tensor | None = None
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.schedule.get("sigmas", []))
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks, so it can checkpoint and exit cleanly."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        old = {}
+        try:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                old[s] = signal.signal(s, self._handle)
+        except ValueError:
+            old = {}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+
+
+def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], Any], None]:
+    """EMA update theta_ema <- d theta_ema + (1 - d) theta with d = min(decay, (1 + k)/(10 + k)),
+
+    k the number of updates so far: the warm-up keeps a short run's EMA from staying at its
+    random initialisation (a plain 0.999 EMA still holds 74% of it after 300 steps).
+    """
+
+    def update(avg: list[torch.Tensor], cur: list[torch.Tensor], k: Any) -> None:
+        k = float(k)
+        d = min(decay, (1 + k) / (10 + k))
+        torch._foreach_lerp_(avg, cur, 1 - d)
+
+    return update
+
+
+def _resolve_config(cfg: TrainConfig | None, out: str | Path | None, resume: str | Path | None,
+                    overrides: dict[str, Any]) -> tuple[TrainConfig, Path]:
+    if resume is not None:
+        run_dir = Path(resume)
+        base = load_config(run_dir)
+        allowed = {"steps", "progress", "checkpoint_every", "sample_every", "log_every", "device", "skip_nonfinite"}
+        bad = sorted(set(overrides) - allowed)
+        if bad:
+            raise ConfigError(f"cannot change {', '.join(bad)} when resuming; only {', '.join(sorted(allowed))}")
+        return base.replace(**overrides), run_dir
+    cfg = validate(cfg.replace(**overrides)) if cfg is not None else from_dict(overrides)
+    if out is None:
+        raise ConfigError("train needs an output folder: out='runs/NAME' (CLI: --out)")
+    run_dir = Path(out)
+    if (run_dir / "config.json").exists():
+        raise ConfigError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick another --out")
+    return cfg, run_dir
+
+
+def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume: str | Path | None = None,
+          **overrides: Any) -> TrainResult:
+    """Train a score model and write a run folder (see the module docstring).
+
+    ``train(data="gmm2d", objective="ssm_vr", steps=2000, out="runs/x")`` or
+    ``train(TrainConfig(...), out=...)``; ``train(resume="runs/x", steps=4000)`` continues a run.
+    Every keyword is a TrainConfig field (``scorematch train --help`` lists them). Under
+    torchrun it trains with DDP (``scorematch.run.distributed``); rank 0 writes the run folder.
+    """
+    cfg, run_dir = _resolve_config(cfg, out, resume, overrides)
+    ctx, device = D.init_from_env(pick_device(cfg.device))
+    try:
+        run = setup(cfg, run_dir, resume is not None, ctx, device)
+        return _loop(run)
+    finally:
+        D.shutdown(ctx)
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, device: torch.device) -> Run:
+    """Data, noise schedule, model, loss, optimizer, EMA and generators of a run; restored from
+    the newest usable checkpoint when ``resuming``, else the run folder's config.json and run.json
+    written (rank 0)."""
+    torch.manual_seed(cfg.seed)
+    full = resolve_data(cfg.data, n=cfg.n_data, seed=cfg.seed)
+    ds, _ = train_test_split(full, cfg.test_fraction, seed=cfg.seed)
+    schedule = make_schedule(cfg, ds) if ctx.is_main or cfg.schedule else None
+    schedule = D.gather_objects(schedule, ctx)[0]
+    cfg = cfg.replace(schedule=schedule)
+    model = build_for(cfg, ds).to(device)
+    run = Run(
+        cfg=cfg, run_dir=run_dir, ctx=ctx, device=device, ds=ds, schedule=schedule, model=model,
+        trained=model, ema=AveragedModel(model, multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True),
+        opt=torch.optim.Adam(model.parameters(), lr=cfg.lr), loss_fn=make_loss(cfg, ds, schedule, device),
+        g_data=torch.Generator().manual_seed(cfg.seed),
+        g_noise=torch.Generator(device=device).manual_seed(cfg.seed + 1 + ctx.rank),
+        x_all=ds.x.to(device), rows=D.shard(cfg.batch_size, ctx),
+    )
+    if ctx.is_main:
+        ckpt.check_writable(run_dir)
+    if resuming:
+        _restore(run)
+    if ctx.is_main:
+        write_json(run_dir / "config.json", cfg.to_dict())
+        if not resuming:
+            write_json(run_dir / "run.json", _run_json(run))
+    levels = max(1, run.n_levels)
+    run.level_sum = torch.zeros(levels, device=device)
+    run.level_cnt = torch.zeros(levels, device=device)
+    run.trained = D.wrap(model, ctx, device)
+    return run
+
+
+def _run_json(run: Run) -> dict[str, Any]:
+    ds = run.ds
+    return {
+        "model": model_spec(run.model),
+        "data": {"name": ds.name, "kind": ds.kind, "sample_shape": list(ds.sample_shape),
+                 "lo": float(ds.x.min()), "hi": float(ds.x.max()), "n_train": len(ds.x)},
+        "schedule": run.schedule,
+    }
+
+
+def _restore(run: Run) -> None:
+    found = ckpt.latest_checkpoint(run.run_dir / "checkpoints")
+    if found is None:
+        raise CheckpointError(f"{run.run_dir} has no usable checkpoint to resume from")
+    tensors, meta = found
+    run.model.load_state_dict(split_prefix(tensors, "model"))
+    run.ema.load_state_dict(split_prefix(tensors, "ema"))
+    run.opt.load_state_dict(ckpt.unflatten_optimizer(tensors, meta["optimizer"]))
+    run.g_data.set_state(tensors["rng.data"])
+    key = f"rng.noise.{run.ctx.rank}"
+    if key in tensors:
+        run.g_noise.set_state(tensors[key].to(run.g_noise.get_state().device))
+    run.step = run.last_checkpoint = int(meta["step"])
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+@dataclass
+class StepOutcome:
+    """One step's loss (detached), per-row terms and noise-level indices (NCSN), gradient norm."""
+
+    loss: torch.Tensor
+    rows: torch.Tensor | None
+    levels: torch.Tensor | None
+    grad_norm: torch.Tensor | None
+    stopping: bool
+
+
+def _batch(run: Run) -> torch.Tensor:
+    idx = torch.randint(0, len(run.x_all), (run.cfg.batch_size,), generator=run.g_data)[run.rows].to(run.device)
+    xb = model_input(run.model, run.x_all[idx])
+    if run.cfg.dequantize and run.ds.kind == "image":
+        xb = dequantize(xb, generator=run.g_noise, levels=quantization_levels(run.ds))
+    return xb
+
+
+def train_step(run: Run, stop_requested: bool) -> StepOutcome:
+    """Draw a batch, compute the loss, and (when it is finite on every rank) take one Adam step
+    and update the EMA. A non-finite loss raises TrainingError, or skips the batch with
+    ``skip_nonfinite``; either way every rank takes the same branch."""
+    loss, rows, lvl = run.loss_fn(run.trained, _batch(run), run.g_noise)
+    nonfinite, stopping = not bool(torch.isfinite(loss.detach())), stop_requested
+    if run.ctx.enabled:
+        flags = D.all_sum(torch.tensor([float(nonfinite), float(stopping)], device=run.device), run.ctx)
+        nonfinite, stopping = bool(flags[0] > 0), bool(flags[1] > 0)
+    if nonfinite:
+        where = _where_nonfinite(run, rows, lvl)
+        if not run.cfg.skip_nonfinite:
+            raise TrainingError(
+                f"loss became {float(loss.detach())} at step {run.step + 1}{where}. Likely causes: a learning rate "
+                f"too high (now {run.cfg.lr}), a sigma_min too small for the data's precision, or NaN/inf in the "
+                f"data. The last good checkpoint (step {run.last_checkpoint}) is kept in "
+                f"{run.run_dir / 'checkpoints'}; lower --lr, or pass --skip-nonfinite to skip such batches"
+            )
+        print(f"scorematch: skipping step {run.step + 1}: loss is {float(loss.detach())}{where}", file=sys.stderr)
+        run.step += 1
+        return StepOutcome(loss.detach(), None, None, None, stopping)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip or float("inf"))
+    run.opt.step()
+    run.ema.update_parameters(run.model)
+    run.step += 1
+    if rows is not None and lvl is not None:
+        run.level_sum.index_add_(0, lvl, rows)
+        run.level_cnt.index_add_(0, lvl, torch.ones_like(rows))
+    return StepOutcome(loss.detach(), rows, lvl, gnorm, stopping)
+
+
+def _where_nonfinite(run: Run, rows: torch.Tensor | None, lvl: torch.Tensor | None) -> str:
+    if rows is None or lvl is None:
+        return ""
+    bad = lvl[~torch.isfinite(rows)]
+    if not len(bad):
+        return ""
+    return f" at noise level {int(bad[0]) + 1} (sigma = {run.schedule['sigmas'][int(bad[0])]:.4g})"
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+@dataclass
+class Reporters:
+    """Rank 0's outputs during training: loss.csv, TensorBoard, the progress bar."""
+
+    csv: CsvLog | None = None
+    tb: Any = None
+    bar: Any = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    t0: float = field(default_factory=time.perf_counter)
+    start: int = 0
+
+    def close(self) -> None:
+        for closer in (self.bar, self.csv, self.tb):
+            if closer is not None:
+                closer.close()
+
+
+def open_reporters(run: Run) -> Reporters:
+    if not run.ctx.is_main:
+        return Reporters(start=run.step)
+    csv_log = CsvLog(run.run_dir / LOSS_CSV, run.n_levels, append=run.step > 0, start=run.step)
+    return Reporters(csv_log, tensorboard(run.run_dir), progress_bar(run.cfg, run.step), start=run.step)
+
+
+def log_step(run: Run, out: StepOutcome, rep: Reporters) -> float | None:
+    """Every ``log_every`` steps (and at the last): the loss averaged over ranks, the loss per
+    noise level since the last log, written to loss.csv and TensorBoard; returns the loss then."""
+    if rep.bar is not None:
+        rep.bar.update(1)
+    if not (run.step % run.cfg.log_every == 0 or run.step == run.cfg.steps) or out.grad_norm is None:
+        return None
+    ctx = run.ctx
+    loss_value = float(D.all_sum(out.loss.clone(), ctx)) / ctx.world_size
+    D.all_sum(run.level_sum, ctx)
+    D.all_sum(run.level_cnt, ctx)
+    rate = (run.step - rep.start) / max(1e-9, time.perf_counter() - rep.t0)
+    mean = torch.where(run.level_cnt > 0, run.level_sum / run.level_cnt.clamp_min(1), float("nan"))
+    levels = mean.tolist() if run.n_levels else []
+    run.level_sum.zero_()
+    run.level_cnt.zero_()
+    row = {"step": run.step, "loss": loss_value, "grad_norm": float(out.grad_norm), "steps_per_s": rate}
+    rep.history.append(row)
+    if rep.csv is not None:
+        rep.csv.write(row, levels)
+    if rep.tb is not None:
+        rep.tb.add_scalar("loss", loss_value, run.step)
+        for i, v in enumerate(levels):
+            rep.tb.add_scalar(f"loss_level/{i + 1}", v, run.step)
+    if rep.bar is not None:
+        rep.bar.set_postfix(loss=f"{loss_value:.4g}")
+    return loss_value
+
+
+def _sample_grid(run: Run) -> None:
+    from scorematch.plotting import save_image_grid
+    from scorematch.run.generate import generate
+
+    model = run.ema.module
+    was_training = model.training
+    model.eval()
+    info = {"schedule": run.schedule,
+            "data": {"kind": run.ds.kind, "sample_shape": list(run.ds.sample_shape), "lo": 0.0, "hi": 1.0}}
+    x = generate(model, info, n=36, seed=run.cfg.seed + run.step)
+    save_image_grid(x.clamp(0, 1).cpu(), run.run_dir / "samples" / f"step_{run.step:08d}.png", nrow=6)
+    model.train(was_training)
+
+
+# ----------------------------------------------------------------------------- checkpointing
+
+
+def save_checkpoint(run: Run) -> None:
+    """Checkpoint of the current step (rank 0 writes; every rank's noise generator state included)."""
+    states = D.gather_objects(run.g_noise.get_state().cpu(), run.ctx)
+    if run.ctx.is_main:
+        tensors = {f"model.{k}": v for k, v in run.model.state_dict().items()}
+        tensors.update({f"ema.{k}": v for k, v in run.ema.state_dict().items()})
+        opt_t, opt_meta = ckpt.flatten_optimizer(run.opt.state_dict())
+        tensors.update(opt_t)
+        tensors["rng.data"] = run.g_data.get_state()
+        tensors.update({f"rng.noise.{r}": st.cpu() for r, st in enumerate(states)})
+        meta = {"optimizer": opt_meta, "world_size": len(states)}
+        ckpt.save_checkpoint(run.run_dir / "checkpoints", run.step, tensors, meta, keep=run.cfg.keep_checkpoints)
+    D.barrier(run.ctx)
+    run.last_checkpoint = run.step
+
+
+def save_weights(run: Run) -> None:
+    """weights.safetensors: the raw ("model.*") and EMA ("ema.*") weights (rank 0)."""
+    if run.ctx.is_main:
+        weights = {f"model.{k}": v for k, v in run.model.state_dict().items()}
+        weights.update({f"ema.{k}": v for k, v in run.ema.module.state_dict().items()})
+        ckpt.save_weights(run.run_dir / "weights.safetensors", weights, {"step": str(run.step)})
+    D.barrier(run.ctx)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _loop(run: Run) -> TrainResult:
+    cfg, ctx = run.cfg, run.ctx
+    if ctx.enabled and ctx.is_main:
+        print(f"scorematch: DDP on {ctx.world_size} processes ({'nccl' if run.device.type == 'cuda' else 'gloo'}): "
+              f"global batch {cfg.batch_size} = {ctx.world_size} x {cfg.batch_size // ctx.world_size} per process; "
+              f"learning rate {cfg.lr} unscaled (the global batch equals a single-process batch)", file=sys.stderr)
+    rep = open_reporters(run)
+    stop = _StopRequest()
+    run.model.train()
+    loss_value = float("nan")
+    try:
+        with stop.installed():
+            while run.step < cfg.steps:
+                out = train_step(run, stop.signal is not None)
+                logged = log_step(run, out, rep)
+                loss_value = loss_value if logged is None else logged
+                if ctx.is_main and cfg.sample_every and run.step % cfg.sample_every == 0 and run.ds.kind == "image":
+                    _sample_grid(run)
+                if run.step % cfg.checkpoint_every == 0:
+                    save_checkpoint(run)
+                if out.stopping:
+                    break
+    finally:
+        rep.close()
+    if run.step != run.last_checkpoint:
+        save_checkpoint(run)
+    save_weights(run)
+    if stop.signal is not None and ctx.is_main:
+        print(f"scorematch: stopped by signal {stop.signal} at step {run.step}; checkpoint written, "
+              f"continue with `scorematch train --resume {run.run_dir} --steps {cfg.steps}`", file=sys.stderr)
+    final = run.ema.module.eval()
+    final.run_info = {"config": cfg.to_dict(), "schedule": run.schedule}
+    return TrainResult(run.run_dir, final, loss_value, run.step, rep.history)
