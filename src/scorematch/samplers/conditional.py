@@ -99,13 +99,6 @@ def _mask_like(mask: Tensor, known: Tensor) -> Tensor:
     return m
 
 
-def _noisy_known(known: Tensor, mask: Tensor, x: Tensor, mean: Tensor, std: Tensor,
-                 generator: torch.Generator | None) -> Tensor:
-    shape = (x.shape[0], *([1] * (x.dim() - 1)))
-    noisy = mean.reshape(shape) * known + std.reshape(shape) * randn_like(x, generator)
-    return torch.where(mask, noisy, x)
-
-
 def _check_known(known: Tensor, x_shape: Sequence[int]) -> Tensor:
     known = _checks.batch("known", known)
     if tuple(known.shape) != tuple(x_shape):
@@ -115,7 +108,7 @@ def _check_known(known: Tensor, x_shape: Sequence[int]) -> Tensor:
 
 def replace_known(
     score_fn: Any, known: Tensor, mask: Tensor, sde: SDE | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, fixed_noise: bool = False,
 ) -> ScoreFn:
     """The score with the known coordinates replaced before every evaluation:
 
@@ -123,18 +116,25 @@ def replace_known(
 
     with (m, std) = (1, sigma) for a noise-conditional score (c = sigma) and (m(t), std(t)) of
     ``sde`` for a time-conditional one (c = t). ``known`` has the shape of the batch (values
-    where ``mask`` is False are ignored); ``mask`` (True = known) broadcasts to it.
+    where ``mask`` is False are ignored); ``mask`` (True = known) broadcasts to it. With
+    ``fixed_noise`` one z is drawn once and kept, so the known part follows the smooth path
+    known + sigma z (the probability-flow path of a known point) and the wrapped field is
+    deterministic, as an adaptive ODE solver needs.
     """
     fn = _checks.score_callable(score_fn, "score_fn(x, sigma)" if sde is None else "score_fn(x, t)")
     known = _checks.batch("known", known)
     mask = _mask_like(mask, known)
+    z_fixed = randn_like(known, generator) if fixed_noise else None
 
     def score(x: Tensor, cond: Tensor | float) -> Tensor:
         if x.shape != known.shape:
             raise DataError(f"the sampler's x {tuple(x.shape)} and known {tuple(known.shape)} differ in shape")
         c = _checks.per_row("t" if sde is not None else "sigma", cond, x)
         mean, std = (torch.ones_like(c), c) if sde is None else (sde.mean_coeff(c), sde.marginal_std(c))
-        return fn(_noisy_known(known, mask, x, mean.to(x), std.to(x), generator), c)
+        z = z_fixed if z_fixed is not None else randn_like(x, generator)
+        shape = (x.shape[0], *([1] * (x.dim() - 1)))
+        noisy = mean.to(x).reshape(shape) * known + std.to(x).reshape(shape) * z
+        return fn(torch.where(mask, noisy, x), c)
 
     return score
 
@@ -148,6 +148,7 @@ def inpaint(
     mask: Tensor,
     generator: torch.Generator | None = None,
     resample: int = 1,
+    fixed_noise: bool = False,
     **options: Any,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Fill the masked-out part of ``known`` by replacement (Song et al. 2021, Appendix I) with a
@@ -160,7 +161,8 @@ def inpaint(
     sigma_i -> sigma_{i+1} (one call of a denoising sampler on [sigma_i, sigma_{i+1}]) is repeated
     U times, the state sent back to sigma_i by x <- x + sqrt(sigma_i^2 - sigma_{i+1}^2) z in between,
     so that the unknown part can adjust to the known one (U times the evaluations; a multistep
-    sampler such as dpm_solver falls back to its first-order step).
+    sampler such as dpm_solver falls back to its first-order step). ``fixed_noise`` keeps one
+    noise draw for the known part (see ``replace_known``).
 
     ``x`` is the start at the scale of sigmas[0] (shape of ``known``: (n, D) or (n, C, H, W));
     ``mask`` is True where a coordinate is known and broadcasts to that shape. Returns the
@@ -172,7 +174,7 @@ def inpaint(
     known = _check_known(known, _checks.batch("x", x).shape)
     mask = _mask_like(mask, known)
     resample = _checks.positive_int("resample", resample)
-    wrapped = replace_known(score_fn, known, mask, None, generator)
+    wrapped = replace_known(score_fn, known, mask, None, generator, fixed_noise)
     if resample == 1:
         out = sampler(wrapped, x, sigmas, generator=generator, **options)
         if isinstance(out, tuple):
@@ -293,14 +295,18 @@ def inpaint_sde(
 ) -> Any:
     """The same for a time-conditional score and a score-SDE sampler (euler_maruyama,
     reverse_diffusion, pc, ode): ``sampler(replace_known(score_fn, known, mask, sde), sde, start)``
-    from start ~ the prior of ``sde`` (shape of ``known``), then the known values put back.
+    from start ~ the prior of ``sde`` (shape of ``known``), then the known values put back; for
+    ``ode`` the known part's noise is drawn once (``fixed_noise``), so its field stays smooth.
     Returns what the sampler returns (an ``ODEResult`` for ``ode``) with the samples completed."""
     if not isinstance(sde, SDE):
         raise ConfigError(f"sde must be a scorematch.sde.SDE, got {type(sde).__name__}")
     known = _checks.batch("known", known)
     mask = _mask_like(mask, known)
     start = sde.prior_sample(known.shape, generator=generator, dtype=known.dtype, device=known.device)
-    out = sampler(replace_known(score_fn, known, mask, sde, generator), sde, start, generator=generator, **options)
+    from scorematch.samplers.sde import ode
+
+    wrapped = replace_known(score_fn, known, mask, sde, generator, fixed_noise=sampler is ode)
+    out = sampler(wrapped, sde, start, generator=generator, **options)
     if isinstance(out, tuple) and hasattr(out, "_replace"):  # ODEResult
         return out._replace(samples=torch.where(mask, known, out.samples))
     if isinstance(out, tuple):
