@@ -271,7 +271,8 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
         cells = []
         for k in kinds:
             good = [r["nfe"] for r in rs if r["sampler"] == k and r["good"]]
-            cells.append(str(min(good)) if good else "not reached")
+            ran = any(r["sampler"] == k for r in rs)
+            cells.append(str(min(good)) if good else "not reached" if ran else "")
         lines.append(f"| {data} | {model} | " + " | ".join(cells) + " |")
     return lines
 

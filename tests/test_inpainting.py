@@ -22,7 +22,6 @@ from scorematch.metrics import mmd, mode_weights
 from scorematch.noise import karras_sigmas
 from scorematch.samplers import (
     annealed_langevin,
-    euler_ancestral,
     guided,
     heun,
     inpaint,

@@ -317,12 +317,15 @@ def _denoising_checks(sampling: types.ModuleType, s: Setup) -> dict[str, str]:
                 kw["noise_sampler"] = lambda a, b, g=g, x0=x0: torch.randn(
                     x0.shape, generator=g, dtype=x0.dtype, device=g.device).to(x0.device)
             mine, theirs_log = [], []
+            if isinstance(score, nn.Module):
+                denoiser = _ScoreDenoiser(score)
+            else:
+                def denoiser(y: torch.Tensor, sigma: torch.Tensor, f=score) -> torch.Tensor:
+                    return y + sigma.square().reshape(-1, 1) * f(y, sigma)
+            ours_g = torch.Generator(device=s.device).manual_seed(seed)
             with torch.no_grad():
-                kd = getattr(sampling, theirs)(_ScoreDenoiser(score) if isinstance(score, nn.Module) else
-                                               (lambda y, sigma, f=score: y + sigma.square().reshape(-1, 1) * f(y, sigma)),
-                                               x0, sig, disable=True, callback=theirs_log.append, **kw)
-                sm = getattr(samplers, ours)(score, x0, sig, generator=torch.Generator(device=s.device).manual_seed(seed),
-                                             callback=mine.append)
+                kd = getattr(sampling, theirs)(denoiser, x0, sig, disable=True, callback=theirs_log.append, **kw)
+                sm = getattr(samplers, ours)(score, x0, sig, generator=ours_g, callback=mine.append)
             step = max(max(float((a["x"] - b["x"]).abs().max()), float((a["denoised"] - b["denoised"]).abs().max()))
                        for a, b in zip(theirs_log, mine, strict=True))
             diffs.append((step, float((kd - sm).abs().max()), float(x0.abs().max())))

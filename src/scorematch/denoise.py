@@ -39,7 +39,7 @@ from torch import Tensor
 
 from scorematch import _checks
 from scorematch.errors import ConfigError
-from scorematch.sde import SDE, VESDE, SubVPSDE, VPSDE
+from scorematch.sde import SDE, VESDE, VPSDE, SubVPSDE
 
 __all__ = [
     "PREDICTIONS",
