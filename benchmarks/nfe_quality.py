@@ -18,7 +18,12 @@ Samplers and settings: annealed Langevin, L x T (+1 denoising) evaluations for s
 NCSNv2's technique-4 eps for each T and the uniform start over the data box that
 ``scorematch sample --sampler annealed`` uses; Euler-Maruyama (n_steps + 1); predictor-corrector
 (reverse-diffusion predictor + one Langevin corrector, snr 0.16: 2 n_steps + 1); the
-probability-flow ODE (dopri5, NFE from its tolerances, + 1). Every NFE is counted by wrapping the
+probability-flow ODE (dopri5, NFE from its tolerances, + 1); the denoising samplers (heun, euler,
+euler_ancestral, dpm_solver 2M and 3M) over ``karras_sigmas(steps, sigma_min, sigma_max)`` with its
+final 0 from x ~ N(0, sigma_max^2 I): with the analytic score at EDM's range sigma_max = 80,
+sigma_min = 0.002 (``*_ncsn`` rows: over the NCSN range above), with the trained model over its
+training range; and the tutorial notes' continuous-noise recipe (``continuous_langevin`` over the
+linear sigma(t) between the NCSN range's ends). Every NFE is counted by wrapping the
 score function. Quality on the toys: unbiased MMD^2 (RBF bandwidth 1) to fresh samples of the
 mixture and the mode weights; "reaches quality" = MMD^2 below 2e-3 (~5 standard deviations of
 the sample-vs-sample value at n = 2000) and mode weights within 0.03.
@@ -44,8 +49,8 @@ import torch
 
 from scorematch.distributions import GaussianMixture, toy
 from scorematch.metrics import mmd, mode_weights
-from scorematch.noise import eps_for_schedule, propose_schedule
-from scorematch.samplers import annealed_langevin, euler_maruyama, ode, pc
+from scorematch.noise import eps_for_schedule, karras_sigmas, linear_sigmas, propose_schedule
+from scorematch.samplers import annealed_langevin, euler_maruyama, ode, pc, sample
 from scorematch.sde import VESDE, sigma_conditioned, ve_from_sigmas
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -56,6 +61,14 @@ ANNEALED_T = (1, 2, 5, 10, 20, 50, 100)
 EM_STEPS = (10, 20, 50, 100, 200, 500, 1000)
 PC_STEPS = (5, 10, 25, 50, 100, 250, 500)
 ODE_TOLS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
+DENOISING_STEPS = (5, 10, 18, 30, 50, 100)
+ANCESTRAL_STEPS = (10, 30, 100, 300, 1000)
+RECIPE_STEPS = (10, 20, 50, 100, 200, 500, 1000)
+#: the denoising samplers: kind -> (sampler name, options)
+DENOISING = {"heun": ("heun", {}), "euler": ("euler", {}), "euler_ancestral": ("euler_ancestral", {}),
+             "dpm_solver": ("dpm_solver", {}), "dpm_solver_3m": ("dpm_solver", {"order": 3}),
+             "heun_ncsn": ("heun", {}), "dpm_solver_ncsn": ("dpm_solver", {})}
+EDM_RANGE = (0.002, 80.0)
 DIGITS_T = (1, 3, 10)
 DIGITS_EM = (20, 50, 200, 1000)
 DIGITS_PC = (10, 25, 100, 500)
@@ -85,13 +98,23 @@ def ncsn_schedule(x: torch.Tensor, steps_per_sigma: int) -> tuple[torch.Tensor, 
 
 def run_sampler(
     kind: str, setting: float, score_sigma: SigmaScore, sigmas: torch.Tensor, shape: tuple[int, ...],
-    box: tuple[float, float], seed: int, dtype: torch.dtype,
+    box: tuple[float, float], seed: int, dtype: torch.dtype, edm_range: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, int, float]:
-    """Samples, counted NFE and wall seconds of one sampler at one setting."""
+    """Samples, counted NFE and wall seconds of one sampler at one setting (``edm_range`` = the
+    (sigma_min, sigma_max) of the denoising samplers; None: the NCSN range of ``sigmas``)."""
     g = torch.Generator().manual_seed(seed)
     sde = ve_from_sigmas(sigmas)
     t0 = time.perf_counter()
-    if kind.startswith("annealed"):
+    if kind in DENOISING or kind == "continuous_langevin":
+        lo, hi = (float(sigmas[-1]), float(sigmas[0])) if edm_range is None or kind.endswith("_ncsn") else edm_range
+        if kind == "continuous_langevin":
+            name, opts, grid = kind, {}, linear_sigmas(int(setting) + 1, lo, hi)
+        else:
+            (name, opts), grid = DENOISING[kind], karras_sigmas(int(setting), lo, hi)
+        fn = Counted(score_sigma)
+        x0 = hi * torch.randn(shape, generator=g, dtype=dtype)
+        x = sample(name, fn, x0, grid.to(dtype), generator=g, **opts)
+    elif kind.startswith("annealed"):
         # "annealed": technique 4's eps for this T (what a run's schedule uses); "annealed_eps5":
         # the T = 5 eps kept fixed, so more steps per level mean more Langevin time per level
         steps = int(setting)
@@ -121,6 +144,8 @@ def label(kind: str, setting: float, n_levels: int) -> str:
         return f"L x T = {n_levels} x {int(setting)}"
     if kind == "ode":
         return f"rtol = atol = {setting:.0e}"
+    if kind in DENOISING:
+        return f"{int(setting)} Karras steps"
     return f"n_steps = {int(setting)}"
 
 
@@ -128,17 +153,20 @@ def label(kind: str, setting: float, n_levels: int) -> str:
 
 
 def toy_rows(name: str, score_sigma: SigmaScore, mix: GaussianMixture, sigmas: torch.Tensor, n: int,
-             seed: int, dtype: torch.dtype, model: str) -> list[dict[str, Any]]:
+             seed: int, dtype: torch.dtype, model: str, edm_range: tuple[float, float] | None = None
+             ) -> list[dict[str, Any]]:
     fresh = mix.sample(n, torch.Generator().manual_seed(seed + 1000)).to(dtype)
     data = mix.sample(n, torch.Generator().manual_seed(seed + 2000)).to(dtype)
     box = (float(data.min()), float(data.max()))
     base = mmd(mix.sample(n, torch.Generator().manual_seed(seed + 3000)).to(dtype), fresh,
                bandwidth=MMD_BANDWIDTH)
     rows = []
+    denoising = {k: ANCESTRAL_STEPS if k == "euler_ancestral" else DENOISING_STEPS for k in DENOISING
+                 if edm_range is not None or not k.endswith("_ncsn")}
     plan = sweep({"annealed": ANNEALED_T, "annealed_eps5": ANNEALED_T, "euler_maruyama": EM_STEPS,
-                  "pc": PC_STEPS, "ode": ODE_TOLS})
+                  "pc": PC_STEPS, "ode": ODE_TOLS, **denoising, "continuous_langevin": RECIPE_STEPS})
     for kind, setting in plan:
-        x, nfe, secs = run_sampler(kind, setting, score_sigma, sigmas, (n, 2), box, seed, dtype)
+        x, nfe, secs = run_sampler(kind, setting, score_sigma, sigmas, (n, 2), box, seed, dtype, edm_range)
         finite = bool(torch.isfinite(x).all())
         value = mmd(x[torch.isfinite(x).all(1)], fresh, bandwidth=MMD_BANDWIDTH) if finite else math.nan
         w = mode_weights(x, mix.means.to(dtype)).tolist() if finite else [math.nan] * len(mix.weights)
@@ -150,7 +178,7 @@ def toy_rows(name: str, score_sigma: SigmaScore, mix: GaussianMixture, sigmas: t
             "mode_error": err, "good": bool(finite and value < MMD_GOOD and err < MODE_GOOD),
             "seconds": secs,
         })
-        print(f"  {name:10s} {model:8s} {kind:15s} {rows[-1]['label']:22s} NFE {nfe:5d}  "
+        print(f"  {name:10s} {model:8s} {kind:19s} {rows[-1]['label']:22s} NFE {nfe:5d}  "
               f"MMD2 {value:9.2e}  modes {[round(v, 3) for v in w]}  {secs:5.1f}s", flush=True)
     return rows
 
@@ -236,13 +264,15 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         if "mmd2" in r:
             groups.setdefault((r["data"], r["model"]), []).append(r)
-    kinds = ["annealed", "annealed_eps5", "euler_maruyama", "pc", "ode"]
+    kinds = ["annealed", "annealed_eps5", "euler_maruyama", "pc", "ode", *DENOISING, "continuous_langevin"]
+    kinds = [k for k in kinds if any(r["sampler"] == k for r in rows)]
     lines = ["| data | score | " + " | ".join(kinds) + " |", "|---|---|" + "---:|" * len(kinds)]
     for (data, model), rs in groups.items():
         cells = []
         for k in kinds:
             good = [r["nfe"] for r in rs if r["sampler"] == k and r["good"]]
-            cells.append(str(min(good)) if good else "not reached")
+            ran = any(r["sampler"] == k for r in rs)
+            cells.append(str(min(good)) if good else "not reached" if ran else "")
         lines.append(f"| {data} | {model} | " + " | ".join(cells) + " |")
     return lines
 
@@ -265,6 +295,14 @@ def notes(rows: list[dict[str, Any]]) -> list[str]:
             f"{min(cont_ok)}-{max(cont_ok)} evaluations, annealed Langevin with {min(ann_ok)} "
             f"(fixed eps) to {max(ann_ok)} (technique-4 eps): {min(ann_ok) / max(cont_ok):.0f}x to "
             f"{max(ann_ok) / min(cont_ok):.0f}x more, the finding of Song et al. (2021).")
+    for data in ("gmm2d", "imbalanced"):
+        best = {k: _best(rows, data, "analytic", k) for k in (*DENOISING, "euler_maruyama", "ode",
+                                                               "continuous_langevin")}
+        if any(best.values()):
+            cells = ", ".join(f"{k} {v if v else 'not reached'}" for k, v in best.items())
+            out.append(f"- {data}, exact score, fewest evaluations to the quality bar: {cells} (the "
+                       "denoising samplers on Karras levels from sigma_max = 80 to 0.002; `_ncsn`: on the NCSN "
+                       "range).")
     out += [
         "- Technique 4 shrinks eps as T grows (it targets the variance after T steps), so the "
         "Langevin time per level hardly grows with T and `annealed` improves slowly; a fixed eps "
@@ -355,7 +393,7 @@ def main() -> None:
         sigmas, _ = ncsn_schedule(data, 5)
         print(f"{name}: L = {len(sigmas)}, sigma_1 = {float(sigmas[0]):.3g}", flush=True)
         rows += toy_rows(name, mix.noisy_score, mix, sigmas, args.n, args.seed, torch.float64,
-                         "analytic")
+                         "analytic", EDM_RANGE)
         if name == "gmm2d":
             score = trained_gmm2d(sigmas, args.train_steps, args.seed)
             rows += toy_rows(name, score, mix, sigmas.float(), args.n, args.seed, torch.float32,

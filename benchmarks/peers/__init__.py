@@ -25,6 +25,11 @@ Sampling (no grad, from s.x, the noise-conditional net):
     pc_step                s.n_steps predictor + one Langevin-corrector steps (Op.per = s.n_steps)
     ode_likelihood         log p of s.x by the probability-flow ODE of the VE SDE, dopri5,
                            rtol = atol = 1e-5, Hutchinson trace with one fixed Gaussian probe
+    heun_step              Heun (EDM Algorithm 1) over s.karras_sigmas (s.n_steps levels + 0), from
+                           s.x * sigma_max (Op.per = s.n_steps: 2 evaluations a step, 1 for the last)
+    euler_step             Euler on the probability-flow ODE in sigma, same grid (Op.per = s.n_steps)
+    euler_ancestral_step   ancestral Euler, eta = 1, same grid (Op.per = s.n_steps)
+    dpm_solver_step        DPM-Solver++(2M), same grid (Op.per = s.n_steps)
 
 ``Op.note`` is printed beside the figure: a known bug, a different algorithm, the NFE.
 ``Op.valid = False`` marks a figure timed as shipped but computing a wrong result (a known bug):
@@ -52,7 +57,8 @@ from scorematch.sde import VESDE, ve_from_sigmas
 
 TRAINING = ["dsm", "dsm_energy", "ncsn", "ssm", "ssm_energy", "ssm_vr", "ssm_vr_energy", "ism", "ism_energy"]
 SAMPLING = ["annealed_step", "annealed_run", "reverse_sde_step", "pc_step", "ode_likelihood"]
-OPERATIONS = TRAINING + SAMPLING
+DENOISING = ["heun_step", "euler_step", "euler_ancestral_step", "dpm_solver_step"]
+OPERATIONS = TRAINING + SAMPLING + DENOISING
 
 #: contender modules, scorematch first
 CONTENDERS = ["ours", "torchebm_peer", "score_models_peer", "diffusers_peer", "k_diffusion_peer"]
@@ -92,6 +98,13 @@ class Setup:
     @property
     def sde(self) -> VESDE:
         return ve_from_sigmas(self.sigmas)
+
+    @property
+    def karras_sigmas(self) -> torch.Tensor:
+        """The denoising samplers' grid: n_steps Karras levels from sigma_max to sigma_min, then 0."""
+        from scorematch.noise import karras_sigmas
+
+        return karras_sigmas(self.n_steps, self.sigma_min, self.sigma_max).to(self.device)
 
     @property
     def sigma_max(self) -> float:

@@ -62,6 +62,19 @@ def operations(s: Setup) -> dict[str, Op]:
         return res.log_prob
 
     ode_likelihood()
+    sig = s.karras_sigmas
+
+    def denoising(name: str):
+        fn = getattr(samplers, name)
+
+        @torch.no_grad()
+        def run() -> torch.Tensor:
+            return fn(s.nc_net, prior, sig, generator=g)
+
+        return Op(run, per=s.n_steps)
+
+    ops |= {name: denoising(name.removesuffix("_step")) for name in ("heun_step", "euler_step",
+                                                                      "euler_ancestral_step", "dpm_solver_step")}
     ops |= {
         "annealed_step": Op(annealed_step),
         "annealed_run": Op(annealed_run, note=f"{len(s.sigmas) * s.steps_per_sigma} updates"),

@@ -74,6 +74,28 @@ def descending_sigmas(sigmas: torch.Tensor | Sequence[float]) -> torch.Tensor:
     return s
 
 
+def sampler_sigmas(sigmas: torch.Tensor | Sequence[float]) -> torch.Tensor:
+    """Return the noise levels of a denoising sampler as a 1-D float64 tensor, checking
+    sigma_0 > sigma_1 > ... >= 0: finite, strictly descending, at least two, only the last may be 0."""
+    s = torch.as_tensor(sigmas).detach()
+    if s.dim() != 1 or s.numel() < 2:
+        raise ConfigError(
+            f"sigmas must be a 1-D sequence of at least two noise levels (sigma_0 > ... > sigma_N), "
+            f"got shape {tuple(s.shape)}; use scorematch.noise.karras_sigmas(n, sigma_min, sigma_max)"
+        )
+    if not s.is_floating_point():
+        s = s.double()
+    s = s.to("cpu", torch.float64)
+    if not bool(torch.isfinite(s).all()) or bool((s < 0).any()) or bool((s[:-1] == 0).any()):
+        raise ConfigError(f"sigmas must be finite and positive (only the last may be 0), got {s.tolist()}")
+    if not bool((s[1:] < s[:-1]).all()):
+        raise ConfigError(
+            f"sigmas must be strictly descending (sigma_0 > sigma_1 > ...), got {s.tolist()}; "
+            "use scorematch.noise.karras_sigmas(n, sigma_min, sigma_max)"
+        )
+    return s
+
+
 def score_callable(score_fn: object, call: str = "score_fn(x, t)") -> Callable[..., torch.Tensor]:
     """``score_fn`` (a callable, or anything with a ``.score`` method: a model, a mixture) as a
     function that checks its output is a tensor shaped like x; ``call`` names the expected call."""

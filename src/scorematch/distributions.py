@@ -149,6 +149,38 @@ class GaussianMixture:
             out[rows] = self.noisy(float(value)).score(x[rows])
         return out
 
+    def component(self, k: int) -> GaussianMixture:
+        """The k-th component N(mu_k, Sigma_k) alone, as a one-component mixture."""
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.n_components:
+            raise ConfigError(f"component index must be an int in [0, {self.n_components}), got {k!r}")
+        return GaussianMixture([1.0], self.means[k:k + 1], self.covs[k:k + 1])
+
+    def conditional(self, known: Sequence[int], values: Sequence[float] | torch.Tensor) -> GaussianMixture:
+        """p(x_B | x_A = a): the mixture over the other coordinates B given x_A = ``values`` at the
+        coordinates A = ``known``, again a Gaussian mixture (in closed form):
+
+            p(x_B | a) = sum_k w_k N(x_B; mu_kB + S_kBA S_kAA^{-1} (a - mu_kA), S_kBB - S_kBA S_kAA^{-1} S_kAB),
+            w_k proportional to pi_k N(a; mu_kA, S_kAA).
+        """
+        idx = [int(i) for i in known]
+        if not idx or len(set(idx)) != len(idx) or not all(0 <= i < self.dim for i in idx) or len(idx) == self.dim:
+            raise ConfigError(f"known must list distinct coordinates in [0, {self.dim}) and leave at least one "
+                              f"free, got {list(known)}")
+        a = torch.as_tensor(values, dtype=torch.float64).flatten()
+        if a.shape != (len(idx),):
+            raise DataError(f"values must hold one number per known coordinate ({len(idx)}), got {tuple(a.shape)}")
+        rest = [i for i in range(self.dim) if i not in idx]
+        ia, ib = torch.tensor(idx), torch.tensor(rest)
+        s_aa = self.covs[:, ia][:, :, ia]
+        s_ba = self.covs[:, ib][:, :, ia]
+        s_bb = self.covs[:, ib][:, :, ib]
+        gain = torch.linalg.solve(s_aa, s_ba.transpose(-1, -2)).transpose(-1, -2)  # S_BA S_AA^{-1}
+        means = self.means[:, ib] + (gain @ (a - self.means[:, ia])[..., None])[..., 0]
+        covs = s_bb - gain @ s_ba.transpose(-1, -2)
+        marginal = GaussianMixture(self.weights, self.means[:, ia], s_aa)
+        logits, _ = marginal._component_terms(a[None])
+        return GaussianMixture(torch.softmax(logits[0], 0), means, covs)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n draws (float32, shape (n, D)): a component k ~ Categorical(pi), then mu_k + L_k z."""
         n = positive_int("n", n)

@@ -2,7 +2,9 @@
 
 Geometric schedule (conventions.md): sigma_i = sigma_1 (sigma_L/sigma_1)^((i-1)/(L-1)),
 descending sigma_1 > ... > sigma_L. ``propose_schedule`` picks sigma_1, L and eps from the
-data with the techniques of NCSNv2 (Song & Ermon 2020).
+data with the techniques of NCSNv2 (Song & Ermon 2020). ``karras_sigmas`` is the grid of
+Karras et al. (2022, eq. 5) for the denoising samplers, ``linear_sigmas`` the linear
+sigma(t) = sigma_min + t (sigma_max - sigma_min) of the continuous-noise recipe.
 """
 
 from __future__ import annotations
@@ -25,6 +27,47 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, n_levels: int) -> torch
     if n == 1:
         return torch.tensor([hi])
     return torch.exp(torch.linspace(math.log(hi), math.log(lo), n, dtype=torch.float64)).float()
+
+
+def _levels(n: int, sigma_min: float, sigma_max: float) -> tuple[int, float, float]:
+    n = positive_int("n", n)
+    lo, hi = positive("sigma_min", sigma_min), positive("sigma_max", sigma_max)
+    if n > 1 and not hi > lo:
+        raise ConfigError(f"sigma_max must exceed sigma_min, got {hi} <= {lo}")
+    return n, lo, hi
+
+
+def _finish(sigmas: torch.Tensor, append_zero: bool) -> torch.Tensor:
+    if append_zero:
+        sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
+    return sigmas.to(torch.get_default_dtype())
+
+
+def karras_sigmas(
+    n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, append_zero: bool = True
+) -> torch.Tensor:
+    """The noise levels of Karras et al. (2022, eq. 5), descending, i = 0..n-1:
+
+        sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,
+
+    followed by sigma_n = 0 when ``append_zero`` (as EDM does: the last step lands on the data).
+    rho = 7 spends more steps at small sigma; rho = 1 is linear, rho -> infinity geometric.
+    Shape (n + 1,) with the zero, (n,) without; n = 1 gives [sigma_max].
+    """
+    n, lo, hi = _levels(n, sigma_min, sigma_max)
+    rho = positive("rho", rho)
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    inv_hi, inv_lo = hi ** (1 / rho), lo ** (1 / rho)
+    return _finish((inv_hi + ramp * (inv_lo - inv_hi)) ** rho, append_zero)
+
+
+def linear_sigmas(n: int, sigma_min: float, sigma_max: float, append_zero: bool = False) -> torch.Tensor:
+    """sigma(t_k) = sigma_min + t_k (sigma_max - sigma_min) at t_k = 1 - k/(n-1), k = 0..n-1:
+    the linear schedule of the continuous-noise recipe of the tutorial notes on score matching,
+    descending from sigma_max to sigma_min (then 0 with ``append_zero``)."""
+    n, lo, hi = _levels(n, sigma_min, sigma_max)
+    t = torch.linspace(1, 0, n, dtype=torch.float64)
+    return _finish(lo + t * (hi - lo), append_zero)
 
 
 def _normal_cdf(z: float) -> float:
