@@ -28,7 +28,7 @@ import torch
 from _gallery import seeded, setup, write_summary
 from matplotlib.figure import Figure
 
-from scorematch import viz
+from scorematch import plotting
 from scorematch.distributions import toy
 from scorematch.metrics import mmd
 from scorematch.noise import karras_sigmas
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         if j == 0:
             ax.legend(fontsize=8)
         results[f"x1={a}"] = row
-    fig.savefig(out / "imputation.png", dpi=viz.DPI)
+    fig.savefig(out / "imputation.png", dpi=plotting.DPI)
     summary = {"example": NAME, "tiny": args.tiny, "n_samples": n, "steps": steps, "results": results,
                "runtime_seconds": clock()}
     assert all(math.isfinite(v["SMC"]["mmd2_to_exact"]) for v in results.values())
