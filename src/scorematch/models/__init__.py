@@ -1,4 +1,5 @@
-"""Score and energy models. Every model has ``score(x)``, ``score(x, sigma)`` or ``score(x, t)``."""
+"""Score and energy models. Every model has ``score(x)``, ``score(x, sigma)`` or ``score(x, t)``;
+class-conditional ones (``n_classes > 0``) take the labels as a third argument."""
 
 from scorematch.models.base import MODEL_REGISTRY, build_model, model_spec, register_model
 from scorematch.models.mlp import (
@@ -16,10 +17,10 @@ __all__ = [
 
 
 def _register_optional() -> None:
-    """Import the image and time-conditioned models so they register themselves."""
+    """Import the image, time-conditioned and preconditioned models so they register themselves."""
     import importlib
 
-    for name in ("scorematch.models.images", "scorematch.models.time"):
+    for name in ("scorematch.models.images", "scorematch.models.time", "scorematch.models.edm"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as err:
