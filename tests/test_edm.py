@@ -188,10 +188,23 @@ def test_edm_objective_contract(gen, make_gen):
     rows2, _ = edm_per_sample(m, x, sigma_data=1.0, generator=make_gen(2))
     torch.testing.assert_close(rows2 / rows, edm_weight(sigma, 1.0) / edm_weight(sigma, 0.5))
     assert "edm" in OBJECTIVE_NAMES
-    with pytest.raises(ModelError, match="denoiser"):
-        edm(NoiseConditionalMLP(3), x.float())
+    # a score model (or a wrapped one, as under DDP) is used through D = x~ + sigma^2 s(x~, sigma)
+    torch.testing.assert_close(edm(m.score, x, sigma_data=0.5, generator=make_gen(4)),
+                               edm(m, x, generator=make_gen(4)))
+    ncsn_model = NoiseConditionalMLP(3).double()
+    value = edm(ncsn_model, x, sigma_data=0.5, generator=make_gen(5))
+    rows, sigma = edm_per_sample(ncsn_model, x, sigma_data=0.5, generator=make_gen(5))
+    g5 = make_gen(5)
+    torch.randn(64, generator=g5, dtype=F64)  # the sigma draws come first
+    z = torch.randn(x.shape, generator=g5, dtype=F64)
+    s = ncsn_model.score(x + sigma[:, None] * z, sigma)
+    expected = 0.5 * edm_weight(sigma, 0.5) * sigma**2 * (z + sigma[:, None] * s).pow(2).sum(1)
+    torch.testing.assert_close(rows, expected)
+    torch.testing.assert_close(value, expected.mean())
     with pytest.raises(ConfigError, match="sigma_data"):
-        edm(lambda y, s: y, x)
+        edm(ncsn_model, x)
+    with pytest.raises(ModelError, match="shaped like x"):
+        edm(lambda y, s: y[:, :2], x, sigma_data=0.5)
     assert edm_sigmas(1000, 0.0, 1e-9, make_gen(3)).sub(1).abs().max() < 1e-6
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from scorematch import _checks
 from scorematch._random import randn_like
 from scorematch.errors import ConfigError, ModelError
-from scorematch.objectives._common import check_batch, sq_norm
+from scorematch.objectives._common import as_score_fn, check_batch, sq_norm
 
 __all__ = ["edm", "edm_per_sample", "edm_sigmas", "edm_weight"]
 
@@ -30,16 +28,16 @@ def edm_sigmas(
     return (p_mean + p_std * z).exp()
 
 
-def _denoiser(model: object) -> Callable[..., Tensor]:
+def _residual(model: object, x: Tensor, sigma_b: Tensor, z: Tensor, cond: tuple[Tensor, ...]) -> Tensor:
+    """D(x~; sigma) - x at x~ = x + sigma z: from the model's ``denoise`` when it has one, else from its
+    score by Tweedie's formula D(x~; sigma) = x~ + sigma^2 s(x~, sigma), i.e. D - x = sigma z + sigma^2 s."""
     denoise = getattr(model, "denoise", None)
-    if callable(denoise):
-        return denoise
-    if isinstance(model, nn.Module) or not callable(model):
-        raise ModelError(
-            f"edm needs a denoiser D(x, sigma): a preconditioned model (scorematch.models.edm.EDMPrecond) or an "
-            f"object with a .denoise method; {type(model).__name__} has none"
-        )
-    return model
+    fn = denoise if callable(denoise) else as_score_fn(model)
+    out = fn(x + sigma_b * z, *cond)
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ModelError(f"the model must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+    return out - x if callable(denoise) else sigma_b * z + sigma_b**2 * out
 
 
 def edm_per_sample(
@@ -56,22 +54,19 @@ def edm_per_sample(
     Row term: 1/2 lambda(sigma) ||D(x + sigma z; sigma) - x||^2, ln(sigma) ~ N(P_mean, P_std^2), z ~ N(0, I).
     """
     x = check_batch(x)
-    denoise = _denoiser(model)
     if sigma_data is None:
         sigma_data = getattr(model, "sigma_data", None)
         if sigma_data is None:
-            raise ConfigError("edm needs sigma_data: pass sigma_data=... or use a model that has one (EDMPrecond)")
+            raise ConfigError("edm needs sigma_data: pass sigma_data=... (scorematch.models.edm.estimate_sigma_data) "
+                              "or use a model that has one (EDMPrecond, not wrapped)")
     sigma_data = _checks.positive("sigma_data", sigma_data)
     p_std = _checks.positive("p_std", p_std)
     sigma = edm_sigmas(x.shape[0], float(p_mean), p_std, generator, like=x)
     z = randn_like(x, generator)
     sigma_b = sigma.view(-1, *([1] * (x.dim() - 1)))
     cond = (sigma,) if labels is None else (sigma, labels)
-    denoised = denoise(x + sigma_b * z, *cond)
-    if not isinstance(denoised, Tensor) or denoised.shape != x.shape:
-        got = tuple(denoised.shape) if isinstance(denoised, Tensor) else type(denoised).__name__
-        raise ModelError(f"the denoiser must return a tensor shaped like x {tuple(x.shape)}, got {got}")
-    return 0.5 * edm_weight(sigma, sigma_data) * sq_norm(denoised - x), sigma
+    residual = _residual(model, x, sigma_b, z, cond)
+    return 0.5 * edm_weight(sigma, sigma_data) * sq_norm(residual), sigma
 
 
 def edm(
@@ -90,8 +85,9 @@ def edm(
     with lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2. The 1/2 is scorematch's
     convention (DSM is 1/2 E||.||^2): this is half the loss as Karras et al. write it, and equals
     1/2 E||F_theta - F_target||^2 for the preconditioned network, whose target has unit variance.
-    One sigma and one n per row. ``model`` is an ``EDMPrecond`` (its ``denoise`` is D_theta) or a
-    callable D(x, sigma); ``sigma_data`` defaults to the model's. ``labels`` (int64, shape (n,))
-    go to D as its third argument for a class-conditional model.
+    One sigma and one n per row. ``model`` is an ``EDMPrecond``, whose ``denoise`` is D_theta, or any
+    other noise-conditional score s(x, sigma) (a model or a callable, e.g. a DDP-wrapped model),
+    used through Tweedie's formula D = x~ + sigma^2 s(x~, sigma). ``sigma_data`` defaults to the
+    model's. ``labels`` (int64, shape (n,)) go to the model as its third argument.
     """
     return edm_per_sample(model, x, sigma_data, p_mean, p_std, generator, labels)[0].mean()
