@@ -1,6 +1,8 @@
-"""Score and energy models. Every model has ``score(x)``, ``score(x, sigma)`` or ``score(x, t)``."""
+"""Score and energy models. Every model has ``score(x)``, ``score(x, sigma)`` or ``score(x, t)``;
+class-conditional ones (``n_classes > 0``) take the labels as a third argument."""
 
 from scorematch.models.base import MODEL_REGISTRY, build_model, model_spec, register_model
+from scorematch.models.edm import EDMPrecond, edm_coefficients, estimate_sigma_data
 from scorematch.models.images import NCSNUNet
 from scorematch.models.mlp import (
     EnergyMLP,
@@ -12,6 +14,7 @@ from scorematch.models.mlp import (
 from scorematch.models.time import TimeMLP, TimeUNet
 
 __all__ = [
-    "MODEL_REGISTRY", "EnergyMLP", "NCSNUNet", "NoiseConditionalMLP", "ScoreMLP", "TimeMLP", "TimeUNet",
-    "build_model", "energy_to_score", "is_piecewise_linear", "model_spec", "register_model",
+    "EDMPrecond", "MODEL_REGISTRY", "EnergyMLP", "NCSNUNet", "NoiseConditionalMLP", "ScoreMLP", "TimeMLP", "TimeUNet",
+    "build_model", "edm_coefficients", "energy_to_score", "estimate_sigma_data", "is_piecewise_linear", "model_spec",
+    "register_model",
 ]

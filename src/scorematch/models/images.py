@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scorematch.errors import ConfigError, ModelError
-from scorematch.models.base import register_model
+from scorematch.models.base import add_label_embedding, label_table, register_model
 
 _MODES = ("embedding", "divide")
 
@@ -108,6 +108,9 @@ class NCSNUNet(nn.Module):
         conditioning: "embedding" or "divide" (see above).
         sigma_embed_dim: size of the sinusoidal log(sigma) features ("embedding" only).
         image_size: if given (int or (H, W)), inputs must have that spatial size.
+        n_classes: K > 0 makes the model class-conditional, s(x, sigma, y): a label embedding
+            (K + 1 rows, row K = ``null_label`` = no class) is added to the noise-level
+            embedding ("embedding" only). 0: unconditional.
     """
 
     conditioning = "sigma"
@@ -121,6 +124,7 @@ class NCSNUNet(nn.Module):
         conditioning: str = "embedding",
         sigma_embed_dim: int = 64,
         image_size: int | Sequence[int] | None = None,
+        n_classes: int = 0,
     ) -> None:
         super().__init__()
         if conditioning not in _MODES:
@@ -133,6 +137,9 @@ class NCSNUNet(nn.Module):
                 "channels, base, n_res and every channel_mults entry must be integers >= 1, got "
                 f"channels={channels}, base={base}, n_res={n_res}, channel_mults={mults}"
             )
+        if conditioning == "divide" and n_classes:
+            raise ConfigError("a class-conditional NCSNUNet (n_classes > 0) needs conditioning='embedding': "
+                              "the labels are added to the noise-level embedding")
         if conditioning == "embedding" and int(sigma_embed_dim) < 2:
             raise ConfigError(f"sigma_embed_dim must be >= 2, got {sigma_embed_dim}")
         size: list[int] | None = None
@@ -150,6 +157,7 @@ class NCSNUNet(nn.Module):
             "conditioning": conditioning,
             "sigma_embed_dim": int(sigma_embed_dim),
             "image_size": size,
+            "n_classes": n_classes,
         }
         self.channels = int(channels)
         self.noise_conditioning = conditioning
@@ -160,6 +168,8 @@ class NCSNUNet(nn.Module):
         self.embed = (
             _SigmaEmbedding(int(sigma_embed_dim), emb_dim) if emb_dim is not None else None
         )
+        self.label_embed = label_table(n_classes, emb_dim) if emb_dim is not None else None
+        self.n_classes, self.null_label = n_classes, n_classes if n_classes else None
         self.conv_in = nn.Conv2d(self.channels, base, 3, padding=1)
 
         self.down = nn.ModuleList()
@@ -236,10 +246,17 @@ class NCSNUNet(nn.Module):
             )
         return s
 
-    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
-        """Return s(x, sigma) of shape (n, C, H, W); sigma is a float or shape (n,)."""
+    def forward(
+        self, x: torch.Tensor, sigma: float | torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Return s(x, sigma) of shape (n, C, H, W); sigma is a float or shape (n,); labels (n,) or None."""
         s = self._check(x, sigma)
-        emb = self.embed(s) if self.embed is not None else None
+        if self.embed is not None:
+            emb = add_label_embedding(self.embed(s), self.label_embed, labels)
+        elif labels is not None:
+            raise ModelError("this NCSNUNet (conditioning='divide') is unconditional and takes no labels")
+        else:
+            emb = None
         h = self.conv_in(x)
         skips: list[torch.Tensor] = []
         for level, blocks in enumerate(self.down):
@@ -259,6 +276,8 @@ class NCSNUNet(nn.Module):
         out = self.conv_out(F.silu(self.norm_out(h)))
         return out / s[:, None, None, None]
 
-    def score(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
-        """Same as ``forward``: the noise-conditional score s(x, sigma)."""
-        return self(x, sigma)
+    def score(
+        self, x: torch.Tensor, sigma: float | torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Same as ``forward``: the noise-conditional score s(x, sigma), or s(x, sigma, y)."""
+        return self(x, sigma, labels)

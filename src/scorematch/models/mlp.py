@@ -17,7 +17,7 @@ from torch.func import grad
 
 from scorematch._checks import choice, per_row, positive_int
 from scorematch.errors import ModelError
-from scorematch.models.base import register_model
+from scorematch.models.base import add_label_embedding, label_table, register_model
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
@@ -150,6 +150,10 @@ class NoiseConditionalMLP(nn.Module):
     with e = act(A emb(log sigma)) from a sinusoidal embedding of log sigma: every layer is
     conditioned on the noise level, and the division by sigma gives the score its natural scale
     (the DSM target -z/sigma grows as 1/sigma), so the net predicts a unit-scale -z.
+
+    Class-conditional with ``n_classes = K > 0``: e = act(A emb(log sigma)) + B[y], B a table of
+    K + 1 rows (row K, ``null_label``, is "no class"); like sigma, the label is an x-independent
+    bias of every layer. ``labels=None`` means the null label for every row.
     """
 
     conditioning = "sigma"
@@ -162,11 +166,12 @@ class NoiseConditionalMLP(nn.Module):
         depth: int = 3,
         activation: str = "silu",
         embed_dim: int = 32,
+        n_classes: int = 0,
     ):
         super().__init__()
         self.config = {
             "dim": dim, "hidden": hidden, "depth": depth, "activation": activation,
-            "embed_dim": embed_dim,
+            "embed_dim": embed_dim, "n_classes": n_classes,
         }
         self.dim = positive_int("dim", dim)
         self.embed_dim = positive_int("embed_dim", embed_dim, minimum=2)
@@ -178,19 +183,25 @@ class NoiseConditionalMLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
         self.cond = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in self.layers)
         self.out = nn.Linear(hidden, dim)
+        self.label_embed = label_table(n_classes, hidden)
+        self.n_classes, self.null_label = n_classes, n_classes if n_classes else None
 
-    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, sigma: float | torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         _check_vector(x, self.dim)
         s = per_row("sigma", sigma, x)
-        e = self.embed(sigma_embedding(s, self.embed_dim))
+        e = add_label_embedding(self.embed(sigma_embedding(s, self.embed_dim)), self.label_embed, labels)
         h = x
         for layer, cond in zip(self.layers, self.cond, strict=True):
             h = self.act(layer(h) + cond(e))
         return self.out(h) / s[:, None]
 
-    def score(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
-        """s_theta(x, sigma), shape (n, D)."""
-        return self(x, sigma)
+    def score(
+        self, x: torch.Tensor, sigma: float | torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """s_theta(x, sigma), or s_theta(x, sigma, y) for a class-conditional model; shape (n, D)."""
+        return self(x, sigma, labels)
 
 
 def is_piecewise_linear(module: nn.Module) -> bool:

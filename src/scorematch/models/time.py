@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from scorematch import _checks
 from scorematch.errors import ConfigError, ModelError
-from scorematch.models.base import register_model
+from scorematch.models.base import add_label_embedding, label_table, register_model
 
 __all__ = [
     "GaussianFourierProjection",
@@ -102,6 +102,7 @@ class TimeMLP(nn.Module):
 
     h_0 = act(W_in x); h_k = act(W_k h_{k-1} + U_k e(t)) for k = 1..depth; s = W_out h_depth,
     with e(t) = act(Linear(embedding(t))) and embedding Gaussian Fourier or sinusoidal.
+    With ``n_classes = K > 0``, e(t, y) = e(t) + B[y] (B: K + 1 rows, row K = ``null_label``).
     """
 
     conditioning = "time"
@@ -115,6 +116,7 @@ class TimeMLP(nn.Module):
         embed_dim: int = 64,
         activation: str = "silu",
         fourier_scale: float = 1.0,
+        n_classes: int = 0,
     ) -> None:
         super().__init__()
         self.config = {
@@ -125,6 +127,7 @@ class TimeMLP(nn.Module):
             "embed_dim": _even("embed_dim", embed_dim),
             "activation": _checks.choice("activation", activation, list(_ACTIVATIONS)),
             "fourier_scale": _checks.positive("fourier_scale", fourier_scale),
+            "n_classes": n_classes,
         }
         c = self.config
         # like ScoreMLP / NoiseConditionalMLP: evaluate (Jacobian asymmetry, likelihood input)
@@ -140,23 +143,25 @@ class TimeMLP(nn.Module):
         )
         self.act = act()
         self.out = nn.Linear(c["hidden"], c["dim"])
+        self.label_embed = label_table(n_classes, c["hidden"])
+        self.n_classes, self.null_label = n_classes, n_classes if n_classes else None
 
-    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | float, labels: Tensor | None = None) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.config["dim"]:
             raise ModelError(
                 f"TimeMLP(dim={self.config['dim']}) needs x of shape (n, {self.config['dim']}), "
                 f"got {tuple(x.shape)}; flatten images or use TimeUNet"
             )
         t = _checks.per_row("t", t, x)
-        e = self.embed_proj(self.embed(t).to(x.dtype))
+        e = add_label_embedding(self.embed_proj(self.embed(t).to(x.dtype)), self.label_embed, labels)
         h = self.act(self.inp(x))
         for layer, t_layer in zip(self.layers, self.t_layers, strict=True):
             h = self.act(layer(h) + t_layer(e))
         return self.out(h)
 
-    def score(self, x: Tensor, t: Tensor | float) -> Tensor:
-        """s_theta(x, t), the same as ``forward``."""
-        return self(x, t)
+    def score(self, x: Tensor, t: Tensor | float, labels: Tensor | None = None) -> Tensor:
+        """s_theta(x, t) (s_theta(x, t, y) when class-conditional), the same as ``forward``."""
+        return self(x, t, labels)
 
 
 def _group_norm(channels: int, groups: int) -> nn.GroupNorm:
@@ -193,6 +198,8 @@ class TimeUNet(nn.Module):
     Two resolutions: [res block at base channels] -> stride-2 conv -> [2 res blocks at
     2*base] -> nearest upsample + conv -> concat skip -> [res block at base] -> GroupNorm, SiLU,
     conv to C channels.  Each res block adds a linear map of the time embedding per channel.
+    With ``n_classes = K > 0`` a label embedding (K + 1 rows, row K = ``null_label``) is added to
+    the time embedding.
     """
 
     conditioning = "time"
@@ -205,6 +212,7 @@ class TimeUNet(nn.Module):
         embed_dim: int = 64,
         groups: int = 8,
         fourier_scale: float = 16.0,
+        n_classes: int = 0,
     ) -> None:
         super().__init__()
         self.config = {
@@ -214,6 +222,7 @@ class TimeUNet(nn.Module):
             "embed_dim": _even("embed_dim", embed_dim),
             "groups": _checks.positive_int("groups", groups),
             "fourier_scale": _checks.positive("fourier_scale", fourier_scale),
+            "n_classes": n_classes,
         }
         c = self.config
         b, g, td = c["base"], c["groups"], 4 * c["base"]
@@ -233,8 +242,10 @@ class TimeUNet(nn.Module):
         self.out = nn.Sequential(
             _group_norm(b, g), nn.SiLU(), nn.Conv2d(b, c["channels"], 3, padding=1)
         )
+        self.label_embed = label_table(n_classes, td)
+        self.n_classes, self.null_label = n_classes, n_classes if n_classes else None
 
-    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | float, labels: Tensor | None = None) -> Tensor:
         c = self.config["channels"]
         if x.dim() != 4 or x.shape[1] != c or x.shape[2] % 2 or x.shape[3] % 2:
             raise ModelError(
@@ -242,12 +253,12 @@ class TimeUNet(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         t = _checks.per_row("t", t, x)
-        e = self.embed_proj(self.embed(t).to(x.dtype))
+        e = add_label_embedding(self.embed_proj(self.embed(t).to(x.dtype)), self.label_embed, labels)
         h0 = self.down0(self.inp(x), e)
         h = self.mid2(self.mid1(self.downsample(h0), e), e)
         h = self.up0(torch.cat([self.upsample(h), h0], dim=1), e)
         return self.out(h)
 
-    def score(self, x: Tensor, t: Tensor | float) -> Tensor:
-        """s_theta(x, t), the same as ``forward``."""
-        return self(x, t)
+    def score(self, x: Tensor, t: Tensor | float, labels: Tensor | None = None) -> Tensor:
+        """s_theta(x, t) (s_theta(x, t, y) when class-conditional), the same as ``forward``."""
+        return self(x, t, labels)

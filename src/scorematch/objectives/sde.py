@@ -22,13 +22,15 @@ def sde_dsm(
     eps_t: float = 1e-5,
     likelihood_weighting: bool = False,
     generator: torch.Generator | None = None,
+    labels: Tensor | None = None,
 ) -> Tensor:
     """Continuous-time DSM: E_t[ lambda(t) E ||s_theta(x_t, t) - grad log p_0t(x_t | x_0)||^2 ] / 2.
 
     One t ~ U(eps_t, 1) and one z ~ N(0, I) per row; x_t = m(t) x_0 + std(t) z, so
     grad log p_0t(x_t | x_0) = -z / std(t).  lambda(t) = std(t)^2 (the variance of p_0t) by
     default, lambda(t) = g(t)^2 with ``likelihood_weighting=True``.  The squared norm sums over
-    all non-batch dims; the result is the batch mean (a scalar tensor).
+    all non-batch dims; the result is the batch mean (a scalar tensor).  With ``labels`` (int64,
+    shape (n,)) the score is called as s_theta(x_t, t, labels).
     """
     _checks.batch("x", x)
     if not isinstance(sde, SDE):
@@ -43,7 +45,7 @@ def sde_dsm(
     std_b = std.reshape(n, *([1] * (x.dim() - 1)))
     x_t = mean + std_b * z
     fn = getattr(score_fn, "score", score_fn)
-    s = fn(x_t, t)
+    s = fn(x_t, t) if labels is None else fn(x_t, t, labels)
     if not isinstance(s, Tensor) or s.shape != x.shape:
         got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
         raise ModelError(
