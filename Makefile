@@ -1,4 +1,4 @@
-# scorematch: `make demo` (install + train/sample/plot on the seeds' 2-D mixture), `make test`.
+# scorematch: `make demo` (install, then train, sample, evaluate and plot SSM-VR on the 2-D Gaussian mixture gmm2d), `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -32,7 +32,7 @@ bench-install: install
 	$(PY) -m pip install --quiet torch==$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])') -e '.[bench]'
 	$(PY) -m pip install --quiet --no-deps k-diffusion==0.1.1.post1 diffusers-ncsn==0.1.0
 
-# every benchmark (peers included), results in benchmarks/results/, README tables refreshed
+# every benchmark (peers included), results in benchmarks/results/, docs/benchmarks.md tables refreshed
 bench: bench-install
 	$(PY) -m benchmarks
 
@@ -40,6 +40,7 @@ bench-smoke: install
 	$(PY) -m benchmarks.compare --smoke
 	$(PY) -m benchmarks.scaling --smoke
 
+# the documentation site in site/ (the docs extra: MkDocs, Material, mkdocstrings, latex2mathml)
 docs: install
 	$(PY) -m pip install --quiet -e '.[docs]'
 	$(VENV)/bin/mkdocs build --strict

@@ -1,5 +1,5 @@
 """`python -m benchmarks [--device cuda] [--quick] [--only NAME ...]`: every benchmark, results
-under benchmarks/results/, then the README's benchmark blocks refreshed from them.
+under benchmarks/results/, then the tables of docs/benchmarks.md refreshed from them.
 
 compare: scorematch next to torchebm, score-models, diffusers and k-diffusion (`pip install -e
 '.[bench]'`, see `make bench-install`; absent peers are empty cells), scaling: cost against D and

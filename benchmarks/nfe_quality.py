@@ -30,7 +30,7 @@ the sample-vs-sample value at n = 2000) and mode weights within 0.03.
 
     PYTHONPATH=src python benchmarks/nfe_quality.py [--n 2000] [--digits] [--threads 1]
 
-Writes benchmarks/results/nfe_quality.md (the table the README includes) and .json.
+Writes benchmarks/results/nfe_quality.md (the tables docs/benchmarks.md summarises) and .json.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""Put the latest peer comparison and scaling results into README.md.
+"""Put the latest benchmark results into the documentation's benchmarks page.
 
     python -m benchmarks.readme
 
-README.md holds ``<!-- bench:NAME -->`` ... ``<!-- /bench:NAME -->`` blocks; each is replaced by
-benchmarks/results/NAME.md (the table the benchmark wrote), so the README's figures have one
-source and one command (``make bench``) regenerates them.
+docs/benchmarks.md (and README.md, should it hold any) has ``<!-- bench:NAME -->`` ...
+``<!-- /bench:NAME -->`` blocks; each is replaced by benchmarks/results/NAME.md (the table the
+benchmark wrote), so the published figures have one source and one command (``make bench``)
+regenerates them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "benchmarks.md"
+#: the files whose bench blocks are filled, in this order
+PAGES = (PAGE, ROOT / "README.md")
 BLOCK = re.compile(r"(<!-- bench:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /bench:(?P=name) -->)", re.S)
 
 
@@ -32,10 +36,19 @@ def fill(text: str, results: Path = RESULTS) -> tuple[str, list[str]]:
     return BLOCK.sub(sub, text), filled
 
 
-def main() -> None:
-    text, filled = fill(README.read_text())
-    README.write_text(text)
-    print("README.md: filled " + (", ".join(filled) if filled else "nothing (no results yet)"))
+def main(pages: tuple[Path, ...] = PAGES, results: Path = RESULTS) -> dict[str, list[str]]:
+    """Fill the bench blocks of each existing page; returns the names filled per page."""
+    done: dict[str, list[str]] = {}
+    for page in pages:
+        if not page.exists():
+            continue
+        text, filled = fill(page.read_text(), results)
+        if filled:
+            page.write_text(text)
+        done[page.name] = filled
+        print(f"{page.relative_to(ROOT) if page.is_relative_to(ROOT) else page}: filled "
+              + (", ".join(filled) if filled else "nothing"))
+    return done
 
 
 if __name__ == "__main__":

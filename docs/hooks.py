@@ -7,21 +7,26 @@ What they do, so that no page can drift from its source:
 - ``gallery.md``: ``<!-- gallery -->`` becomes one section per ``examples/*.py`` (its docstring) with
   the figures it wrote to ``gallery/NAME/*.png``; the PNGs are copied into the site. A missing
   folder is not an error: the section says how to make the figures.
-- ``speed.md`` is generated from the "Speed" section of README.md (the one place the measured
-  numbers live), with its relative links made safe for the site; the benchmark plots it shows
-  (``benchmarks/results/*.png``) are copied into the site under ``bench/``.
-- A fenced block titled ``README.md`` or ``docs/conventions.md`` (``title="..."``) must quote that
-  file verbatim (up to whitespace): every line is checked, and a mismatch is a warning, i.e. an
-  error under ``mkdocs build --strict``.
+- ``benchmarks.md`` holds the measured tables (``python -m benchmarks.readme`` refills them from
+  ``benchmarks/results/``); the plots it links from ``benchmarks/results/*.png`` are copied into
+  the site under ``bench/``. Any other link from a page to a file of the repository outside
+  ``docs/`` becomes the file's path in code type.
+- Equations: ``pymdownx.arithmatex`` (generic mode) marks ``$...$`` and ``$$...$$``; each is
+  converted here to MathML with latex2mathml when the page is built, so browsers render it
+  natively: no JavaScript, nothing fetched when a page is viewed. An equation that does not
+  convert, or uses a command latex2mathml does not know, is a warning (an error under
+  ``mkdocs build --strict``).
+- Quotes: a fenced block titled ``README.md`` or ``docs/conventions.md`` (``title="..."``), or the
+  lines between ``<!-- quote: docs/conventions.md -->`` and ``<!-- /quote -->``, must quote that
+  file verbatim (up to whitespace): every line is checked, and a mismatch is a warning.
 - ``api.md`` must hold a ``::: scorematch.NAME`` block for every public module of the package.
-- ``conventions.md``: its table cells contain ``|`` (norms ||x||, conditionals p(x | y)); they are
-  escaped so the table renders with its three columns.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import html
 import os
 import re
 from pathlib import Path
@@ -39,6 +44,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg")
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 TITLE = re.compile(r'title="(?P<title>[^"]*)"')
 LINK = re.compile(r"(?P<bang>!?)\[(?P<text>[^\]]*)\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
+QUOTE_START = re.compile(r"^\s*<!--\s*quote:\s*(?P<title>\S+)\s*-->\s*$")
+QUOTE_END = re.compile(r"^\s*<!--\s*/quote\s*-->\s*$")
+MATH = re.compile(r'<(?P<tag>span|div) class="arithmatex">(?P<tex>.*?)</(?P=tag)>', re.S)
+DELIMITERS = ((r"\(", r"\)"), (r"\[", r"\]"), ("$$", "$$"), ("$", "$"))
+BENCH_RESULTS = ROOT / "benchmarks" / "results"
 
 
 # ---------------------------------------------------------------------------------------- events
@@ -46,14 +56,14 @@ LINK = re.compile(r"(?P<bang>!?)\[(?P<text>[^\]]*)\]\((?P<target>[^)\s]+)(?:\s+\
 
 def on_config(config: MkDocsConfig) -> MkDocsConfig:
     # `mkdocs serve` rebuilds when a generated page's source changes
-    for path in (ROOT / "README.md", ROOT / "examples", ROOT / "gallery", ROOT / "src" / "scorematch" / "cli.py"):
+    for path in (ROOT / "README.md", ROOT / "examples", ROOT / "gallery", BENCH_RESULTS,
+                 ROOT / "src" / "scorematch" / "cli.py"):
         if path.exists() and str(path) not in config.watch:
             config.watch.append(str(path))
     return config
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:
-    files.append(File.generated(config, "speed.md", content=speed_page()))
     for src, uri in gallery_images() + benchmark_images():
         if files.get_file_from_path(uri) is None:
             files.append(File.generated(config, uri, abs_src_path=str(src)))
@@ -61,8 +71,8 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
 
 
 def benchmark_images() -> list[tuple[Path, str]]:
-    """The benchmark plots (benchmarks/results/*.png) the README's Speed section shows."""
-    return [(p, f"bench/{p.name}") for p in sorted((ROOT / "benchmarks" / "results").glob("*.png"))]
+    """The benchmark plots (benchmarks/results/*.png) that benchmarks.md shows, as site files bench/NAME."""
+    return [(p, f"bench/{p.name}") for p in sorted(BENCH_RESULTS.glob("*.png"))]
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
@@ -73,10 +83,12 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
         markdown = replace_marker(markdown, "<!-- gallery -->", gallery_sections(), uri)
     elif uri == "api.md":
         check_api_complete(markdown)
-    elif uri == "conventions.md":
-        markdown = escape_table_pipes(markdown)
     check_quotes(markdown, uri)
-    return markdown
+    return links_out_of_docs(markdown, uri)
+
+
+def on_page_content(html_text: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    return render_math(html_text, page.file.src_uri)
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -90,11 +102,35 @@ def replace_marker(markdown: str, marker: str, content: str, uri: str) -> str:
 
 
 def check_quotes(markdown: str, uri: str) -> None:
-    """Every line of a fence titled README.md / docs/conventions.md occurs in that file."""
+    """Every line of a fence titled README.md / docs/conventions.md, and of a ``<!-- quote: FILE -->``
+    block, occurs in that file (up to whitespace)."""
     sources: dict[str, str] = {}
+
+    def check(title: str, quoted: list[str]) -> None:
+        if title not in QUOTED:
+            log.warning("%s: quotes %s, which is not one of %s", uri, title, sorted(QUOTED))
+            return
+        if title not in sources:
+            sources[title] = " ".join(QUOTED[title].read_text(encoding="utf-8").split())
+        for line in quoted:
+            norm = " ".join(line.split())
+            if norm and norm not in ("$$", "$") and norm not in sources[title]:
+                log.warning("%s: a block quoting %s holds a line that is not in %s: %r",
+                            uri, title, title, line.strip())
+
     lines = markdown.splitlines()
     i = 0
     while i < len(lines):
+        start = QUOTE_START.match(lines[i])
+        if start:
+            j = i + 1
+            while j < len(lines) and not QUOTE_END.match(lines[j]):
+                j += 1
+            if j == len(lines):
+                log.warning("%s: <!-- quote: %s --> has no <!-- /quote -->", uri, start["title"])
+            check(start["title"], lines[i + 1:j])
+            i = j + 1
+            continue
         m = FENCE.match(lines[i])
         if not m:
             i += 1
@@ -105,44 +141,64 @@ def check_quotes(markdown: str, uri: str) -> None:
         while j < len(lines) and not (lines[j].startswith(indent + fence) and not lines[j].strip(" `~")):
             j += 1
         if t and t["title"] in QUOTED:
-            title = t["title"]
-            if title not in sources:
-                sources[title] = " ".join(QUOTED[title].read_text(encoding="utf-8").split())
-            for line in lines[i + 1:j]:
-                norm = " ".join(line.split())
-                if norm and norm not in sources[title]:
-                    log.warning("%s: a block titled %s quotes a line that is not in %s: %r",
-                                uri, title, title, line.strip())
+            check(t["title"], lines[i + 1:j])
         i = j + 1
 
 
-def escape_table_pipes(markdown: str) -> str:
-    """Escape the | inside the cells of pipe tables whose cells hold norms ||x|| or p(a | b).
+# ------------------------------------------------------------------------------------- equations
 
-    A row's separators are the outer pipes and " | " between cells; when a row has more " | "
-    than the header has columns, the extra ones belong to the widest (second) cell.
-    """
-    out: list[str] = []
-    columns = 0
-    lines = markdown.splitlines()
-    for k, line in enumerate(lines):
-        s = line.strip()
-        is_row = s.startswith("| ") and s.endswith(" |")
-        if is_row and k + 1 < len(lines) and re.fullmatch(r"\|(\s*:?-{3,}:?\s*\|)+", lines[k + 1].strip()):
-            columns = lines[k + 1].strip().count("|") - 1  # header row
-            out.append(line)
-            continue
-        if not is_row or not columns or re.fullmatch(r"\|(\s*:?-{3,}:?\s*\|)+", s):
-            if not is_row:
-                columns = 0
-            out.append(line)
-            continue
-        cells = s[2:-2].split(" | ")
-        if len(cells) > columns:
-            extra = len(cells) - columns
-            cells = [cells[0], " | ".join(cells[1:2 + extra])] + cells[2 + extra:]
-        out.append("| " + " | ".join(c.replace("\\|", "|").replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(out) + ("\n" if markdown.endswith("\n") else "")
+
+def render_math(html_text: str, uri: str) -> str:
+    """Replace every equation arithmatex marked (``<span|div class="arithmatex">``) by its MathML."""
+    if "arithmatex" not in html_text:
+        return html_text
+    try:
+        from latex2mathml.converter import convert
+    except ImportError:
+        log.warning("%s: latex2mathml is not installed (pip install -e '.[docs]'); equations stay as TeX", uri)
+        return html_text
+
+    def sub(m: re.Match) -> str:
+        tex = html.unescape(m["tex"]).strip()
+        for left, right in DELIMITERS:
+            if tex.startswith(left) and tex.endswith(right) and len(tex) >= len(left) + len(right):
+                tex = tex[len(left):len(tex) - len(right)].strip()
+                break
+        try:
+            mathml = convert(tex, display="block" if m["tag"] == "div" else "inline")
+        except Exception as err:  # noqa: BLE001 - latex2mathml raises many types; each is reported
+            log.warning("%s: equation %r does not convert to MathML (%s: %s)", uri, tex, type(err).__name__, err)
+            return m.group(0)
+        unknown = sorted(set(re.findall(r">(\\[A-Za-z]+)<", mathml)))
+        if unknown:
+            log.warning("%s: equation %r uses %s, which latex2mathml does not know", uri, tex, ", ".join(unknown))
+        return f'<{m["tag"]} class="arithmatex">{mathml}</{m["tag"]}>'
+
+    return MATH.sub(sub, html_text)
+
+
+# -------------------------------------------------------------------------------- outside links
+
+
+def links_out_of_docs(markdown: str, uri: str) -> str:
+    """Links from a page to files of the repository outside docs/ (right on GitHub, unknown to the site):
+    a benchmark plot becomes its copy under bench/, anything else the file's path in code type."""
+    here = (ROOT / "docs" / uri).parent
+
+    def sub(m: re.Match) -> str:
+        target = m["target"]
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith(("#", "/")):
+            return m.group(0)
+        path = (here / target.partition("#")[0]).resolve()
+        if path.is_relative_to(ROOT / "docs") or not path.is_relative_to(ROOT):
+            return m.group(0)
+        if m["bang"] and path.parent == BENCH_RESULTS and path.exists():
+            depth = len(Path(uri).parts) - 1
+            return f"![{m['text']}]({'../' * depth}bench/{path.name})"
+        shown = path.relative_to(ROOT).as_posix()
+        return f"{m['text']} (`{shown}`)" if not m["bang"] else f"(figure: `{shown}`)"
+
+    return LINK.sub(sub, markdown)
 
 
 # ------------------------------------------------------------------------------------- API page
@@ -322,60 +378,3 @@ def plain_text(doc: str) -> str:
         parts = re.split(r"(`+[^`]*`+)", line)
         out.append("".join(p if p.startswith("`") else p.replace("*", "\\*") for p in parts))
     return "\n".join(out)
-
-
-# ----------------------------------------------------------------------------------- speed page
-
-
-def _safe_link(m: re.Match) -> str:
-    target, text = m["target"], m["text"]
-    if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
-        return m.group(0)
-    path, _, anchor = target.partition("#")
-    if m["bang"] and path.startswith("benchmarks/results/") and (ROOT / path).exists():
-        return f"![{text}](bench/{Path(path).name})"
-    if path.startswith("docs/") and (ROOT / path).exists() and not m["bang"]:
-        return f"[{text}]({path[len('docs/'):]}{'#' + anchor if anchor else ''})"
-    return f"{text} (`{target}`)" if not m["bang"] else f"(figure: `{target}`)"
-
-
-def readme_section(title: str) -> tuple[int, list[str]] | None:
-    """The lines under README.md's heading whose text contains ``title``, up to the next heading
-    of the same or a higher level (fenced code blocks are skipped when looking for headings)."""
-    readme = ROOT / "README.md"
-    if not readme.exists():
-        return None
-    lines = readme.read_text(encoding="utf-8").splitlines()
-    in_fence, start, level = False, None, 0
-    body: list[str] = []
-    for line in lines:
-        if FENCE.match(line):
-            in_fence = not in_fence
-        heading = None if in_fence else re.match(r"^(#{1,6})\s+(.*)$", line)
-        if start is None:
-            if heading and re.search(rf"\b{re.escape(title)}\b", heading[2], flags=re.I):
-                start, level = heading[2], len(heading[1])
-            continue
-        if heading and len(heading[1]) <= level:
-            break
-        body.append(line)
-    return (level, body) if start is not None else None
-
-
-def speed_page() -> str:
-    head = ("# Speed\n\nWhat each objective and sampler costs, as measured by `make bench` "
-            "(`python -m benchmarks`). This page is the \"Speed\" section of the project's README.md, "
-            "copied into the site when the docs are built, so the numbers have one source.\n\n")
-    found = readme_section("Speed")
-    if found is None:
-        log.info("README.md has no 'Speed' section yet; speed.md says so")
-        return head + ('!!! note "No measurements yet"\n    README.md has no "Speed" section yet. '
-                       "Run `make bench`: it writes its tables under `benchmarks/results/`.\n")
-    level, body = found
-    text = "\n".join(body).strip("\n")
-    # README's subheadings move up to sit under this page's title
-    shift = level - 1
-    if shift > 0:
-        text = re.sub(r"^(#{2,6})(\s)", lambda m: "#" * max(2, len(m[1]) - shift) + m[2], text, flags=re.M)
-    text = LINK.sub(_safe_link, text)
-    return head + text + "\n"

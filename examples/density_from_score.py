@@ -1,6 +1,7 @@
 """The density from a score by the line integral, for gmm2d's analytic score and a learned one.
 
-A score determines its density up to the normalising constant (seed documents 000 and 004):
+A score determines its density up to the normalising constant (the Korean tutorial notes from
+energy-based models to NCSN, and the lecture slides on generative models):
 
     log p(x) - log p(x0) = int_0^1 s(x0 + t (x - x0))^T (x - x0) dt      (``log_density_ratio``)
 

@@ -1,6 +1,7 @@
 """Denoising score matching on gmm2d: what the network learns at each sigma, and how it denoises.
 
-Denoising score matching (Vincent 2011; seed documents 000, 001, 003, 004) perturbs the data,
+Denoising score matching (Vincent 2011; derived in all the tutorial notes and the lecture slides
+the library follows) perturbs the data,
 x~ = x + sigma z, and regresses the score network on the conditional score:
 
     L(theta) = 1/2 E_{x, z} || s_theta(x + sigma z) + z / sigma ||^2         (``dsm``)

@@ -1,7 +1,8 @@
-"""Explicit score matching with a KDE target on the seeds' 2-D mixture (gmm2d).
+"""Explicit score matching with a KDE target on the 2-D Gaussian mixture gmm2d.
 
 Explicit score matching (ESM) needs the data score s*(x) = grad log p(x), which is unknown for
-real data. The seed document 001 replaces p by a Gaussian kernel density estimate
+real data. The Chinese / English tutorial notes on score matching replace p by a Gaussian
+kernel density estimate
 q_h(x) = 1/N sum_i N(x; x_i, h^2 I) of N = 1000 samples and regresses a score network on the
 KDE's score, grad log q_h(x) = sum_i w_i(x) (x_i - x) / h^2 (``scorematch.objectives.kde_score``):
 

@@ -1,15 +1,15 @@
 """Plain versus annealed Langevin on the imbalanced mixture 0.2 N((-5,-5), I) + 0.8 N((5,5), I).
 
-Langevin dynamics with the exact score still gets the mode weights wrong here (seed document
-003, Song & Ermon 2019): the score in each mode hardly depends on the weights (only through a
-thin boundary region between the modes, where p is tiny), so chains started uniformly over the
-box [-8, 8]^2 each settle into the basin they start in and the two modes end up with about
-half of the samples each instead of 0.2 / 0.8. Annealed Langevin dynamics (Algorithm 1 of
-Song & Ermon, ``annealed_langevin``) runs the chains on the noisy densities
-p_sigma = p * N(0, sigma^2 I) for sigma_1 > ... > sigma_L: at large sigma the two modes merge
-into one blob whose mass is split 0.2 / 0.8, and the chains keep that split as sigma shrinks.
-Both samplers use analytic scores (``GaussianMixture.score`` and ``noisy_score``), the same
-start and the same number of score evaluations:
+Langevin dynamics with the exact score still gets the mode weights wrong here (the English
+tutorial notes from EBMs to NCSN and SDEs; Song & Ermon 2019): the score in each mode hardly
+depends on the weights (only through a thin boundary region between the modes, where p is tiny),
+so chains started uniformly over the box [-8, 8]^2 each settle into the basin they start in and
+the two modes end up with about half of the samples each instead of 0.2 / 0.8. Annealed Langevin
+dynamics (Algorithm 1 of Song & Ermon, ``annealed_langevin``) runs the chains on the noisy
+densities p_sigma = p * N(0, sigma^2 I) for sigma_1 > ... > sigma_L: at large sigma the two
+modes merge into one blob whose mass is split 0.2 / 0.8, and the chains keep that split as sigma
+shrinks. Both samplers use analytic scores (``GaussianMixture.score`` and ``noisy_score``), the
+same start and the same number of score evaluations:
 
 - plain: ``langevin`` with eta = 0.1, 1000 steps;
 - annealed: L = 10 geometric sigmas from 20 down to 0.1, T = 100 steps per level,

@@ -4,8 +4,9 @@ Implicit score matching (Hyvarinen 2005) needs no target score:
 
     J(theta) = E_x[ tr(grad_x s_theta(x)) + 1/2 ||s_theta(x)||^2 ]          (``ism``)
 
-The seed document 001 tried it on the 2-D mixture and failed: "the derivative magnitude is near
-0, but the trace is almost -0.0004". The cause, found there at last, is the ReLU network. With
+The Chinese / English tutorial notes on score matching tried it on the 2-D mixture and failed:
+"the derivative magnitude is near 0, but the trace is almost -0.0004". The cause, found there
+at last, is the ReLU network. With
 a ReLU energy E, s = -grad E is piecewise constant and tr(grad_x s) = -Laplacian E = 0 almost
 everywhere. With a ReLU score network s_theta, the Jacobian is piecewise constant: the trace
 is constant on each linear region, and its autodiff gradient moves only the slopes, never the

@@ -1,14 +1,14 @@
-"""Langevin dynamics on a 1-D Gaussian mixture (Example 3.3 and Figure 3.4 of seed document 004).
+"""Langevin dynamics on a 1-D Gaussian mixture (the lecture slides on generative models, Example 3.3).
 
 p(x) = 0.6 N(2, 0.5^2) + 0.4 N(-2, 0.2^2) (``toy("gmm1d")``); M = 10000 samples start from
 Uniform[-3, 3] and take 100 steps of unadjusted Langevin dynamics with the analytic score,
 
     x_{t+1} = x_t + tau grad log p(x_t) + sqrt(2 tau) z_t,      z_t ~ N(0, 1)    (``langevin``)
 
-The document gives the mixture, M, the start and the 100 steps but no step size; tau = 0.01 is
+The slides give the mixture, M, the start and the 100 steps but no step size; tau = 0.01 is
 used here (the slower mode relaxes in ~0.25 / tau = 25 steps, and the narrow mode's
 discretisation bias, a variance factor 1 / (1 - tau / (2 * 0.2^2)) = 1.14, stays small).
-``histograms.png`` reproduces Figure 3.4: the histogram at steps 0, 10, 50 and 100 over the true
+``histograms.png`` reproduces the slides' Figure 3.4: the histogram at steps 0, 10, 50 and 100 over the true
 density, from uniform to the mixture. ``histograms_no_noise.png`` drops the sqrt(2 tau) z term
 (``langevin(..., noise=False)``): the chains follow the score uphill, i.e. gradient ascent on
 log p, and every sample collapses onto a mode, a spike instead of a density.

@@ -1,10 +1,11 @@
 """Score-SDE sampling and likelihood on gmm2d with a model trained by continuous-time DSM.
 
 A time-conditional score MLP s_theta(x, t) is trained with ``scorematch.train(objective="sde",
-sde="ve")`` (continuous-time DSM, Song et al. 2021; seed document 003's limit of NCSN's noise
-chain) and reloaded with ``scorematch.load``. The VE SDE dx = sqrt(d[sigma^2(t)]/dt) dw has
-sigma(t) = sigma_min (sigma_max / sigma_min)^t, with sigma_max the data's largest pairwise
-distance and sigma_min = 0.01. It is then sampled three ways from the prior N(0, sigma_max^2 I):
+sde="ve")`` (continuous-time DSM, Song et al. 2021; the limit of NCSN's noise chain that the
+English tutorial notes from EBMs to NCSN and SDEs derive) and reloaded with ``scorematch.load``.
+The VE SDE dx = sqrt(d[sigma^2(t)]/dt) dw has sigma(t) = sigma_min (sigma_max / sigma_min)^t,
+with sigma_max the data's largest pairwise distance and sigma_min = 0.01. It is then sampled
+three ways from the prior N(0, sigma_max^2 I):
 
 - ``euler_maruyama``: the reverse SDE dx = [f - g^2 s] dt + g dw_bar, 500 steps;
 - ``pc``: predictor-corrector, reverse-diffusion predictor + one Langevin corrector step

@@ -1,6 +1,7 @@
 """Sliced score matching, plain and variance reduced, on gmm2d: the estimator's variance.
 
-Sliced score matching (Song et al. 2019; seed document 001) replaces ISM's Jacobian trace by
+Sliced score matching (Song et al. 2019; the Chinese / English tutorial notes on score matching)
+replaces ISM's Jacobian trace by
 random projections v (Gaussian N(0, I) or Rademacher +-1):
 
     SSM     E_x E_v[ v^T (grad_x s) v + 1/2 (v^T s)^2 ]

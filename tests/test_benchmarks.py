@@ -101,3 +101,21 @@ def test_scaling_smoke_and_readme_blocks(tmp_path) -> None:
     new, filled = readme.fill(text, tmp_path)
     assert filled == ["scaling"]
     assert new == "intro\n<!-- bench:scaling -->\n\nTABLE\n\n<!-- /bench:scaling -->\n" + other
+
+
+def test_the_benchmarks_page_is_filled_from_the_results(tmp_path) -> None:
+    """docs/benchmarks.md holds a block per benchmark table, each exactly the committed result
+    (``python -m benchmarks.readme`` would change nothing); main() rewrites only pages with blocks."""
+    text = readme.PAGE.read_text()
+    refilled, filled = readme.fill(text)
+    assert sorted(filled) == ["compare", "objectives", "samplers", "scaling", "soak"]
+    assert refilled == text, "docs/benchmarks.md differs from benchmarks/results/: run python -m benchmarks.readme"
+
+    page, plain = tmp_path / "page.md", tmp_path / "plain.md"
+    page.write_text("a\n<!-- bench:soak -->\nold\n<!-- /bench:soak -->\n")
+    plain.write_text("no blocks\n")
+    (tmp_path / "soak.md").write_text("| measure | value |\n")
+    done = readme.main((page, plain, tmp_path / "absent.md"), tmp_path)
+    assert done == {"page.md": ["soak"], "plain.md": []}
+    assert page.read_text() == "a\n<!-- bench:soak -->\n\n| measure | value |\n\n<!-- /bench:soak -->\n"
+    assert plain.read_text() == "no blocks\n"

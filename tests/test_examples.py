@@ -12,6 +12,7 @@ take ``--tiny`` and ``--out`` they are skipped with the reason, not failed.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -62,7 +63,7 @@ def _cpu_seconds() -> float:
 def test_the_gallery_has_its_scripts():
     names = set(_scripts())
     for name in ("esm_kde", "ism_relu_vs_silu", "ssm_variance", "dsm_denoising", "langevin_1d", "imbalanced",
-                 "density_from_score", "sde_toy"):
+                 "density_from_score", "sde_toy", "dsm_variance", "mixture_score_1d"):
         assert f"{name}.py" in names
         assert name in (EXAMPLES / "README.md").read_text(), f"examples/README.md does not list {name}"
 
@@ -102,3 +103,42 @@ def test_example_runs_tiny(script: str, tmp_path: Path):
         assert not bad, f"{summary.name} has non-finite numbers: {bad[:5]}"
 
     assert cpu < TINY_CPU_SECONDS, f"{script} --tiny used {cpu:.1f} s of CPU (budget {TINY_CPU_SECONDS} s)"
+
+
+def _example(name: str):
+    """examples/NAME.py imported as a module (with examples/ on sys.path for ``_gallery``)."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        spec = importlib.util.spec_from_file_location(f"gallery_{name}", EXAMPLES / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(EXAMPLES))
+
+
+def test_dsm_variance_slopes(tmp_path: Path):
+    """The DSM variance example measures slope -4 (loss) and -2 (gradient) against sigma, for the
+    linear score (whose closed form has those slopes) and for a score MLP."""
+    example = _example("dsm_variance")
+    sig = np.geomspace(1e-1, 1e-3, 5)
+    closed_loss, closed_grad = example.closed_form(sig, 1.0, 1.0, 2)
+    assert example.slope(sig, closed_loss) == pytest.approx(-4.0, abs=0.02)
+    assert example.slope(sig, closed_grad) == pytest.approx(-2.0, abs=0.02)
+    summary = example.main(["--tiny", "--out", str(tmp_path), "--threads", "1"])
+    for model in ("linear", "mlp"):
+        assert summary["slopes"][model]["loss"] == pytest.approx(-4.0, abs=0.25), summary["slopes"]
+        assert summary["slopes"][model]["grad"] == pytest.approx(-2.0, abs=0.25), summary["slopes"]
+    ratios = summary["measured_over_closed_form"]
+    assert all(0.5 < r < 2.0 for r in ratios["loss"] + ratios["grad"]), ratios
+
+
+def test_mixture_score_1d_zeros(tmp_path: Path):
+    """The 1-D mixture's score vanishes at its two modes (slopes -1/s_k^2) and at one antimode;
+    at sigma = 2 the noisy density has a single mode."""
+    summary = _example("mixture_score_1d").main(["--tiny", "--out", str(tmp_path)])
+    clean = summary["zeros"]["0"]
+    assert [z["kind"] for z in clean] == ["mode", "antimode", "mode"]
+    assert clean[0]["x"] == pytest.approx(-2.0, abs=1e-3) and clean[2]["x"] == pytest.approx(2.0, abs=1e-3)
+    assert clean[0]["slope"] == pytest.approx(-25.0, rel=1e-3) and clean[2]["slope"] == pytest.approx(-4.0, rel=1e-3)
+    assert [z["kind"] for z in summary["zeros"]["2"]] == ["mode"]

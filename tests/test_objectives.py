@@ -400,9 +400,10 @@ def test_piecewise_linear_warns_once(objective: str, cls, gen: torch.Generator) 
     assert not [w for w in smooth if w.category is ScoreMatchWarning]
 
 
-def test_relu_trace_is_zero(gen: torch.Generator) -> None:
-    """Why the warning exists: tr(grad_x s) = 0 a.e. for a ReLU score MLP (diag of W2 D W1 is not 0,
-    but for an energy MLP the Laplacian is): ISM of a ReLU energy is exactly 1/2 E||s||^2."""
+def test_relu_energy_trace_is_zero(gen: torch.Generator) -> None:
+    """Why the warning exists for energy networks: a ReLU energy E is piecewise linear, so its
+    score -grad E is piecewise constant and tr(grad_x s) = -Laplacian(E) = 0 almost everywhere:
+    ISM of a ReLU energy MLP is exactly 1/2 E||s||^2."""
     model = EnergyMLP(2, hidden=8, activation="relu")
     x = torch.randn(64, 2, generator=gen)
     with warnings.catch_warnings():
@@ -411,6 +412,20 @@ def test_relu_trace_is_zero(gen: torch.Generator) -> None:
     with torch.no_grad():
         half_sq = 0.5 * (model.score(x) ** 2).sum(1).mean()
     torch.testing.assert_close(loss, half_sq)
+
+
+def test_relu_score_trace_is_piecewise_constant_not_zero(gen: torch.Generator) -> None:
+    """For a ReLU *score* network the Jacobian grad_x s = W_L D_L ... W_1 is piecewise constant,
+    so the trace is not zero (unlike an energy's Laplacian) but constant inside each linear
+    region: a small step that stays in the region leaves it unchanged."""
+    torch.manual_seed(0)
+    model = ScoreMLP(2, hidden=64, activation="relu")
+    x = torch.randn(128, 2, generator=gen)
+    _, tr = score_and_trace(model, x)
+    _, tr_near = score_and_trace(model, x + 1e-6 * torch.randn(128, 2, generator=gen))
+    assert (tr.abs() > 1e-6).float().mean() > 0.95  # non-zero at (almost) every point
+    assert len(torch.unique(tr.detach().round(decimals=5))) > 20  # a different constant per region
+    assert (tr - tr_near).abs().le(1e-5).float().mean() > 0.95  # constant in x inside a region
 
 
 # --------------------------------------------------------------------------------------------

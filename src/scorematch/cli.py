@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--nproc", type=int, default=None,
                    help="train with DDP on N processes of this machine (runs torchrun --standalone); "
-                        "for several machines call torchrun yourself (README)")
+                        "for several machines call torchrun yourself (docs/multi-process.md)")
     _add_train_flags(t)
 
     s = sub.add_parser("sample", help="draw samples from a trained run",

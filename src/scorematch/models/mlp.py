@@ -29,7 +29,9 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "leaky_relu": nn.LeakyReLU,
 }
 
-#: Activations that are piecewise linear: with them tr(grad_x s) = 0 almost everywhere.
+#: Activations that are piecewise linear: with them an energy network's tr(grad_x s) = -Laplacian(E) is 0
+#: almost everywhere, and a score network's grad_x s is piecewise constant (its trace is not 0, but
+#: constant inside each linear region).
 PIECEWISE_LINEAR = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.Hardtanh, nn.RReLU)
 
 
