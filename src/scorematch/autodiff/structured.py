@@ -1,0 +1,475 @@
+"""The exact Jacobian trace of a network with linear ends, in O(width) work instead of O(D).
+
+For a score network s(x) = c (W_out g(W_in x + b_in) + b_out), with g the inner map (activations
+and hidden layers, whatever x-independent conditioning they add) and c a per-row scale (1/sigma
+for a noise-conditional net), the Jacobian is c W_out J_g(u) W_in, and by the cyclic property of
+the trace
+
+    tr(grad_x s) = c tr(J_g(u) M),   M = W_in W_out   (h_1 x h_L, one matrix per step),
+
+so the exact trace needs only h-dimensional work whatever D is. For an energy
+E(x) = c (w^T g(W_in x + b_in) + b) the Laplacian is
+
+    Delta_x E = c tr(H_u G),   G = W_in W_in^T,   H_u the Hessian of w^T g in u,
+
+and tr(grad_x s) = -Delta_x E for s = -grad_x E.
+
+When g is a chain z_1 = act(u_1), u_{k+1} = W_k z_k + b_k + c_k(cond), g = z_L (an MLP whose
+conditioning adds x-independent biases), J_g = D_L W_{L-1} ... W_1 D_1 with D_k = diag(act'(u_k)):
+
+- one activation (L = 1): tr = sum_j act'(u_1)_j M_jj;
+- one hidden-to-hidden layer (L = 2), in closed form: tr = sum_jk act'(u_2)_j (W_1)_jk act'(u_1)_k M_kj,
+  one (n, h) x (h, h) product;
+- deeper: the h x h tangent T = D_1 M (per row, from M shared by the batch) is pushed through
+  each layer, T <- D_{k+1} W_k T, and the last layer closes the trace elementwise:
+  (L - 2) batched h x h x h products per row.
+
+The energy's Hessian is sum_k J_k^T diag(act''(u_k) * dphi/dz_k) J_k with J_k = du_k/du_1, so
+Delta E needs diag(J_k G J_k^T) per layer: free for k = 1, one h x h x h product for k = 2, two
+for every further layer. Any other inner map g is handled by torch.func: h Jacobian-vector
+products of g (forward-over-reverse for an energy), still independent of D.
+
+The protocol. A model (any nn.Module, also a user's own) declares its linear ends with a method
+
+    def linear_ends(self, x, *conditioning) -> LinearEnds | None
+
+called with the batch and the same conditioning as its score (sigma, t, a class label, ...), and
+returning its input and output ``nn.Linear`` layers, the inner map as a ``Chain`` (fast) or any
+callable u -> z (torch.func), an x-independent extra bias of the input layer, a per-row output
+scale, and ``energy=True`` when the ends describe an energy E whose score is -grad_x E. The
+biases are computed by the model's own submodules from the conditioning, so any conditioning
+that adds an x-independent bias per layer is covered. Returning None says "no linear ends"
+(the generic trace is used). The first structured evaluation of each module checks the declared
+pieces against the module's own score on the batch and raises ModelError if they disagree.
+
+A score function is resolved to such a module through: the module itself (its call is the
+score unless ``kind == "energy"``), its bound ``score`` method (or ``forward``), functools.partial
+with keyword arguments (they become conditioning), ``energy_to_score`` wrappers, a
+``DistributedDataParallel`` wrapper (the structured evaluation runs as the wrapped module's
+forward, so DDP's gradient hooks see it), and wrappers that declare
+``fn.wraps_score = (inner_fn, conditioning_map)`` with ``conditioning_map(x, *cond)`` returning
+the inner function's conditioning (``scorematch.sde.sigma_conditioned`` does).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import grad, jvp, vmap
+from torch.utils.checkpoint import checkpoint
+
+from scorematch.autodiff.modules import owning_module
+from scorematch.errors import ModelError
+
+__all__ = ["Chain", "LinearEnds", "StructuredPlan", "plan", "structured_score_and_trace"]
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The inner map of an MLP: z_1 = act(u_1), u_{k+1} = layers[k](z_k) + biases[k], g(u_1) = z_L.
+
+    ``activation`` acts elementwise (the same at every layer); ``biases`` (empty, or one entry per
+    layer: None, shape (h,) or per row (n, h)) are the x-independent terms the conditioning adds.
+    """
+
+    activation: Callable[[Tensor], Tensor]
+    layers: Sequence[nn.Linear] = ()
+    biases: Sequence[Tensor | None] = ()
+
+    def __post_init__(self) -> None:
+        if self.biases and len(self.biases) != len(self.layers):
+            raise ModelError(f"Chain: {len(self.biases)} biases for {len(self.layers)} layers; give one per layer")
+        if not all(isinstance(layer, nn.Linear) for layer in self.layers):
+            raise ModelError("Chain: every layer must be an nn.Linear")
+
+    def bias(self, k: int) -> Tensor | None:
+        return self.biases[k] if self.biases else None
+
+    def __call__(self, u: Tensor) -> Tensor:
+        z = self.activation(u)
+        for k, layer in enumerate(self.layers):
+            z = self.activation(_add(layer(z), self.bias(k)))
+        return z
+
+
+@dataclass(frozen=True)
+class LinearEnds:
+    """s(x) = scale * (output(inner(input(x) + input_bias))), or E(x) of the same form (energy=True).
+
+    ``input``/``output``: the network's first and last ``nn.Linear`` (output width D for a score,
+    1 for an energy); ``inner``: a ``Chain`` or any callable u (n, h_1) -> z (n, h_L) acting row
+    by row; ``input_bias``: an x-independent term added to input(x), (h_1,) or (n, h_1);
+    ``scale``: a float or a per-row tensor (n,).
+    """
+
+    input: nn.Linear
+    output: nn.Linear
+    inner: Chain | Callable[[Tensor], Tensor]
+    input_bias: Tensor | None = None
+    scale: Tensor | float | None = None
+    energy: bool = False
+
+
+def _add(u: Tensor, bias: Tensor | None) -> Tensor:
+    return u if bias is None else u + bias
+
+
+# --------------------------------------------------------------------------------------------
+# derivatives of the activations: closed forms for torch's, torch.func for any other
+
+
+def _silu(u: Tensor) -> tuple[Tensor, Tensor]:
+    sg = torch.sigmoid(u)
+    return sg * (1 + u * (1 - sg)), sg * (1 - sg) * (2 + u * (1 - 2 * sg))
+
+
+def _tanh(u: Tensor) -> tuple[Tensor, Tensor]:
+    th = torch.tanh(u)
+    d1 = 1 - th * th
+    return d1, -2 * th * d1
+
+
+def _gelu(u: Tensor) -> tuple[Tensor, Tensor]:
+    pdf = torch.exp(-0.5 * u * u) / math.sqrt(2 * math.pi)
+    cdf = 0.5 * (1 + torch.erf(u / math.sqrt(2)))
+    return cdf + u * pdf, pdf * (2 - u * u)
+
+
+def _closed_form(act: Callable[[Tensor], Tensor]) -> Callable[[Tensor], tuple[Tensor, Tensor | None]] | None:
+    """act' and act'' (None: zero) of torch's activation modules, as torch's autograd computes them."""
+    kind = type(act)
+    if kind is nn.SiLU:
+        return _silu
+    if kind is nn.Tanh:
+        return _tanh
+    if kind is nn.GELU and act.approximate == "none":
+        return _gelu
+    if kind is nn.Softplus:
+        beta, thr = act.beta, act.threshold
+
+        def softplus(u: Tensor) -> tuple[Tensor, Tensor]:
+            sg = torch.sigmoid(beta * u)
+            linear = beta * u > thr
+            return torch.where(linear, 1.0, sg), torch.where(linear, 0.0, beta * sg * (1 - sg))
+
+        return softplus
+    if kind is nn.ELU:
+        alpha = act.alpha
+
+        def elu(u: Tensor) -> tuple[Tensor, Tensor]:
+            neg = alpha * torch.exp(torch.clamp(u, max=0))
+            return torch.where(u > 0, 1.0, neg), torch.where(u > 0, 0.0, neg)
+
+        return elu
+    if kind is nn.ReLU:
+        return lambda u: ((u > 0).to(u.dtype), None)
+    if kind is nn.LeakyReLU:
+        slope = act.negative_slope
+        return lambda u: (slope + (1 - slope) * (u > 0).to(u.dtype), None)
+    return None
+
+
+def _derivatives(act: Callable[[Tensor], Tensor], u: Tensor, second: bool) -> tuple[Tensor, Tensor | None]:
+    """(act'(u), act''(u) or None) for an elementwise activation."""
+    closed = _closed_form(act)
+    if closed is not None:
+        d1, d2 = closed(u)
+        return d1, (d2 if second else None)
+    ones = torch.ones_like(u)
+    if not second:
+        return jvp(act, (u,), (ones,))[1], None
+    (_, d1), (_, d2) = jvp(lambda v: jvp(act, (v,), (ones,)), (u,), (ones,))
+    return d1, d2
+
+
+# --------------------------------------------------------------------------------------------
+# the traces
+
+
+def _chain_forward(ends: LinearEnds, chain: Chain, x: Tensor, second: bool):
+    """z_L and per layer act'(u_k) (and act''(u_k) when ``second``)."""
+    u = _add(ends.input(x), ends.input_bias)
+    d1s, d2s = [], []
+    z = None
+    for k in range(len(chain.layers) + 1):
+        if k:
+            u = _add(chain.layers[k - 1](z), chain.bias(k - 1))
+        z = chain.activation(u)
+        d1, d2 = _derivatives(chain.activation, u, second)
+        d1s.append(d1)
+        d2s.append(d2)
+    return z, d1s, d2s
+
+
+def _chain_trace(m: Tensor, weights: Sequence[Tensor], *d1s: Tensor) -> Tensor:
+    """tr(D_L W_{L-1} ... W_1 D_1 M) per row, D_k = diag(d1s[k])."""
+    if len(d1s) == 1:
+        return d1s[0] @ torch.diagonal(m)
+    if len(d1s) == 2:
+        return ((d1s[0] @ (weights[0] * m.T).T) * d1s[1]).sum(-1)
+    s = m.T.unsqueeze(0) * d1s[0].unsqueeze(1)  # S = (D_1 M)^T, (n, h_L, h_1)
+    for w, d in zip(weights[:-1], d1s[1:-1], strict=True):
+        s = (s @ w.T) * d.unsqueeze(1)  # S <- (D_{k+1} W_k T)^T: one (n h_L, h) x (h, h) product
+    return ((s * weights[-1]).sum(-1) * d1s[-1]).sum(-1)
+
+
+def _rows(n: int, h: int, layers: int, low_memory: bool) -> int:
+    """Rows per checkpointed block of the h x h tangents: all unless ``low_memory`` (2^21 numbers)."""
+    if not low_memory or layers < 3:
+        return n
+    return max(1, min(n, 2**21 // (h * h)))
+
+
+def _score_trace(ends: LinearEnds, x: Tensor, low_memory: bool) -> tuple[Tensor, Tensor]:
+    w_in, w_out = ends.input.weight, ends.output.weight
+    m = w_in @ w_out
+    if isinstance(ends.inner, Chain):
+        z, d1s, _ = _chain_forward(ends, ends.inner, x, second=False)
+        weights = [layer.weight for layer in ends.inner.layers]
+        rows = _rows(x.shape[0], m.shape[1], len(d1s), low_memory)
+        if rows >= x.shape[0]:
+            tr = _chain_trace(m, weights, *d1s)
+        else:  # keep one block of tangents at a time; recompute it in the backward
+            tr = torch.cat([checkpoint(_chain_trace, m, weights, *(d[i:i + rows] for d in d1s), use_reentrant=False)
+                            for i in range(0, x.shape[0], rows)])
+    else:
+        g = ends.inner
+        u = _add(ends.input(x), ends.input_bias)
+
+        def push(t: Tensor) -> tuple[Tensor, Tensor]:
+            return jvp(g, (u,), (t.expand_as(u),))
+
+        z, cols = vmap(push, out_dims=(None, 0))(m.T)  # cols[j] = J_g m_j, (h_L, n, h_L)
+        tr = cols.diagonal(dim1=0, dim2=2).sum(-1)
+    s = ends.output(z)
+    return _scaled(s, ends.scale), _scaled(tr, ends.scale)
+
+
+def _energy_laplacian(ends: LinearEnds, chain: Chain, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(grad_u phi, tr(H_u G)) per row for phi = w^T g(u), through the chain."""
+    w_in = ends.input.weight
+    _, d1s, d2s = _chain_forward(ends, chain, x, second=True)
+    weights = [layer.weight for layer in chain.layers]
+    g = ends.output.weight[0].expand_as(d1s[-1])  # dphi/dz_L
+    deltas, curv = [None] * len(d1s), [None] * len(d1s)
+    for k in range(len(d1s) - 1, -1, -1):
+        deltas[k] = d1s[k] * g  # dphi/du_k
+        curv[k] = None if d2s[k] is None else d2s[k] * g  # act''(u_k) dphi/dz_k
+        if k:
+            g = deltas[k] @ weights[k - 1]
+    gram = w_in @ w_in.T
+    lap = torch.zeros_like(d1s[0][:, 0])
+    if curv[0] is not None:
+        lap = lap + curv[0] @ torch.diagonal(gram)
+    jt = gjt = None
+    for k in range(1, len(d1s)):  # J_{k+1}^T and G J_{k+1}^T, (n, h_1, h_{k+1})
+        w, d = weights[k - 1], d1s[k - 1]
+        if jt is None:
+            jt = w.T.unsqueeze(0) * d.unsqueeze(2)
+            gjt = (gram.unsqueeze(0) * d.unsqueeze(1)) @ w.T
+        else:
+            jt = (jt * d.unsqueeze(1)) @ w.T
+            gjt = (gjt * d.unsqueeze(1)) @ w.T
+        if curv[k] is not None:
+            lap = lap + (curv[k] * (jt * gjt).sum(1)).sum(-1)
+    return deltas[0], lap
+
+
+def _energy_laplacian_func(ends: LinearEnds, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The same for any inner map g, by torch.func (h_1 Hessian-vector products per row)."""
+    w_in, w = ends.input.weight, ends.output.weight[0]
+    g = ends.inner
+    u = _add(ends.input(x), ends.input_bias)
+    grad_phi = grad(lambda v: (g(v) @ w).sum())
+    gram = w_in @ w_in.T
+
+    def hvp(t: Tensor) -> tuple[Tensor, Tensor]:
+        return jvp(grad_phi, (u,), (t.expand_as(u),))
+
+    delta, cols = vmap(hvp, out_dims=(None, 0))(gram)  # cols[i] = H g_i, (h_1, n, h_1)
+    return delta, cols.diagonal(dim1=0, dim2=2).sum(-1)
+
+
+def _energy_trace(ends: LinearEnds, x: Tensor) -> tuple[Tensor, Tensor]:
+    if isinstance(ends.inner, Chain):
+        delta, lap = _energy_laplacian(ends, ends.inner, x)
+    else:
+        delta, lap = _energy_laplacian_func(ends, x)
+    s = -(delta @ ends.input.weight)
+    return _scaled(s, ends.scale), -_scaled(lap, ends.scale)
+
+
+def _scaled(v: Tensor, scale: Tensor | float | None) -> Tensor:
+    if scale is None:
+        return v
+    if isinstance(scale, Tensor) and scale.dim() == 1:
+        return v * scale.reshape(-1, *([1] * (v.dim() - 1)))
+    return v * scale
+
+
+# --------------------------------------------------------------------------------------------
+# from a score function to its linear ends
+
+
+@dataclass
+class StructuredPlan:
+    """A score function resolved to a module with linear ends, for one batch and conditioning."""
+
+    module: nn.Module
+    ends: LinearEnds
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    reference: Callable[..., Tensor] | None = None  # the score as the module computes it, outside DDP
+    ddp: nn.Module | None = None
+
+    @property
+    def widths(self) -> tuple[int, int]:
+        """(h_1, h_L): the widths the trace works in."""
+        return self.ends.input.out_features, self.ends.output.in_features
+
+    @property
+    def depth(self) -> int:
+        """Activations of the chain (L), or 0 for an inner map torch.func handles."""
+        return len(self.ends.inner.layers) + 1 if isinstance(self.ends.inner, Chain) else 0
+
+
+def _ddp_type() -> type:
+    return torch.nn.parallel.DistributedDataParallel
+
+
+def _score_owner(fn: Callable) -> tuple[nn.Module, Callable] | None:
+    """(module, its score callable) when ``fn`` is a module's score: the module called (not an
+    energy model's), or its bound ``score``/``forward``."""
+    module = owning_module(fn)
+    if module is None:
+        return None
+    name = getattr(fn, "__name__", None) if fn is not module else "__call__"
+    inner = module.module if isinstance(module, _ddp_type()) else module
+    if name == "score":
+        return module, fn
+    if name in ("__call__", "forward") and getattr(inner, "kind", "score") != "energy":
+        return module, fn
+    return None
+
+
+def _energy_owner(fn: Callable) -> nn.Module | None:
+    """The module of an ``energy_to_score`` wrapper whose energy is the module's call/``energy``."""
+    energy = getattr(fn, "energy_fn", None)
+    if energy is None:
+        return None
+    module = owning_module(energy)
+    name = "__call__" if energy is module else getattr(energy, "__name__", None)
+    return module if name in ("__call__", "forward", "energy") else None
+
+
+def plan(score_fn: Callable, x: Tensor, conditioning: tuple = ()) -> StructuredPlan | None:
+    """Resolve score_fn(x, *conditioning) to its module's ``linear_ends``, or None."""
+    fn, args, kwargs = score_fn, tuple(conditioning), {}
+    while True:
+        if isinstance(fn, functools.partial) and not fn.args:
+            kwargs = {**fn.keywords, **kwargs}
+            fn = fn.func
+        elif getattr(fn, "wraps_score", None) is not None:
+            fn, to_inner = fn.wraps_score
+            fn = getattr(fn, "score", fn) if isinstance(fn, nn.Module) else fn
+            args = tuple(to_inner(x, *args))
+        else:
+            break
+    ddp = None
+    owner = _score_owner(fn)
+    if owner is not None:
+        module, reference = owner
+        if isinstance(module, _ddp_type()):
+            ddp, module = module, module.module
+            reference = module  # the wrapped module's call, without DDP's hooks
+    else:
+        module = _energy_owner(fn)
+        reference = fn
+        if module is None or isinstance(module, _ddp_type()):
+            return None
+    declare = getattr(module, "linear_ends", None)
+    if not callable(declare) or x.dim() != 2:
+        return None
+    ends = declare(x, *args, **kwargs)
+    if ends is None:
+        return None
+    _check_ends(ends, x, module)
+    if owner is None and not ends.energy:
+        return None  # an energy_to_score wrapper around a module whose ends describe a score
+    return StructuredPlan(module, ends, args, kwargs, reference, ddp)
+
+
+def _check_ends(ends: LinearEnds, x: Tensor, module: nn.Module) -> None:
+    name = type(module).__name__
+    if not isinstance(ends, LinearEnds):
+        raise ModelError(f"{name}.linear_ends must return a scorematch.autodiff.LinearEnds or None, "
+                         f"got {type(ends).__name__}")
+    if not (isinstance(ends.input, nn.Linear) and isinstance(ends.output, nn.Linear)):
+        raise ModelError(f"{name}.linear_ends: input and output must be nn.Linear layers")
+    d_out = 1 if ends.energy else x.shape[1]
+    if ends.input.in_features != x.shape[1] or ends.output.out_features != d_out:
+        raise ModelError(
+            f"{name}.linear_ends: input layer takes {ends.input.in_features} features and output layer gives "
+            f"{ends.output.out_features}; for x of shape {tuple(x.shape)} they must be {x.shape[1]} and {d_out}"
+        )
+
+
+_verified: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def _verify(p: StructuredPlan, x: Tensor, s: Tensor) -> None:
+    """Once per module: the declared pieces must give the module's own score on this batch."""
+    if p.module in _verified or p.reference is None:
+        return
+    with torch.no_grad():
+        ref = p.reference(x.detach(), *p.args, **p.kwargs)
+    err = float((s.detach() - ref).abs().max()) if ref.shape == s.shape else math.inf
+    tol = 1e-3 * (1.0 + float(ref.abs().max()))
+    if not err <= tol:
+        raise ModelError(
+            f"{type(p.module).__name__}.linear_ends does not reproduce the model's score (max difference "
+            f"{err:.3g}): every x-independent bias the conditioning adds must be in input_bias/Chain.biases, "
+            "and the output scale in scale; fix linear_ends or return None from it"
+        )
+    _verified.add(p.module)
+
+
+class _AsForward(nn.Module):
+    """Stands in for DDP's wrapped module during one structured evaluation."""
+
+    def __init__(self, fn: Callable[[Tensor], tuple[Tensor, Tensor]]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.fn(x)
+
+
+def structured_score_and_trace(
+    p: StructuredPlan, x: Tensor, low_memory: bool = False
+) -> tuple[Tensor, Tensor]:
+    """(s(x), tr(grad_x s(x))) through the plan's linear ends; differentiable in the parameters."""
+
+    def evaluate(y: Tensor) -> tuple[Tensor, Tensor]:
+        if p.ends.energy:
+            return _energy_trace(p.ends, y)
+        return _score_trace(p.ends, y, low_memory)
+
+    if p.ddp is None:
+        s, tr = evaluate(x)
+    else:  # run as DDP's forward, so that its reducer expects this step's gradients
+        original = p.ddp.module
+        p.ddp.module = _AsForward(evaluate)
+        try:
+            s, tr = p.ddp(x)
+        finally:
+            p.ddp.module = original
+    _verify(p, x, s)
+    return s, tr
