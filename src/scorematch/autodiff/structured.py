@@ -208,23 +208,48 @@ def _chain_forward(ends: LinearEnds, chain: Chain, x: Tensor, second: bool):
     return z, d1s, d2s
 
 
-def _chain_trace(m: Tensor, weights: Sequence[Tensor], *d1s: Tensor) -> Tensor:
+def _trilinear(a: Tensor, y: Tensor, c: Tensor, b: Tensor) -> Tensor:
+    """sum_kjm a_k y_kjm c_m b_j per row: one (n, h) x (h, h^2) product, then a batched matrix-vector one."""
+    p = (a @ y.reshape(y.shape[0], -1)).view(a.shape[0], y.shape[1], y.shape[2])
+    return ((p @ c.unsqueeze(2)).squeeze(2) * b).sum(-1)
+
+
+def _chain_trace(m: Tensor, weights: Sequence[Tensor], d1s: Sequence[Tensor]) -> Tensor:
     """tr(D_L W_{L-1} ... W_1 D_1 M) per row, D_k = diag(d1s[k])."""
-    if len(d1s) == 1:
+    n, layers = d1s[0].shape[0], len(d1s)
+    if layers == 1:
         return d1s[0] @ torch.diagonal(m)
-    if len(d1s) == 2:
+    if layers == 2:  # sum_jk d2_j (W_1)_jk d1_k M_kj
         return ((d1s[0] @ (weights[0] * m.T).T) * d1s[1]).sum(-1)
-    s = m.T.unsqueeze(0) * d1s[0].unsqueeze(1)  # S = (D_1 M)^T, (n, h_L, h_1)
-    for w, d in zip(weights[:-1], d1s[1:-1], strict=True):
-        s = (s @ w.T) * d.unsqueeze(1)  # S <- (D_{k+1} W_k T)^T: one (n h_L, h) x (h, h) product
-    return ((s * weights[-1]).sum(-1) * d1s[-1]).sum(-1)
+    if n >= m.shape[0]:  # fold M and W_1 into one h x h x h tensor shared by the batch
+        fold = m.unsqueeze(2) * weights[0].T.unsqueeze(1)  # [k, j, i] = M_kj (W_1)_ik
+        if layers == 3:  # sum_kji d1_k d2_i d3_j M_kj (W_1)_ik (W_2)_ji
+            return _trilinear(d1s[0], fold * weights[1].unsqueeze(0), d1s[1], d1s[2])
+        s = (d1s[0] @ fold.reshape(fold.shape[0], -1)).view(n, fold.shape[1], fold.shape[2])
+    else:  # fewer rows than units: carry the per-row tangent from the start
+        s = (m.T.unsqueeze(0) * d1s[0].unsqueeze(1)) @ weights[0].T
+    # s = (W_1 D_1 M)^T, (n, h_L, h_2); T <- W_k D_k T, one (n h_L, h) x (h, h) product per layer
+    for w, d in zip(weights[1:-1], d1s[1:-2], strict=True):
+        s = (s * d.unsqueeze(1)) @ w.T
+    return (((s * weights[-1]) @ d1s[-2].unsqueeze(2)).squeeze(2) * d1s[-1]).sum(-1)
 
 
-def _rows(n: int, h: int, layers: int, low_memory: bool) -> int:
-    """Rows per checkpointed block of the h x h tangents: all unless ``low_memory`` (2^21 numbers)."""
-    if not low_memory or layers < 3:
-        return n
-    return max(1, min(n, 2**21 // (h * h)))
+def _in_blocks(fn: Callable[..., Tensor], shared: tuple, per_row: Sequence[Sequence[Tensor | None]],
+               rows: int) -> Tensor:
+    """fn(*shared, *per_row) on blocks of ``rows`` rows, each recomputed in the backward (checkpointing)."""
+    n = next(t for t in per_row[0] if t is not None).shape[0]
+    if rows >= n:
+        return fn(*shared, *per_row)
+
+    def block(i: int) -> list:
+        return [[None if t is None else t[i:i + rows] for t in group] for group in per_row]
+
+    return torch.cat([checkpoint(fn, *shared, *block(i), use_reentrant=False) for i in range(0, n, rows)])
+
+
+def _block_rows(h: int, low_memory: bool) -> int:
+    """Rows per block of the per-row h x h tangents: all, or 2^20 numbers (4 MiB in float32) with low_memory."""
+    return max(1, 2**20 // (h * h)) if low_memory else 2**62
 
 
 def _score_trace(ends: LinearEnds, x: Tensor, low_memory: bool) -> tuple[Tensor, Tensor]:
@@ -233,12 +258,8 @@ def _score_trace(ends: LinearEnds, x: Tensor, low_memory: bool) -> tuple[Tensor,
     if isinstance(ends.inner, Chain):
         z, d1s, _ = _chain_forward(ends, ends.inner, x, second=False)
         weights = [layer.weight for layer in ends.inner.layers]
-        rows = _rows(x.shape[0], m.shape[1], len(d1s), low_memory)
-        if rows >= x.shape[0]:
-            tr = _chain_trace(m, weights, *d1s)
-        else:  # keep one block of tangents at a time; recompute it in the backward
-            tr = torch.cat([checkpoint(_chain_trace, m, weights, *(d[i:i + rows] for d in d1s), use_reentrant=False)
-                            for i in range(0, x.shape[0], rows)])
+        rows = _block_rows(m.shape[1], low_memory and len(d1s) > 2)
+        tr = _in_blocks(_chain_trace, (m, weights), (d1s,), rows)
     else:
         g = ends.inner
         u = _add(ends.input(x), ends.input_bias)
@@ -252,7 +273,28 @@ def _score_trace(ends: LinearEnds, x: Tensor, low_memory: bool) -> tuple[Tensor,
     return _scaled(s, ends.scale), _scaled(tr, ends.scale)
 
 
-def _energy_laplacian(ends: LinearEnds, chain: Chain, x: Tensor) -> tuple[Tensor, Tensor]:
+def _hessian_trace(gram: Tensor, weights: Sequence[Tensor], d1s: Sequence[Tensor],
+                   curv: Sequence[Tensor | None]) -> Tensor:
+    """sum_k sum_i curv_k,i (J_k G J_k^T)_ii per row, J_1 = I, J_{k+1} = W_k D_k J_k."""
+    lap = torch.zeros_like(d1s[0][:, 0])
+    if curv[0] is not None:
+        lap = lap + curv[0] @ torch.diagonal(gram)
+    needed = [k for k in range(1, len(d1s)) if curv[k] is not None]
+    q = qg = None
+    for k in range(1, max(needed, default=0) + 1):  # J_{k+1} and J_{k+1} G, (n, h_{k+1}, h_1)
+        w = weights[k - 1]
+        if q is None:
+            q = w * d1s[0].unsqueeze(1)
+            qg = q @ gram
+        else:
+            d = d1s[k - 1].unsqueeze(2)
+            q, qg = w @ (q * d), w @ (qg * d)
+        if curv[k] is not None:
+            lap = lap + (curv[k] * (q * qg).sum(-1)).sum(-1)
+    return lap
+
+
+def _energy_laplacian(ends: LinearEnds, chain: Chain, x: Tensor, low_memory: bool) -> tuple[Tensor, Tensor]:
     """(grad_u phi, tr(H_u G)) per row for phi = w^T g(u), through the chain."""
     w_in = ends.input.weight
     _, d1s, d2s = _chain_forward(ends, chain, x, second=True)
@@ -264,21 +306,8 @@ def _energy_laplacian(ends: LinearEnds, chain: Chain, x: Tensor) -> tuple[Tensor
         curv[k] = None if d2s[k] is None else d2s[k] * g  # act''(u_k) dphi/dz_k
         if k:
             g = deltas[k] @ weights[k - 1]
-    gram = w_in @ w_in.T
-    lap = torch.zeros_like(d1s[0][:, 0])
-    if curv[0] is not None:
-        lap = lap + curv[0] @ torch.diagonal(gram)
-    jt = gjt = None
-    for k in range(1, len(d1s)):  # J_{k+1}^T and G J_{k+1}^T, (n, h_1, h_{k+1})
-        w, d = weights[k - 1], d1s[k - 1]
-        if jt is None:
-            jt = w.T.unsqueeze(0) * d.unsqueeze(2)
-            gjt = (gram.unsqueeze(0) * d.unsqueeze(1)) @ w.T
-        else:
-            jt = (jt * d.unsqueeze(1)) @ w.T
-            gjt = (gjt * d.unsqueeze(1)) @ w.T
-        if curv[k] is not None:
-            lap = lap + (curv[k] * (jt * gjt).sum(1)).sum(-1)
+    rows = _block_rows(w_in.shape[0], low_memory and len(d1s) > 1)
+    lap = _in_blocks(_hessian_trace, (w_in @ w_in.T, weights), (d1s, curv), rows)
     return deltas[0], lap
 
 
@@ -297,9 +326,9 @@ def _energy_laplacian_func(ends: LinearEnds, x: Tensor) -> tuple[Tensor, Tensor]
     return delta, cols.diagonal(dim1=0, dim2=2).sum(-1)
 
 
-def _energy_trace(ends: LinearEnds, x: Tensor) -> tuple[Tensor, Tensor]:
+def _energy_trace(ends: LinearEnds, x: Tensor, low_memory: bool) -> tuple[Tensor, Tensor]:
     if isinstance(ends.inner, Chain):
-        delta, lap = _energy_laplacian(ends, ends.inner, x)
+        delta, lap = _energy_laplacian(ends, ends.inner, x, low_memory)
     else:
         delta, lap = _energy_laplacian_func(ends, x)
     s = -(delta @ ends.input.weight)
@@ -330,9 +359,11 @@ class StructuredPlan:
     ddp: nn.Module | None = None
 
     @property
-    def widths(self) -> tuple[int, int]:
-        """(h_1, h_L): the widths the trace works in."""
-        return self.ends.input.out_features, self.ends.output.in_features
+    def width(self) -> int:
+        """The widest layer the trace works in."""
+        inner = self.ends.inner.layers if isinstance(self.ends.inner, Chain) else ()
+        return max([self.ends.input.out_features, self.ends.output.in_features]
+                   + [layer.out_features for layer in inner])
 
     @property
     def depth(self) -> int:
@@ -459,7 +490,7 @@ def structured_score_and_trace(
 
     def evaluate(y: Tensor) -> tuple[Tensor, Tensor]:
         if p.ends.energy:
-            return _energy_trace(p.ends, y)
+            return _energy_trace(p.ends, y, low_memory)
         return _score_trace(p.ends, y, low_memory)
 
     if p.ddp is None:
