@@ -1,6 +1,6 @@
 """scorematch next to the libraries a researcher would otherwise pick, and next to the floor.
 
-    python -m benchmarks.compare [--threads 1] [--device cpu] [--shapes toy mnist] [--smoke]
+    python -m benchmarks.compare [--threads 1] [--device cpu] [--shapes toy mnist] [--ops ism ...] [--smoke]
 
 Every contender (benchmarks/peers/) gets the same networks, batch, sigmas, device and thread
 count. Contenders are timed in rounds, one call of each in turn, so that a change in the
@@ -113,7 +113,8 @@ def budget(first_ms: float, smoke: bool) -> tuple[int, int, float]:
     return 150, 5, 20.0
 
 
-def run_shape(shape: str, device: torch.device, contenders: list[str], smoke: bool) -> dict[str, Any]:
+def run_shape(shape: str, device: torch.device, contenders: list[str], smoke: bool,
+              operations: list[str] | None = None) -> dict[str, Any]:
     d, hidden, batch, label = SHAPES[shape]
     ops: dict[str, dict[str, peers.Op]] = {}
     result: dict[str, Any] = {"label": label, "d": d, "hidden": hidden, "batch": batch,
@@ -127,7 +128,7 @@ def run_shape(shape: str, device: torch.device, contenders: list[str], smoke: bo
         if c.checks is not None and not smoke:
             result["checks"][c.name] = c.checks(make_setup(d, batch, hidden, device))
     result["floor_ms"] = time_rounds(floors(make_setup(d, batch, hidden, device)), device, *budget(0.0, smoke))
-    for op in OPERATIONS:
+    for op in operations or OPERATIONS:
         fns = {who: table[op] for who, table in ops.items() if op in table}
         if not fns:
             continue
@@ -200,10 +201,11 @@ def markdown(payload: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def run(device: torch.device, shapes: list[str], contenders: list[str], smoke: bool) -> dict[str, Any]:
+def run(device: torch.device, shapes: list[str], contenders: list[str], smoke: bool,
+        operations: list[str] | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {"environment": environment(device), "shapes": {}}
     for shape in shapes:
-        res = run_shape(shape, device, contenders, smoke)
+        res = run_shape(shape, device, contenders, smoke, operations)
         res["rows"] = summarise(res)
         payload["shapes"][shape] = res
     payload["markdown"] = markdown(payload)
@@ -216,13 +218,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for every contender (default 1)")
     p.add_argument("--shapes", nargs="+", default=["toy", "mnist"], choices=sorted(SHAPES))
     p.add_argument("--contenders", nargs="+", default=peers.CONTENDERS, choices=peers.CONTENDERS)
+    p.add_argument("--ops", nargs="+", default=None, choices=OPERATIONS,
+                   help="time only these operations (default: all); write them with --out, not over the full table")
     p.add_argument("--smoke", action="store_true", help="tiny shapes, 3 repeats, no checks: does it all run?")
     p.add_argument("--out", default=None, help="results name under benchmarks/results/ (default compare[_DEVICE])")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     shapes = ["smoke"] if args.smoke else args.shapes
-    payload = run(device, shapes, args.contenders, args.smoke)
+    payload = run(device, shapes, args.contenders, args.smoke, args.ops)
     suffix = ("" if device.type == "cpu" else f"_{device.type}") + ("_smoke" if args.smoke else "")
     name = args.out or f"compare{suffix}"
     write(name, payload, payload["markdown"])

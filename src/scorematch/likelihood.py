@@ -26,6 +26,7 @@ from torch import Tensor
 from scorematch import _checks
 from scorematch._random import rademacher_like
 from scorematch.autodiff.structured import plan, structured_score_and_trace
+from scorematch.autodiff.trace import prefer_structured
 from scorematch.errors import ConfigError, DataError
 from scorematch.sde import ODE_METHODS, SDE, VESDE, VPSDE
 
@@ -56,7 +57,8 @@ def _structured_velocity(score_fn: Any, sde: SDE, x: Tensor, eps_t: float) -> Ca
     if type(sde).drift not in _SCALAR_DRIFTS:
         return None
     fn = score_fn if isinstance(score_fn, torch.nn.Module) else getattr(score_fn, "score", score_fn)
-    if plan(fn, x, (torch.full((x.shape[0],), eps_t, dtype=x.dtype, device=x.device),)) is None:
+    p = plan(fn, x, (torch.full((x.shape[0],), eps_t, dtype=x.dtype, device=x.device),))
+    if p is None or not prefer_structured(p, x.shape[1]):
         return None
 
     def velocity_and_div(y: Tensor, tv: Tensor) -> tuple[Tensor, Tensor]:

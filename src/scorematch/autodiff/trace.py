@@ -27,7 +27,7 @@ def auto_trace_method(d: int, device: torch.device) -> str:
     return "vjp"
 
 
-def _prefer_structured(p: StructuredPlan, d: int) -> bool:
+def prefer_structured(p: StructuredPlan, d: int) -> bool:
     """Whether ``auto`` takes the structured trace over the generic one for data dimension d.
 
     Always for a score chain with at most one hidden-to-hidden layer and an energy chain with
@@ -60,7 +60,7 @@ def _select(score_fn: ScoreFn, x: torch.Tensor, method: str, conditioning: tuple
                 "its score method) and x of shape (n, D); use method='auto' to fall back to the generic trace"
             )
         return "structured", p
-    if p is not None and _prefer_structured(p, x.shape[1]):
+    if p is not None and prefer_structured(p, x.shape[1]):
         return "structured", p
     return auto_trace_method(x[0].numel(), x.device), None
 
