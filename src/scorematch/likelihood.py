@@ -25,7 +25,7 @@ from torch import Tensor
 
 from scorematch import _checks
 from scorematch._random import rademacher_like
-from scorematch.autodiff.structured import plan, structured_score_and_trace
+from scorematch.autodiff.plan import plan, structured_score_and_trace
 from scorematch.autodiff.trace import prefer_structured
 from scorematch.errors import ConfigError, DataError
 from scorematch.sde import ODE_METHODS, SDE, VESDE, VPSDE

@@ -42,33 +42,23 @@ that adds an x-independent bias per layer is covered. Returning None says "no li
 (the generic trace is used). The first structured evaluation of each module checks the declared
 pieces against the module's own score on the batch and raises ModelError if they disagree.
 
-A score function is resolved to such a module through: the module itself (its call is the
-score unless ``kind == "energy"``), its bound ``score`` method (or ``forward``), functools.partial
-with keyword arguments (they become conditioning), ``energy_to_score`` wrappers, a
-``DistributedDataParallel`` wrapper (the structured evaluation runs as the wrapped module's
-forward, so DDP's gradient hooks see it), and wrappers that declare
-``fn.wraps_score = (inner_fn, conditioning_map)`` with ``conditioning_map(x, *cond)`` returning
-the inner function's conditioning (``scorematch.sde.sigma_conditioned`` does).
+How a score function is resolved to its module: ``scorematch.autodiff.plan``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 from torch.utils.checkpoint import checkpoint
 
-from scorematch.autodiff.modules import owning_module
 from scorematch.errors import ModelError
 
-__all__ = ["Chain", "LinearEnds", "StructuredPlan", "plan", "structured_score_and_trace"]
+__all__ = ["Chain", "LinearEnds", "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -208,26 +198,27 @@ def _chain_forward(ends: LinearEnds, chain: Chain, x: Tensor, second: bool):
     return z, d1s, d2s
 
 
-def _trilinear(a: Tensor, y: Tensor, c: Tensor, b: Tensor) -> Tensor:
-    """sum_kjm a_k y_kjm c_m b_j per row: one (n, h) x (h, h^2) product, then a batched matrix-vector one."""
-    p = (a @ y.reshape(y.shape[0], -1)).view(a.shape[0], y.shape[1], y.shape[2])
+def _trilinear(a: Tensor, y_t: Tensor, c: Tensor, b: Tensor) -> Tensor:
+    """sum_kji a_k y_kji c_i b_j per row, y_t[j, i, k] = y_kji: one (n, h) x (h, h^2) product, then a
+    batched matrix-vector one."""
+    p = (a @ y_t.reshape(-1, y_t.shape[2]).T).view(a.shape[0], y_t.shape[0], y_t.shape[1])
     return ((p @ c.unsqueeze(2)).squeeze(2) * b).sum(-1)
 
 
-def _chain_trace(m: Tensor, weights: Sequence[Tensor], d1s: Sequence[Tensor]) -> Tensor:
-    """tr(D_L W_{L-1} ... W_1 D_1 M) per row, D_k = diag(d1s[k])."""
+def _chain_trace(mt: Tensor, weights: Sequence[Tensor], d1s: Sequence[Tensor]) -> Tensor:
+    """tr(D_L W_{L-1} ... W_1 D_1 M) per row, D_k = diag(d1s[k]), from mt = M^T (h_L, h_1)."""
     n, layers = d1s[0].shape[0], len(d1s)
     if layers == 1:
-        return d1s[0] @ torch.diagonal(m)
+        return d1s[0] @ torch.diagonal(mt)
     if layers == 2:  # sum_jk d2_j (W_1)_jk d1_k M_kj
-        return ((d1s[0] @ (weights[0] * m.T).T) * d1s[1]).sum(-1)
-    if n >= m.shape[0]:  # fold M and W_1 into one h x h x h tensor shared by the batch
-        fold = m.unsqueeze(2) * weights[0].T.unsqueeze(1)  # [k, j, i] = M_kj (W_1)_ik
+        return ((d1s[0] @ (weights[0] * mt).T) * d1s[1]).sum(-1)
+    if n >= mt.shape[1]:  # fold M and W_1 into one h x h x h tensor shared by the batch
+        fold = mt.unsqueeze(1) * weights[0].unsqueeze(0)  # [j, i, k] = M_kj (W_1)_ik
         if layers == 3:  # sum_kji d1_k d2_i d3_j M_kj (W_1)_ik (W_2)_ji
-            return _trilinear(d1s[0], fold * weights[1].unsqueeze(0), d1s[1], d1s[2])
-        s = (d1s[0] @ fold.reshape(fold.shape[0], -1)).view(n, fold.shape[1], fold.shape[2])
+            return _trilinear(d1s[0], fold * weights[1].unsqueeze(2), d1s[1], d1s[2])
+        s = (d1s[0] @ fold.reshape(-1, fold.shape[2]).T).view(n, fold.shape[0], fold.shape[1])
     else:  # fewer rows than units: carry the per-row tangent from the start
-        s = (m.T.unsqueeze(0) * d1s[0].unsqueeze(1)) @ weights[0].T
+        s = (mt.unsqueeze(0) * d1s[0].unsqueeze(1)) @ weights[0].T
     # s = (W_1 D_1 M)^T, (n, h_L, h_2); T <- W_k D_k T, one (n h_L, h) x (h, h) product per layer
     for w, d in zip(weights[1:-1], d1s[1:-2], strict=True):
         s = (s * d.unsqueeze(1)) @ w.T
@@ -254,12 +245,12 @@ def _block_rows(h: int, low_memory: bool) -> int:
 
 def _score_trace(ends: LinearEnds, x: Tensor, low_memory: bool) -> tuple[Tensor, Tensor]:
     w_in, w_out = ends.input.weight, ends.output.weight
-    m = w_in @ w_out
+    mt = w_out.T @ w_in.T  # M^T, contiguous: the elementwise products below read it row by row
     if isinstance(ends.inner, Chain):
         z, d1s, _ = _chain_forward(ends, ends.inner, x, second=False)
         weights = [layer.weight for layer in ends.inner.layers]
-        rows = _block_rows(m.shape[1], low_memory and len(d1s) > 2)
-        tr = _in_blocks(_chain_trace, (m, weights), (d1s,), rows)
+        rows = _block_rows(mt.shape[0], low_memory and len(d1s) > 2)
+        tr = _in_blocks(_chain_trace, (mt, weights), (d1s,), rows)
     else:
         g = ends.inner
         u = _add(ends.input(x), ends.input_bias)
@@ -267,7 +258,7 @@ def _score_trace(ends: LinearEnds, x: Tensor, low_memory: bool) -> tuple[Tensor,
         def push(t: Tensor) -> tuple[Tensor, Tensor]:
             return jvp(g, (u,), (t.expand_as(u),))
 
-        z, cols = vmap(push, out_dims=(None, 0))(m.T)  # cols[j] = J_g m_j, (h_L, n, h_L)
+        z, cols = vmap(push, out_dims=(None, 0))(mt)  # cols[j] = J_g m_j, (h_L, n, h_L)
         tr = cols.diagonal(dim1=0, dim2=2).sum(-1)
     s = ends.output(z)
     return _scaled(s, ends.scale), _scaled(tr, ends.scale)
@@ -343,164 +334,8 @@ def _scaled(v: Tensor, scale: Tensor | float | None) -> Tensor:
     return v * scale
 
 
-# --------------------------------------------------------------------------------------------
-# from a score function to its linear ends
-
-
-@dataclass
-class StructuredPlan:
-    """A score function resolved to a module with linear ends, for one batch and conditioning."""
-
-    module: nn.Module
-    ends: LinearEnds
-    args: tuple = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    reference: Callable[..., Tensor] | None = None  # the score as the module computes it, outside DDP
-    ddp: nn.Module | None = None
-
-    @property
-    def width(self) -> int:
-        """The widest layer the trace works in."""
-        inner = self.ends.inner.layers if isinstance(self.ends.inner, Chain) else ()
-        return max([self.ends.input.out_features, self.ends.output.in_features]
-                   + [layer.out_features for layer in inner])
-
-    @property
-    def depth(self) -> int:
-        """Activations of the chain (L), or 0 for an inner map torch.func handles."""
-        return len(self.ends.inner.layers) + 1 if isinstance(self.ends.inner, Chain) else 0
-
-
-def _ddp_type() -> type:
-    return torch.nn.parallel.DistributedDataParallel
-
-
-def _score_owner(fn: Callable) -> tuple[nn.Module, Callable] | None:
-    """(module, its score callable) when ``fn`` is a module's score: the module called (not an
-    energy model's), or its bound ``score``/``forward``."""
-    module = owning_module(fn)
-    if module is None:
-        return None
-    name = getattr(fn, "__name__", None) if fn is not module else "__call__"
-    inner = module.module if isinstance(module, _ddp_type()) else module
-    if name == "score":
-        return module, fn
-    if name in ("__call__", "forward") and getattr(inner, "kind", "score") != "energy":
-        return module, fn
-    return None
-
-
-def _energy_owner(fn: Callable) -> nn.Module | None:
-    """The module of an ``energy_to_score`` wrapper whose energy is the module's call/``energy``."""
-    energy = getattr(fn, "energy_fn", None)
-    if energy is None:
-        return None
-    module = owning_module(energy)
-    name = "__call__" if energy is module else getattr(energy, "__name__", None)
-    return module if name in ("__call__", "forward", "energy") else None
-
-
-def plan(score_fn: Callable, x: Tensor, conditioning: tuple = ()) -> StructuredPlan | None:
-    """Resolve score_fn(x, *conditioning) to its module's ``linear_ends``, or None."""
-    fn, args, kwargs = score_fn, tuple(conditioning), {}
-    while True:
-        if isinstance(fn, functools.partial) and not fn.args:
-            kwargs = {**fn.keywords, **kwargs}
-            fn = fn.func
-        elif getattr(fn, "wraps_score", None) is not None:
-            fn, to_inner = fn.wraps_score
-            fn = getattr(fn, "score", fn) if isinstance(fn, nn.Module) else fn
-            args = tuple(to_inner(x, *args))
-        else:
-            break
-    ddp = None
-    owner = _score_owner(fn)
-    if owner is not None:
-        module, reference = owner
-        if isinstance(module, _ddp_type()):
-            ddp, module = module, module.module
-            reference = module  # the wrapped module's call, without DDP's hooks
-    else:
-        module = _energy_owner(fn)
-        reference = fn
-        if module is None or isinstance(module, _ddp_type()):
-            return None
-    declare = getattr(module, "linear_ends", None)
-    if not callable(declare) or x.dim() != 2:
-        return None
-    ends = declare(x, *args, **kwargs)
-    if ends is None:
-        return None
-    _check_ends(ends, x, module)
-    if owner is None and not ends.energy:
-        return None  # an energy_to_score wrapper around a module whose ends describe a score
-    return StructuredPlan(module, ends, args, kwargs, reference, ddp)
-
-
-def _check_ends(ends: LinearEnds, x: Tensor, module: nn.Module) -> None:
-    name = type(module).__name__
-    if not isinstance(ends, LinearEnds):
-        raise ModelError(f"{name}.linear_ends must return a scorematch.autodiff.LinearEnds or None, "
-                         f"got {type(ends).__name__}")
-    if not (isinstance(ends.input, nn.Linear) and isinstance(ends.output, nn.Linear)):
-        raise ModelError(f"{name}.linear_ends: input and output must be nn.Linear layers")
-    d_out = 1 if ends.energy else x.shape[1]
-    if ends.input.in_features != x.shape[1] or ends.output.out_features != d_out:
-        raise ModelError(
-            f"{name}.linear_ends: input layer takes {ends.input.in_features} features and output layer gives "
-            f"{ends.output.out_features}; for x of shape {tuple(x.shape)} they must be {x.shape[1]} and {d_out}"
-        )
-
-
-_verified: weakref.WeakSet[nn.Module] = weakref.WeakSet()
-
-
-def _verify(p: StructuredPlan, x: Tensor, s: Tensor) -> None:
-    """Once per module: the declared pieces must give the module's own score on this batch."""
-    if p.module in _verified or p.reference is None:
-        return
-    with torch.no_grad():
-        ref = p.reference(x.detach(), *p.args, **p.kwargs)
-    err = float((s.detach() - ref).abs().max()) if ref.shape == s.shape else math.inf
-    tol = 1e-3 * (1.0 + float(ref.abs().max()))
-    if not err <= tol:
-        raise ModelError(
-            f"{type(p.module).__name__}.linear_ends does not reproduce the model's score (max difference "
-            f"{err:.3g}): every x-independent bias the conditioning adds must be in input_bias/Chain.biases, "
-            "and the output scale in scale; fix linear_ends or return None from it"
-        )
-    _verified.add(p.module)
-
-
-class _AsForward(nn.Module):
-    """Stands in for DDP's wrapped module during one structured evaluation."""
-
-    def __init__(self, fn: Callable[[Tensor], tuple[Tensor, Tensor]]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.fn(x)
-
-
-def structured_score_and_trace(
-    p: StructuredPlan, x: Tensor, low_memory: bool = False
-) -> tuple[Tensor, Tensor]:
-    """(s(x), tr(grad_x s(x))) through the plan's linear ends; differentiable in the parameters."""
-
-    def evaluate(y: Tensor) -> tuple[Tensor, Tensor]:
-        if p.ends.energy:
-            return _energy_trace(p.ends, y, low_memory)
-        return _score_trace(p.ends, y, low_memory)
-
-    if p.ddp is None:
-        s, tr = evaluate(x)
-    else:  # run as DDP's forward, so that its reducer expects this step's gradients
-        original = p.ddp.module
-        p.ddp.module = _AsForward(evaluate)
-        try:
-            s, tr = p.ddp(x)
-        finally:
-            p.ddp.module = original
-    _verify(p, x, s)
-    return s, tr
+def evaluate(ends: LinearEnds, x: Tensor, low_memory: bool = False) -> tuple[Tensor, Tensor]:
+    """(s(x), tr(grad_x s(x))) per row from a network's linear ends (s = -grad_x E for an energy)."""
+    if ends.energy:
+        return _energy_trace(ends, x, low_memory)
+    return _score_trace(ends, x, low_memory)

@@ -8,7 +8,7 @@ import torch
 
 from scorematch._checks import choice
 from scorematch.autodiff.generic import basis_chunk, trace_jvp, trace_loop, trace_vjp
-from scorematch.autodiff.structured import StructuredPlan, plan, structured_score_and_trace
+from scorematch.autodiff.plan import StructuredPlan, plan, structured_score_and_trace
 from scorematch.errors import ConfigError
 
 ScoreFn = Callable[..., torch.Tensor]
