@@ -202,6 +202,30 @@ def test_a_declaration_that_misses_a_bias_is_caught(gen: torch.Generator) -> Non
         score_and_trace(model.score, x, conditioning=(0.5,))
 
 
+def test_a_forgotten_optional_conditioning_is_caught(gen: torch.Generator) -> None:
+    """Checked once per pattern of conditioning: a label bias left out of linear_ends passes the
+    unconditional call and is caught at the first labelled one."""
+
+    class OptionalLabel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp, self.hid, self.out = nn.Linear(3, 6), nn.Linear(6, 6), nn.Linear(6, 3)
+            self.emb = nn.Embedding(2, 6)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+            u = self.inp(x) if y is None else self.inp(x) + self.emb(y)
+            return self.out(torch.tanh(self.hid(torch.tanh(u))))
+
+        def linear_ends(self, x: torch.Tensor, y: torch.Tensor | None = None) -> LinearEnds:
+            return LinearEnds(self.inp, self.out, Chain(torch.tanh, [self.hid]))  # the label is missing
+
+    model = OptionalLabel().double()
+    x = torch.randn(4, 3, generator=gen, dtype=F64)
+    assert_matches_loop(model, x, list(model.parameters())[:6], (None,))
+    with pytest.raises(ModelError, match="does not reproduce"):
+        score_and_trace(model, x, conditioning=(torch.tensor([0, 1, 1, 0]),))
+
+
 def test_wrappers_resolve_to_the_network(gen: torch.Generator) -> None:
     x = torch.randn(6, 4, generator=gen, dtype=F64)
     nc = NoiseConditionalMLP(4, hidden=3, depth=2).double()

@@ -8,7 +8,8 @@ structured evaluation runs as the wrapped module's forward, so DDP's gradient ho
 wrappers that declare ``fn.wraps_score = (inner_fn, conditioning_map)`` with
 ``conditioning_map(x, *cond)`` returning the inner function's conditioning
 (``scorematch.sde.sigma_conditioned`` does). The first structured evaluation of each module
-checks the declared pieces against the module's own score on the batch.
+(and each pattern of conditioning arguments given or None) checks the declared pieces against
+the module's own score on the batch.
 """
 
 from __future__ import annotations
@@ -135,12 +136,18 @@ def _check_ends(ends: LinearEnds, x: Tensor, module: nn.Module) -> None:
         )
 
 
-_verified: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+_verified: weakref.WeakKeyDictionary[nn.Module, set] = weakref.WeakKeyDictionary()
+
+
+def _signature(p: StructuredPlan) -> tuple:
+    """Which conditioning arguments a call passes (and which are None): one check for each."""
+    return (tuple(a is None for a in p.args), tuple(sorted((k, v is None) for k, v in p.kwargs.items())))
 
 
 def _verify(p: StructuredPlan, x: Tensor, s: Tensor) -> None:
-    """Once per module: the declared pieces must give the module's own score on this batch."""
-    if p.module in _verified or p.reference is None:
+    """Once per module and kind of call: the declared pieces must give the module's own score on this batch."""
+    seen = _verified.setdefault(p.module, set())
+    if _signature(p) in seen or p.reference is None:
         return
     with torch.no_grad():
         ref = p.reference(x.detach(), *p.args, **p.kwargs)
@@ -152,7 +159,7 @@ def _verify(p: StructuredPlan, x: Tensor, s: Tensor) -> None:
             f"{err:.3g}): every x-independent bias the conditioning adds must be in input_bias/Chain.biases, "
             "and the output scale in scale; fix linear_ends or return None from it"
         )
-    _verified.add(p.module)
+    seen.add(_signature(p))
 
 
 class _AsForward(nn.Module):
