@@ -90,14 +90,16 @@ def log_prob(
     ``score_fn`` is a time-conditional score function s(x, t) or a module with ``.score(x, t)``;
     x is (n, D) or (n, C, H, W).  ``exact_trace`` (default: D <= 16) uses the exact Jacobian
     trace, in the network's widths for a score network with linear ends under a VE, VP or sub-VP
-    SDE (see the module docstring), so it costs about what the Hutchinson estimate costs whatever
-    D is; otherwise the Hutchinson-Skilling estimator averages ``n_probes`` Rademacher probes per
-    row, fixed for the whole solve and drawn from ``generator`` (unbiased for the
-    divergence).  ``method``/``options`` go to torchdiffeq.odeint (fixed-grid solvers need
+    SDE (see the module docstring): at D = 784 (batch 256, one CPU thread) a whole solve took 0.6x
+    the Hutchinson one for a network with one hidden-to-hidden layer (680 evaluations against 962,
+    each 15% cheaper) and 8.6x for TimeMLP's default depth 3 (its h x h x h products); otherwise the
+    Hutchinson-Skilling estimator averages ``n_probes`` Rademacher probes per row, fixed for the
+    whole solve and drawn from ``generator`` (unbiased for the divergence).
+    ``method``/``options`` go to torchdiffeq.odeint (fixed-grid solvers need
     ``options={"step_size": h}``); times an adaptive step probes past [eps_t, 1] are clamped
     into it.  The result is log p_eps_t with p_T replaced by the prior, so it is off by the
-    mismatch of p_T and the prior at x(T): small when the prior dominates the data scale
-    (about |m(1) mu| |x(T)| / prior_std^2 for data of mean mu).  Returns the (n,) tensor of
+    mismatch of p_T and the prior at x(T): small when the prior dominates the data scale (about
+    |m(1) mu| |x(T)| / prior_std^2 for data of mean mu).  Returns the (n,) tensor of
     log-densities (not differentiable), or ``LogProbResult(log_prob, nfe)`` with
     ``return_nfe=True`` (nfe = evaluations of the ODE right-hand side; each costs one score
     call plus its Jacobian trace or vector-Jacobian products).

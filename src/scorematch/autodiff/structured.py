@@ -63,7 +63,7 @@ __all__ = ["Chain", "LinearEnds", "evaluate"]
 
 @dataclass(frozen=True)
 class Chain:
-    """The inner map of an MLP: z_1 = act(u_1), u_{k+1} = layers[k](z_k) + biases[k], g(u_1) = z_L.
+    """The inner map of an MLP: ``z_1 = act(u_1)``, ``u_{k+1} = layers[k](z_k) + biases[k]``, ``g(u_1) = z_L``.
 
     ``activation`` acts elementwise (the same at every layer); ``biases`` (empty, or one entry per
     layer: None, shape (h,) or per row (n, h)) are the x-independent terms the conditioning adds.

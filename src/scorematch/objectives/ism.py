@@ -29,7 +29,7 @@ def ism(
     auto|structured|jvp|vjp|loop); for an energy model it is -Laplacian(E). With ``"auto"`` a
     network with linear ends (ScoreMLP, EnergyMLP, or a module declaring ``linear_ends``) gets
     the structured trace, c tr(J_g(u) W_in W_out), in the network's widths instead of D backward
-    passes (one hidden-to-hidden layer: 1.9x a forward+backward at D = 784, one CPU thread);
+    passes (one hidden-to-hidden layer: 1.7x a forward+backward at D = 784, batch 256, one CPU thread);
     ``scorematch.autodiff.trace_method(score_fn, x, method)`` returns the method a call runs.
     ``low_memory`` recomputes each chunk of the generic trace (or each block of rows of the
     structured one's h x h tangents) in the backward instead of keeping its graph (see
