@@ -3,16 +3,17 @@ under benchmarks/results/, then the tables of docs/benchmarks.md refreshed from 
 
 compare: scorematch next to torchebm, score-models, diffusers and k-diffusion (`pip install -e
 '.[bench]'`, see `make bench-install`; absent peers are empty cells), scaling: cost against D and
-N, objectives and samplers: scorematch next to the floor.
+N, objectives and samplers: scorematch next to the floor, likelihood: the exact probability-flow
+ODE log p against the Hutchinson estimate.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from benchmarks import compare, objectives, readme, samplers, scaling
+from benchmarks import compare, likelihood, objectives, readme, samplers, scaling
 
-ALL = ["compare", "scaling", "objectives", "samplers"]
+ALL = ["compare", "scaling", "objectives", "samplers", "likelihood"]
 
 
 def main() -> None:
@@ -31,6 +32,8 @@ def main() -> None:
         objectives.main(common + (["--quick"] if args.quick else []))
     if "samplers" in args.only:
         samplers.main(common)
+    if "likelihood" in args.only:
+        likelihood.main(common)
     if args.device == "cpu":
         readme.main()
 

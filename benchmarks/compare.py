@@ -1,6 +1,6 @@
 """scorematch next to the libraries a researcher would otherwise pick, and next to the floor.
 
-    python -m benchmarks.compare [--threads 1] [--device cpu] [--shapes toy mnist] [--smoke]
+    python -m benchmarks.compare [--threads 1] [--device cpu] [--shapes toy mnist] [--ops ism ...] [--smoke]
 
 Every contender (benchmarks/peers/) gets the same networks, batch, sigmas, device and thread
 count. Contenders are timed in rounds, one call of each in turn, so that a change in the
@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for every contender (default 1)")
     p.add_argument("--shapes", nargs="+", default=["toy", "mnist"], choices=sorted(SHAPES))
     p.add_argument("--contenders", nargs="+", default=peers.CONTENDERS, choices=peers.CONTENDERS)
+    p.add_argument("--ops", nargs="+", default=None, choices=OPERATIONS,
+                   help="time only these operations (default: all); write them with --out, not over the full table")
     p.add_argument("--smoke", action="store_true", help="tiny shapes, 3 repeats, no checks: does it all run?")
     p.add_argument("--ops", nargs="+", default=None, choices=OPERATIONS, help="time only these operations")
     p.add_argument("--out", default=None, help="results name under benchmarks/results/ (default compare[_DEVICE])")

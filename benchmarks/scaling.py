@@ -2,15 +2,18 @@
 
     python -m benchmarks.scaling [--threads 1] [--device cpu] [--dims 2 8 ...] [--smoke]
 
-One training step (loss + backward) of exact ISM (also with ``low_memory``: each chunk of the
-trace recomputed in the backward), SSM, SSM-VR and DSM on an MLP D-256-256-D at batch 64, for D
-in {2, 8, 32, 128, 512, 784, 3072}, next to the floor (forward + backward, MSE);
+One training step (loss + backward) of exact ISM by the structured trace (in the network's
+widths; what method "auto" runs for these MLPs) and by the generic one (D basis vectors in a
+batched reverse mode; also with ``low_memory``: each chunk of the trace recomputed in the
+backward), SSM, SSM-VR and DSM on an MLP D-256-256-D at batch 64, for D in {2, 8, 32, 128, 512,
+784, 3072}, next to the floor (forward + backward, MSE);
 ESM-KDE on a 2-D batch of 256 against reference sets of N points. Peak memory is the most the
 step holds above what was held before it: on the GPU torch's peak-allocation counter, on the CPU
 the process's peak resident set (Linux: VmHWM, reset through /proc/self/clear_refs, with freed
 heap handed back by malloc_trim first). Growth exponents are least-squares slopes of log(ms)
 against log(D) (or log(N)) over the upper half of the range. Writes
-benchmarks/results/scaling[_DEVICE].json, .md and .png.
+benchmarks/results/scaling[_DEVICE].json, .md, .png and _ism.png (exact ISM: generic against
+structured trace, log-log).
 """
 
 from __future__ import annotations
@@ -36,9 +39,13 @@ STEPS: dict[str, Callable[[ScoreMLP, torch.Tensor, torch.Generator], torch.Tenso
     "DSM": lambda net, x, g: O.dsm(net, x, 0.1, generator=g),
     "SSM": lambda net, x, g: O.ssm(net, x, generator=g),
     "SSM-VR": lambda net, x, g: O.ssm(net, x, variance_reduced=True, generator=g),
-    "ISM (exact)": lambda net, x, g: O.ism(net, x),
-    "ISM (exact, low_memory)": lambda net, x, g: O.ism(net, x, low_memory=True),
+    "ISM (exact)": lambda net, x, g: O.ism(net, x),  # method "auto": the structured trace for these MLPs
+    "ISM (exact, generic)": lambda net, x, g: O.ism(net, x, method="vjp"),
+    "ISM (exact, generic, low_memory)": lambda net, x, g: O.ism(net, x, method="vjp", low_memory=True),
 }
+ISM = ["ISM (exact)", "ISM (exact, generic)", "ISM (exact, generic, low_memory)"]
+ISM_LABELS = {"floor": "floor", ISM[0]: "structured trace (auto)", ISM[1]: "generic trace (batched vjp)",
+              ISM[2]: "generic trace, low_memory"}
 
 
 class PeakMemory:
@@ -147,7 +154,7 @@ def run(device: torch.device, dims: list[int], ns: list[int], hidden: int, batch
         by_n[n] = {"ms": ms, "peak_bytes": peak}
         print(f"  ESM-KDE N={n}: {ms:.3g} ms, peak {peak and peak / 2**20:.3g} MiB", flush=True)
 
-    ism_ratio = {d: by_d["ISM (exact)"][d]["ms"] / by_d["floor"][d]["ms"] for d in dims}
+    ism_ratio = {d: by_d["ISM (exact, generic)"][d]["ms"] / by_d["floor"][d]["ms"] for d in dims}
     res = {
         "environment": environment(device),
         "network": f"MLP D-{hidden}-{hidden}-D, SiLU, batch {batch}; ESM-KDE: MLP 2-{hidden}-{hidden}-2, batch 256",
@@ -215,8 +222,12 @@ def markdown(res: dict[str, Any]) -> str:
             for k, v in res["exponents"].items() if "ms_vs_D" in v)
         + f"; ESM-KDE over N in {res['fit_range']['N']}: time {kde['ms_vs_N']:.2f}, memory {_exp(kde['peak_vs_N'])}.",
         "",
-        "Exact ISM / floor, divided by D: " + ", ".join(
+        "Generic exact ISM / floor, divided by D: " + ", ".join(
             f"D={d}: {r:.2f}" for d, r in res["ism_x_floor_per_dim"].items()) + ".",
+        "",
+        "Exact ISM by the structured trace (method \"auto\") / floor: " + ", ".join(
+            f"D={d}: {res['by_dim'][ISM[0]][str(d)]['ms'] / res['by_dim']['floor'][str(d)]['ms']:.2f}"
+            for d in dims) + ".",
         "",
     ]
     return "\n".join(out)
@@ -259,6 +270,40 @@ def plot(res: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_ism(res: dict[str, Any], path: Path) -> None:
+    """Exact ISM against D, log-log: time, and time over the floor's, generic against structured trace."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    floor = res["by_dim"]["floor"]
+    dims = sorted(int(d) for d in floor)
+    styles = {"floor": "k--", ISM[0]: "o-", ISM[1]: "s-", ISM[2]: "^:"}
+    for name, style in styles.items():
+        vals = res["by_dim"][name]
+        axes[0].plot(dims, [vals[str(d)]["ms"] for d in dims], style, label=ISM_LABELS[name])
+        if name != "floor":
+            axes[1].plot(dims, [vals[str(d)]["ms"] / floor[str(d)]["ms"] for d in dims], style,
+                         label=ISM_LABELS[name])
+    for ax, title, yl in zip(axes, ["one training step", "one training step / floor"], ["ms", "x floor"],
+                             strict=True):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("D")
+        ax.set_ylabel(yl)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    env = res["environment"]
+    fig.suptitle(f"exact ISM, {res['network'].split(';')[0]}: {where(env)}, {env['threads']} thread(s), {env['date']}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -280,6 +325,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     name = args.out or f"scaling{suffix}"
     write(name, res, res["markdown"])
     plot(res, (RESULTS / name).with_suffix(".png"))
+    plot_ism(res, RESULTS / f"{name}_ism.png")
     print(res["markdown"])
     return res
 

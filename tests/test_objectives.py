@@ -627,7 +627,7 @@ def test_kde_bad_bandwidth(h: float) -> None:
 
 @pytest.mark.parametrize("kind", ["score", "energy"])
 def test_low_memory_ism_equals_ism_in_value_and_gradient(kind: str) -> None:
-    """Recomputing each chunk of the exact trace in the backward (activation checkpointing)
+    """Recomputing each chunk of the generic exact trace in the backward (activation checkpointing)
     changes nothing but memory: same loss, same parameter gradient, over several chunks."""
     torch.manual_seed(0)
     net = ScoreMLP(12, hidden=32) if kind == "score" else EnergyMLP(12, hidden=32)
@@ -635,7 +635,7 @@ def test_low_memory_ism_equals_ism_in_value_and_gradient(kind: str) -> None:
     out = []
     for low in (False, True):
         net.zero_grad()
-        loss = ism(net, x, chunk_size=5, low_memory=low)  # 12 dims in chunks of 5, 5, 2
+        loss = ism(net, x, method="vjp", chunk_size=5, low_memory=low)  # 12 dims in chunks of 5, 5, 2
         loss.backward()
         out.append((loss.detach(), [torch.zeros_like(p) if p.grad is None else p.grad.clone()
                                     for p in net.parameters()]))
@@ -649,7 +649,7 @@ def test_low_memory_ism_equals_ism_in_value_and_gradient(kind: str) -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak memory is read from Linux's VmHWM")
 def test_low_memory_ism_holds_less() -> None:
-    """At D = 1024, batch 32, in 32 chunks of 32 dimensions, the exact trace's training graph
+    """At D = 1024, batch 32, in 32 chunks of 32 dimensions, the generic exact trace's training graph
     holds ~250 MiB; recomputing the chunks in the backward needs well under half of it
     (measured 68 MiB)."""
     from benchmarks.scaling import PeakMemory
@@ -662,7 +662,7 @@ def test_low_memory_ism_holds_less() -> None:
     for low in (False, True):
         net.zero_grad()
         mem.start()
-        ism(net, x, chunk_size=32, low_memory=low).backward()
+        ism(net, x, method="vjp", chunk_size=32, low_memory=low).backward()
         peaks[low] = mem.peak()
     assert peaks[False] > 150 * 2**20
     assert peaks[True] < 0.5 * peaks[False], peaks

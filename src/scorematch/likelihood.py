@@ -6,9 +6,12 @@ from eps_t to T = 1 (delta(eps_t) = 0),
 
     log p_eps_t(x) = log p_T(x(T)) + int_{eps_t}^{T} div v(x(t), t) dt,
 
-with p_T the SDE's prior.  The divergence is the exact trace of the Jacobian (torch.func.jacrev
-under vmap, chunked) or the Hutchinson-Skilling estimate E_eps[eps^T (dv/dx) eps] with
-Rademacher probes eps drawn once per solve.
+with p_T the SDE's prior.  The divergence is the exact trace of the Jacobian or the
+Hutchinson-Skilling estimate E_eps[eps^T (dv/dx) eps] with Rademacher probes eps drawn once per
+solve.  Under a VE, VP or sub-VP SDE (drift f = c(t) x, div f = D c(t)) the exact divergence of a
+score network with linear ends (scorematch.autodiff.structured: the library's MLPs, directly or
+through ``sigma_conditioned``) is div v = D c(t) - 1/2 g(t)^2 tr(grad_x s) with the trace taken
+in the network's widths; any other exact trace is torch.func.jacrev under vmap, chunked.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from torch import Tensor
 
 from scorematch import _checks
 from scorematch._random import rademacher_like
+from scorematch.autodiff.plan import plan, structured_score_and_trace
+from scorematch.autodiff.trace import prefer_structured
 from scorematch.errors import ConfigError, DataError
-from scorematch.sde import ODE_METHODS, SDE
+from scorematch.sde import ODE_METHODS, SDE, VESDE, VPSDE
 
 __all__ = ["LogProbResult", "log_prob", "bits_per_dim"]
 
@@ -41,6 +46,29 @@ class LogProbResult(NamedTuple):
 
 def _score_callable(model: Any) -> ScoreFn:
     return _checks.score_callable(model, "score_fn(x, t)")
+
+
+#: drifts of the form f(x, t) = c(t) x (VE: c = 0; VP and sub-VP: c = -beta(t)/2): div f = D c(t)
+_SCALAR_DRIFTS = (VESDE.drift, VPSDE.drift)
+
+
+def _structured_velocity(score_fn: Any, sde: SDE, x: Tensor, eps_t: float) -> Callable | None:
+    """(v, div v) of the probability-flow ODE through the structured trace, or None where it does not apply."""
+    if type(sde).drift not in _SCALAR_DRIFTS:
+        return None
+    fn = score_fn if isinstance(score_fn, torch.nn.Module) else getattr(score_fn, "score", score_fn)
+    p = plan(fn, x, (torch.full((x.shape[0],), eps_t, dtype=x.dtype, device=x.device),))
+    if p is None or not prefer_structured(p, x.shape[1]):
+        return None
+
+    def velocity_and_div(y: Tensor, tv: Tensor) -> tuple[Tensor, Tensor]:
+        s, tr = structured_score_and_trace(plan(fn, y, (tv,)), y)
+        g2 = sde.diffusion(tv).pow(2)
+        div_f = sde.drift(torch.ones_like(y), tv).flatten(1).sum(1)  # D c(t)
+        v = sde.drift(y, tv) - 0.5 * g2[:, None] * s
+        return v, div_f - 0.5 * g2 * tr
+
+    return velocity_and_div
 
 
 def log_prob(
@@ -61,13 +89,17 @@ def log_prob(
 
     ``score_fn`` is a time-conditional score function s(x, t) or a module with ``.score(x, t)``;
     x is (n, D) or (n, C, H, W).  ``exact_trace`` (default: D <= 16) uses the exact Jacobian
-    trace; otherwise the Hutchinson-Skilling estimator averages ``n_probes`` Rademacher probes
-    per row, fixed for the whole solve and drawn from ``generator`` (unbiased for the
-    divergence).  ``method``/``options`` go to torchdiffeq.odeint (fixed-grid solvers need
+    trace, in the network's widths for a score network with linear ends under a VE, VP or sub-VP
+    SDE (see the module docstring): at D = 784 (batch 256, one CPU thread) a whole solve took 0.6x
+    the Hutchinson one for a network with one hidden-to-hidden layer (680 evaluations against 962,
+    each 15% cheaper) and 8.6x for TimeMLP's default depth 3 (its h x h x h products); otherwise the
+    Hutchinson-Skilling estimator averages ``n_probes`` Rademacher probes per row, fixed for the
+    whole solve and drawn from ``generator`` (unbiased for the divergence).
+    ``method``/``options`` go to torchdiffeq.odeint (fixed-grid solvers need
     ``options={"step_size": h}``); times an adaptive step probes past [eps_t, 1] are clamped
     into it.  The result is log p_eps_t with p_T replaced by the prior, so it is off by the
-    mismatch of p_T and the prior at x(T): small when the prior dominates the data scale
-    (about |m(1) mu| |x(T)| / prior_std^2 for data of mean mu).  Returns the (n,) tensor of
+    mismatch of p_T and the prior at x(T): small when the prior dominates the data scale (about
+    |m(1) mu| |x(T)| / prior_std^2 for data of mean mu).  Returns the (n,) tensor of
     log-densities (not differentiable), or ``LogProbResult(log_prob, nfe)`` with
     ``return_nfe=True`` (nfe = evaluations of the ODE right-hand side; each costs one score
     call plus its Jacobian trace or vector-Jacobian products).
@@ -93,7 +125,10 @@ def log_prob(
         g2 = sde.diffusion(tv).pow(2).reshape(-1, *([1] * (y.dim() - 1)))
         return sde.drift(y, tv) - 0.5 * g2 * score(y, tv)
 
-    if exact:
+    structured = _structured_velocity(score_fn, sde, x, eps_t) if exact else None
+    if structured is not None:
+        velocity_and_div = structured
+    elif exact:
         chunk = max(1, _JAC_CHUNK_ELEMENTS // (d * d))
 
         def one(yi: Tensor, ti: Tensor) -> tuple[Tensor, Tensor]:

@@ -350,7 +350,9 @@ def sigma_conditioned(
 
     s(x, t) = score_fn_sigma(x, sigma(t)) with sigma(t) = sde.marginal_std(t), so an NCSN
     model trained on sigma_1..sigma_L can drive the samplers of a ``ve_from_sigmas`` SDE.
-    ``score_fn_sigma`` may also be a module with ``.score(x, sigma)``.
+    ``score_fn_sigma`` may also be a module with ``.score(x, sigma)``. The returned function
+    declares ``wraps_score``, so the structured exact trace (``scorematch.autodiff``) of a model
+    with linear ends also applies through it.
     """
     if not isinstance(sde, VESDE):
         raise ConfigError(
@@ -361,7 +363,11 @@ def sigma_conditioned(
     if not callable(fn):
         raise ConfigError("score_fn_sigma must be callable or have a .score(x, sigma) method")
 
-    def score_fn(x: Tensor, t: Tensor | float) -> Tensor:
-        return fn(x, sde.marginal_std(_checks.per_row("t", t, x)))
+    def sigma_of(x: Tensor, t: Tensor | float) -> tuple[Tensor]:
+        return (sde.marginal_std(_checks.per_row("t", t, x)),)
 
+    def score_fn(x: Tensor, t: Tensor | float) -> Tensor:
+        return fn(x, *sigma_of(x, t))
+
+    score_fn.wraps_score = (fn, sigma_of)  # type: ignore[attr-defined]  # for the structured exact trace
     return score_fn

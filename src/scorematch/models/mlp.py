@@ -16,6 +16,7 @@ from torch import nn
 from torch.func import grad
 
 from scorematch._checks import choice, per_row, positive_int
+from scorematch.autodiff import Chain, LinearEnds
 from scorematch.errors import ModelError
 from scorematch.models.base import add_label_embedding, label_table, register_model
 
@@ -47,6 +48,12 @@ def mlp(d_in: int, d_out: int, hidden: int, depth: int, activation: str) -> nn.S
     return nn.Sequential(*layers)
 
 
+def mlp_ends(net: nn.Sequential, energy: bool = False) -> LinearEnds:
+    """The linear ends of an ``mlp``: its first and last layers, the rest as an activation chain."""
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    return LinearEnds(linears[0], linears[-1], Chain(net[1], linears[1:-1]), energy=energy)
+
+
 def _check_vector(x: torch.Tensor, dim: int) -> None:
     if x.dim() != 2 or x.shape[1] != dim:
         raise ModelError(
@@ -75,6 +82,11 @@ class ScoreMLP(nn.Module):
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """s_theta(x), shape (n, D)."""
         return self(x)
+
+    def linear_ends(self, x: torch.Tensor) -> LinearEnds:
+        """s = W_out g(W_in x + b_in) + b_out, for the structured exact trace (scorematch.autodiff)."""
+        _check_vector(x, self.dim)
+        return mlp_ends(self.net)
 
 
 def neg_grad_sum(energy_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -133,6 +145,11 @@ class EnergyMLP(nn.Module):
         """s(x) = -grad_x E_theta(x), shape (n, D); differentiable in theta."""
         _check_vector(x, self.dim)
         return neg_grad_sum(self.net, x)
+
+    def linear_ends(self, x: torch.Tensor) -> LinearEnds:
+        """E = w^T g(W_in x + b_in) + b, for the structured exact Laplacian (scorematch.autodiff)."""
+        _check_vector(x, self.dim)
+        return mlp_ends(self.net, energy=True)
 
 
 def sigma_embedding(sigma: torch.Tensor, dim: int) -> torch.Tensor:
@@ -204,6 +221,16 @@ class NoiseConditionalMLP(nn.Module):
     ) -> torch.Tensor:
         """s_theta(x, sigma), or s_theta(x, sigma, y) for a class-conditional model; shape (n, D)."""
         return self(x, sigma, labels)
+
+    def linear_ends(self, x: torch.Tensor, sigma: float | torch.Tensor) -> LinearEnds:
+        """s = W_out g(W_0 x + b_0 + U_0 e) / sigma with the U_k e as x-independent biases, for the
+        structured exact trace (scorematch.autodiff)."""
+        _check_vector(x, self.dim)
+        s = per_row("sigma", sigma, x)
+        e = self.embed(sigma_embedding(s, self.embed_dim))
+        biases = [cond(e) for cond in self.cond]
+        chain = Chain(self.act, list(self.layers)[1:], biases[1:])
+        return LinearEnds(self.layers[0], self.out, chain, input_bias=biases[0], scale=1 / s)
 
 
 def is_piecewise_linear(module: nn.Module) -> bool:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from scorematch import _checks
+from scorematch.autodiff import Chain, LinearEnds
 from scorematch.errors import ConfigError, ModelError
 from scorematch.models.base import add_label_embedding, label_table, register_model
 
@@ -162,6 +163,13 @@ class TimeMLP(nn.Module):
     def score(self, x: Tensor, t: Tensor | float, labels: Tensor | None = None) -> Tensor:
         """s_theta(x, t) (s_theta(x, t, y) when class-conditional), the same as ``forward``."""
         return self(x, t, labels)
+
+    def linear_ends(self, x: Tensor, t: Tensor | float) -> LinearEnds:
+        """s = W_out g(W_in x + b_in) with the U_k e(t) as x-independent biases, for the structured
+        exact trace (scorematch.autodiff)."""
+        e = self.embed_proj(self.embed(_checks.per_row("t", t, x)).to(x.dtype))
+        chain = Chain(self.act, list(self.layers), [t_layer(e) for t_layer in self.t_layers])
+        return LinearEnds(self.inp, self.out, chain)
 
 
 def _group_norm(channels: int, groups: int) -> nn.GroupNorm:

@@ -26,9 +26,14 @@ def ism(
 
     Equal to ESM minus the constant 1/2 E||s*||^2 (integration by parts), so it needs no target
     score. The trace is exact (``scorematch.autodiff.score_and_trace``, ``method`` one of
-    auto|jvp|vjp|loop); for an energy model it is -Laplacian(E). ``low_memory`` recomputes
-    each chunk of the trace in the backward instead of keeping its graph (memory of one chunk
-    instead of growing like n D^2, for more time; see ``score_and_trace``).
+    auto|structured|jvp|vjp|loop); for an energy model it is -Laplacian(E). With ``"auto"`` a
+    network with linear ends (ScoreMLP, EnergyMLP, or a module declaring ``linear_ends``) gets
+    the structured trace, c tr(J_g(u) W_in W_out), in the network's widths instead of D backward
+    passes (one hidden-to-hidden layer: 1.7x a forward+backward at D = 784, batch 256, one CPU thread);
+    ``scorematch.autodiff.trace_method(score_fn, x, method)`` returns the method a call runs.
+    ``low_memory`` recomputes each chunk of the generic trace (or each block of rows of the
+    structured one's h x h tangents) in the backward instead of keeping its graph (see
+    ``score_and_trace``).
     """
     x = check_batch(x)
     warn_if_piecewise_linear(score_fn, "ISM")

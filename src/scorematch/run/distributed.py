@@ -119,6 +119,11 @@ class ScoreModule(nn.Module):
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         return self.model.score(*args)
 
+    def linear_ends(self, x: torch.Tensor, *conditioning: torch.Tensor) -> Any:
+        """The wrapped model's linear ends (None without): its structured exact trace also under DDP."""
+        declare = getattr(self.model, "linear_ends", None)
+        return declare(x, *conditioning) if callable(declare) else None
+
 
 def wrap(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
     """The module the objectives train: DDP(ScoreModule(model)) on several processes, else model."""
