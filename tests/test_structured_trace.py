@@ -76,6 +76,25 @@ def test_structured_trace_equals_the_loop(cls: type, activation: str, depth: int
             assert_matches_loop(model.score, x, params)
 
 
+@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("cls", [NoiseConditionalMLP, TimeMLP])
+def test_class_conditional_models_take_the_label_through_the_trace(cls: type, depth: int,
+                                                                   gen: torch.Generator) -> None:
+    """The label embedding enters where sigma's (t's) does, as one more x-independent bias per
+    layer: the structured trace equals the loop for labelled rows, the null label (None) included."""
+    torch.manual_seed(depth)
+    model = cls(D, hidden=9, depth=depth, n_classes=3).double()
+    x = torch.randn(7, D, generator=gen, dtype=F64)
+    cond = torch.rand(7, generator=gen, dtype=F64) + 0.1
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2])
+    for y in (labels, None):
+        assert trace_method(model.score, x, conditioning=(cond, y)) == "structured"
+        assert_matches_loop(model.score, x, list(model.parameters()), (cond, y))
+    _, tr_a = score_and_trace(model.score, x, "structured", conditioning=(cond, labels))
+    _, tr_b = score_and_trace(model.score, x, "structured", conditioning=(cond, None))
+    assert float((tr_a - tr_b).abs().max()) > 1e-6  # the label changes the field, hence its trace
+
+
 @pytest.mark.parametrize("cls", [ScoreMLP, EnergyMLP])
 def test_low_memory_blocks_give_the_same_trace_and_gradients(cls: type, gen: torch.Generator) -> None:
     """Width 128: blocks of 2^20 / 128^2 = 64 rows, so 100 rows run as 64 + 36, recomputed in the backward."""
@@ -244,9 +263,8 @@ def test_through_ddp_the_reducer_sees_the_gradients(tmp_path: Path, gen: torch.G
     """DDP(ScoreModule(model)) on a one-process gloo group: the structured trace runs as DDP's
     forward, so its communication hook reduces the gradients, which equal the bare model's."""
     import torch.distributed as dist
+    from scorematch.run.distributed import ScoreModule
     from torch.nn.parallel import DistributedDataParallel as DDP
-
-    from scorematch.distributed import ScoreModule
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:

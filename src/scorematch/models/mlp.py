@@ -222,12 +222,15 @@ class NoiseConditionalMLP(nn.Module):
         """s_theta(x, sigma), or s_theta(x, sigma, y) for a class-conditional model; shape (n, D)."""
         return self(x, sigma, labels)
 
-    def linear_ends(self, x: torch.Tensor, sigma: float | torch.Tensor) -> LinearEnds:
-        """s = W_out g(W_0 x + b_0 + U_0 e) / sigma with the U_k e as x-independent biases, for the
-        structured exact trace (scorematch.autodiff)."""
+    def linear_ends(
+        self, x: torch.Tensor, sigma: float | torch.Tensor, labels: torch.Tensor | None = None
+    ) -> LinearEnds:
+        """s = W_out g(W_0 x + b_0 + U_0 e) / sigma with the U_k e as x-independent biases (e holds
+        the label embedding of a class-conditional model), for the structured exact trace
+        (scorematch.autodiff)."""
         _check_vector(x, self.dim)
         s = per_row("sigma", sigma, x)
-        e = self.embed(sigma_embedding(s, self.embed_dim))
+        e = add_label_embedding(self.embed(sigma_embedding(s, self.embed_dim)), self.label_embed, labels)
         biases = [cond(e) for cond in self.cond]
         chain = Chain(self.act, list(self.layers)[1:], biases[1:])
         return LinearEnds(self.layers[0], self.out, chain, input_bias=biases[0], scale=1 / s)

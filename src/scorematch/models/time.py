@@ -164,10 +164,11 @@ class TimeMLP(nn.Module):
         """s_theta(x, t) (s_theta(x, t, y) when class-conditional), the same as ``forward``."""
         return self(x, t, labels)
 
-    def linear_ends(self, x: Tensor, t: Tensor | float) -> LinearEnds:
-        """s = W_out g(W_in x + b_in) with the U_k e(t) as x-independent biases, for the structured
-        exact trace (scorematch.autodiff)."""
+    def linear_ends(self, x: Tensor, t: Tensor | float, labels: Tensor | None = None) -> LinearEnds:
+        """s = W_out g(W_in x + b_in) with the U_k e(t) as x-independent biases (e holds the label
+        embedding of a class-conditional model), for the structured exact trace (scorematch.autodiff)."""
         e = self.embed_proj(self.embed(_checks.per_row("t", t, x)).to(x.dtype))
+        e = add_label_embedding(e, self.label_embed, labels)
         chain = Chain(self.act, list(self.layers), [t_layer(e) for t_layer in self.t_layers])
         return LinearEnds(self.inp, self.out, chain)
 
