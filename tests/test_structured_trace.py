@@ -263,8 +263,9 @@ def test_through_ddp_the_reducer_sees_the_gradients(tmp_path: Path, gen: torch.G
     """DDP(ScoreModule(model)) on a one-process gloo group: the structured trace runs as DDP's
     forward, so its communication hook reduces the gradients, which equal the bare model's."""
     import torch.distributed as dist
-    from scorematch.run.distributed import ScoreModule
     from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from scorematch.run.distributed import ScoreModule
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
