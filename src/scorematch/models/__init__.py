@@ -9,9 +9,10 @@ from scorematch.models.mlp import (
     energy_to_score,
     is_piecewise_linear,
 )
+from scorematch.models.standardized import Standardized
 from scorematch.models.time import TimeMLP, TimeUNet
 
 __all__ = [
-    "MODEL_REGISTRY", "EnergyMLP", "NCSNUNet", "NoiseConditionalMLP", "ScoreMLP", "TimeMLP", "TimeUNet",
+    "MODEL_REGISTRY", "EnergyMLP", "NCSNUNet", "NoiseConditionalMLP", "ScoreMLP", "Standardized", "TimeMLP", "TimeUNet",
     "build_model", "energy_to_score", "is_piecewise_linear", "model_spec", "register_model",
 ]
