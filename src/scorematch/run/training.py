@@ -161,10 +161,12 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume:
     ``train(TrainConfig(...), out=...)``; ``train(resume="runs/x", steps=4000)`` continues a run.
     Every keyword is a TrainConfig field (``scorematch train --help`` lists them); ``data`` may
     also be a tensor, NumPy array or torch Dataset, and ``model`` a user's module (see the
-    module docstring). Under torchrun it trains with DDP (``scorematch.run.distributed``); rank
+    module docstring; a string is the config field, a built-in model name). Under torchrun it trains with DDP (``scorematch.run.distributed``); rank
     0 writes the run folder.
     """
     timer = env.PhaseTimer()
+    if isinstance(model, str):  # the config field: train(model="energy")
+        overrides["model"], model = model, None
     data = overrides.pop("data") if not isinstance(overrides.get("data", ""), str) else None
     if data is not None and resume is None:
         overrides["data"] = "memory"
