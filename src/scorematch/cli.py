@@ -39,9 +39,10 @@ TRAIN_HELP: dict[str, str] = {
     "activation": "MLP activation: silu (default) | softplus | tanh | elu | gelu | relu | leaky_relu",
     "base_channels": "channels of the first U-Net level (image models)",
     "conditioning": "noise conditioning of the image NCSN: auto | embedding | divide",
-    "sigma": "DSM noise level (default 0.1 x the data's mean std)",
-    "sigma_max": "largest noise level sigma_1 (NCSN / VE SDE; default: largest pairwise distance)",
-    "sigma_min": "smallest noise level sigma_L (default 0.01)",
+    "sigma": "DSM noise level (default 0.1 x the data's mean std; in standardised units unless --standardize none)",
+    "sigma_max": "largest noise level sigma_1 (NCSN / VE SDE; default: largest pairwise distance; standardised "
+                 "units unless --standardize none)",
+    "sigma_min": "smallest noise level sigma_L (default 0.01; standardised units unless --standardize none)",
     "n_levels": "number of noise levels L (default: NCSNv2's rule from the data dimension)",
     "steps_per_sigma": "annealed Langevin steps per noise level T (default: 100 for D <= 4, else 5)",
     "bandwidth": "KDE bandwidth h for esm_kde (default: Scott's rule)",

@@ -52,8 +52,10 @@ def _pairwise_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def median_bandwidth(x: torch.Tensor, y: torch.Tensor, max_points: int = 2000) -> float:
-    """The median heuristic: median of pairwise distances ||z_i - z_j|| over the pooled samples."""
+    """The median heuristic: median of pairwise distances ||z_i - z_j|| over the pooled samples
+    (inputs (n, ...) are flattened)."""
     # up to max_points from both sides (half each when both are large), not the first max_points of x
+    x, y = x.flatten(1), y.flatten(1).to(x.device)
     half = max_points // 2
     z = torch.cat([x[: max(half, max_points - len(y))], y[: max(half, max_points - len(x))]])
     d = torch.cdist(z, z)

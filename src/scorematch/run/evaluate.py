@@ -12,8 +12,9 @@ log-likelihood through the probability-flow ODE, in data units (a standardised r
 log-Jacobian -sum log sd of the standardisation), and bits per dimension for images.
 
 ``evaluate`` writes RUN/eval.json, unless it holds an evaluation with other settings (n, seed,
-sampler, sampler options, likelihood): then RUN/eval-<sampler>-n<N>-seed<S>[...].json, so an
-evaluation is never overwritten by a different one; ``out`` names the file instead.
+sampler, sampler options, likelihood): then RUN/eval-SAMPLER-nN-seedS.json (options and
+"-likelihood" appended to the name when set), so an evaluation is never overwritten by a
+different one; ``out`` names the file instead.
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ def _sample_metrics(samples: torch.Tensor, ref: torch.Tensor, train_x: torch.Ten
 
 def eval_file(run: Path, results: dict[str, Any], out: str | Path | None = None) -> Path:
     """Where an evaluation goes: ``out``; else RUN/eval.json when it is free or holds one with
-    the same settings; else RUN/eval-<sampler>-n<N>-seed<S>[-<options>][-likelihood].json."""
+    the same settings; else RUN/eval-SAMPLER-nN-seedS.json, with "-option=value" for each
+    sampler option and "-likelihood" appended to the name when set."""
     if out is not None:
         return Path(out)
     default = run / "eval.json"

@@ -161,8 +161,8 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume:
     ``train(TrainConfig(...), out=...)``; ``train(resume="runs/x", steps=4000)`` continues a run.
     Every keyword is a TrainConfig field (``scorematch train --help`` lists them); ``data`` may
     also be a tensor, NumPy array or torch Dataset, and ``model`` a user's module (see the
-    module docstring; a string is the config field, a built-in model name). Under torchrun it trains with DDP (``scorematch.run.distributed``); rank
-    0 writes the run folder.
+    module docstring; a string is the config field, a built-in model name). Under torchrun it
+    trains with DDP (``scorematch.run.distributed``); rank 0 writes the run folder.
     """
     timer = env.PhaseTimer()
     if isinstance(model, str):  # the config field: train(model="energy")
