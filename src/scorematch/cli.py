@@ -67,8 +67,8 @@ TRAIN_HELP: dict[str, str] = {
 }
 
 DEVICE_HELP = "auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:N | mps (default: auto)"
-THREADS_HELP = ("CPU threads of torch (default: 1 for vector data, where a small model runs fastest on one "
-                "thread; torch's default, one per core, for images)")
+THREADS_HELP = ("CPU threads of torch (default: 1, measured fastest for the small models of scorematch on a "
+                "shared 2-core machine; more may pay on a machine of your own)")
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -193,23 +193,10 @@ def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
-def _data_kind(spec: str) -> str:
-    """"image" or "vector" for a data spec, without loading it (for the default thread count)."""
-    prefix = spec.partition(":")[0].lower()
-    return "image" if spec == "digits" or prefix in ("mnist", "fashion-mnist", "cifar10", "images") else "vector"
-
-
-def _run_kind(run: Path) -> str:
-    try:
-        return json.loads((Path(run) / "run.json").read_text())["data"]["kind"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "vector"
-
-
-def _threads(args: argparse.Namespace, kind: str) -> int:
+def _threads(args: argparse.Namespace) -> int:
     from scorematch.run.environment import set_threads
 
-    return set_threads(args.threads, kind)
+    return set_threads(args.threads)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -220,9 +207,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.no_progress:
         overrides["progress"] = False
     if args.resume is not None:
-        from scorematch.run.config import load_config
-
-        _threads(args, _data_kind(load_config(args.resume).data))
+        _threads(args)
         result = train(resume=args.resume, **overrides)
     else:
         base: dict[str, Any] = {}
@@ -238,7 +223,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             out = Path("runs") / f"{Path(cfg.data).stem.replace(':', '_')}-{cfg.objective}-s{cfg.seed}"
             if os.environ.get("RANK", "0") == "0":
                 print(f"scorematch: no --out given: writing the run to {out}", file=sys.stderr)
-        _threads(args, _data_kind(cfg.data))
+        _threads(args)
         result = train(cfg, out=out)
     if os.environ.get("RANK", "0") == "0":
         print(f"run folder: {result.run_dir}  steps: {result.steps}  final loss: {result.final_loss:.5g}")
@@ -271,7 +256,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from scorematch.run.loading import load
 
     _check_npz(args.out)
-    threads = _threads(args, _run_kind(args.run))
+    threads = _threads(args)
     ctx, device = D.init_from_env(pick_device(args.device))
     try:
         model = load(args.run, device=device)
@@ -311,7 +296,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from scorematch.run.environment import pick_device
     from scorematch.run.evaluate import evaluate
 
-    _threads(args, _run_kind(args.run))
+    _threads(args)
     res = evaluate(args.run, n=args.n, seed=args.seed, sampler=args.sampler, likelihood=args.likelihood,
                    out=args.out, device=pick_device(args.device), progress=not args.no_progress,
                    **_sampler_options(args))
@@ -339,7 +324,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if not Path(args.run).is_dir():
         raise CheckpointError(f"run folder {args.run} does not exist; pass the --out folder of `scorematch train`")
     load_config(args.run)
-    _threads(args, _run_kind(args.run))
+    _threads(args)
     for p in run_figures(args.run, out=args.out, n=args.n, seed=args.seed, device=pick_device(args.device),
                          progress=not args.no_progress):
         print(f"wrote {p}")
@@ -350,7 +335,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from scorematch.run.environment import pick_device
     from scorematch.run.report import write_report
 
-    _threads(args, _run_kind(args.run))
+    _threads(args)
     path = write_report(args.run, out=args.out, n=args.n, seed=args.seed, evaluate=not args.no_eval,
                         device=pick_device(args.device), progress=not args.no_progress)
     print(f"wrote {path}")

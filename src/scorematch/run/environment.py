@@ -18,9 +18,10 @@ import torch
 
 from scorematch.errors import ConfigError
 
-#: threads for models up to this many parameters when --threads is not given: one (measured in
-#: docs/your-data.md; on a shared 2-core machine a second thread made a 300-step MLP run slower)
-SMALL_MODEL_PARAMETERS = 5_000_000
+#: CPU threads when none are asked for. Measured on a shared 2-core machine (docs/your-data.md):
+#: 300 DSM steps of an MLP took 4-14 s on one thread and 20-120 s on two, 50 NCSN steps of the
+#: digits U-Net 11-17 s against 98-143 s; a second thread mostly waits for cores others hold.
+DEFAULT_THREADS = 1
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -52,19 +53,11 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
-def default_threads(n_parameters: int | None = None, kind: str = "vector") -> int:
-    """CPU threads when none are asked for: 1 for vector data and models up to
-    SMALL_MODEL_PARAMETERS, else torch's default (one per core)."""
-    if kind == "vector" and (n_parameters is None or n_parameters <= SMALL_MODEL_PARAMETERS):
-        return 1
-    return torch.get_num_threads()
-
-
-def set_threads(threads: int | None, kind: str = "vector", n_parameters: int | None = None) -> int:
-    """Set torch's intra-op threads to ``threads`` (or ``default_threads``); returns the number."""
+def set_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op CPU threads to ``threads`` (None: DEFAULT_THREADS); returns the number."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
-    n = threads if threads is not None else default_threads(n_parameters, kind)
+    n = DEFAULT_THREADS if threads is None else threads
     torch.set_num_threads(n)
     return n
 

@@ -285,6 +285,8 @@ def _run_rows(info: Mapping[str, Any]) -> list[tuple[str, Any]]:
         if isinstance(v, list) and len(v) > 12:
             v = f"{len(v)} values: {_fmt(v[:3])[:-1]}, ..., {_fmt(v[-2:])[1:]}"
         rows.append((f"schedule.{k}", v))
+    for k, v in (info.get("environment") or {}).items():
+        rows.append((f"environment.{k}", v))
     return rows
 
 
