@@ -33,13 +33,13 @@ def fisher_divergence(
     """
     if not callable(getattr(dist, "score", None)):
         raise DataError(f"{dist!r} has no analytic score; the Fisher divergence needs one")
-    x = dist.sample(positive_int("n", n), generator=generator)
+    x0 = dist.sample(positive_int("n", n), generator=generator)
     module = owning_module(score_fn)
     p = next(module.parameters(), None) if module is not None else None
-    if p is not None:
-        x = x.to(device=p.device, dtype=p.dtype)
+    x = x0.to(device=p.device, dtype=p.dtype) if p is not None else x0
     s = as_score_fn(score_fn)(x).detach()
-    return float(0.5 * (s - dist.score(x)).flatten(1).pow(2).sum(1).mean())
+    target = dist.score(x0).to(s)  # the closed form where the distribution lives (the CPU)
+    return float(0.5 * (s - target).flatten(1).pow(2).sum(1).mean())
 
 
 def _work(x: torch.Tensor) -> torch.Tensor:
