@@ -226,7 +226,7 @@ def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, d
     levels = max(1, run.n_levels)
     run.level_sum = torch.zeros(levels, device=device)
     run.level_cnt = torch.zeros(levels, device=device)
-    run.trained = D.wrap(trained, ctx, device) if ctx.enabled else trained
+    run.trained = D.wrap(trained, ctx, device)
     return run
 
 
