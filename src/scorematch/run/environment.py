@@ -18,9 +18,9 @@ import torch
 
 from scorematch.errors import ConfigError
 
-#: CPU threads when none are asked for. Measured on a shared 2-core machine (docs/your-data.md):
-#: 300 DSM steps of an MLP took 4-14 s on one thread and 20-120 s on two, 50 NCSN steps of the
-#: digits U-Net 11-17 s against 98-143 s; a second thread mostly waits for cores others hold.
+#: CPU threads when none are asked for. Measured on a 2-core machine (docs/your-data.md): while
+#: other processes loaded it, 300 DSM steps of an MLP took 4-14 s on one thread and 20-120 s on
+#: two (the digits U-Net: 11-17 s against 98-143 s); idle, two threads saved at most a third.
 DEFAULT_THREADS = 1
 
 
