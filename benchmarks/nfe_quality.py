@@ -191,7 +191,7 @@ def trained_gmm2d(sigmas: torch.Tensor, steps: int, seed: int) -> SigmaScore:
     out = Path(tempfile.mkdtemp(prefix="nfe_quality_")) / "gmm2d_ve"
     res = train(data="gmm2d", objective="sde", sde="ve", sigma_min=float(sigmas[-1]),
                 sigma_max=float(sigmas[0]), steps=steps, seed=seed, n_data=10_000,
-                progress=False, device="cpu", out=out)
+                progress=False, device="cpu", out=out, standardize="none")  # sigmas in the toy's units
     model = res.model
     sde = VESDE(float(sigmas[-1]), float(sigmas[0]))
 

@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
     run = out / "run"
     if (run / "config.json").exists():  # this script's own run folder from an earlier call
         shutil.rmtree(run)
+    # standardize="none": the SDE, its samplers and the closed-form noisy scores below share the toy's units
     scorematch.train(data=TOY, objective="sde", sde="ve", steps=steps, batch_size=256, seed=args.seed,
-                     out=run, device="cpu", progress=False, checkpoint_every=steps, log_every=10)
+                     out=run, device="cpu", progress=False, checkpoint_every=steps, log_every=10, standardize="none")
     model = scorematch.load(run)
     schedule = model.run_info["schedule"]
     sde = get_sde(schedule["sde"], **{k: v for k, v in schedule.items() if k != "sde"})

@@ -277,7 +277,7 @@ def test_load_array_round_trips(tmp_path: Path) -> None:
         ("e.npy", b"", ["empty"]),
         ("e.csv", b"", ["empty"]),
         ("blank.csv", b"\n \n", ["empty"]),
-        ("h.csv", b"x,y\n1,2\n", ["header", "line 1", "'x'"]),
+        ("h.csv", b"x,y\nu,v\n1,2\n", ["header", "line 1", "'x'", "--csv-header yes"]),
         ("t.csv", b"1,2\n3,4\n5,abc\n", ["line 3", "cell 2", "'abc'"]),
         ("r.csv", b"1,2\n3,4,5\n", ["ragged", "line 2", "3 cells"]),
         ("sep.csv", b"1;2\n3;4\n", ["semicolons"]),

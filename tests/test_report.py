@@ -185,6 +185,10 @@ def check_eval(page: Page, results: dict) -> None:
             assert float(cell) == pytest.approx(value, rel=1e-5, abs=1e-12), (key, cell)
         elif isinstance(value, list):
             assert [float(v) for v in cell.strip("[]").split(",")] == pytest.approx(value, abs=1e-3)
+        elif isinstance(value, bool):
+            assert cell == str(value).lower(), (key, cell)
+        elif isinstance(value, dict):
+            assert json.loads(cell) == value, (key, cell)
         else:
             assert cell == str(value), (key, cell)
 

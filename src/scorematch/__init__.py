@@ -15,9 +15,11 @@ The mathematical contract is conventions.md: every public function quotes its eq
 from scorematch.errors import (
     CheckpointError,
     ConfigError,
+    DataChangedError,
     DataError,
     DataNotFoundError,
     ModelError,
+    SamplingError,
     ScoreMatchError,
     ScoreMatchWarning,
     TrainingError,
@@ -26,13 +28,14 @@ from scorematch.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "ConfigError", "DataError", "DataNotFoundError", "ModelError",
-    "ScoreMatchError", "ScoreMatchWarning", "TrainingError", "__version__", "load", "train",
+    "CheckpointError", "ConfigError", "DataChangedError", "DataError", "DataNotFoundError", "ModelError",
+    "SamplingError", "ScoreMatchError", "ScoreMatchWarning", "TrainingError", "__version__", "load", "save",
+    "train",
 ]
 
 
 def __getattr__(name: str):
-    """``scorematch.train`` and ``scorematch.load`` import the training stack on first use."""
+    """``scorematch.train``, ``load`` and ``save`` import the training stack on first use."""
     if name == "train":
         from scorematch.run.training import train
 
@@ -41,4 +44,8 @@ def __getattr__(name: str):
         from scorematch.run.loading import load
 
         return load
+    if name == "save":
+        from scorematch.run.custom import save
+
+        return save
     raise AttributeError(f"module 'scorematch' has no attribute {name!r}")

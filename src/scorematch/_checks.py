@@ -99,9 +99,10 @@ def sampler_sigmas(sigmas: torch.Tensor | Sequence[float]) -> torch.Tensor:
 def score_callable(score_fn: object, call: str = "score_fn(x, t)") -> Callable[..., torch.Tensor]:
     """``score_fn`` (a callable, or anything with a ``.score`` method: a model, a mixture) as a
     function that checks its output is a tensor shaped like x; ``call`` names the expected call."""
+    from scorematch._compile import method
     from scorematch.errors import ModelError
 
-    fn = getattr(score_fn, "score", score_fn)
+    fn = method(score_fn, "score")
     if not callable(fn):
         raise ConfigError(f"score_fn must be callable as {call} or have a .score method")
 

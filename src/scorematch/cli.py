@@ -1,7 +1,8 @@
 """Command-line interface: ``scorematch train | sample | eval | plot | report``.
 
 Every scorematch error is printed as one line ("scorematch: error: ...") with exit code 2;
-anything else is a bug and keeps its traceback.
+anything else is a bug and keeps its traceback. Nothing imports torch before the arguments are
+parsed, so ``--help`` and ``--version`` answer at once.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scorematch.errors import ScoreMatchError
+from scorematch import __version__
+from scorematch.errors import ConfigError, ScoreMatchError
 from scorematch.run.config import MODEL_NAMES, SDE_NAMES, TrainConfig
+
+#: the environment variable of scorematch.run.distributed.launch (named here: that module imports torch)
+ARGV_ENV = "SCOREMATCH_ARGV"
 
 #: help text of every TrainConfig field that is a CLI flag (the flag is --field-name)
 TRAIN_HELP: dict[str, str] = {
@@ -34,9 +39,10 @@ TRAIN_HELP: dict[str, str] = {
     "activation": "MLP activation: silu (default) | softplus | tanh | elu | gelu | relu | leaky_relu",
     "base_channels": "channels of the first U-Net level (image models)",
     "conditioning": "noise conditioning of the image NCSN: auto | embedding | divide",
-    "sigma": "DSM noise level (default 0.1 x the data's mean std)",
-    "sigma_max": "largest noise level sigma_1 (NCSN / VE SDE; default: largest pairwise distance)",
-    "sigma_min": "smallest noise level sigma_L (default 0.01)",
+    "sigma": "DSM noise level (default 0.1 x the data's mean std; in standardised units unless --standardize none)",
+    "sigma_max": "largest noise level sigma_1 (NCSN / VE SDE; default: largest pairwise distance; standardised "
+                 "units unless --standardize none)",
+    "sigma_min": "smallest noise level sigma_L (default 0.01; standardised units unless --standardize none)",
     "n_levels": "number of noise levels L (default: NCSNv2's rule from the data dimension)",
     "steps_per_sigma": "annealed Langevin steps per noise level T (default: 100 for D <= 4, else 5)",
     "bandwidth": "KDE bandwidth h for esm_kde (default: Scott's rule)",
@@ -52,8 +58,17 @@ TRAIN_HELP: dict[str, str] = {
     "log_every": "log the loss every K steps",
     "skip_nonfinite": "skip batches whose loss is NaN/inf instead of stopping",
     "dequantize": "uniform dequantisation of image data during training",
-    "device": "auto | cpu | cuda[:N]",
+    "standardize": "auto: train vector data standardised per dimension, z = (x - mean) / std (samples, scores "
+                   "and likelihoods are still given in data units); none: train on the data as it is. Images "
+                   "are never standardised",
+    "csv_header": "auto: a first CSV line that is not numeric is a header (said on stderr); yes: skip the first "
+                  "line; no: never",
+    "device": "auto | cpu | cuda | cuda:N | mps",
 }
+
+DEVICE_HELP = "auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:N | mps (default: auto)"
+THREADS_HELP = ("CPU threads of torch (default: 1, measured fastest for the small models of scorematch on a "
+                "shared 2-core machine; more may pay on a machine of your own)")
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -81,15 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="scorematch",
         description="Learn the score grad_x log p(x) by score matching, and sample with it.",
     )
+    parser.add_argument("--version", action="version", version=f"scorematch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a score model and write a run folder",
                        description="Train a score or energy model; writes RUN/config.json, run.json, "
                                    "weights.safetensors, checkpoints/, loss.csv.")
-    t.add_argument("--out", type=Path, help="run folder to create (required unless --resume)")
+    t.add_argument("--out", type=Path, help="run folder to create (default: runs/DATA-OBJECTIVE-sSEED, "
+                                            "printed on stderr)")
     t.add_argument("--resume", type=Path, help="continue this run folder up to --steps")
     t.add_argument("--config", type=Path, help="a JSON file of TrainConfig fields; flags override it")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_common_flags(t, device=False)
     t.add_argument("--nproc", type=int, default=None,
                    help="train with DDP on N processes of this machine (runs torchrun --standalone); "
                         "for several machines call torchrun yourself (docs/multi-process.md)")
@@ -104,14 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the one the model's conditioning calls for)")
     s.add_argument("--n", type=int, default=1000, help="number of samples (default: 1000)")
     s.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
-    s.add_argument("--out", type=Path, default=None, help="output .npz (default: RUN/samples.npz)")
+    s.add_argument("--out", type=Path, default=None,
+                   help="output file, written exactly as named; it must end in .npz (default: RUN/samples.npz)")
+    s.add_argument("--allow-nonfinite", action="store_true",
+                   help="write the samples even when some are NaN/inf (default: refuse, exit 2, say what to try)")
     s.add_argument("--nproc", type=int, default=None,
                    help="split sampling over N processes (torchrun) and gather the samples")
+    _add_common_flags(s)
     _add_sampler_flags(s)
 
-    e = sub.add_parser("eval", help="evaluate a run: Fisher divergence, MMD, sliced Wasserstein, likelihood",
+    e = sub.add_parser("eval", help="evaluate a run: Fisher divergence, MMD, sliced Wasserstein, precision/"
+                                     "recall, likelihood",
                        description="Evaluate a run against its held-out data; prints a table and writes "
-                                   "RUN/eval.json.")
+                                   "RUN/eval.json, or, when RUN/eval.json holds an evaluation with other settings "
+                                   "(n, seed, sampler, sampler options, likelihood), "
+                                   "RUN/eval-SAMPLER-nN-seedS[...].json: an evaluation is never overwritten by a "
+                                   "different one.")
     e.add_argument("run", type=Path, help="run folder")
     e.add_argument("--n", type=int, default=2000, help="number of samples to draw (default: 2000)")
     e.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
@@ -119,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--likelihood", action="store_true", default=None,
                    help="also compute the test log-likelihood through the probability-flow ODE")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.add_argument("--out", type=Path, default=None, help="write the evaluation to this JSON file instead")
+    _add_common_flags(e)
     _add_sampler_flags(e)
 
     pl = sub.add_parser("plot", help="plot a run: score field, density, samples, trajectories, losses",
@@ -127,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: RUN/plots)")
     pl.add_argument("--n", type=int, default=1000, help="number of samples to draw (default: 1000)")
     pl.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    _add_common_flags(pl)
 
     r = sub.add_parser("report", help="write a self-contained HTML report of a run",
                        description="Write one HTML file with the config, loss curves, evaluation table, "
@@ -138,7 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     r.add_argument("--no-eval", action="store_true",
                    help="do not run the evaluation; use RUN/eval.json if there is one")
+    _add_common_flags(r)
     return parser
+
+
+def _add_common_flags(p: argparse.ArgumentParser, device: bool = True) -> None:
+    """--device (train has it as a config flag), --threads and --no-progress."""
+    if device:
+        p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress (default: a bar with rate and ETA on a terminal, a line every 10 s otherwise)")
 
 
 def _add_sampler_flags(p: argparse.ArgumentParser) -> None:
@@ -155,6 +193,12 @@ def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
+def _threads(args: argparse.Namespace) -> int:
+    from scorematch.run.environment import set_threads
+
+    return set_threads(args.threads)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from scorematch.run.training import train
 
@@ -163,6 +207,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.no_progress:
         overrides["progress"] = False
     if args.resume is not None:
+        _threads(args)
         result = train(resume=args.resume, **overrides)
     else:
         base: dict[str, Any] = {}
@@ -173,37 +218,71 @@ def cmd_train(args: argparse.Namespace) -> int:
         from scorematch.run.config import from_dict
 
         cfg = from_dict({**base, **overrides})
-        out = args.out or Path("runs") / f"{Path(cfg.data).stem.replace(':', '_')}-{cfg.objective}-s{cfg.seed}"
+        out = args.out
+        if out is None:
+            out = Path("runs") / f"{Path(cfg.data).stem.replace(':', '_')}-{cfg.objective}-s{cfg.seed}"
+            if os.environ.get("RANK", "0") == "0":
+                print(f"scorematch: no --out given: writing the run to {out}", file=sys.stderr)
+        _threads(args)
         result = train(cfg, out=out)
     if os.environ.get("RANK", "0") == "0":
         print(f"run folder: {result.run_dir}  steps: {result.steps}  final loss: {result.final_loss:.5g}")
     return 0
 
 
+def _check_npz(out: Path | None) -> None:
+    if out is not None and out.suffix.lower() != ".npz":
+        raise ConfigError(f"--out {out}: samples are written as a NumPy .npz file (array 'samples'); give a name "
+                          f"ending in .npz, e.g. {out.with_suffix('.npz')}")
+
+
+def _nonfinite_message(bad: int, n: int, name: str, model: Any) -> str:
+    step = {"langevin": "--step-size", "mala": "--step-size", "annealed": "--eps"}.get(name)
+    tips = ["a smaller " + step if step else "more --n-steps", "more steps" if step else "another sampler (ode)"]
+    if getattr(model, "run_info", {}).get("data", {}).get("kind") == "vector" \
+            and not model.run_info["data"].get("standardize"):
+        tips.insert(0, "training on standardised data (train --standardize auto)")
+    return (f"{bad} of {n} samples are NaN or inf (sampler {name}); nothing was written. Try "
+            f"{', '.join(tips)}; --allow-nonfinite writes them anyway")
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
+    from scorematch.files import write_npz
     from scorematch.run import distributed as D
-    from scorematch.run.environment import pick_device
-    from scorematch.run.generate import generate
+    from scorematch.run.environment import pick_device, say, start_line
+    from scorematch.run.generate import count_nonfinite, generate, resolve_sampler
     from scorematch.run.loading import load
 
-    ctx, device = D.init_from_env(pick_device("auto"))
+    _check_npz(args.out)
+    threads = _threads(args)
+    ctx, device = D.init_from_env(pick_device(args.device))
     try:
         model = load(args.run, device=device)
+        options = _sampler_options(args)
+        name = resolve_sampler(model, args.sampler, options)
+        if ctx.is_main:
+            say(start_line("sample", device, threads, model, tuple(model.run_info["data"]["sample_shape"]),
+                           f"sampler {name}, n {args.n}"))
         per_rank = -(-args.n // ctx.world_size)
-        x = generate(model, model.run_info, per_rank, sampler=args.sampler, seed=args.seed + ctx.rank,
-                     **_sampler_options(args))
+        x = generate(model, model.run_info, per_rank, sampler=name, seed=args.seed + ctx.rank,
+                     progress=ctx.is_main and not args.no_progress, warn_nonfinite=False, **options)
         x = D.gather_rows(x.contiguous(), ctx)[: args.n].cpu()
     finally:
         D.shutdown(ctx)
     if not ctx.is_main:
         return 0
+    bad = count_nonfinite(x)
+    if bad and not args.allow_nonfinite:
+        from scorematch.errors import SamplingError
+
+        raise SamplingError(_nonfinite_message(bad, args.n, name, model))
     out = args.out or args.run / "samples.npz"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, samples=x.numpy())
-    print(f"wrote {out} (samples: {tuple(x.shape)}{f', from {ctx.world_size} processes' if ctx.enabled else ''})")
+    write_npz(out, samples=x.numpy())
+    note = f", {bad} of them NaN/inf" if bad else ""
+    print(f"wrote {out} (samples: {tuple(x.shape)}{note}"
+          f"{f', from {ctx.world_size} processes' if ctx.enabled else ''})")
     if model.run_info["data"]["kind"] == "image":
         from scorematch.plotting import save_image_grid
 
@@ -214,47 +293,61 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from scorematch.run.environment import pick_device
     from scorematch.run.evaluate import evaluate
 
+    _threads(args)
     res = evaluate(args.run, n=args.n, seed=args.seed, sampler=args.sampler, likelihood=args.likelihood,
+                   out=args.out, device=pick_device(args.device), progress=not args.no_progress,
                    **_sampler_options(args))
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
     width = max(len(k) for k in res)
     for k, v in res.items():
+        if k == "file":
+            continue
         val = f"{v:.6g}" if isinstance(v, float) else (
             "[" + ", ".join(f"{u:.3f}" for u in v) + "]" if isinstance(v, list) else str(v))
         print(f"{k:<{width}}  {val}")
-    print(f"(written to {Path(args.run) / 'eval.json'})")
+    print(f"(written to {res['file']})")
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from scorematch.errors import CheckpointError
     from scorematch.run.config import load_config
+    from scorematch.run.environment import pick_device
     from scorematch.run.figures import run_figures
 
     # check the run folder before run_figures creates RUN/plots (it would create RUN too)
     if not Path(args.run).is_dir():
         raise CheckpointError(f"run folder {args.run} does not exist; pass the --out folder of `scorematch train`")
     load_config(args.run)
-    for p in run_figures(args.run, out=args.out, n=args.n, seed=args.seed):
+    _threads(args)
+    for p in run_figures(args.run, out=args.out, n=args.n, seed=args.seed, device=pick_device(args.device),
+                         progress=not args.no_progress):
         print(f"wrote {p}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from scorematch.run.environment import pick_device
     from scorematch.run.report import write_report
 
-    path = write_report(args.run, out=args.out, n=args.n, seed=args.seed, evaluate=not args.no_eval)
+    _threads(args)
+    path = write_report(args.run, out=args.out, n=args.n, seed=args.seed, evaluate=not args.no_eval,
+                        device=pick_device(args.device), progress=not args.no_progress)
     print(f"wrote {path}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from scorematch.run.distributed import ARGV_ENV
+def _one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings as one line on stderr: ``scorematch: warning: ...``."""
+    print(f"scorematch: warning: {message}", file=file or sys.stderr)
 
+
+def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) == 1 and ARGV_ENV in os.environ:
         argv = json.loads(os.environ[ARGV_ENV])
     parser = build_parser()
@@ -267,8 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         return launch(args.nproc, rest[:i] + rest[i + 2:])
     handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "plot": cmd_plot,
                "report": cmd_report}[args.command]
+    import warnings
+
     try:
-        return handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings
+            return handler(args)
     except ScoreMatchError as err:
         print(f"scorematch: error: {err}", file=sys.stderr)
         return 2

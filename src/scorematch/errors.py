@@ -21,6 +21,10 @@ class DataNotFoundError(DataError, FileNotFoundError):
     """A data file or folder does not exist where it was looked for."""
 
 
+class DataChangedError(DataError):
+    """The data a run was trained on changed since (a different file at the recorded path)."""
+
+
 class ConfigError(ScoreMatchError, ValueError):
     """An argument or configuration value is invalid (unknown name, non-positive step size, ...)."""
 
@@ -35,6 +39,10 @@ class CheckpointError(ScoreMatchError, OSError):
 
 class TrainingError(ScoreMatchError, RuntimeError):
     """Training cannot go on (a NaN or inf loss, an unwritable output folder)."""
+
+
+class SamplingError(ScoreMatchError, RuntimeError):
+    """A sampler produced samples that cannot be used (NaN or inf)."""
 
 
 class ScoreMatchWarning(UserWarning):

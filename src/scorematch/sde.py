@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from scorematch import _checks
+from scorematch import _checks, _compile
 from scorematch.errors import ConfigError
 
 __all__ = [
@@ -359,7 +359,7 @@ def sigma_conditioned(
             "sigma_conditioned needs a VESDE: a noise-conditional model learns the score of "
             f"x + sigma z, which is the VE kernel; got {type(sde).__name__}"
         )
-    fn = getattr(score_fn_sigma, "score", score_fn_sigma)
+    fn = _compile.method(score_fn_sigma, "score")
     if not callable(fn):
         raise ConfigError("score_fn_sigma must be callable or have a .score(x, sigma) method")
 

@@ -7,18 +7,22 @@ only bundled set is scikit-learn's digits. No loader uses pickle, and no loader 
 
     arrays     load_array: .npy / .npz / .csv of shape (n, D)
     images     load_digits, load_mnist, load_cifar10, load_image_folder, dequantize
-    datasets   Dataset, resolve_data (a data spec -> Dataset), train_test_split
+    datasets   Dataset, resolve_data (a data spec -> Dataset), from_memory, train_test_split
+    transforms Standardization (per-dimension z = (x - mu) / sd), standardization_for
+    identity   absolute_spec, fingerprint, check_fingerprint: where the data is, and whether it changed
 """
 
-from scorematch.data.arrays import ARRAY_EXTENSIONS, NPZ_PREFERRED_KEYS, load_array
+from scorematch.data.arrays import ARRAY_EXTENSIONS, CSV_HEADER, NPZ_PREFERRED_KEYS, load_array
 from scorematch.data.datasets import (
     DATA_PREFIXES,
     Dataset,
     data_names,
+    from_memory,
     quantization_levels,
     resolve_data,
     train_test_split,
 )
+from scorematch.data.identity import absolute_spec, check_fingerprint, fingerprint
 from scorematch.data.images import (
     IMAGE_EXTENSIONS,
     dequantize,
@@ -27,9 +31,11 @@ from scorematch.data.images import (
     load_image_folder,
     load_mnist,
 )
+from scorematch.data.transforms import STANDARDIZE, Standardization, standardization_for
 
 __all__ = [
-    "ARRAY_EXTENSIONS", "DATA_PREFIXES", "IMAGE_EXTENSIONS", "NPZ_PREFERRED_KEYS", "Dataset", "data_names",
-    "dequantize", "load_array", "load_cifar10", "load_digits", "load_image_folder", "load_mnist",
-    "quantization_levels", "resolve_data", "train_test_split",
+    "ARRAY_EXTENSIONS", "CSV_HEADER", "DATA_PREFIXES", "IMAGE_EXTENSIONS", "NPZ_PREFERRED_KEYS", "STANDARDIZE",
+    "Dataset", "Standardization", "absolute_spec", "check_fingerprint", "data_names", "dequantize", "fingerprint",
+    "from_memory", "load_array", "load_cifar10", "load_digits", "load_image_folder", "load_mnist",
+    "quantization_levels", "resolve_data", "standardization_for", "train_test_split",
 ]

@@ -8,6 +8,7 @@ file, the problem and the fix.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from scorematch.errors import DataError, DataNotFoundError
 PathLike = str | os.PathLike[str]
 
 ARRAY_EXTENSIONS = (".npy", ".npz", ".csv")
+CSV_HEADER = ("auto", "yes", "no")
+_told_header: set[str] = set()
 NPZ_PREFERRED_KEYS = ("x", "data", "samples")
 _IMAGE_HINT = (
     "images need an image loader: load_mnist, load_cifar10 or load_image_folder "
@@ -151,8 +154,55 @@ def _separator_hint(cell: str) -> str:
     return ""
 
 
-def _load_csv(path: Path) -> tuple[np.ndarray, list[int]]:
-    """Parse a comma-separated file of numbers (no header); return rows and their line numbers."""
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _header_line(text: str, source: str, header: str) -> int:
+    """1-based number of the header line to skip (0: none). ``auto``: the first non-empty line
+    when one of its cells is not a number and the next non-empty line is all numbers (said once
+    on stderr); ``yes``: the first non-empty line; ``no``: none."""
+    if header == "no":
+        return 0
+    first = [(i, ln) for i, ln in enumerate(text.split("\n"), start=1) if ln.strip()][:2]
+    if not first:
+        return 0
+    if header == "yes":
+        return first[0][0]
+    lineno, line = first[0]
+    if not any(c.strip() and not _is_number(c) for c in line.split(",")):
+        return 0
+    if len(first) < 2 or not all(_is_number(c) for c in first[1][1].split(",")):
+        return 0  # text further down too: not a header, report it as text below
+    if source not in _told_header:
+        _told_header.add(source)
+        cells = ", ".join(c.strip() for c in line.split(","))
+        print(f"scorematch: {source}: line {lineno} ({_short(cells, 60)}) is not numeric: read as a header "
+              "(--csv-header no, or header='no', to refuse it)", file=sys.stderr)
+    return lineno
+
+
+def csv_header_of(path: PathLike, header: str = "auto") -> str:
+    """``"yes"`` when ``load_array(path, header)`` skips a header line of the .csv, else ``"no"``
+    (quietly: nothing is said on stderr)."""
+    p = Path(path).expanduser()
+    if header != "auto" or p.suffix.lower() != ".csv":
+        return header if p.suffix.lower() == ".csv" else "no"
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return "no"
+    _told_header.add(str(p))
+    return "yes" if _header_line(text, str(p), "auto") else "no"
+
+
+def _load_csv(path: Path, header: str = "auto") -> tuple[np.ndarray, list[int]]:
+    """Parse a comma-separated file of numbers, skipping a header line (see ``_header_line``);
+    return rows and their line numbers."""
     source = str(path)
     try:
         raw = path.read_bytes()
@@ -168,8 +218,9 @@ def _load_csv(path: Path) -> tuple[np.ndarray, list[int]]:
     rows: list[list[float]] = []
     lines: list[int] = []
     width = 0
+    skip = _header_line(text, source, header)
     for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
+        if not line.strip() or lineno == skip:
             continue
         cells = line.split(",")
         values: list[float] = []
@@ -185,8 +236,8 @@ def _load_csv(path: Path) -> tuple[np.ndarray, list[int]]:
                 if not rows:
                     raise DataError(
                         f"{source}: line {lineno} looks like a header or holds text: cell {col} "
-                        f"is {_short(cell)}, not a number{_separator_hint(cell)}; scorematch reads "
-                        "numbers only, remove the header line and any text columns"
+                        f"is {_short(cell)}, not a number{_separator_hint(cell)}; skip a header line with "
+                        "--csv-header yes (header='yes'), and remove any text columns"
                     ) from None
                 raise DataError(
                     f"{source}: line {lineno}, cell {col} is {_short(cell)}, not a number"
@@ -207,15 +258,20 @@ def _load_csv(path: Path) -> tuple[np.ndarray, list[int]]:
     return np.asarray(rows, dtype=np.float64), lines
 
 
-def load_array(path: PathLike) -> torch.Tensor:
+def load_array(path: PathLike, header: str | bool = "auto") -> torch.Tensor:
     """Load vector data, one sample per row, as a float32 tensor of shape (n, D); no scaling.
 
     Formats: ``.npy``; ``.npz`` (its only array, else the one named ``x``, ``data`` or
-    ``samples``); ``.csv`` (comma-separated numbers, no header). Files are read
+    ``samples``); ``.csv`` (comma-separated numbers). ``header`` (CSV only): ``"auto"`` skips
+    a first line that is not numeric when the next one is (and says so once on stderr),
+    ``"yes"`` (or True) always skips the first line, ``"no"`` (or False) never. Files are read
     with ``allow_pickle=False``. Raises DataNotFoundError if the file is missing and
     DataError for anything unusable (empty, not 2-D, NaN/inf, text, ragged rows,
     non-numeric dtype, unknown extension), naming the file, the problem and the fix.
     """
+    header = {True: "yes", False: "no"}.get(header, header) if isinstance(header, bool) else header
+    if header not in CSV_HEADER:
+        raise DataError(f"header must be one of {', '.join(CSV_HEADER)} (or a bool), got {header!r}")
     p = Path(path).expanduser()
     source = str(p)
     try:
@@ -238,7 +294,7 @@ def load_array(path: PathLike) -> torch.Tensor:
     if p.stat().st_size == 0:
         raise DataError(f"{source}: the file is empty (0 bytes); it needs data")
     if ext == ".csv":
-        array, lines = _load_csv(p)
+        array, lines = _load_csv(p, header)
         return _validate_vectors(array, source, lines)
     array, label = _load_numpy(p)
     return _validate_vectors(array, label)

@@ -54,14 +54,15 @@ def data_names() -> list[str]:
     return [*toy_names(), "digits", *(f"{p}:DIR" for p in DATA_PREFIXES), "FILE.npy|.npz|.csv"]
 
 
-def resolve_data(spec: str, n: int = 10_000, seed: int = 0) -> Dataset:
+def resolve_data(spec: str, n: int = 10_000, seed: int = 0, csv_header: str = "auto") -> Dataset:
     """Turn a data spec into a Dataset.
 
     spec: a toy name (``n`` points sampled with ``torch.Generator().manual_seed(seed)``;
     ``dist`` is the toy when it is a GaussianMixture with closed forms), "digits",
     "mnist:DIR", "fashion-mnist:DIR", "cifar10:DIR" (training split), "images:DIR",
     or a path to a .npy/.npz/.csv file. ``n`` and ``seed`` are used for toys only;
-    files and image sets are returned whole. Image sets are not dequantised.
+    files and image sets are returned whole. Image sets are not dequantised. ``csv_header``
+    goes to ``load_array``'s ``header`` for .csv files.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise DataError(f"data spec must be a non-empty string, got {spec!r}; valid: {_valid()}")
@@ -83,7 +84,7 @@ def resolve_data(spec: str, n: int = 10_000, seed: int = 0) -> Dataset:
         return Dataset(x=x, name="digits", kind="image", labels=labels)
     path = Path(spec).expanduser()
     if path.suffix.lower() in ARRAY_EXTENSIONS:
-        return Dataset(x=load_array(path), name=spec, kind="vector")
+        return Dataset(x=load_array(path, csv_header), name=spec, kind="vector")
 
     from scorematch import distributions
 
@@ -97,7 +98,7 @@ def resolve_data(spec: str, n: int = 10_000, seed: int = 0) -> Dataset:
         gm = dist if isinstance(dist, distributions.GaussianMixture) else None
         return Dataset(x=x, name=spec, kind="vector", dist=gm)
     if path.is_file():
-        return Dataset(x=load_array(path), name=spec, kind="vector")
+        return Dataset(x=load_array(path, csv_header), name=spec, kind="vector")
     if path.is_dir():
         raise DataError(
             f"data spec {spec!r} is a folder; say what it holds: "
@@ -106,6 +107,55 @@ def resolve_data(spec: str, n: int = 10_000, seed: int = 0) -> Dataset:
     close = difflib.get_close_matches(spec, [*distributions.toy_names(), "digits"], n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise DataError(f"unknown data spec {spec!r}{hint}; valid: {_valid()}")
+
+
+def from_memory(data: object, name: str = "memory") -> Dataset:
+    """A Dataset from data in memory: a tensor or NumPy array of shape (n, D) (vector data) or
+    (n, C, H, W) with values in [0, 1] (images), or a ``torch.utils.data.Dataset`` whose items
+    are such rows (or tuples whose first element is one, e.g. (image, label)), stacked once."""
+    import numpy as np
+
+    from scorematch.data.arrays import _validate_vectors
+
+    if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.Tensor):
+        data = _stack_items(data)
+    if isinstance(data, torch.Tensor):
+        data = data.detach().cpu().numpy()
+    if not isinstance(data, np.ndarray):
+        raise DataError(
+            f"data must be a data spec (str), a tensor, a NumPy array or a torch Dataset, got {type(data).__name__}"
+        )
+    where = f"data ({name}, shape {tuple(data.shape)})"
+    if data.ndim == 4:
+        x = _validate_vectors(data.reshape(len(data), -1), where).reshape(data.shape)
+        if len(x) and (float(x.min()) < 0 or float(x.max()) > 1):
+            raise DataError(f"{where}: images must have values in [0, 1], got [{float(x.min()):.4g}, "
+                            f"{float(x.max()):.4g}]; divide 8-bit images by 255")
+        return Dataset(x=x, name=name, kind="image")
+    return Dataset(x=_validate_vectors(data, where), name=name, kind="vector")
+
+
+def _stack_items(ds: torch.utils.data.Dataset) -> torch.Tensor:
+    try:
+        n = len(ds)  # type: ignore[arg-type]
+    except TypeError:
+        raise DataError("a torch Dataset given as data needs a length (len(dataset))") from None
+    rows = []
+    for i in range(n):
+        item = ds[i]
+        if isinstance(item, tuple | list):
+            item = item[0]
+        if not isinstance(item, torch.Tensor):
+            raise DataError(f"item {i} of the Dataset is a {type(item).__name__}; items must be tensors "
+                            "(or tuples whose first element is a tensor)")
+        rows.append(item)
+    if not rows:
+        raise DataError("the Dataset given as data is empty")
+    shapes = {tuple(r.shape) for r in rows}
+    if len(shapes) > 1:
+        raise DataError(f"the Dataset's items have different shapes ({len(shapes)} kinds, e.g. "
+                        f"{sorted(shapes)[:2]}); every item must have the same shape")
+    return torch.stack(rows).reshape(n, -1) if rows[0].dim() == 1 else torch.stack(rows)
 
 
 def _valid() -> str:

@@ -11,10 +11,11 @@ from scorematch.models.mlp import (
     energy_to_score,
     is_piecewise_linear,
 )
+from scorematch.models.standardized import Standardized
 from scorematch.models.time import TimeMLP, TimeUNet
 
 __all__ = [
-    "EDMPrecond", "MODEL_REGISTRY", "EnergyMLP", "NCSNUNet", "NoiseConditionalMLP", "ScoreMLP", "TimeMLP", "TimeUNet",
-    "build_model", "edm_coefficients", "energy_to_score", "estimate_sigma_data", "is_piecewise_linear", "model_spec",
-    "register_model",
+    "EDMPrecond", "MODEL_REGISTRY", "EnergyMLP", "NCSNUNet", "NoiseConditionalMLP", "ScoreMLP", "Standardized",
+    "TimeMLP", "TimeUNet", "build_model", "edm_coefficients", "energy_to_score", "estimate_sigma_data",
+    "is_piecewise_linear", "model_spec", "register_model",
 ]

@@ -11,6 +11,7 @@ from scorematch.objectives._common import (
     as_score_fn,
     check_batch,
     sq_norm,
+    uncompiled_for_double_backward,
     warn_if_piecewise_linear,
 )
 
@@ -36,6 +37,7 @@ def ism(
     ``score_and_trace``).
     """
     x = check_batch(x)
+    score_fn = uncompiled_for_double_backward(score_fn, "ISM")
     warn_if_piecewise_linear(score_fn, "ISM")
     s, tr = score_and_trace(as_score_fn(score_fn), x, method, chunk_size, low_memory)
     return (tr + 0.5 * sq_norm(s)).mean()

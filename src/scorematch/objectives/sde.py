@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scorematch import _checks
+from scorematch import _checks, _compile
 from scorematch._random import rand_like, randn_like
 from scorematch.errors import ConfigError, ModelError
 from scorematch.sde import SDE
@@ -44,7 +44,7 @@ def sde_dsm(
     mean, std = sde.marginal(x, t)
     std_b = std.reshape(n, *([1] * (x.dim() - 1)))
     x_t = mean + std_b * z
-    fn = getattr(score_fn, "score", score_fn)
+    fn = _compile.method(score_fn, "score")
     s = fn(x_t, t) if labels is None else fn(x_t, t, labels)
     if not isinstance(s, Tensor) or s.shape != x.shape:
         got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__

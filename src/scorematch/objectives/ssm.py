@@ -13,6 +13,7 @@ from scorematch.objectives._common import (
     as_score_fn,
     check_batch,
     sq_norm,
+    uncompiled_for_double_backward,
     warn_if_piecewise_linear,
 )
 
@@ -38,6 +39,7 @@ def ssm(
     x = check_batch(x)
     m = positive_int("n_projections", n_projections)
     choice("projection", projection, PROJECTIONS)
+    score_fn = uncompiled_for_double_backward(score_fn, "SSM")
     warn_if_piecewise_linear(score_fn, "SSM")
     xm = x.repeat(m, *([1] * (x.dim() - 1))) if m > 1 else x
     v = randn_like(xm, generator) if projection == "gaussian" else rademacher_like(xm, generator)

@@ -5,10 +5,12 @@ Modules, each importing only those listed before it (and the library):
     config        TrainConfig: every setting of a run, validated, as config.json
     checkpoint    checksummed safetensors checkpoints and weights
     runinfo       run.json and loss.csv
-    environment   the device a run uses
+    environment   the device and threads a run uses, the versions it runs with, phase timings
+    custom        a user's own module (the protocol), data given in memory, save/load of a bare model
     distributed   DDP under torchrun: process group, batch sharding, rank-0 I/O
     setup         model, noise schedule and loss of a run, built from its config
-    loading       load (the trained model), held_out (its data), data_score
+    loading       load (the trained model), run_data and held_out (its data), data_score
+    inputs        the data, its standardisation and the model a new or resumed run starts from
     generate      samples of a trained model with any sampler, defaults from its run
     logs          loss.csv, TensorBoard, progress bar
     training      train: set-up, one step, logging, checkpointing

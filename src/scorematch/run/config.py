@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,8 @@ class TrainConfig:
     log_every: int = 10
     skip_nonfinite: bool = False
     dequantize: bool = False
+    standardize: str = "auto"
+    csv_header: str = "auto"
     device: str = "auto"
     progress: bool = True
     schedule: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +96,15 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     return True
 
 
+def _short_repr(value: Any, limit: int = 60) -> str:
+    """A value for a message: a tensor or array by its type and shape, anything else cut short."""
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"a {type(value).__name__} of shape {tuple(shape)}"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def from_dict(d: dict[str, Any]) -> TrainConfig:
     """Build a TrainConfig from a dict, rejecting unknown keys and wrong types by name."""
     if not isinstance(d, dict):
@@ -112,7 +124,7 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
         )
     for key, value in d.items():
         if not _type_ok(value, hints[key]):
-            raise ConfigError(f"config key {key!r} must be {hints[key]}, got {value!r}")
+            raise ConfigError(f"config key {key!r} must be {hints[key]}, got {_short_repr(value)}")
     values = {k: (float(v) if hints[k] in (float, float | None) and isinstance(v, int) else v) for k, v in d.items()}
     return validate(TrainConfig(**values))
 
@@ -127,6 +139,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     choice("sde", cfg.sde, SDE_NAMES)
     choice("projection", cfg.projection, ("gaussian", "rademacher"))
     choice("conditioning", cfg.conditioning, ("auto", "embedding", "divide"))
+    choice("standardize", cfg.standardize, ("auto", "none"))
+    choice("csv_header", cfg.csv_header, ("auto", "yes", "no"))
     if cfg.steps_per_sigma is not None:
         positive_int("steps_per_sigma", cfg.steps_per_sigma)
     for name in ("batch_size", "n_data", "hidden", "depth", "base_channels",
@@ -146,8 +160,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"test_fraction must be in (0, 1), got {cfg.test_fraction}")
     if cfg.sigma_max is not None and cfg.sigma_min is not None and cfg.sigma_max <= cfg.sigma_min:
         raise ConfigError(f"sigma_max must exceed sigma_min, got {cfg.sigma_max} <= {cfg.sigma_min}")
-    if cfg.device != "auto" and not (cfg.device == "cpu" or cfg.device.startswith("cuda")):
-        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {cfg.device!r}")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
     return cfg
 
 

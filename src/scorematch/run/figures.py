@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from matplotlib.figure import Figure
 
 from scorematch.plotting import (
@@ -23,8 +24,10 @@ from scorematch.plotting import (
 from scorematch.plotting._base import PathLike, _new_figure, _save
 
 
-def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, seed: int = 0) -> list[Path]:
-    """All figures of a run folder, written as PNGs into ``out`` (default RUN/plots).
+def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, seed: int = 0,
+                device: str = "cpu", progress: bool = False) -> list[Path]:
+    """All figures of a run folder, written as PNGs into ``out`` (default RUN/plots); the model
+    runs on ``device``, ``progress`` shows the sampler's progress.
 
     loss.png (per noise level for NCSN); for 1-D/2-D data: score_field.png (learned beside the
     true field where known, and their disagreement), density.png (the density the model implies
@@ -33,14 +36,19 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
     annealing.png (one row per noise level).
     """
     from scorematch.density import density_grid
+    from scorematch.files import ensure_folder
+    from scorematch.run.environment import say, start_line
     from scorematch.run.generate import generate
     from scorematch.run.loading import data_score, held_out, load
     from scorematch.run.runinfo import read_loss_csv
 
     run = Path(run_dir)
     folder = Path(out) if out is not None else run / "plots"
-    model = load(run)
-    folder.mkdir(parents=True, exist_ok=True)
+    model = load(run, device=device)
+    dev = next(model.parameters()).device
+    if progress:
+        say(start_line("plot", dev, torch.get_num_threads(), model))
+    ensure_folder(folder)
     full, test = held_out(run)
     written: list[Path] = []
 
@@ -53,7 +61,8 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
         if steps:
             emit(loss_curves(steps, series, title=f"training loss ({model.run_info['config']['objective']})"),
                  "loss.png")
-    x, traj = generate(model, model.run_info, n, seed=seed, return_trajectory=True)
+    x, traj = generate(model, model.run_info, n, seed=seed, return_trajectory=True, progress=progress)
+    x, traj = x.cpu(), traj.cpu() if traj is not None else None
     if full.kind == "image":
         emit(image_grid(x[:64].cpu(), title="samples"), "samples.png")
         if traj is not None and traj.dim() == 5:
@@ -68,7 +77,11 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
     lo = data.min(0).values - 0.5 * data.std(0)
     hi = data.max(0).values + 0.5 * data.std(0)
     lims = [(float(lo[i]), float(hi[i])) for i in range(d)]
-    score = data_score(model)
+    on_device = data_score(model)
+
+    def score(y: torch.Tensor) -> torch.Tensor:
+        return on_device(y.to(dev)).to(y.device)
+
     emit(samples_over_data(x.cpu(), data, title="model samples over held-out data"), "samples.png")
     if d == 2:
         fields = {"learned": score} if full.dist is None else {"true": full.dist.score, "learned": score}

@@ -1,5 +1,5 @@
-"""A trained run back in memory: its model (``load``), its data (``held_out``), and the score
-of its model closest to the data distribution (``data_score``)."""
+"""A trained run back in memory: its model (``load``), its data (``run_data``, ``held_out``),
+and the score of its model closest to the data distribution (``data_score``)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from scorematch.data import Dataset, Standardization
 from scorematch.errors import CheckpointError
-from scorematch.models import build_model
+from scorematch.models import Standardized
 from scorematch.run import checkpoint as ckpt
-from scorematch.run.config import load_config
+from scorematch.run import custom
+from scorematch.run.config import TrainConfig, load_config
 from scorematch.run.runinfo import read_run_info
 
 
@@ -23,22 +25,25 @@ def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, tor
     return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
-def load(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the trained module of a run folder; ``m.score(x)`` (or ``m.score(x, sigma)``,
-    ``m.score(x, t)``) then gives its score whatever the parameterisation (energy: -grad E).
+def load(path: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the trained module of a run folder (or a model written by ``scorematch.save``);
+    ``m.score(x)`` (or ``m.score(x, sigma)``, ``m.score(x, t)``) then gives its score in data
+    space whatever the parameterisation (energy: -grad E).
 
-    Loads the EMA weights by default (what sampling should use); never unpickles anything.
-    ``m.run_info`` holds the run's config and noise schedule.
+    A run trained on standardised data gives a ``scorematch.models.Standardized`` (its
+    ``.model`` is the network, which saw z = (x - mu) / sd). A user's own class is rebuilt from
+    its import path and ``config`` (see ``scorematch.run.custom``). Loads the EMA weights by
+    default (what sampling should use); never unpickles anything. ``m.run_info`` holds the
+    run's config and run.json (the same as ``train(...).model.run_info``).
     """
-    run = Path(run_dir)
+    run = Path(path)
     if not run.is_dir():
         raise CheckpointError(f"run folder {run} does not exist; pass the --out folder of `scorematch train`")
+    if not (run / "run.json").exists() and (run / "weights.safetensors").exists():
+        return custom.load_bare(run, device)
     cfg = load_config(run)
     info = read_run_info(run)
-    try:
-        model = build_model(info["model"]["name"], info["model"]["config"])
-    except TypeError as err:
-        raise CheckpointError(f"{run / 'run.json'} has a model config this version cannot build: {err}") from None
+    model = custom.rebuild(info["model"])
     weights = run / "weights.safetensors"
     if weights.exists():
         state = split_prefix(ckpt.load_weights(weights), "ema" if ema else "model")
@@ -53,16 +58,60 @@ def load(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cp
         model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(f"weights in {run} do not fit the model in run.json: {err}") from None
-    model.run_info = {"config": cfg.to_dict(), **info}
+    model = wrap_standardized(model, info)
+    model.run_info = run_info(cfg, info)
     return model.to(device).eval()
 
 
-def held_out(run_dir: Path) -> tuple[Any, torch.Tensor]:
-    """The run's data set and its held-out split (recomputed from the config's seed)."""
-    from scorematch.data import resolve_data, train_test_split
+def run_info(cfg: TrainConfig, info: dict[str, Any]) -> dict[str, Any]:
+    """What ``model.run_info`` holds: the config and run.json's sections."""
+    return {"config": cfg.to_dict(), **info}
 
-    cfg = load_config(run_dir)
-    full = resolve_data(cfg.data, n=cfg.n_data, seed=cfg.seed)
+
+def wrap_standardized(model: nn.Module, info: dict[str, Any]) -> nn.Module:
+    """``Standardized(model, mu, sd)`` when run.json records a standardisation, else ``model``."""
+    st = info["data"].get("standardize")
+    if not st:
+        return model
+    s = Standardization.from_dict(st)
+    return Standardized(model, s.mean, s.std)
+
+
+def run_data(run_dir: Path, cfg: TrainConfig, info: dict[str, Any] | None) -> Dataset:
+    """The whole data set of a run, from run.json's absolute ``source`` (so from any working
+    directory), checked against its recorded fingerprint (DataChangedError when it changed)."""
+    from scorematch.data import check_fingerprint, resolve_data
+
+    data = (info or {}).get("data", {})
+    source = data.get("source", cfg.data)
+    recorded = data.get("fingerprint") or {}
+    if source.startswith("run:"):
+        ds = custom.load_memory_data(run_dir, data.get("kind", "vector"))
+        if recorded.get("sha256") and recorded["sha256"] != _sha(run_dir / custom.MEMORY_DATA):
+            from scorematch.errors import DataChangedError
+
+            raise DataChangedError(f"{run_dir / custom.MEMORY_DATA} (this run's data) changed since training; "
+                                   "restore it or train a new run")
+        return ds
+    if recorded:
+        check_fingerprint(recorded, source, f"run {run_dir}")
+    return resolve_data(source, n=cfg.n_data, seed=cfg.seed, csv_header=data.get("csv_header", cfg.csv_header))
+
+
+def _sha(path: Path) -> str:
+    from scorematch.data.identity import sha256_file
+
+    return sha256_file(path)
+
+
+def held_out(run_dir: Path) -> tuple[Any, torch.Tensor]:
+    """The run's data set and its held-out split (recomputed from the config's seed), in data space."""
+    from scorematch.data import train_test_split
+
+    run = Path(run_dir)
+    cfg = load_config(run)
+    info = read_run_info(run) if (run / "run.json").exists() else None
+    full = run_data(run, cfg, info)
     _, test = train_test_split(full, cfg.test_fraction, seed=cfg.seed)
     return full, test.x
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +11,11 @@ from scorematch.run.config import TrainConfig
 
 
 def progress_bar(cfg: TrainConfig, start: int) -> Any:
-    """A tqdm bar over the run's steps on stderr, or None when ``cfg.progress`` is off."""
-    if not cfg.progress:
-        return None
-    from tqdm.auto import tqdm
+    """Progress over the run's steps on stderr (a tqdm bar on a terminal, periodic lines
+    otherwise), or None when ``cfg.progress`` is off."""
+    from scorematch._progress import progress
 
-    return tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.objective}", unit="step",
-                dynamic_ncols=True, file=sys.stderr)
+    return progress(cfg.steps, f"train {cfg.objective}", cfg.progress, initial=start)
 
 
 def tensorboard(run_dir: Path) -> Any:

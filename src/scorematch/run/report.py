@@ -46,13 +46,27 @@ _FIGURES = [  # (file written by run_figures, section, caption)
 _EVAL_HELP = {
     "n_samples": "samples drawn",
     "seed": "seed of the evaluation",
+    "sampler_options": "options given to the sampler (the rest from the run)",
+    "likelihood": "whether the test log-likelihood was computed",
+    "device": "device of the evaluation",
     "fisher_divergence": "1/2 E_p ||s_theta - s*||^2 against the closed-form score (lower is better)",
     "sampling_seconds": "wall-clock time to draw the samples",
     "sampler": "sampler used",
     "nonfinite_samples": "samples with NaN or inf entries",
     "mmd": "MMD^2 between samples and held-out data (lower is better)",
+    "mmd_se": "standard error of the MMD^2, from 5 disjoint subsets",
+    "mmd_bandwidth": "RBF bandwidth of the MMD: the median distance within the held-out data",
     "sliced_wasserstein": "sliced Wasserstein distance between samples and held-out data",
-    "baseline_mmd": "MMD^2 between training and held-out data: the floor of a perfect sampler",
+    "sliced_wasserstein_se": "standard error of the sliced Wasserstein distance, from 5 disjoint subsets",
+    "precision": "fraction of samples inside the k=3 nearest-neighbour manifold of held-out data",
+    "recall": "fraction of held-out points inside the k=3 nearest-neighbour manifold of the samples",
+    "baseline_mmd": "MMD^2 between shuffled training data and held-out data: the floor of a perfect sampler",
+    "baseline_mmd_se": "standard error of the baseline MMD^2",
+    "baseline_sliced_wasserstein": "sliced Wasserstein between shuffled training and held-out data",
+    "baseline_sliced_wasserstein_se": "standard error of the baseline sliced Wasserstein",
+    "baseline_precision": "precision of shuffled training data (what a perfect sampler reaches)",
+    "baseline_recall": "recall of shuffled training data (what a perfect sampler reaches)",
+    "file": "file the evaluation was written to",
     "mode_weights": "fraction of samples nearest each mixture component",
     "true_mode_weights": "the mixture's weights",
     "jacobian_asymmetry": "||J - J^T||_F / ||J||_F of the learned field (0: conservative)",
@@ -192,7 +206,8 @@ def _weights_mtime(run: Path) -> float | None:
     return max((p.stat().st_mtime for p in ckpts), default=None)
 
 
-def _evaluation(run: Path, n: int, seed: int, evaluate: bool) -> tuple[dict[str, Any] | None, str]:
+def _evaluation(run: Path, n: int, seed: int, evaluate: bool, device: str = "cpu",
+                progress: bool = False) -> tuple[dict[str, Any] | None, str]:
     """(results, note): eval.json when it is newer than the weights, else a fresh evaluation
     (unless ``evaluate`` is False: then a stale eval.json is shown with a warning)."""
     path = run / "eval.json"
@@ -209,7 +224,9 @@ def _evaluation(run: Path, n: int, seed: int, evaluate: bool) -> tuple[dict[str,
     if evaluate:
         from scorematch.run.evaluate import evaluate as run_eval
 
-        return run_eval(run, n=n, seed=seed), f"Computed now by scorematch.run.evaluate (n={n}, seed={seed})."
+        # eval.json is missing or older than the weights: the report refreshes it
+        return (run_eval(run, n=n, seed=seed, device=device, progress=progress, out=path),
+                f"Computed now by scorematch.run.evaluate (n={n}, seed={seed}).")
     if cached is not None:
         return cached, ("Warning: eval.json is older than the weights, so these numbers may not describe "
                         "the current model; run `scorematch eval` or drop --no-eval.")
@@ -268,11 +285,13 @@ def _run_rows(info: Mapping[str, Any]) -> list[tuple[str, Any]]:
         if isinstance(v, list) and len(v) > 12:
             v = f"{len(v)} values: {_fmt(v[:3])[:-1]}, ..., {_fmt(v[-2:])[1:]}"
         rows.append((f"schedule.{k}", v))
+    for k, v in (info.get("environment") or {}).items():
+        rows.append((f"environment.{k}", v))
     return rows
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, n: int = 500, seed: int = 0,
-                 evaluate: bool = True) -> Path:
+                 evaluate: bool = True, device: str = "cpu", progress: bool = False) -> Path:
     """Write the HTML report of a run folder to ``out`` (default RUN/report.html); returns its path.
 
     ``n`` samples (seed ``seed``) are drawn for the figures and, when the run has no eval.json
@@ -291,9 +310,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, n: int = 50
     info = read_run_info(run)
     target = Path(out) if out is not None else run / "report.html"
 
-    results, note = _evaluation(run, n, seed, evaluate)
+    results, note = _evaluation(run, n, seed, evaluate, device, progress)
     with tempfile.TemporaryDirectory(prefix="scorematch-report-") as tmp:
-        written = {p.name: p.read_bytes() for p in run_figures(run, out=tmp, n=n, seed=seed)}
+        written = {p.name: p.read_bytes()
+                   for p in run_figures(run, out=tmp, n=n, seed=seed, device=device, progress=progress)}
 
     def figures(section: str) -> str:
         parts = [_figure(written[name], name.removesuffix(".png").replace("_", " "), caption)

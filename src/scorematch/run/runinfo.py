@@ -1,7 +1,9 @@
 """The files of a run folder other than weights: run.json and loss.csv, read and validated.
 
 A run folder holds ``config.json`` (``scorematch.run.config``), ``run.json`` (model class and
-constructor config, data shape and range, noise schedule), ``weights.safetensors`` and
+constructor config; data source, fingerprint, shape, range and standardisation; noise
+schedule; and the environment it ran in: versions, device, threads, wall time per phase),
+``weights.safetensors`` and
 ``checkpoints/`` (``scorematch.run.checkpoint``), ``loss.csv``, and on request ``samples/``,
 ``plots/``, ``eval.json`` and ``report.html``.
 """
@@ -18,10 +20,12 @@ from scorematch.errors import CheckpointError
 RUN_JSON = "run.json"
 LOSS_CSV = "loss.csv"
 RUN_KEYS = {"model", "data", "schedule"}
+#: keys run.json may have besides RUN_KEYS (runs written before them lack them)
+OPTIONAL_RUN_KEYS = {"environment"}
 
 
 def read_run_info(run: Path) -> dict[str, Any]:
-    """run.json of ``run``, with exactly the keys model, data, schedule."""
+    """run.json of ``run``: the keys model, data, schedule, and environment where recorded."""
     p = Path(run) / RUN_JSON
     try:
         info = json.loads(p.read_text())
@@ -29,9 +33,9 @@ def read_run_info(run: Path) -> dict[str, Any]:
         raise CheckpointError(f"{p} is missing; {run} is not a complete scorematch run folder") from None
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{p} is not valid JSON ({err})") from None
-    if not isinstance(info, dict) or set(info) != RUN_KEYS:
+    if not isinstance(info, dict) or not RUN_KEYS <= set(info) <= RUN_KEYS | OPTIONAL_RUN_KEYS:
         got = sorted(info) if isinstance(info, dict) else type(info).__name__
-        raise CheckpointError(f"{p} must have exactly the keys model, data, schedule; got {got}")
+        raise CheckpointError(f"{p} must have the keys model, data, schedule (and environment); got {got}")
     return info
 
 

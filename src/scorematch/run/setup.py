@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from scorematch.data import Dataset
+from scorematch.data import Dataset, Standardization
 from scorematch.errors import ConfigError
 from scorematch.models.mlp import EnergyMLP, NoiseConditionalMLP, ScoreMLP
 from scorematch.run.config import TrainConfig
@@ -140,8 +140,12 @@ Rows = torch.Tensor | None
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], tuple[torch.Tensor, Rows, Rows]]
 
 
-def make_loss(cfg: TrainConfig, ds: Dataset, schedule: dict[str, Any], device: torch.device) -> LossFn:
-    """(model, batch, generator) -> (loss, per-row terms or None, noise-level index per row or None)."""
+def make_loss(cfg: TrainConfig, ds: Dataset, schedule: dict[str, Any], device: torch.device,
+              standardization: Standardization | None = None) -> LossFn:
+    """(model, batch, generator) -> (loss, per-row terms or None, noise-level index per row or None).
+
+    ``ds`` is the data the model sees; with a ``standardization`` z = (x - mu) / sd, ESM's
+    analytic target becomes the score of z, s_z(z) = sd * s_x(mu + sd z)."""
     from scorematch import objectives as O
 
     obj = cfg.objective
@@ -151,8 +155,11 @@ def make_loss(cfg: TrainConfig, ds: Dataset, schedule: dict[str, Any], device: t
                 f"objective 'esm' needs the analytic score of the data, and {ds.name!r} has none; "
                 "use esm_kde (KDE target), ism, ssm, ssm_vr or dsm"
             )
-        dist = ds.dist
-        return lambda m, x, g: (O.esm(m, x, dist.score), None, None)
+        target = ds.dist.score
+        if standardization is not None:
+            st = standardization
+            target = lambda z: st.std.to(z) * ds.dist.score(st.inverse(z))  # noqa: E731
+        return lambda m, x, g: (O.esm(m, x, target), None, None)
     if obj == "esm_kde":
         reference = ds.x.flatten(1).to(device)
         h = schedule["bandwidth"]

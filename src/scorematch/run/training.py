@@ -12,6 +12,12 @@
 ``train(resume=RUN, steps=N)`` continues RUN up to N steps in total and reproduces the weights
 of an uninterrupted run (the data and noise generators are part of the checkpoint).
 
+``train(cfg, model=module, data=x)`` trains a user's own module (the protocol of
+``scorematch.run.custom``) on data in memory (a tensor, NumPy array or torch Dataset, written
+to RUN/data.npy). Vector data is standardised (``standardize="auto"``): the model sees
+z = (x - mu) / sd, and the returned model (``scorematch.models.Standardized``) answers in data
+units.
+
 A run is four named steps: ``setup`` (data, schedule, model, optimizer, EMA, generators, the
 resume point), ``train_step`` (one batch: loss, backward, update), ``log_step`` (loss.csv,
 TensorBoard, progress) and ``save_checkpoint``; ``train`` strings them together.
@@ -32,18 +38,18 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from scorematch.data import Dataset, dequantize, quantization_levels, resolve_data, train_test_split
+from scorematch.data import Dataset, dequantize, quantization_levels
 from scorematch.errors import CheckpointError, ConfigError, TrainingError
 from scorematch.files import write_json
-from scorematch.models import model_spec
 from scorematch.run import checkpoint as ckpt
+from scorematch.run import custom, inputs
 from scorematch.run import distributed as D
+from scorematch.run import environment as env
 from scorematch.run.config import TrainConfig, from_dict, load_config, validate
-from scorematch.run.environment import pick_device
-from scorematch.run.loading import split_prefix
+from scorematch.run.loading import run_info, split_prefix, wrap_standardized
 from scorematch.run.logs import CsvLog, progress_bar, tensorboard
-from scorematch.run.runinfo import LOSS_CSV
-from scorematch.run.setup import LossFn, build_for, make_loss, make_schedule, model_input
+from scorematch.run.runinfo import LOSS_CSV, read_run_info
+from scorematch.run.setup import LossFn, make_loss, make_schedule, model_input
 
 
 @dataclass
@@ -80,6 +86,8 @@ class Run:
     last_checkpoint: int = 0
     level_sum: torch.Tensor | None = None
     level_cnt: torch.Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # run.json
+    timer: env.PhaseTimer = field(default_factory=env.PhaseTimer)
 
     @property
     def n_levels(self) -> int:
@@ -131,6 +139,7 @@ def _resolve_config(cfg: TrainConfig | None, out: str | Path | None, resume: str
         run_dir = Path(resume)
         base = load_config(run_dir)
         allowed = {"steps", "progress", "checkpoint_every", "sample_every", "log_every", "device", "skip_nonfinite"}
+        overrides = {k: v for k, v in overrides.items() if not (k == "data" and v == base.data)}
         bad = sorted(set(overrides) - allowed)
         if bad:
             raise ConfigError(f"cannot change {', '.join(bad)} when resuming; only {', '.join(sorted(allowed))}")
@@ -145,18 +154,28 @@ def _resolve_config(cfg: TrainConfig | None, out: str | Path | None, resume: str
 
 
 def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume: str | Path | None = None,
-          **overrides: Any) -> TrainResult:
+          model: nn.Module | None = None, **overrides: Any) -> TrainResult:
     """Train a score model and write a run folder (see the module docstring).
 
     ``train(data="gmm2d", objective="ssm_vr", steps=2000, out="runs/x")`` or
     ``train(TrainConfig(...), out=...)``; ``train(resume="runs/x", steps=4000)`` continues a run.
-    Every keyword is a TrainConfig field (``scorematch train --help`` lists them). Under
-    torchrun it trains with DDP (``scorematch.run.distributed``); rank 0 writes the run folder.
+    Every keyword is a TrainConfig field (``scorematch train --help`` lists them); ``data`` may
+    also be a tensor, NumPy array or torch Dataset, and ``model`` a user's module (see the
+    module docstring; a string is the config field, a built-in model name). Under torchrun it
+    trains with DDP (``scorematch.run.distributed``); rank 0 writes the run folder.
     """
+    timer = env.PhaseTimer()
+    if isinstance(model, str):  # the config field: train(model="energy")
+        overrides["model"], model = model, None
+    data = overrides.pop("data") if not isinstance(overrides.get("data", ""), str) else None
+    if data is not None and resume is None:
+        overrides["data"] = "memory"
     cfg, run_dir = _resolve_config(cfg, out, resume, overrides)
-    ctx, device = D.init_from_env(pick_device(cfg.device))
+    ctx, device = D.init_from_env(env.pick_device(cfg.device))
     try:
-        run = setup(cfg, run_dir, resume is not None, ctx, device)
+        with timer.phase("setup"):
+            run = setup(cfg, run_dir, resume is not None, ctx, device, model=model, data=data)
+        run.timer = timer
         return _loop(run)
     finally:
         D.shutdown(ctx)
@@ -165,21 +184,25 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume:
 # ----------------------------------------------------------------------------- set-up
 
 
-def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, device: torch.device) -> Run:
+def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, device: torch.device,
+          model: nn.Module | None = None, data: Any = None) -> Run:
     """Data, noise schedule, model, loss, optimizer, EMA and generators of a run; restored from
     the newest usable checkpoint when ``resuming``, else the run folder's config.json and run.json
     written (rank 0)."""
     torch.manual_seed(cfg.seed)
-    full = resolve_data(cfg.data, n=cfg.n_data, seed=cfg.seed)
-    ds, _ = train_test_split(full, cfg.test_fraction, seed=cfg.seed)
+    old_info = read_run_info(run_dir) if resuming else None
+    rd = inputs.prepare_data(cfg, run_dir, old_info, data)
+    ds = rd.train
     schedule = make_schedule(cfg, ds) if ctx.is_main or cfg.schedule else None
     schedule = D.gather_objects(schedule, ctx)[0]
     cfg = cfg.replace(schedule=schedule)
-    model = build_for(cfg, ds).to(device)
+    plain, trained = inputs.prepare_model(cfg, ds, old_info, model)
+    plain, trained = plain.to(device), trained.to(device)
     run = Run(
-        cfg=cfg, run_dir=run_dir, ctx=ctx, device=device, ds=ds, schedule=schedule, model=model,
-        trained=model, ema=AveragedModel(model, multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True),
-        opt=torch.optim.Adam(model.parameters(), lr=cfg.lr), loss_fn=make_loss(cfg, ds, schedule, device),
+        cfg=cfg, run_dir=run_dir, ctx=ctx, device=device, ds=ds, schedule=schedule, model=plain,
+        trained=trained, ema=AveragedModel(plain, multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True),
+        opt=torch.optim.Adam(plain.parameters(), lr=cfg.lr),
+        loss_fn=make_loss(cfg, ds, schedule, device, rd.standardization),
         g_data=torch.Generator().manual_seed(cfg.seed),
         g_noise=torch.Generator(device=device).manual_seed(cfg.seed + 1 + ctx.rank),
         x_all=ds.x.to(device), rows=D.shard(cfg.batch_size, ctx),
@@ -188,24 +211,32 @@ def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, d
         ckpt.check_writable(run_dir)
     if resuming:
         _restore(run)
+    run.info = old_info or _run_json(run, rd)
     if ctx.is_main:
+        if rd.memory is not None:
+            run.info["data"]["fingerprint"] = custom.save_memory_data(run_dir, rd.memory)
+            cfg = run.cfg = cfg.replace(data=str((run_dir / custom.MEMORY_DATA).resolve()))
         write_json(run_dir / "config.json", cfg.to_dict())
         if not resuming:
-            write_json(run_dir / "run.json", _run_json(run))
+            write_json(run_dir / "run.json", run.info)
+        threads = torch.get_num_threads()
+        env.say(env.start_line("train", device, threads, plain, tuple(ds.x.shape),
+                               "standardised" if rd.standardization is not None else ""))
+        inputs.say_standardized(rd.standardization)
     levels = max(1, run.n_levels)
     run.level_sum = torch.zeros(levels, device=device)
     run.level_cnt = torch.zeros(levels, device=device)
-    run.trained = D.wrap(model, ctx, device)
+    run.trained = D.wrap(trained, ctx, device)
     return run
 
 
-def _run_json(run: Run) -> dict[str, Any]:
+def _run_json(run: Run, rd: inputs.RunData) -> dict[str, Any]:
     ds = run.ds
     return {
-        "model": model_spec(run.model),
-        "data": {"name": ds.name, "kind": ds.kind, "sample_shape": list(ds.sample_shape),
-                 "lo": float(ds.x.min()), "hi": float(ds.x.max()), "n_train": len(ds.x)},
+        "model": custom.spec_of(run.model),
+        "data": inputs.data_section(rd, ds.kind, len(ds.x), ds.x),
         "schedule": run.schedule,
+        "environment": env.describe(run.device, torch.get_num_threads()),
     }
 
 
@@ -408,17 +439,35 @@ def _loop(run: Run) -> TrainResult:
                 if ctx.is_main and cfg.sample_every and run.step % cfg.sample_every == 0 and run.ds.kind == "image":
                     _sample_grid(run)
                 if run.step % cfg.checkpoint_every == 0:
-                    save_checkpoint(run)
+                    with run.timer.phase("checkpoints"):
+                        save_checkpoint(run)
                 if out.stopping:
                     break
     finally:
         rep.close()
-    if run.step != run.last_checkpoint:
-        save_checkpoint(run)
-    save_weights(run)
+    run.timer.add("train", time.perf_counter() - rep.t0 - run.timer.get("checkpoints"))
+    with run.timer.phase("checkpoints"):
+        if run.step != run.last_checkpoint:
+            save_checkpoint(run)
+        save_weights(run)
+    _record_environment(run)
     if stop.signal is not None and ctx.is_main:
         print(f"scorematch: stopped by signal {stop.signal} at step {run.step}; checkpoint written, "
               f"continue with `scorematch train --resume {run.run_dir} --steps {cfg.steps}`", file=sys.stderr)
-    final = run.ema.module.eval()
-    final.run_info = {"config": cfg.to_dict(), "schedule": run.schedule}
+    final = wrap_standardized(run.ema.module.eval(), run.info)
+    final.run_info = run_info(cfg, run.info)
     return TrainResult(run.run_dir, final, loss_value, run.step, rep.history)
+
+
+def _record_environment(run: Run) -> None:
+    """run.json's ``environment``: this session's software, device and threads, and the wall time
+    per phase (setup, train, checkpoints) summed over every session of the run (rank 0)."""
+    if not run.ctx.is_main:
+        return
+    old = run.info.get("environment") or {}
+    wall = dict(old.get("wall_seconds") or {})
+    for k, v in run.timer.seconds.items():
+        wall[k] = round(wall.get(k, 0.0) + v, 3)
+    run.info["environment"] = {**env.describe(run.device, torch.get_num_threads()), "wall_seconds": wall,
+                               "sessions": int(old.get("sessions", 0)) + 1, "world_size": run.ctx.world_size}
+    write_json(run.run_dir / "run.json", run.info)

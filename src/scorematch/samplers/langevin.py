@@ -16,10 +16,16 @@ from typing import NamedTuple
 
 import torch
 
+from scorematch import _compile
 from scorematch._checks import batch, descending_sigmas, positive, positive_int
+from scorematch._progress import progress as progress_bar
 from scorematch._random import rand_like, randn_like
 from scorematch.errors import ConfigError
 from scorematch.objectives._common import as_score_fn
+
+#: ``callback(info)`` is called after every step with a dict holding at least ``i`` (the step,
+#: 0-based) and ``x`` (the state after it), and ``sigma`` where the sampler has one
+Callback = Callable[[dict], None]
 
 #: trajectories larger than this many bytes are refused before anything is allocated
 MAX_TRAJECTORY_BYTES = 2 * 1024**3
@@ -45,13 +51,16 @@ def langevin(
     return_trajectory: bool = False,
     trajectory_every: int = 1,
     noise: bool = True,
+    callback: Callback | None = None,
+    progress: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Unadjusted Langevin dynamics, x_{k+1} = x_k + eta s(x_k) + sqrt(2 eta) z_k, z_k ~ N(0, I).
 
     ``step_size`` is eta. Returns x_K, or (x_K, trajectory) with the trajectory of shape
     (1 + K // trajectory_every, *x0.shape) holding x_0 and every ``trajectory_every``-th
     iterate. ``noise=False`` drops the sqrt(2 eta) z term (gradient ascent on log p: every chain
-    collapses onto a mode), for illustration.
+    collapses onto a mode), for illustration. ``callback({"i", "x", "step_size"})`` after every
+    step; ``progress`` shows a progress bar on stderr.
     """
     x = batch("x0", x0).detach().clone()
     eta = positive("step_size", step_size)
@@ -62,6 +71,7 @@ def langevin(
     if return_trajectory:
         check_trajectory_size(1 + n_steps // every, x, "langevin")
     noise_scale = math.sqrt(2 * eta) if noise else 0.0
+    bar = progress_bar(n_steps, "langevin", progress)
     with torch.no_grad():
         for k in range(n_steps):
             x = x + eta * score(x)
@@ -69,6 +79,12 @@ def langevin(
                 x = x + noise_scale * randn_like(x, generator)
             if traj is not None and (k + 1) % every == 0:
                 traj.append(x.clone())
+            if callback is not None:
+                callback({"i": k, "x": x, "step_size": eta})
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
     return (x, torch.stack(traj)) if traj is not None else x
 
 
@@ -88,6 +104,8 @@ def mala(
     generator: torch.Generator | None = None,
     return_trajectory: bool = False,
     trajectory_every: int = 1,
+    callback: Callback | None = None,
+    progress: bool = False,
 ) -> MALAResult:
     """Metropolis-adjusted Langevin for p = exp(-E)/Z.
 
@@ -95,8 +113,10 @@ def mala(
     probability min(1, exp(-E(y) + E(x)) q(x|y) / q(y|x)),
     q(y|x) = N(y; x - eta grad E(x), 2 eta I). ``energy_fn`` maps (n, ...) to (n,) (an energy
     model's ``energy``). Returns MALAResult(samples, acceptance_rate, trajectory).
+    ``callback({"i", "x", "acceptance_rate"})`` after every step (the rate so far); ``progress``
+    shows a progress bar on stderr.
     """
-    energy = getattr(energy_fn, "energy", energy_fn)
+    energy = _compile.method(energy_fn, "energy")
     x = batch("x0", x0).detach().clone()
     eta = positive("step_size", step_size)
     n_steps = positive_int("n_steps", n_steps, minimum=0)
@@ -115,6 +135,7 @@ def mala(
     def log_q(to: torch.Tensor, frm: torch.Tensor, grad_frm: torch.Tensor) -> torch.Tensor:
         return -(to - frm + eta * grad_frm).flatten(1).pow(2).sum(1) / (4 * eta)
 
+    bar = progress_bar(n_steps, "mala", progress)
     e_x, g_x = energy_and_grad(x)
     accepted = torch.zeros((), dtype=torch.float64, device=x.device)
     for k in range(n_steps):
@@ -129,6 +150,12 @@ def mala(
         accepted += accept.double().sum()
         if traj is not None and (k + 1) % every == 0:
             traj.append(x.clone())
+        if callback is not None:
+            callback({"i": k, "x": x, "acceptance_rate": float(accepted) / ((k + 1) * x.shape[0])})
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     rate = float(accepted) / max(1, n_steps * x.shape[0])
     return MALAResult(x, rate, torch.stack(traj) if traj is not None else None)
 
@@ -143,6 +170,7 @@ def annealed_langevin(
     generator: torch.Generator | None = None,
     return_trajectory: bool = False,
     progress: bool = False,
+    callback: Callback | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Annealed Langevin dynamics, exactly Algorithm 1 of Song & Ermon (2019):
 
@@ -153,6 +181,8 @@ def annealed_langevin(
     alpha-form step of Algorithm 1 (eps = 2 * the "step_lr" eta of common code). Uses L*T
     (+1 when denoising) score evaluations. With ``return_trajectory`` also returns the snapshots
     (x_0, then x after each noise level, then the denoised x), shape (L + 1 [+1], *x0.shape).
+    ``callback({"i", "x", "level", "sigma"})`` after every Langevin step (``i`` counts all L*T
+    steps, ``level`` is the 0-based noise level); ``progress`` shows a progress bar on stderr.
     """
     x = batch("x0", x0).detach().clone()
     sig = descending_sigmas(sigmas).to(device=x.device, dtype=x.dtype)
@@ -165,17 +195,15 @@ def annealed_langevin(
     traj = [x.clone()] if return_trajectory else None
     n = x.shape[0]
     levels = sig.tolist()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(levels) * steps, desc="annealed Langevin", unit="step")
+    bar = progress_bar(len(levels) * steps, "annealed Langevin", progress)
     with torch.no_grad():
-        for sigma_i, sigma_t in zip(levels, sig[:, None].expand(-1, n), strict=True):
+        for li, (sigma_i, sigma_t) in enumerate(zip(levels, sig[:, None].expand(-1, n), strict=True)):
             alpha = eps * sigma_i**2 / sigma_l**2
             half, root = 0.5 * alpha, math.sqrt(alpha)
-            for _ in range(steps):
+            for k in range(steps):
                 x.add_(score(x, sigma_t), alpha=half).add_(randn_like(x, generator), alpha=root)
+                if callback is not None:
+                    callback({"i": li * steps + k, "x": x, "level": li, "sigma": sigma_i})
             if bar is not None:
                 bar.update(steps)
             if traj is not None:

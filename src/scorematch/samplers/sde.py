@@ -10,6 +10,10 @@ x <- (x + std(eps_t)^2 s(x, eps_t)) / m(eps_t) = E[x_0 | x_eps_t], one more scor
 Number of score evaluations (NFE): euler_maruyama and reverse_diffusion n_steps (+1 with
 denoise), pc n_steps * (1 + n_corrector) (+1 with denoise); ``ode`` reports its own (adaptive).
 
+``progress=True`` shows a progress bar on stderr (plain periodic lines when stderr is not a
+terminal); ``callback(info)`` is called after every step with ``{"i", "x", "t"}`` (``ode``: at
+every evaluation of the velocity, ``i`` counting them).
+
 Return types: the SDE samplers return the samples tensor, or ``(samples, trajectory)`` with
 ``return_trajectory=True``; ``ode`` returns ``ODEResult(samples, nfe, trajectory)``.
 """
@@ -22,9 +26,9 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from scorematch import _checks
+from scorematch._progress import progress as progress_bar
 from scorematch._random import randn_like
 from scorematch.errors import ConfigError
 from scorematch.sde import ODE_METHODS, SDE
@@ -39,6 +43,8 @@ __all__ = [
 ]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
+#: ``callback({"i", "x", "t"})``: after every step (``ode``: every evaluation of the velocity)
+Callback = Callable[[dict], None]
 _MAX_TRAJECTORY_BYTES = 2 * 1024**3
 _PREDICTORS = ("reverse_diffusion", "euler_maruyama")
 
@@ -257,6 +263,7 @@ def _run(
     per_sample_step: bool,
     dtype: torch.dtype | None,
     device: torch.device | str | None,
+    callback: Callback | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     score = _score_callable(score_fn)
     n_steps = _checks.positive_int("n_steps", n_steps)
@@ -266,12 +273,19 @@ def _run(
     traj.begin(x)
     dt = (sde.T - eps_t) / n_steps
     step = _rd_step if predictor == "reverse_diffusion" else _em_step
-    for k in tqdm(range(n_steps), disable=not progress, desc=predictor):
+    bar = progress_bar(n_steps, "pc" if n_corrector else predictor, progress)
+    for k in range(n_steps):
         t = torch.full((x.shape[0],), sde.T - k * dt, dtype=x.dtype, device=x.device)
         if n_corrector:
             x = _langevin(score, sde, x, t, dt, snr, n_corrector, generator, per_sample_step)
         x = step(score, sde, x, t, dt, generator)
         traj.step(k + 1, x, n_steps)
+        if callback is not None:
+            callback({"i": k, "x": x, "t": sde.T - k * dt})
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     if denoise:
         x = _tweedie(score, sde, x, eps_t)
     return traj.finish(x)
@@ -291,6 +305,7 @@ def euler_maruyama(
     progress: bool = False,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    callback: Callback | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Euler-Maruyama on the reverse SDE dx = [f - g^2 s] dt + g dw_bar from t = 1 to eps_t.
 
@@ -302,7 +317,7 @@ def euler_maruyama(
     """
     return _run(score_fn, sde, shape_or_x0, n_steps, eps_t, denoise, generator,
                 return_trajectory, trajectory_every, progress, "euler_maruyama", 1.0, 0,
-                False, dtype, device)
+                False, dtype, device, callback)
 
 
 @torch.no_grad()
@@ -319,6 +334,7 @@ def reverse_diffusion(
     progress: bool = False,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    callback: Callback | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Reverse-diffusion predictor (Song et al. 2021, Eq. 46): the forward chain run backwards.
 
@@ -328,7 +344,7 @@ def reverse_diffusion(
     """
     return _run(score_fn, sde, shape_or_x0, n_steps, eps_t, denoise, generator,
                 return_trajectory, trajectory_every, progress, "reverse_diffusion", 1.0, 0,
-                False, dtype, device)
+                False, dtype, device, callback)
 
 
 @torch.no_grad()
@@ -349,6 +365,7 @@ def pc(
     progress: bool = False,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    callback: Callback | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Predictor-corrector sampling (Song et al. 2021, Alg. 1): at each t_k, ``n_corrector``
     Langevin corrector steps (see ``langevin_corrector``, dt = (1 - eps_t) / n_steps), then one
@@ -361,7 +378,7 @@ def pc(
     n_corrector = _checks.positive_int("n_corrector", n_corrector, minimum=0)
     return _run(score_fn, sde, shape_or_x0, n_steps, eps_t, denoise, generator,
                 return_trajectory, trajectory_every, progress, predictor, snr, n_corrector,
-                per_sample_step, dtype, device)
+                per_sample_step, dtype, device, callback)
 
 
 @torch.no_grad()
@@ -381,6 +398,7 @@ def ode(
     progress: bool = False,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    callback: Callback | None = None,
 ) -> ODEResult:
     """Probability-flow ODE dx/dt = f(x, t) - 1/2 g(t)^2 s(x, t), solved by torchdiffeq.odeint
     from t = 1 to eps_t (then Tweedie's step with ``denoise``).
@@ -406,11 +424,14 @@ def ode(
     x = _start(sde, shape_or_x0, generator, dtype, device)
     n = x.shape[0]
     count = [0]
-    bar = tqdm(disable=not progress, desc="ode (NFE)")
+    bar = progress_bar(None, "ode", progress, unit="evaluation")
 
     def velocity(t: Tensor, y: Tensor) -> Tensor:
         count[0] += 1
-        bar.update(1)
+        if bar is not None:
+            bar.update(1)
+        if callback is not None:
+            callback({"i": count[0] - 1, "x": y, "t": float(t)})
         tv = t.to(y.dtype).clamp(eps_t, sde.T).expand(n)
         g2 = _bc(sde.diffusion(tv).pow(2), y)
         return sde.drift(y, tv) - 0.5 * g2 * score(y, tv)
@@ -422,7 +443,8 @@ def ode(
     try:
         sol = odeint(velocity, x, times, rtol=rtol, atol=atol, method=method, options=options)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     out = sol[-1]
     if denoise:
         out = _tweedie(score, sde, out, eps_t)
