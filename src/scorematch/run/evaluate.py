@@ -16,13 +16,14 @@ from typing import Any
 
 import torch
 
-from scorematch.files import write_json
+from scorematch.files import probe_writable, write_json
 from scorematch.run.loading import data_score, held_out, load
 
 
 def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | None = None,
-             likelihood: bool | None = None, **sampler_options: Any) -> dict[str, Any]:
-    """Evaluate a run folder; writes RUN/eval.json and returns the same dict."""
+             likelihood: bool | None = None, save: bool = True, **sampler_options: Any) -> dict[str, Any]:
+    """Evaluate a run folder; writes RUN/eval.json (unless ``save`` is False; checked writable
+    before the work starts) and returns the same dict."""
     from scorematch import metrics
     from scorematch.data import quantization_levels
     from scorematch.density import jacobian_asymmetry
@@ -30,6 +31,8 @@ def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | N
 
     run = Path(run_dir)
     model = load(run)
+    if save:
+        probe_writable(run / "eval.json", root=run)
     full, test = held_out(run)
     results: dict[str, Any] = {"run": str(run), "n_samples": n, "seed": seed}
     g = torch.Generator().manual_seed(seed)
@@ -60,7 +63,8 @@ def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | N
     if likelihood and model.conditioning != "none":
         levels = quantization_levels(full)
         results.update(_likelihood(model, ref[: min(len(ref), 256)], full.kind, levels, g))
-    write_json(run / "eval.json", results)
+    if save:
+        write_json(run / "eval.json", results, root=run)
     return results
 
 

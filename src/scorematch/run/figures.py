@@ -6,10 +6,12 @@ Built from the plotting primitives of ``scorematch.plotting`` with the run's mod
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from scorematch.files import atomic_write, probe_writable
 from scorematch.plotting import (
     annealing_rows,
     compare_fields,
@@ -20,7 +22,7 @@ from scorematch.plotting import (
     samples_over_data,
     trajectories,
 )
-from scorematch.plotting._base import PathLike, _new_figure, _save
+from scorematch.plotting._base import DPI, PathLike, _new_figure
 
 
 def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, seed: int = 0) -> list[Path]:
@@ -30,7 +32,8 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
     true field where known, and their disagreement), density.png (the density the model implies
     on a grid, beside the true one), samples.png (samples over held-out data) and
     trajectory.png (Langevin / annealed-Langevin chains); for images: samples.png (a grid) and
-    annealing.png (one row per noise level).
+    annealing.png (one row per noise level). No symbolic link is followed inside ``out`` (or
+    inside the run folder for RUN/plots), and the folder is checked writable before any work.
     """
     from scorematch.density import density_grid
     from scorematch.run.generate import generate
@@ -39,13 +42,16 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
 
     run = Path(run_dir)
     folder = Path(out) if out is not None else run / "plots"
+    root = Path(out) if out is not None else run
     model = load(run)
-    folder.mkdir(parents=True, exist_ok=True)
+    probe_writable(folder / "loss.png", root=root)
     full, test = held_out(run)
     written: list[Path] = []
 
     def emit(fig: Figure, name: str) -> None:
-        _save(fig, folder / name)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=DPI)
+        atomic_write(folder / name, buf.getvalue(), root=root)
         written.append(folder / name)
 
     if (run / "loss.csv").exists():

@@ -17,6 +17,8 @@ from torch import nn
 
 from scorematch._checks import choice, positive_int
 from scorematch.errors import ConfigError
+from scorematch.run.limits import check_sampling
+from scorematch.run.validate import check_seed
 from scorematch.samplers import SAMPLER_NAMES
 
 DEFAULT_SAMPLER = {"none": "langevin", "sigma": "annealed", "time": "pc"}
@@ -39,6 +41,7 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
     from scorematch.sde import get_sde, sigma_conditioned, ve_from_sigmas
 
     n = positive_int("n", n)
+    check_seed("seed", seed)
     cond = getattr(model, "conditioning", "none")
     name = sampler or DEFAULT_SAMPLER[cond]
     choice("sampler", name, SAMPLER_NAMES)
@@ -46,6 +49,7 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
     shape = tuple(data["sample_shape"])
     p = next(model.parameters())
     device, dtype = p.device, p.dtype
+    check_sampling(n, shape, device)
     g = torch.Generator(device=device).manual_seed(int(seed))
     flat = _is_flat_model(model, shape)
     work_shape = (math.prod(shape),) if flat else shape

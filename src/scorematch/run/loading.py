@@ -3,6 +3,7 @@ of its model closest to the data distribution (``data_score``)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from torch import nn
 from scorematch.errors import CheckpointError
 from scorematch.models import build_model
 from scorematch.run import checkpoint as ckpt
-from scorematch.run.config import load_config
+from scorematch.run import limits, manifest
 from scorematch.run.runinfo import read_run_info
 
 
@@ -28,45 +29,80 @@ def load(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cp
     ``m.score(x, t)``) then gives its score whatever the parameterisation (energy: -grad E).
 
     Loads the EMA weights by default (what sampling should use); never unpickles anything.
-    ``m.run_info`` holds the run's config and noise schedule.
+    config.json, run.json and weights.safetensors are validated field by field and checked
+    against the run's manifest; weights that fail are reported and the newest checkpoint that
+    verifies is used instead. ``m.run_info`` holds the run's config and noise schedule.
     """
     run = Path(run_dir)
-    if not run.is_dir():
-        raise CheckpointError(f"run folder {run} does not exist; pass the --out folder of `scorematch train`")
-    cfg = load_config(run)
-    info = read_run_info(run)
+    cfg = manifest.run_config(run)
+    info = read_run_info(run, cfg)
+    spec = info["model"]
+    n_params = limits.parameter_count(lambda: build_model(spec["name"], spec["config"]))
+    limits.check_fits(f"the model in {run / 'run.json'} ({n_params} parameters)", 4 * n_params, device,
+                      "run.json does not describe a model scorematch trained here")
     try:
-        model = build_model(info["model"]["name"], info["model"]["config"])
-    except TypeError as err:
+        model = build_model(spec["name"], spec["config"])
+    except (TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{run / 'run.json'} has a model config this version cannot build: {err}") from None
-    weights = run / "weights.safetensors"
-    if weights.exists():
-        state = split_prefix(ckpt.load_weights(weights), "ema" if ema else "model")
-    else:
-        found = ckpt.latest_checkpoint(run / "checkpoints")
-        if found is None:
-            raise CheckpointError(f"{run} has neither weights.safetensors nor a usable checkpoint")
-        state = split_prefix(found[0], "ema" if ema else "model")
-        if ema:
-            state = {k[len("module."):]: v for k, v in state.items() if k.startswith("module.")}
+    _check_conditioning(model, cfg.objective, run)
+    prefix = "ema" if ema else "model"
+    state = _weights(run, prefix, model)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise CheckpointError(f"weights in {run} do not fit the model in run.json: {err}") from None
+        first = str(err).strip().splitlines()[-1].strip()[:200]
+        raise CheckpointError(f"weights in {run} do not fit the model in run.json: {first}") from None
     model.run_info = {"config": cfg.to_dict(), **info}
     return model.to(device).eval()
+
+
+def _check_conditioning(model: nn.Module, objective: str, run: Path) -> None:
+    needs = {"ncsn": "sigma", "sde": "time"}.get(objective, "none")
+    if getattr(model, "conditioning", "none") != needs:
+        raise CheckpointError(f"{run / 'run.json'} names a {getattr(model, 'conditioning', 'none')}-conditioned "
+                              f"model, but objective {objective!r} trains a {needs}-conditioned one; restore run.json")
+
+
+def _weights(run: Path, prefix: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The ``prefix`` ("ema" or "model") weights of weights.safetensors, verified; else of the
+    newest checkpoint that verifies and fits ``model``."""
+    expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    weights = run / "weights.safetensors"
+    if weights.exists() or weights.is_symlink():
+        try:
+            tensors = ckpt.load_weights(run)
+            for p in ("model", "ema"):
+                ckpt.check_fits(split_prefix(tensors, p), expected, str(weights))
+            if set(tensors) == {f"{p}.{k}" for p in ("model", "ema") for k in expected}:
+                return split_prefix(tensors, prefix)
+            raise CheckpointError(f"{weights} holds tensors other than the model's and its EMA's")
+        except CheckpointError as err:
+            if not ckpt.list_checkpoints(run / "checkpoints"):
+                raise
+            print(f"scorematch: {err}; using the newest checkpoint instead", file=sys.stderr)
+
+    def fits(tensors: dict[str, torch.Tensor], state: dict[str, Any], where: str) -> None:
+        ckpt.check_fits(split_prefix(tensors, "model"), expected, where)
+        ema_state = {k[len("module."):]: v for k, v in split_prefix(tensors, "ema").items() if k.startswith("module.")}
+        ckpt.check_fits(ema_state, expected, where)
+
+    found = ckpt.latest_checkpoint(run / "checkpoints", fits)
+    if found is None:
+        raise CheckpointError(f"{run} has neither weights.safetensors nor a usable checkpoint")
+    state = split_prefix(found[0], prefix)
+    if prefix == "ema":
+        state = {k[len("module."):]: v for k, v in state.items() if k.startswith("module.")}
+    return state
 
 
 def held_out(run_dir: Path) -> tuple[Any, torch.Tensor]:
     """The run's data set and its held-out split (recomputed from the config's seed)."""
     from scorematch.data import resolve_data, train_test_split
 
-    cfg = load_config(run_dir)
+    cfg = manifest.run_config(run_dir)
     full = resolve_data(cfg.data, n=cfg.n_data, seed=cfg.seed)
     _, test = train_test_split(full, cfg.test_fraction, seed=cfg.seed)
     return full, test.x
-
-
 def data_score(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """The model's score of the data: its own for unconditional models, at the smallest noise
     level sigma_L for noise-conditional ones, at t = 1e-3 for time-conditional ones."""
