@@ -144,14 +144,14 @@ def check_fits(tensors: Mapping[str, torch.Tensor], expected: Expected, where: s
                optional: Callable[[str], bool] = lambda k: False) -> None:
     """Every tensor of ``expected`` present with its shape and dtype, nothing else (except keys
     ``optional`` accepts, checked when present), every floating tensor finite."""
-    missing = [k for k in expected if k not in tensors and not optional(k)]
-    extra = [k for k in tensors if k not in expected]
+    missing = sorted(k for k in expected if k not in tensors and not optional(k))
+    extra = sorted(k for k in tensors if k not in expected)
     if missing or extra:
         what = "; ".join(x for x in (f"missing {', '.join(missing[:3])}" if missing else "",
                                       f"unexpected {', '.join(extra[:3])}" if extra else "") if x)
         raise CheckpointError(f"{where} does not fit this run's model ({what}); it is from another run or model")
-    for k, t in tensors.items():
-        shape, dtype = expected[k]
+    for k in sorted(tensors):
+        t, (shape, dtype) = tensors[k], expected[k]
         if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
             raise CheckpointError(f"{where}: {k} has shape {tuple(t.shape)} ({t.dtype}), this run's model needs "
                                   f"{tuple(shape)} ({dtype}); it is from another run or model")

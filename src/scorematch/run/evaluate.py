@@ -18,6 +18,7 @@ import torch
 
 from scorematch.files import probe_writable, write_json
 from scorematch.run.loading import data_score, held_out, load
+from scorematch.run.validate import check_seed
 
 
 def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | None = None,
@@ -29,6 +30,7 @@ def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | N
     from scorematch.density import jacobian_asymmetry
     from scorematch.run.generate import generate
 
+    check_seed("seed", seed)
     run = Path(run_dir)
     model = load(run)
     if save:

@@ -23,6 +23,7 @@ from scorematch.plotting import (
     trajectories,
 )
 from scorematch.plotting._base import DPI, PathLike, _new_figure
+from scorematch.run.validate import check_seed
 
 
 def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, seed: int = 0) -> list[Path]:
@@ -40,6 +41,7 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
     from scorematch.run.loading import data_score, held_out, load
     from scorematch.run.runinfo import read_loss_csv
 
+    check_seed("seed", seed)
     run = Path(run_dir)
     folder = Path(out) if out is not None else run / "plots"
     root = Path(out) if out is not None else run

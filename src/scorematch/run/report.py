@@ -23,7 +23,7 @@ from typing import Any
 from scorematch.errors import CheckpointError, ScoreMatchError
 from scorematch.files import OutputError, probe_writable, write_json, write_text
 from scorematch.run.runinfo import parse_loss_row, read_loss_lines
-from scorematch.run.validate import read_file, read_json
+from scorematch.run.validate import check_seed, read_file, read_json
 
 __all__ = ["write_report"]
 
@@ -294,6 +294,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, n: int = 50
     from scorematch.run.manifest import run_config
     from scorematch.run.runinfo import read_run_info
 
+    check_seed("seed", seed)
     run = Path(run_dir)
     if not run.is_dir():
         raise CheckpointError(f"run folder {run} does not exist; pass the --out folder of `scorematch train`")

@@ -78,18 +78,23 @@ def read_file(path: str | Path, what: str = "file", max_bytes: int | None = MAX_
         raise error(f"cannot read {p} ({err.strerror or err}); fix its permissions or restore it") from None
     try:
         st = os.fstat(fd)
+        problem = None
         if stat.S_ISDIR(st.st_mode):
-            raise error(f"{p} is a folder, not a {what}; restore the file")
-        if not stat.S_ISREG(st.st_mode):
-            raise error(f"{p} is not a regular file (a device, pipe or socket); restore the {what}")
-        if max_bytes is not None and st.st_size > max_bytes:
-            raise error(f"{p} is {st.st_size} bytes, far more than any {what} scorematch writes; restore it")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+            problem = f"{p} is a folder, not a {what}; restore the file"
+        elif not stat.S_ISREG(st.st_mode):
+            problem = f"{p} is not a regular file (a device, pipe or socket); restore the {what}"
+        elif max_bytes is not None and st.st_size > max_bytes:
+            problem = f"{p} is {st.st_size} bytes, far more than any {what} scorematch writes; restore it"
+        data = b""
+        if problem is None:
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read() if max_bytes is None else f.read(max_bytes + 1)
     except OSError as err:
         raise error(f"cannot read {p} ({err.strerror or err}); restore it") from None
     finally:
         os.close(fd)
+    if problem is not None:
+        raise error(problem)
     if max_bytes is not None and len(data) > max_bytes:
         raise error(f"{p} grew past {max_bytes} bytes while being read; restore it")
     return data
