@@ -225,16 +225,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     out = args.out or args.run / "samples.npz"
     ctx, device = D.init_from_env(pick_device("auto"))
+    done = False
     try:
         model = load(args.run, device=device)
-        if ctx.is_main:
-            probe_writable(out)
+        D.on_main(lambda: probe_writable(out), ctx)
         per_rank = -(-args.n // ctx.world_size)
         x = generate(model, model.run_info, per_rank, sampler=args.sampler, seed=args.seed + ctx.rank,
                      **_sampler_options(args))
         x = D.gather_rows(x.contiguous(), ctx)[: args.n].cpu()
+        done = True
     finally:
-        D.shutdown(ctx)
+        D.shutdown(ctx, clean=done)
     if not ctx.is_main:
         return 0
     if x.numel() and not bool(torch.isfinite(x).any()):

@@ -168,8 +168,15 @@ def barrier(ctx: DistContext) -> None:
         collective(dist.barrier, ctx)
 
 
-def shutdown(ctx: DistContext) -> None:
+def shutdown(ctx: DistContext, clean: bool = True) -> None:
+    """Leave the process group; after a success (``clean``) every rank first waits for the
+    others, so none tears its connections down while another still uses them."""
     if ctx.enabled and dist.is_initialized():
+        if clean:
+            try:
+                barrier(ctx)
+            except CollectiveError:
+                pass
         dist.destroy_process_group()
 
 

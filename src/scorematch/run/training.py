@@ -167,13 +167,16 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume:
         given = _given(cfg, overrides)
         V.check_settings_apply(cfg.objective, cfg.sde, given)
     ctx, device = D.init_from_env(pick_device(cfg.device), cfg.collective_timeout)
+    done = False
     try:
         run = setup(cfg, run_dir, not restart, ctx, device, given=given, was=was)
         with folder.session(run_dir, ctx, new=resume is None, force=force):
             start(run, resuming=not restart)
-            return _loop(run)
+            result = _loop(run)
+        done = True
+        return result
     finally:
-        D.shutdown(ctx)
+        D.shutdown(ctx, clean=done)
 
 
 # ----------------------------------------------------------------------------- set-up
