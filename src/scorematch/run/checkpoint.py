@@ -159,7 +159,39 @@ def check_fits(tensors: Mapping[str, torch.Tensor], expected: Expected, where: s
             raise CheckpointError(f"{where}: {k} holds NaN or inf values; delete it to use an earlier checkpoint")
 
 
-def latest_checkpoint(folder: Path, fits: Callable[[dict[str, torch.Tensor], dict[str, Any], str], None] | None = None,
+Fits = Callable[[dict[str, torch.Tensor], dict[str, Any], str], None]
+
+
+def fits_training(model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
+                  g_data: torch.Generator, g_noise: torch.Generator) -> Fits:
+    """The check that a checkpoint can resume training ``model``: its weights, EMA, Adam moments
+    (for every parameter or none), data generator and one noise generator per process of the
+    run that wrote it, each with this run's names, shapes and dtypes; Adam's settings of the
+    same kind."""
+    exp = {f"model.{k}": (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    exp.update({f"ema.{k}": (tuple(v.shape), v.dtype) for k, v in ema.state_dict().items()})
+    params = list(model.parameters())
+    for i, p in enumerate(params):
+        exp.update({f"optim.{i}.exp_avg": (tuple(p.shape), p.dtype), f"optim.{i}.exp_avg_sq": (tuple(p.shape), p.dtype),
+                    f"optim.{i}.step": ((), torch.get_default_dtype())})
+    exp["rng.data"] = (tuple(g_data.get_state().shape), torch.uint8)
+    noise, group = tuple(g_noise.get_state().shape), set(opt.param_groups[0])
+
+    def fits(tensors: dict[str, torch.Tensor], state: dict[str, Any], where: str) -> None:
+        expected = {**exp, **{f"rng.noise.{r}": (noise, torch.uint8) for r in range(state["world_size"])}}
+        check_fits(tensors, expected, where, optional=lambda k: k.startswith("optim."))
+        held = {int(k.split(".")[1]) for k in tensors if k.startswith("optim.")}
+        if any(sum(f"optim.{i}.{k}" in tensors for k in ("exp_avg", "exp_avg_sq", "step")) != 3 for i in held):
+            raise CheckpointError(f"{where} holds part of the optimizer state of a parameter; it is damaged")
+        g = state["optimizer"]["param_groups"][0]
+        if set(g) != group or len(g["params"]) != len(params):
+            raise CheckpointError(f"{where} holds the optimizer of another model ({len(g['params'])} parameters, "
+                                  f"this one has {len(params)})")
+
+    return fits
+
+
+def latest_checkpoint(folder: Path, fits: Fits | None = None,
                       max_step: int = 2**62) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     """The newest checkpoint that verifies (and that ``fits(tensors, state, name)`` accepts);
     a bad newer one is reported on stderr and skipped."""

@@ -111,6 +111,18 @@ def resume_config(run: Path, overrides: dict[str, Any]) -> tuple[TrainConfig, di
     return base.replace(**overrides), was, False
 
 
+def resume_advice(run: Path, lr: float) -> str:
+    """Where a failed run can continue from, and the settings that may change when it does."""
+    stems = ckpt.list_checkpoints(run / "checkpoints")
+    flags = ", ".join("--" + k.replace("_", "-") for k in RESUME_SETTINGS if k not in ("progress", "device"))
+    if not stems:
+        return f"{run} holds no checkpoint yet; start it again with the same --out and a lower --lr"
+    newest = stems[-1]
+    return (f"The last good checkpoint is step {ckpt.step_of(newest)} ({newest}.safetensors); continue from it "
+            f"with changed settings, e.g. `scorematch train --resume {run} --lr {lr / 10:g}` "
+            f"(settings that can change on resume: {flags})")
+
+
 def _clean(run: Path) -> None:
     removed = remove_stale_temporaries(run, recursive=False)
     for sub in ("checkpoints", "samples", "plots"):

@@ -42,7 +42,7 @@ from scorematch.run import checkpoint as ckpt
 from scorematch.run import distributed as D
 from scorematch.run import folder, limits, manifest
 from scorematch.run import validate as V
-from scorematch.run.config import RESUME_SETTINGS, TrainConfig, from_dict, validate
+from scorematch.run.config import TrainConfig, from_dict, validate
 from scorematch.run.environment import pick_device
 from scorematch.run.loading import split_prefix
 from scorematch.run.logs import CsvLog, progress_bar, tensorboard
@@ -249,35 +249,8 @@ def _run_json(run: Run) -> dict[str, Any]:
     }
 
 
-def _expected(run: Run) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """Name -> (shape, dtype) of every tensor a checkpoint of this run holds (optimizer moments
-    once a step was taken; one noise generator per process of the run that wrote it)."""
-    exp = {f"model.{k}": (tuple(v.shape), v.dtype) for k, v in run.model.state_dict().items()}
-    exp.update({f"ema.{k}": (tuple(v.shape), v.dtype) for k, v in run.ema.state_dict().items()})
-    for i, p in enumerate(run.model.parameters()):
-        for k in ("exp_avg", "exp_avg_sq"):
-            exp[f"optim.{i}.{k}"] = (tuple(p.shape), p.dtype)
-        exp[f"optim.{i}.step"] = ((), torch.get_default_dtype())
-    exp["rng.data"] = (tuple(run.g_data.get_state().shape), torch.uint8)
-    return exp
-
-
 def _restore(run: Run) -> None:
-    expected, noise = _expected(run), tuple(run.g_noise.get_state().shape)
-    group = set(run.opt.param_groups[0])
-    n_params = len(list(run.model.parameters()))
-
-    def fits(tensors: dict[str, torch.Tensor], state: dict[str, Any], where: str) -> None:
-        exp = {**expected, **{f"rng.noise.{r}": (noise, torch.uint8) for r in range(state["world_size"])}}
-        ckpt.check_fits(tensors, exp, where, optional=lambda k: k.startswith("optim."))
-        held = {int(k.split(".")[1]) for k in tensors if k.startswith("optim.")}
-        if any(sum(f"optim.{i}.{k}" in tensors for k in ("exp_avg", "exp_avg_sq", "step")) != 3 for i in held):
-            raise CheckpointError(f"{where} holds part of the optimizer state of a parameter; it is damaged")
-        g = state["optimizer"]["param_groups"][0]
-        if set(g) != group or len(g["params"]) != n_params:
-            raise CheckpointError(f"{where} holds the optimizer of another model ({len(g['params'])} parameters, "
-                                  f"this one has {n_params})")
-
+    fits = ckpt.fits_training(run.model, run.ema, run.opt, run.g_data, run.g_noise)
     found = ckpt.latest_checkpoint(run.run_dir / "checkpoints", fits, max_step=run.cfg.steps)
     if found is None:
         raise CheckpointError(f"{run.run_dir} has no usable checkpoint to resume from (the messages above say why)")
@@ -331,13 +304,14 @@ def train_step(run: Run, stop_requested: bool) -> StepOutcome:
             raise TrainingError(
                 f"loss became {float(loss.detach())} at step {run.step + 1}{where}. Likely causes: a learning rate "
                 f"too high (now {run.cfg.lr}), a sigma_min too small for the data's precision, or NaN/inf in the "
-                f"data. {_resume_advice(run)}, or add --skip-nonfinite to skip such batches"
+                f"data. {folder.resume_advice(run.run_dir, run.cfg.lr)}, or add --skip-nonfinite to skip such batches"
             )
         run.skipped += 1
         if run.skipped > run.cfg.max_skipped:
             raise TrainingError(
                 f"{run.skipped} batches had a non-finite loss (the last at step {run.step + 1}{where}), more than "
-                f"--max-skipped {run.cfg.max_skipped}: the training diverges. {_resume_advice(run)}"
+                f"--max-skipped {run.cfg.max_skipped}: the training diverges. "
+                f"{folder.resume_advice(run.run_dir, run.cfg.lr)}"
             )
         print(f"scorematch: skipping step {run.step + 1}: loss is {float(loss.detach())}{where} "
               f"({run.skipped} of at most {run.cfg.max_skipped} skipped)", file=sys.stderr)
@@ -353,18 +327,6 @@ def train_step(run: Run, stop_requested: bool) -> StepOutcome:
         run.level_sum.index_add_(0, lvl, rows)
         run.level_cnt.index_add_(0, lvl, torch.ones_like(rows))
     return StepOutcome(loss.detach(), rows, lvl, gnorm, stopping)
-
-
-def _resume_advice(run: Run) -> str:
-    """Where the run can continue from, and the settings that may change when it does."""
-    stems = ckpt.list_checkpoints(run.run_dir / "checkpoints")
-    flags = ", ".join("--" + k.replace("_", "-") for k in RESUME_SETTINGS if k not in ("progress", "device"))
-    if not stems:
-        return f"{run.run_dir} holds no checkpoint yet; start it again with the same --out and a lower --lr"
-    newest = stems[-1]
-    return (f"The last good checkpoint is step {ckpt.step_of(newest)} ({newest}.safetensors); continue from it "
-            f"with changed settings, e.g. `scorematch train --resume {run.run_dir} --lr {run.cfg.lr / 10:g}` "
-            f"(settings that can change on resume: {flags})")
 
 
 def _where_nonfinite(run: Run, rows: torch.Tensor | None, lvl: torch.Tensor | None) -> str:
