@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a score model and write a run folder",
                        description="Train a score or energy model; writes RUN/config.json, run.json, "
-                                   "weights.safetensors, checkpoints/, loss.csv.")
+                                   "weights.safetensors, checkpoints/, loss.csv, manifest.json; exits 128 + N when "
+                                   "stopped by signal N (after a checkpoint).")
     t.add_argument("--out", type=Path, help="run folder to create (required unless --resume): a new or empty "
                                             "folder, or a run that stopped before its first checkpoint")
     t.add_argument("--force", action="store_true",

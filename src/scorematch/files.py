@@ -12,14 +12,14 @@ named; links above it are the user's own and are followed.
 The new file gets the mode 0666 minus the process umask, and a crash leaves either the old file
 or the new one, never half of one. Temporary names are ``.NAME.<16 hex>.tmp`` and are locked
 (``flock``) while written; ``remove_stale_temporaries`` deletes those a killed process left
-behind and never one that a live process still holds.
+behind and never one that a live process still holds. POSIX only (Linux, macOS): it relies on
+directory descriptors (``dir_fd``) and ``flock``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import io
 import json
 import os
@@ -31,6 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from scorematch.errors import ScoreMatchError
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: no locks (and no dir_fd, see the module docstring)
+    fcntl = None
 
 __all__ = [
     "OutputError", "atomic_write", "ensure_folder", "folder_lock", "is_temporary", "open_append", "output_error",
@@ -191,7 +196,7 @@ def _write_in(dir_fd: int, p: Path, data: bytes) -> None:
     except OSError as err:
         raise OutputError(_describe(err, p)) from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _lock(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -205,6 +210,12 @@ def _write_in(dir_fd: int, p: Path, data: bytes) -> None:
         raise
     with contextlib.suppress(OSError):
         os.fsync(dir_fd)
+
+
+def _lock(fd: int) -> None:
+    """An exclusive flock on ``fd`` (BlockingIOError when another process holds one)."""
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _unlink(name: str, dir_fd: int) -> None:
@@ -320,7 +331,7 @@ def folder_lock(folder: PathLike, name: str = ".lock") -> Iterator[None]:
         os.close(dfd)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock(fd)
         except BlockingIOError:
             raise OutputError(
                 f"{p} is in use by another scorematch process (it holds {p / name}); wait for it to end"
@@ -356,7 +367,7 @@ def _remove_if_unlocked(p: Path) -> bool:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock(fd)
         except OSError:
             return False  # a live writer holds it
         p.unlink(missing_ok=True)

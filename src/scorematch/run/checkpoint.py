@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from safetensors.torch import save as st_save
 from scorematch.errors import CheckpointError, TrainingError
 from scorematch.files import OutputError, atomic_write, probe_writable, remove_files, write_json
 from scorematch.run import manifest
-from scorematch.run.validate import check_checkpoint_state, parse_json, read_file
+from scorematch.run.validate import check_checkpoint_state, note, parse_json, read_file
 
 CHECKPOINT_FORMAT = 2
 _STEP = re.compile(r"^step_(\d{8,12})\.json$")
@@ -202,7 +201,7 @@ def latest_checkpoint(folder: Path, fits: Fits | None = None,
                 fits(tensors, state, str(stem.with_suffix(".safetensors")))
             return tensors, state
         except CheckpointError as err:
-            print(f"scorematch: {err}; trying the previous checkpoint", file=sys.stderr)
+            note(f"{err}; trying the previous checkpoint")
     return None
 
 

@@ -23,6 +23,7 @@ from scorematch.run import checkpoint as ckpt
 from scorematch.run import distributed as D
 from scorematch.run import manifest
 from scorematch.run.config import RESUME_SETTINGS, TrainConfig
+from scorematch.run.validate import note
 
 #: what a run writes into its folder; --force renames the user's files of these names
 RUN_FILES = ("config.json", "run.json", manifest.MANIFEST, "weights.safetensors", "loss.csv", "checkpoints",
@@ -101,8 +102,8 @@ def resume_config(run: Path, overrides: dict[str, Any]) -> tuple[TrainConfig, di
         raise ConfigError(f"{run} has trained {newest} steps (newest checkpoint); --steps {steps} would go back: "
                           f"give --steps {newest} or more")
     if not _started(run):
-        print(f"scorematch: {run} has no checkpoint (it stopped before its first one); starting it again from "
-              "step 0 with its config.json", file=sys.stderr)
+        note(f"{run} has no checkpoint (it stopped before its first one); starting it again from step 0 with its "
+             "config.json")
         return base.replace(**overrides), {}, True
     if newest is None:
         raise CheckpointError(f"{run} has no checkpoint to resume from (its checkpoints/ folder is empty or gone); "

@@ -3,7 +3,6 @@ of its model closest to the data distribution (``data_score``)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from scorematch.models import build_model
 from scorematch.run import checkpoint as ckpt
 from scorematch.run import limits, manifest
 from scorematch.run.runinfo import read_run_info
+from scorematch.run.validate import note
 
 
 def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -79,7 +79,7 @@ def _weights(run: Path, prefix: str, model: nn.Module) -> dict[str, torch.Tensor
         except CheckpointError as err:
             if not ckpt.list_checkpoints(run / "checkpoints"):
                 raise
-            print(f"scorematch: {err}; using the newest checkpoint instead", file=sys.stderr)
+            note(f"{err}; using the newest checkpoint instead")
 
     def fits(tensors: dict[str, torch.Tensor], state: dict[str, Any], where: str) -> None:
         ckpt.check_fits(split_prefix(tensors, "model"), expected, where)

@@ -313,8 +313,9 @@ def train_step(run: Run, stop_requested: bool) -> StepOutcome:
                 f"--max-skipped {run.cfg.max_skipped}: the training diverges. "
                 f"{folder.resume_advice(run.run_dir, run.cfg.lr)}"
             )
-        print(f"scorematch: skipping step {run.step + 1}: loss is {float(loss.detach())}{where} "
-              f"({run.skipped} of at most {run.cfg.max_skipped} skipped)", file=sys.stderr)
+        if run.ctx.is_main:
+            print(f"scorematch: skipping step {run.step + 1}: loss is {float(loss.detach())}{where} "
+                  f"({run.skipped} of at most {run.cfg.max_skipped} skipped)", file=sys.stderr)
         run.step += 1
         return StepOutcome(loss.detach(), None, None, None, stopping)
     run.opt.zero_grad(set_to_none=True)

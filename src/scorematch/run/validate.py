@@ -16,6 +16,7 @@ import math
 import os
 import re
 import stat
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,12 @@ MODEL_SETTINGS: dict[str, tuple[str, ...]] = {
     "conditioning": ("unet",),
 }
 _DEFAULTS = {"sde": "ve", "likelihood_weighting": False, "n_projections": 1, "projection": "gaussian"}
+
+
+def note(message: str) -> None:
+    """A one-line note on stderr (``scorematch: ...``), from rank 0 only under several processes."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"scorematch: {message}", file=sys.stderr)
 
 
 def flag(name: str) -> str:
