@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 import scorematch
 from scorematch.errors import ConfigError, ScoreMatchError, TrainingError
+from scorematch.files import OutputError
 from scorematch.run import checkpoint as ckpt
 from scorematch.run.config import TrainConfig, from_dict, load_config
 from scorematch.samplers import annealed_langevin, langevin
@@ -54,14 +55,16 @@ def test_sigkill_loses_only_the_steps_since_the_last_checkpoint(tmp_path: Path) 
 
 def test_a_torn_checkpoint_write_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
     folder = tmp_path / "checkpoints"
-    ckpt.save_checkpoint(folder, 10, {"w": torch.ones(3)}, {"optimizer": {}})
+    state = {"world_size": 1, "optimizer": {"scalars": {}, "param_groups": [
+        {"params": [0], "lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0}]}}
+    ckpt.save_checkpoint(folder, 10, {"w": torch.ones(3)}, state)
 
-    def fail(src, dst):
+    def fail(src, dst, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError):
-        ckpt.save_checkpoint(folder, 20, {"w": torch.zeros(3)}, {"optimizer": {}})
+    with pytest.raises(OutputError, match="no space left on the device"):
+        ckpt.save_checkpoint(folder, 20, {"w": torch.zeros(3)}, state)
     monkeypatch.undo()
     assert [p.name for p in ckpt.list_checkpoints(folder)] == ["step_00000010"]
     assert not list(folder.glob(".*.tmp")), "temporary files must be cleaned up"
@@ -87,7 +90,7 @@ def test_nan_loss_stops_with_step_and_noise_level_and_keeps_the_checkpoint(tmp_p
 
 def test_skip_nonfinite_skips_bad_batches_instead_of_stopping(tmp_path: Path, capsys) -> None:
     res = scorematch.train(data="gmm2d", objective="ncsn", lr=1e12, grad_clip=1e30, steps=30, n_data=500,
-                           progress=False, skip_nonfinite=True, out=tmp_path / "skip")
+                           progress=False, skip_nonfinite=True, max_skipped=30, out=tmp_path / "skip")
     assert res.steps == 30
     assert "skipping step" in capsys.readouterr().err
 
@@ -100,12 +103,12 @@ def test_unwritable_output_fails_before_training(tmp_path: Path) -> None:
 
 
 def test_full_disk_fails_before_training(tmp_path: Path, monkeypatch) -> None:
-    def full(path, data):
-        raise OSError(28, "No space left on device")
+    def full(path, root=None):
+        raise OutputError("no space left on the device holding " + str(path))
 
-    monkeypatch.setattr(ckpt, "atomic_write", full)
+    monkeypatch.setattr(ckpt, "probe_writable", full)
     t0 = time.perf_counter()
-    with pytest.raises(TrainingError, match="No space left on device"):
+    with pytest.raises(TrainingError, match="no space left on the device"):
         scorematch.train(data="gmm2d", steps=100_000, progress=False, out=tmp_path / "run")
     assert time.perf_counter() - t0 < 30
     assert not (tmp_path / "run" / "config.json").exists()

@@ -183,7 +183,7 @@ def test_resume_reproduces_uninterrupted_run(objective, tmp_path):
     whole, split = tmp_path / "whole", tmp_path / "split"
     scorematch.train(steps=40, checkpoint_every=20, out=whole, **kw)
     first = scorematch.train(steps=20, checkpoint_every=20, out=split, **kw)
-    assert first.steps == 20 and checkpoint_steps(split) == [20]
+    assert first.steps == 20 and checkpoint_steps(split) == [0, 20]  # step 0: written before the first step
     res = scorematch.train(resume=split, steps=40)
     assert res.steps == 40
     assert_same_weights(whole, split)
@@ -208,8 +208,8 @@ def test_resume_reproduces_uninterrupted_run(objective, tmp_path):
 
 def test_resume_rejects_changing_the_run(tmp_path):
     scorematch.train(steps=10, out=tmp_path / "run", **TINY)
-    with pytest.raises(ConfigError, match="cannot change lr"):
-        scorematch.train(resume=tmp_path / "run", steps=20, lr=0.1)
+    with pytest.raises(ConfigError, match=r"--hidden cannot change when resuming .*settings that can: --steps, --lr"):
+        scorematch.train(resume=tmp_path / "run", steps=20, hidden=64)
     with pytest.raises(CheckpointError, match="no config"):
         scorematch.train(resume=tmp_path / "nothing", steps=20)
 
@@ -225,7 +225,8 @@ def test_keep_checkpoints_keeps_the_newest(tmp_path):
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert names == [f"step_{s:08d}.{ext}" for s in (20, 25, 30) for ext in ("json", "safetensors")]
     meta = json.loads((run / "checkpoints" / "step_00000030.json").read_text())
-    assert meta["step"] == 30 and len(meta["sha256"]) == 64
+    assert meta["state"]["step"] == 30 and len(meta["sha256"]["step_00000030.safetensors"]) == 64
+    assert len(meta["sha256"]["state"]) == 64
     assert not list(run.rglob("*.tmp"))
 
 
@@ -280,7 +281,7 @@ def test_checkpoint_with_wrong_checksum_in_json_is_rejected(tmp_path, capsys):
     scorematch.train(steps=20, checkpoint_every=10, out=run, **TINY)
     meta_path = run / "checkpoints" / "step_00000020.json"
     meta = json.loads(meta_path.read_text())
-    meta["sha256"] = "0" * 64
+    meta["sha256"]["step_00000020.safetensors"] = "0" * 64
     meta_path.write_text(json.dumps(meta))
     res = scorematch.train(resume=run, steps=20)
     assert "checksum mismatch" in capsys.readouterr().err

@@ -1,8 +1,9 @@
 """Command-line interface: ``scorematch train | sample | eval | plot | report``.
 
-Every scorematch error is printed as one line ("scorematch: error: ...") with exit code 2;
-anything else is a bug and keeps its traceback. Nothing imports torch before the arguments are
-parsed, so ``--help`` and ``--version`` answer at once.
+Every scorematch error is printed as one line ("scorematch: error: ...") with exit code 2
+(under several processes by rank 0 only); a run stopped by SIGINT/SIGTERM exits with 128 + the
+signal number after its checkpoint; anything else is a bug and keeps its traceback. Nothing
+imports torch before the arguments are parsed, so ``--help`` and ``--version`` answer at once.
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ from typing import Any
 from scorematch import __version__
 from scorematch.errors import ConfigError, ScoreMatchError
 from scorematch.run.config import MODEL_NAMES, SDE_NAMES, TrainConfig
-
-#: the environment variable of scorematch.run.distributed.launch (named here: that module imports torch)
-ARGV_ENV = "SCOREMATCH_ARGV"
 
 #: help text of every TrainConfig field that is a CLI flag (the flag is --field-name)
 TRAIN_HELP: dict[str, str] = {
@@ -57,6 +55,9 @@ TRAIN_HELP: dict[str, str] = {
     "sample_every": "write a sample grid every K steps (image data; 0 = never)",
     "log_every": "log the loss every K steps",
     "skip_nonfinite": "skip batches whose loss is NaN/inf instead of stopping",
+    "max_skipped": "with --skip-nonfinite: stop (exit 2) once more than this many batches were skipped",
+    "collective_timeout": "seconds a process waits for the others at a collective operation (DDP) before "
+                          "the run ends with an error",
     "dequantize": "uniform dequantisation of image data during training",
     "standardize": "auto: train vector data standardised per dimension, z = (x - mean) / std (samples, scores "
                    "and likelihoods are still given in data units); none: train on the data as it is. Images "
@@ -81,7 +82,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         if isinstance(default, bool):
             p.add_argument(flag, action="store_true", default=None, help=TRAIN_HELP[f.name])
             continue
-        kind = {"int": int, "float": float, "str": str}
+        kind = {"int": _int, "float": float, "str": str}
         typ = str
         for name, t in kind.items():
             if name in str(f.type):
@@ -101,14 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a score model and write a run folder",
                        description="Train a score or energy model; writes RUN/config.json, run.json, "
-                                   "weights.safetensors, checkpoints/, loss.csv.")
-    t.add_argument("--out", type=Path, help="run folder to create (default: runs/DATA-OBJECTIVE-sSEED, "
+                                   "weights.safetensors, checkpoints/, loss.csv, manifest.json; exits 128 + N when "
+                                   "stopped by signal N (after a checkpoint).")
+    t.add_argument("--out", type=Path, help="run folder to create: a new or empty folder, or a run that stopped "
+                                            "before its first checkpoint (default: runs/DATA-OBJECTIVE-sSEED, "
                                             "printed on stderr)")
-    t.add_argument("--resume", type=Path, help="continue this run folder up to --steps")
+    t.add_argument("--force", action="store_true",
+                   help="train into a non-empty --out folder that is not a scorematch run; nothing there is deleted: "
+                        "files named like a run's (config.json, loss.csv, ...) are renamed NAME.orig")
+    t.add_argument("--resume", type=Path, help="continue this run folder up to --steps (--lr, --grad-clip and a "
+                                               "few other settings may change; see the docs)")
     t.add_argument("--config", type=Path, help="a JSON file of TrainConfig fields; flags override it")
     _add_common_flags(t, device=False)
-    t.add_argument("--nproc", type=int, default=None,
-                   help="train with DDP on N processes of this machine (runs torchrun --standalone); "
+    t.add_argument("--nproc", type=_int, default=None,
+                   help="train with DDP on N processes of this machine; "
                         "for several machines call torchrun yourself (docs/multi-process.md)")
     _add_train_flags(t)
 
@@ -119,13 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", default=None,
                    help="langevin | mala | annealed | euler_maruyama | reverse_diffusion | pc | ode "
                         "(default: the one the model's conditioning calls for)")
-    s.add_argument("--n", type=int, default=1000, help="number of samples (default: 1000)")
-    s.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
+    s.add_argument("--n", type=_int, default=1000, help="number of samples (default: 1000)")
+    s.add_argument("--seed", type=_int, default=0, help="sampler seed (default: 0)")
     s.add_argument("--out", type=Path, default=None,
                    help="output file, written exactly as named; it must end in .npz (default: RUN/samples.npz)")
     s.add_argument("--allow-nonfinite", action="store_true",
                    help="write the samples even when some are NaN/inf (default: refuse, exit 2, say what to try)")
-    s.add_argument("--nproc", type=int, default=None,
+    s.add_argument("--nproc", type=_int, default=None,
                    help="split sampling over N processes (torchrun) and gather the samples")
     _add_common_flags(s)
     _add_sampler_flags(s)
@@ -138,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "RUN/eval-SAMPLER-nN-seedS[...].json: an evaluation is never overwritten by a "
                                    "different one.")
     e.add_argument("run", type=Path, help="run folder")
-    e.add_argument("--n", type=int, default=2000, help="number of samples to draw (default: 2000)")
-    e.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    e.add_argument("--n", type=_int, default=2000, help="number of samples to draw (default: 2000)")
+    e.add_argument("--seed", type=_int, default=0, help="seed (default: 0)")
     e.add_argument("--sampler", default=None, help="sampler to evaluate (default: the model's own)")
     e.add_argument("--likelihood", action="store_true", default=None,
                    help="also compute the test log-likelihood through the probability-flow ODE")
@@ -152,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Write PNG figures of a run into RUN/plots (or --out).")
     pl.add_argument("run", type=Path, help="run folder")
     pl.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: RUN/plots)")
-    pl.add_argument("--n", type=int, default=1000, help="number of samples to draw (default: 1000)")
-    pl.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    pl.add_argument("--n", type=_int, default=1000, help="number of samples to draw (default: 1000)")
+    pl.add_argument("--seed", type=_int, default=0, help="seed (default: 0)")
     _add_common_flags(pl)
 
     r = sub.add_parser("report", help="write a self-contained HTML report of a run",
@@ -162,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "JavaScript).")
     r.add_argument("run", type=Path, help="run folder")
     r.add_argument("--out", type=Path, default=None, help="HTML file to write (default: RUN/report.html)")
-    r.add_argument("--n", type=int, default=500, help="number of samples to draw (default: 500)")
-    r.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    r.add_argument("--n", type=_int, default=500, help="number of samples to draw (default: 500)")
+    r.add_argument("--seed", type=_int, default=0, help="seed (default: 0)")
     r.add_argument("--no-eval", action="store_true",
                    help="do not run the evaluation; use RUN/eval.json if there is one")
     _add_common_flags(r)
@@ -174,23 +181,38 @@ def _add_common_flags(p: argparse.ArgumentParser, device: bool = True) -> None:
     """--device (train has it as a config flag), --threads and --no-progress."""
     if device:
         p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    p.add_argument("--threads", type=_int, default=None, help=THREADS_HELP)
     p.add_argument("--no-progress", action="store_true",
                    help="no progress (default: a bar with rate and ETA on a terminal, a line every 10 s otherwise)")
 
 
 def _add_sampler_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampler options (defaults from the run)")
-    g.add_argument("--n-steps", type=int, help="steps of langevin/mala/euler_maruyama/reverse_diffusion/pc")
+    g.add_argument("--n-steps", type=_int, help="steps of langevin/mala/euler_maruyama/reverse_diffusion/pc")
     g.add_argument("--step-size", type=float, help="Langevin step size eta (eta-form)")
     g.add_argument("--eps", type=float, help="annealed Langevin eps (alpha-form, Algorithm 1)")
-    g.add_argument("--steps-per-sigma", type=int, help="annealed Langevin steps per noise level T")
+    g.add_argument("--steps-per-sigma", type=_int, help="annealed Langevin steps per noise level T")
     g.add_argument("--snr", type=float, help="signal-to-noise ratio of the PC corrector")
 
 
 def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
     names = ("n_steps", "step_size", "eps", "steps_per_sigma", "snr")
     return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
+def _int(text: str) -> int:
+    """An integer flag; 1e6-style values are accepted when they are whole numbers."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not (v == v and abs(v) < 1e30 and v.is_integer()):
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return int(v)
 
 
 def _threads(args: argparse.Namespace) -> int:
@@ -207,27 +229,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.no_progress:
         overrides["progress"] = False
     if args.resume is not None:
+        if args.out is not None and args.out != args.resume:
+            raise ConfigError(f"--out cannot be used with --resume: a resumed run continues in its own folder "
+                              f"({args.resume}); drop --resume to start a new run in {args.out}")
+        if args.config is not None:
+            raise ConfigError(f"--config cannot be used with --resume: the run's settings are "
+                              f"{args.resume}/config.json (flags such as --steps, --lr, --grad-clip may change them)")
+        if args.force:
+            raise ConfigError("--force cannot be used with --resume (it is for a new run in a non-empty folder)")
         _threads(args)
         result = train(resume=args.resume, **overrides)
     else:
-        base: dict[str, Any] = {}
-        if args.config is not None:
-            from scorematch.run.config import load_config
+        from scorematch.run.config import from_dict, load_config
 
-            base = load_config(args.config).to_dict()
-        from scorematch.run.config import from_dict
-
-        cfg = from_dict({**base, **overrides})
+        base = load_config(args.config) if args.config is not None else None
+        cfg = from_dict({**(base.to_dict() if base else {}), **overrides})
         out = args.out
         if out is None:
             out = Path("runs") / f"{Path(cfg.data).stem.replace(':', '_')}-{cfg.objective}-s{cfg.seed}"
             if os.environ.get("RANK", "0") == "0":
                 print(f"scorematch: no --out given: writing the run to {out}", file=sys.stderr)
         _threads(args)
-        result = train(cfg, out=out)
+        result = train(base, out=out, force=args.force, **overrides)
     if os.environ.get("RANK", "0") == "0":
         print(f"run folder: {result.run_dir}  steps: {result.steps}  final loss: {result.final_loss:.5g}")
-    return 0
+    return 0 if result.signal is None else 128 + result.signal
 
 
 def _check_npz(out: Path | None) -> None:
@@ -249,17 +275,20 @@ def _nonfinite_message(bad: int, n: int, name: str, model: Any) -> str:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from scorematch.files import write_npz
+    from scorematch.files import probe_writable, write_npz
     from scorematch.run import distributed as D
     from scorematch.run.environment import pick_device, say, start_line
     from scorematch.run.generate import count_nonfinite, generate, resolve_sampler
     from scorematch.run.loading import load
 
     _check_npz(args.out)
+    out = args.out or args.run / "samples.npz"
     threads = _threads(args)
     ctx, device = D.init_from_env(pick_device(args.device))
+    done = False
     try:
         model = load(args.run, device=device)
+        D.on_main(lambda: probe_writable(out), ctx)
         options = _sampler_options(args)
         name = resolve_sampler(model, args.sampler, options)
         if ctx.is_main:
@@ -269,8 +298,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         x = generate(model, model.run_info, per_rank, sampler=name, seed=args.seed + ctx.rank,
                      progress=ctx.is_main and not args.no_progress, warn_nonfinite=False, **options)
         x = D.gather_rows(x.contiguous(), ctx)[: args.n].cpu()
+        done = True
     finally:
-        D.shutdown(ctx)
+        D.shutdown(ctx, clean=done)
     if not ctx.is_main:
         return 0
     bad = count_nonfinite(x)
@@ -278,7 +308,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
         from scorematch.errors import SamplingError
 
         raise SamplingError(_nonfinite_message(bad, args.n, name, model))
-    out = args.out or args.run / "samples.npz"
     write_npz(out, samples=x.numpy())
     note = f", {bad} of them NaN/inf" if bad else ""
     print(f"wrote {out} (samples: {tuple(x.shape)}{note}"
@@ -348,18 +377,24 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
 
 
 def main(argv: list[str] | None = None) -> int:
+    from scorematch.run.launcher import ARGV_ENV
+
     if argv is None and len(sys.argv) == 1 and ARGV_ENV in os.environ:
         argv = json.loads(os.environ[ARGV_ENV])
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "nproc", None) and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        from scorematch.run.distributed import launch
+    if getattr(args, "nproc", None) is not None and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        from scorematch.run.launcher import check_nproc, launch
 
-        rest = list(sys.argv[1:] if argv is None else argv)
-        i = rest.index("--nproc")
-        return launch(args.nproc, rest[:i] + rest[i + 2:])
+        try:
+            if check_nproc(args.nproc) > 1:  # the processes get the same arguments and ignore --nproc
+                return launch(args.nproc, list(sys.argv[1:] if argv is None else argv))
+        except ScoreMatchError as err:
+            _report_error(err, 0)
+            return 2
     handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "plot": cmd_plot,
                "report": cmd_report}[args.command]
+    rank = int(os.environ.get("RANK", "0"))
     import warnings
 
     try:
@@ -367,11 +402,33 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _one_line_warnings
             return handler(args)
     except ScoreMatchError as err:
-        print(f"scorematch: error: {err}", file=sys.stderr)
+        _report_error(err, rank)
         return 2
     except KeyboardInterrupt:
-        print("scorematch: interrupted", file=sys.stderr)
+        if rank == 0:
+            print("scorematch: interrupted", file=sys.stderr)
         return 130
+
+
+def _report_error(err: ScoreMatchError, rank: int) -> None:
+    """One line on stderr; under several processes rank 0 prints, the others hand their message
+    to the launcher (which prints it when rank 0 had none) or, under torchrun, print only the
+    errors that rank 0 may not have seen (a lost peer)."""
+    from scorematch.run.distributed import CollectiveError
+    from scorematch.run.launcher import ERRORS_ENV
+
+    msg = "scorematch: error: " + " ".join(str(err).split("\n"))
+    if rank == 0 or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        print(msg, file=sys.stderr)
+    elif os.environ.get(ERRORS_ENV):
+        from scorematch.files import atomic_write
+
+        try:
+            atomic_write(Path(os.environ[ERRORS_ENV]) / f"rank{rank}.txt", msg.encode())
+        except ScoreMatchError:
+            print(msg, file=sys.stderr)
+    elif isinstance(err, CollectiveError):
+        print(msg, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -55,11 +55,13 @@ def make_grid(
 
 
 def save_image_grid(
-    images: _ArrayLike, path: PathLike, nrow: int | None = None, padding: int = 2, upscale: int = 1
+    images: _ArrayLike, path: PathLike, nrow: int | None = None, padding: int = 2, upscale: int = 1,
+    root: PathLike | None = None,
 ) -> Path:
     """Write ``make_grid(images, nrow, padding)`` as a plain PNG with Pillow (no axes, no
     matplotlib): 8-bit value round(255 v), mode L for grey, RGB for colour; ``upscale``
-    repeats every pixel (nearest neighbour) for tiny images. Returns the path."""
+    repeats every pixel (nearest neighbour) for tiny images. Returns the path. No symbolic
+    link is followed below ``root`` (default: the PNG's folder; see ``scorematch.files``)."""
     from PIL import Image
 
     grid = make_grid(images, nrow, padding)
@@ -73,7 +75,7 @@ def save_image_grid(
     img = Image.fromarray(pixels[..., 0], "L") if grey else Image.fromarray(pixels, "RGB")
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    return atomic_write(path, buf.getvalue())
+    return atomic_write(path, buf.getvalue(), root=root)
 
 
 def _show_grid(ax: Axes, grid: np.ndarray) -> None:

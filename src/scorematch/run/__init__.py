@@ -2,12 +2,17 @@
 
 Modules, each importing only those listed before it (and the library):
 
+    validate      every field read back from a run folder, checked; settings an objective ignores
     config        TrainConfig: every setting of a run, validated, as config.json
-    checkpoint    checksummed safetensors checkpoints and weights
+    manifest      manifest.json: the SHA-256 of every run file scorematch reads back
+    checkpoint    verified safetensors checkpoints (each with its own manifest) and weights
     runinfo       run.json and loss.csv
     environment   the device and threads a run uses, the versions it runs with, phase timings
+    limits        absurd sizes refused before allocating, with the memory they need
+    launcher      --nproc N: the processes started, signals forwarded, errors printed once
+    distributed   DDP under torchrun: process group, collective timeout, batch sharding, rank-0 I/O
+    folder        a run folder resumable or restartable: --out, --force, --resume, lock, clean-up
     custom        a user's own module (the protocol), data given in memory, save/load of a bare model
-    distributed   DDP under torchrun: process group, batch sharding, rank-0 I/O
     setup         model, noise schedule and loss of a run, built from its config
     loading       load (the trained model), run_data and held_out (its data), data_score
     inputs        the data, its standardisation and the model a new or resumed run starts from

@@ -17,6 +17,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from scorematch import __version__
 from scorematch.errors import CheckpointError, ConfigError
+from scorematch.run.validate import check_schedule, check_seed, parse_json, read_file
 
 MODEL_NAMES = ("auto", "mlp", "energy", "ncsn_mlp", "unet", "time_mlp", "time_unet")
 SDE_NAMES = ("ve", "vp", "subvp")
@@ -58,12 +59,15 @@ class TrainConfig:
     sample_every: int = 0
     log_every: int = 10
     skip_nonfinite: bool = False
+    max_skipped: int = 10
     dequantize: bool = False
     standardize: str = "auto"
     csv_header: str = "auto"
     device: str = "auto"
     progress: bool = True
+    collective_timeout: float = 300.0
     schedule: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
     version: str = __version__
     format: int = CONFIG_FORMAT
 
@@ -93,6 +97,8 @@ def _type_ok(value: Any, annotation: Any) -> bool:
         return isinstance(value, str)
     if origin is dict:
         return isinstance(value, dict)
+    if origin is list:
+        return isinstance(value, list)
     return True
 
 
@@ -147,6 +153,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                  "n_projections", "checkpoint_every", "keep_checkpoints", "log_every"):
         positive_int(name, getattr(cfg, name))
     positive_int("steps", cfg.steps, minimum=0)
+    positive_int("max_skipped", cfg.max_skipped, minimum=0)
+    check_seed("seed", cfg.seed)
+    positive("collective_timeout", cfg.collective_timeout)
     positive_int("sample_every", cfg.sample_every, minimum=0)
     positive("lr", cfg.lr)
     for name in ("sigma", "sigma_max", "sigma_min", "bandwidth", "grad_clip"):
@@ -162,7 +171,30 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"sigma_max must exceed sigma_min, got {cfg.sigma_max} <= {cfg.sigma_min}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
+    if cfg.schedule:
+        check_schedule(cfg.objective, cfg.schedule, "config schedule", cfg.sde)
+    _check_history(cfg.history)
     return cfg
+
+
+#: the settings a resumed run may change (the others would make it another run)
+RESUME_SETTINGS = ("steps", "lr", "grad_clip", "skip_nonfinite", "max_skipped", "checkpoint_every",
+                   "keep_checkpoints", "sample_every", "log_every", "device", "progress", "collective_timeout")
+
+
+def _check_history(history: list[Any]) -> None:
+    """config history: one entry per resume that changed settings, {"step": N, "set": {...}, "was": {...}}."""
+    for i, h in enumerate(history):
+        if not isinstance(h, dict) or set(h) != {"step", "set", "was"}:
+            raise ConfigError(f"config history[{i}] must be an object with step, set and was, got {h!r:.80}")
+        if isinstance(h["step"], bool) or not isinstance(h["step"], int) or h["step"] < 0:
+            raise ConfigError(f"config history[{i}].step must be an integer >= 0, got {h['step']!r:.40}")
+        for k in ("set", "was"):
+            if not isinstance(h[k], dict) or not set(h[k]) <= set(RESUME_SETTINGS):
+                raise ConfigError(f"config history[{i}].{k} must map settings among {', '.join(RESUME_SETTINGS)}")
+            for v in h[k].values():
+                if not (v is None or isinstance(v, bool | int | float | str)):
+                    raise ConfigError(f"config history[{i}].{k} holds {v!r:.40}, not a plain value")
 
 
 def load_config(path: str | Path) -> TrainConfig:
@@ -170,10 +202,11 @@ def load_config(path: str | Path) -> TrainConfig:
     p = Path(path)
     if p.is_dir():
         p = p / "config.json"
-    if not p.exists():
+    if not p.exists() and not p.is_symlink():
         raise CheckpointError(f"no config at {p}; is this a scorematch run folder (made by `scorematch train`)?")
-    try:
-        d = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{p} is not valid JSON ({err}); restore it or start a new run") from None
-    return from_dict(d)
+    return parse_config(read_file(p, "config file", error=ConfigError), p)
+
+
+def parse_config(data: bytes, where: str | Path) -> TrainConfig:
+    """A TrainConfig from the bytes of a config.json (validated; ConfigError naming ``where``)."""
+    return from_dict(parse_json(data, where, ConfigError))

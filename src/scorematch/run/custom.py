@@ -131,8 +131,8 @@ def rebuild(spec: dict[str, Any]) -> nn.Module:
     if ":" not in name:
         try:
             return build_model(name, config)
-        except TypeError as err:
-            raise CheckpointError(f"the model config cannot build {name}: {err}") from None
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"run.json has a model config this version cannot build ({name}: {err})") from None
     cls = import_class(name)
     try:
         return adapt(cls(**config))

@@ -1,31 +1,39 @@
 """Data-parallel training on PyTorch's DistributedDataParallel, launched by torchrun.
 
-``torchrun --nproc_per_node=N -m scorematch train ...`` (or ``scorematch train --nproc N``,
-which runs exactly that) starts N processes; each one calls ``init_from_env``, which joins the
-process group (gloo on CPU, NCCL on CUDA) from torchrun's environment variables. Every rank
+``torchrun --nproc_per_node=N -m scorematch train ...`` (or ``scorematch train --nproc N``, whose
+launcher, ``scorematch.run.launcher``, sets the same environment) starts N processes; each one
+calls ``init_from_env``, which joins the process group (gloo on CPU, NCCL on CUDA) from the
+environment variables, with a timeout on every collective operation. Every rank
 draws the same global batch of indices from the shared data generator and trains on its own
 contiguous shard of it; DDP averages the gradients, so a step equals a single-process step on
 the global batch (up to the noise draws, which each rank takes from its own generator).
-Rank 0 alone writes checkpoints, logs and sample grids.
+Rank 0 alone writes checkpoints, logs and sample grids; ``on_main`` runs such a step on rank 0
+and hands its result, or its error, to every rank.
 """
 
 from __future__ import annotations
 
-import json
+import datetime
 import os
-import subprocess
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from scorematch.errors import ConfigError
+from scorematch.errors import ConfigError, ScoreMatchError, TrainingError
+from scorematch.run.launcher import ARGV_ENV, launch
 
-#: environment variable through which ``launch`` hands the command line to every process
-ARGV_ENV = "SCOREMATCH_ARGV"
+__all__ = ["ARGV_ENV", "CollectiveError", "DistContext", "init_from_env", "launch", "on_main", "shard", "wrap"]
+#: seconds a collective operation waits for the other processes (far below gloo's 30 minutes)
+DEFAULT_TIMEOUT = 300.0
+T = TypeVar("T")
+
+
+class CollectiveError(TrainingError):
+    """Another process stopped answering (hung, stopped or killed) or its connection broke."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    timeout: float = DEFAULT_TIMEOUT
 
     @property
     def enabled(self) -> bool:
@@ -45,21 +54,77 @@ class DistContext:
         return self.rank == 0
 
 
-def init_from_env(device: torch.device) -> tuple[DistContext, torch.device]:
+def init_from_env(device: torch.device, timeout: float = DEFAULT_TIMEOUT) -> tuple[DistContext, torch.device]:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); else a 1-process context.
 
-    Returns the context and the device this rank uses (cuda:LOCAL_RANK on CUDA).
+    Returns the context and the device this rank uses (cuda:LOCAL_RANK on CUDA). Every collective
+    operation waits at most ``timeout`` seconds for the other processes, then fails with a
+    CollectiveError (a hung, stopped or killed peer ends the run instead of blocking it).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistContext(), device
+        return DistContext(timeout=timeout), device
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    ctx = DistContext(rank, world, local, timeout)
     if device.type == "cuda":
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistContext(rank, world, local), device
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        collective(lambda: dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout)), ctx)
+    return ctx, device
+
+
+_MARKERS = ("gloo", "nccl", "timed out", "timeout", "connection", "broken pipe", "pair closure", "peer", "socket",
+            "store")
+
+
+def is_collective_failure(err: BaseException) -> bool:
+    """Whether ``err`` (from a collective operation, or from DDP's backward) is a lost peer."""
+    return isinstance(err, RuntimeError) and any(m in str(err).lower() for m in _MARKERS)
+
+
+def collective_error(err: BaseException, ctx: DistContext) -> CollectiveError:
+    first = (str(err).strip().splitlines() or [type(err).__name__])[-1].strip()[:160]
+    timed = "timed out" in first.lower() or "timeout" in first.lower()
+    why = (f"no answer within the collective timeout of {ctx.timeout:g} s" if timed
+           else "the connection to another process broke")
+    return CollectiveError(
+        f"process {ctx.rank} of {ctx.world_size} lost contact with the others: {why} ({first}); another "
+        "process hung, was stopped or died. The last checkpoint is kept: continue with --resume "
+        "(--collective-timeout sets the wait)"
+    )
+
+
+def collective(fn: Callable[[], T], ctx: DistContext) -> T:
+    """``fn()``, a collective operation; a lost peer becomes a CollectiveError."""
+    try:
+        return fn()
+    except RuntimeError as err:
+        if is_collective_failure(err):
+            raise collective_error(err, ctx) from None
+        raise
+
+
+def on_main(fn: Callable[[], T], ctx: DistContext) -> T:
+    """``fn()`` on rank 0 only, its result on every rank. A ScoreMatchError it raises is raised
+    on every rank (rank 0's own; the same type and message elsewhere), so no rank waits for
+    a rank that has failed."""
+    result, error = None, None
+    if ctx.is_main:
+        try:
+            result = fn()
+        except ScoreMatchError as err:
+            error = err
+    if ctx.enabled:
+        box = [(result, None if error is None else (type(error), str(error)))]
+        collective(lambda: dist.broadcast_object_list(box, src=0), ctx)
+        result, failed = box[0]
+        if failed is not None and error is None:
+            raise failed[0](failed[1])
+    if error is not None:
+        raise error
+    return result
 
 
 def shard(global_batch: int, ctx: DistContext) -> slice:
@@ -76,7 +141,7 @@ def shard(global_batch: int, ctx: DistContext) -> slice:
 def all_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     """Sum of ``t`` over ranks (in place; a no-op on one process)."""
     if ctx.enabled:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        collective(lambda: dist.all_reduce(t, op=dist.ReduceOp.SUM), ctx)
     return t
 
 
@@ -85,7 +150,7 @@ def gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
     if not ctx.enabled:
         return [obj]
     out: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(out, obj)
+    collective(lambda: dist.all_gather_object(out, obj), ctx)
     return out
 
 
@@ -94,17 +159,24 @@ def gather_rows(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if not ctx.enabled:
         return x
     parts = [torch.empty_like(x) for _ in range(ctx.world_size)]
-    dist.all_gather(parts, x.contiguous())
+    collective(lambda: dist.all_gather(parts, x.contiguous()), ctx)
     return torch.cat(parts)
 
 
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
-        dist.barrier()
+        collective(dist.barrier, ctx)
 
 
-def shutdown(ctx: DistContext) -> None:
+def shutdown(ctx: DistContext, clean: bool = True) -> None:
+    """Leave the process group; after a success (``clean``) every rank first waits for the
+    others, so none tears its connections down while another still uses them."""
     if ctx.enabled and dist.is_initialized():
+        if clean:
+            try:
+                barrier(ctx)
+            except CollectiveError:
+                pass
         dist.destroy_process_group()
 
 
@@ -132,16 +204,4 @@ def wrap(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [device.index] if device.type == "cuda" else None
-    return DDP(ScoreModule(model), device_ids=ids)
-
-
-def launch(nproc: int, argv: list[str]) -> int:
-    """Run ``python -m scorematch ARGV`` under torchrun with ``nproc`` processes on this machine."""
-    if nproc < 1:
-        raise ConfigError(f"--nproc must be >= 1, got {nproc}")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "scorematch"]
-    print(f"scorematch: launching {' '.join(cmd[1:])} {' '.join(argv)}", file=sys.stderr)
-    # The arguments travel in the environment: torchrun's own parser would claim abbreviations
-    # such as --n (ambiguous with its --nnodes/--nproc-per-node).
-    return subprocess.call(cmd, env={**os.environ, ARGV_ENV: json.dumps(argv)})
+    return collective(lambda: DDP(ScoreModule(model), device_ids=ids), ctx)

@@ -28,10 +28,11 @@ from typing import Any
 import torch
 
 from scorematch.data import train_test_split
-from scorematch.files import write_json
+from scorematch.files import probe_writable, write_json
 from scorematch.models import Standardized
 from scorematch.run.environment import say, start_line
 from scorematch.run.generate import count_nonfinite, resolve_sampler
+from scorematch.run.validate import check_seed
 from scorematch.run.loading import data_score, held_out, load
 
 N_SUBSETS = 5
@@ -41,9 +42,12 @@ _SETTINGS = ("n_samples", "seed", "sampler", "sampler_options", "likelihood")
 
 def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | None = None,
              likelihood: bool | None = None, out: str | Path | None = None, device: str | torch.device = "cpu",
-             progress: bool = False, **sampler_options: Any) -> dict[str, Any]:
-    """Evaluate a run folder; writes the results (see the module docstring for where) and
-    returns them; ``results["file"]`` is the file written."""
+             progress: bool = False, save: bool = True,
+             **sampler_options: Any) -> dict[str, Any]:
+    """Evaluate a run folder; writes the results (see the module docstring for where; checked
+    writable before the work starts) unless ``save`` is False, and returns them;
+    ``results["file"]`` is the file written."""
+    check_seed("seed", seed)
     run = Path(run_dir)
     model = load(run, device=device)
     dev = next(model.parameters()).device
@@ -59,6 +63,10 @@ def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | N
     results: dict[str, Any] = {"run": str(run), "n_samples": n, "seed": seed, "sampler": name,
                                "sampler_options": dict(sorted(sampler_options.items())), "likelihood": likelihood,
                                "device": str(dev)}
+    target = eval_file(run, results, out)
+    root = run if out is None else Path(out).parent
+    if save:
+        probe_writable(target, root=root)
     g = torch.Generator().manual_seed(seed)
     dist = full.dist
     if dist is not None and model.conditioning == "none":
@@ -92,9 +100,9 @@ def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | N
         if progress:
             say("scorematch eval: test log-likelihood through the probability-flow ODE (adaptive solver)...")
         results.update(_likelihood(model, ref[: min(len(ref), 256)], full.kind, quantization_levels(full), g))
-    target = eval_file(run, results, out)
-    results["file"] = str(target)
-    write_json(target, results)
+    if save:
+        results["file"] = str(target)
+        write_json(target, results, root=root)
     return results
 
 

@@ -6,11 +6,13 @@ Built from the plotting primitives of ``scorematch.plotting`` with the run's mod
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
 
+from scorematch.files import atomic_write, probe_writable
 from scorematch.plotting import (
     annealing_rows,
     compare_fields,
@@ -21,7 +23,8 @@ from scorematch.plotting import (
     samples_over_data,
     trajectories,
 )
-from scorematch.plotting._base import PathLike, _new_figure, _save
+from scorematch.plotting._base import DPI, PathLike, _new_figure
+from scorematch.run.validate import check_seed
 
 
 def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, seed: int = 0,
@@ -33,27 +36,31 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
     true field where known, and their disagreement), density.png (the density the model implies
     on a grid, beside the true one), samples.png (samples over held-out data) and
     trajectory.png (Langevin / annealed-Langevin chains); for images: samples.png (a grid) and
-    annealing.png (one row per noise level).
+    annealing.png (one row per noise level). No symbolic link is followed inside ``out`` (or
+    inside the run folder for RUN/plots), and the folder is checked writable before any work.
     """
     from scorematch.density import density_grid
-    from scorematch.files import ensure_folder
     from scorematch.run.environment import say, start_line
     from scorematch.run.generate import generate
     from scorematch.run.loading import data_score, held_out, load
     from scorematch.run.runinfo import read_loss_csv
 
+    check_seed("seed", seed)
     run = Path(run_dir)
     folder = Path(out) if out is not None else run / "plots"
+    root = Path(out) if out is not None else run
     model = load(run, device=device)
     dev = next(model.parameters()).device
     if progress:
         say(start_line("plot", dev, torch.get_num_threads(), model))
-    ensure_folder(folder)
+    probe_writable(folder / "loss.png", root=root)
     full, test = held_out(run)
     written: list[Path] = []
 
     def emit(fig: Figure, name: str) -> None:
-        _save(fig, folder / name)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=DPI)
+        atomic_write(folder / name, buf.getvalue(), root=root)
         written.append(folder / name)
 
     if (run / "loss.csv").exists():

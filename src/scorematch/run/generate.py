@@ -23,6 +23,8 @@ from torch import nn
 from scorematch._checks import choice, positive_int
 from scorematch.errors import ConfigError, ScoreMatchWarning
 from scorematch.models import Standardized
+from scorematch.run.limits import check_sampling
+from scorematch.run.validate import check_seed
 from scorematch.samplers import SAMPLER_NAMES
 
 DEFAULT_SAMPLER = {"none": "langevin", "sigma": "annealed", "time": "pc"}
@@ -98,6 +100,7 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
     (unless ``warn_nonfinite`` is False: the caller reports them).
     """
     n = positive_int("n", n)
+    check_seed("seed", seed)
     name = resolve_sampler(model, sampler, options)
     outer = model if isinstance(model, Standardized) else None
     inner = outer.model if outer is not None else model
@@ -126,6 +129,7 @@ def _sample(model: nn.Module, run_info: dict[str, Any], n: int, name: str, seed:
     shape = tuple(data["sample_shape"])
     p = next(model.parameters())
     device, dtype = p.device, p.dtype
+    check_sampling(n, shape, device)
     g = torch.Generator(device=device).manual_seed(int(seed))
     flat = _is_flat_model(model, shape)
     work_shape = (math.prod(shape),) if flat else shape

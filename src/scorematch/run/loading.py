@@ -14,9 +14,11 @@ from scorematch.data import Dataset, Standardization
 from scorematch.errors import CheckpointError
 from scorematch.models import Standardized
 from scorematch.run import checkpoint as ckpt
-from scorematch.run import custom
-from scorematch.run.config import TrainConfig, load_config
+from scorematch.run import custom, limits, manifest
+from scorematch.run.config import TrainConfig
 from scorematch.run.runinfo import read_run_info
+from scorematch.run.setup import needed_conditioning
+from scorematch.run.validate import note
 
 
 def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -33,34 +35,72 @@ def load(path: str | Path, ema: bool = True, device: str | torch.device = "cpu")
     A run trained on standardised data gives a ``scorematch.models.Standardized`` (its
     ``.model`` is the network, which saw z = (x - mu) / sd). A user's own class is rebuilt from
     its import path and ``config`` (see ``scorematch.run.custom``). Loads the EMA weights by
-    default (what sampling should use); never unpickles anything. ``m.run_info`` holds the
-    run's config and run.json (the same as ``train(...).model.run_info``).
+    default (what sampling should use); never unpickles anything. config.json, run.json and
+    weights.safetensors are validated field by field and checked against the run's manifest;
+    weights that fail are reported and the newest checkpoint that verifies is used instead.
+    ``m.run_info`` holds the run's config and run.json (the same as ``train(...).model.run_info``).
     """
     run = Path(path)
     if not run.is_dir():
         raise CheckpointError(f"run folder {run} does not exist; pass the --out folder of `scorematch train`")
     if not (run / "run.json").exists() and (run / "weights.safetensors").exists():
         return custom.load_bare(run, device)
-    cfg = load_config(run)
-    info = read_run_info(run)
-    model = custom.rebuild(info["model"])
-    weights = run / "weights.safetensors"
-    if weights.exists():
-        state = split_prefix(ckpt.load_weights(weights), "ema" if ema else "model")
-    else:
-        found = ckpt.latest_checkpoint(run / "checkpoints")
-        if found is None:
-            raise CheckpointError(f"{run} has neither weights.safetensors nor a usable checkpoint")
-        state = split_prefix(found[0], "ema" if ema else "model")
-        if ema:
-            state = {k[len("module."):]: v for k, v in state.items() if k.startswith("module.")}
+    cfg = manifest.run_config(run)
+    info = read_run_info(run, cfg)
+    spec = info["model"]
+    n_params = limits.parameter_count(lambda: custom.rebuild(spec))
+    limits.check_fits(f"the model in {run / 'run.json'} ({n_params} parameters)", 4 * n_params, device,
+                      "run.json does not describe a model scorematch trained here")
+    model = custom.rebuild(spec)
+    _check_conditioning(model, cfg.objective, run)
+    state = _weights(run, "ema" if ema else "model", model)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise CheckpointError(f"weights in {run} do not fit the model in run.json: {err}") from None
+        first = str(err).strip().splitlines()[-1].strip()[:200]
+        raise CheckpointError(f"weights in {run} do not fit the model in run.json: {first}") from None
     model = wrap_standardized(model, info)
     model.run_info = run_info(cfg, info)
     return model.to(device).eval()
+
+
+def _check_conditioning(model: nn.Module, objective: str, run: Path) -> None:
+    needs, has = needed_conditioning(objective), getattr(model, "conditioning", "none")
+    if has != needs:
+        raise CheckpointError(f"{run / 'run.json'} names a {has}-conditioned model, but objective {objective!r} "
+                              f"trains a {needs}-conditioned one; restore run.json")
+
+
+def _weights(run: Path, prefix: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The ``prefix`` ("ema" or "model") weights of weights.safetensors, verified; else of the
+    newest checkpoint that verifies and fits ``model``."""
+    expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    weights = run / "weights.safetensors"
+    if weights.exists() or weights.is_symlink():
+        try:
+            tensors = ckpt.load_weights(run)
+            for p in ("model", "ema"):
+                ckpt.check_fits(split_prefix(tensors, p), expected, str(weights))
+            if set(tensors) == {f"{p}.{k}" for p in ("model", "ema") for k in expected}:
+                return split_prefix(tensors, prefix)
+            raise CheckpointError(f"{weights} holds tensors other than the model's and its EMA's")
+        except CheckpointError as err:
+            if not ckpt.list_checkpoints(run / "checkpoints"):
+                raise
+            note(f"{err}; using the newest checkpoint instead")
+
+    def fits(tensors: dict[str, torch.Tensor], state: dict[str, Any], where: str) -> None:
+        ckpt.check_fits(split_prefix(tensors, "model"), expected, where)
+        ema_state = {k[len("module."):]: v for k, v in split_prefix(tensors, "ema").items() if k.startswith("module.")}
+        ckpt.check_fits(ema_state, expected, where)
+
+    found = ckpt.latest_checkpoint(run / "checkpoints", fits)
+    if found is None:
+        raise CheckpointError(f"{run} has neither weights.safetensors nor a usable checkpoint")
+    state = split_prefix(found[0], prefix)
+    if prefix == "ema":
+        state = {k[len("module."):]: v for k, v in state.items() if k.startswith("module.")}
+    return state
 
 
 def run_info(cfg: TrainConfig, info: dict[str, Any]) -> dict[str, Any]:
@@ -109,8 +149,8 @@ def held_out(run_dir: Path) -> tuple[Any, torch.Tensor]:
     from scorematch.data import train_test_split
 
     run = Path(run_dir)
-    cfg = load_config(run)
-    info = read_run_info(run) if (run / "run.json").exists() else None
+    cfg = manifest.run_config(run)
+    info = read_run_info(run, cfg) if (run / "run.json").exists() else None
     full = run_data(run, cfg, info)
     _, test = train_test_split(full, cfg.test_fraction, seed=cfg.seed)
     return full, test.x

@@ -6,8 +6,10 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from scorematch.files import atomic_write, open_append
+from scorematch.errors import CheckpointError
+from scorematch.files import atomic_write, ensure_folder, open_append, output_error
 from scorematch.run.config import TrainConfig
+from scorematch.run.runinfo import loss_header, parse_loss_row, read_loss_lines
 
 
 def progress_bar(cfg: TrainConfig, start: int) -> Any:
@@ -24,31 +26,53 @@ def tensorboard(run_dir: Path) -> Any:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
+    ensure_folder(run_dir / "tensorboard", root=run_dir)  # refuses a planted link; the writer is TensorBoard's
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 class CsvLog:
-    """loss.csv: step, loss, grad_norm, steps_per_s, then loss_level_1..L for NCSN runs."""
+    """loss.csv: step, loss, grad_norm, steps_per_s, then loss_level_1..L for NCSN runs.
+
+    Appending on resume keeps the well-formed rows up to the resume step and drops the others
+    (rows logged after the checkpoint, an unterminated last row of a killed run, damaged lines),
+    saying how many it dropped."""
 
     def __init__(self, path: Path, n_levels: int, append: bool, start: int = 0) -> None:
-        self.fields = ["step", "loss", "grad_norm", "steps_per_s"] + [f"loss_level_{i + 1}" for i in range(n_levels)]
-        new = not (append and path.exists())
+        self.fields = loss_header(n_levels)
+        new = not (append and (path.exists() or path.is_symlink()))
         if not new:
-            # resuming from an older checkpoint (the newest was corrupted, or rows were logged after
-            # it): drop the rows past the resume step, or they would appear twice
-            lines = path.read_text().splitlines(keepends=True)
-            keep = lines[:1] + [ln for ln in lines[1:] if ln.strip() and int(ln.split(",", 1)[0]) <= start]
+            header, lines = read_loss_lines(path)
+            if header != self.fields:
+                raise CheckpointError(f"{path} has the columns {','.join(header)}, this run logs "
+                                      f"{','.join(self.fields)}; move it away to resume")
+            keep, damaged = [], 0
+            for line in lines:
+                vals = parse_loss_row(line, len(self.fields))
+                if vals is None or not line.endswith("\n"):
+                    damaged += 1
+                    continue
+                if vals[0] <= start:
+                    keep.append(line)
+            if damaged:
+                print(f"scorematch: {path}: dropped {damaged} malformed or unterminated line(s)", file=sys.stderr)
             if len(keep) != len(lines):
-                atomic_write(path, "".join(keep).encode())
+                atomic_write(path, (",".join(self.fields) + "\r\n" + "".join(keep)).encode())
         if new:
             atomic_write(path, (",".join(self.fields) + "\r\n").encode())
+        self.path = path
         self.f = open_append(path)
         self.w = csv.writer(self.f)
 
     def write(self, row: dict[str, float], levels: list[float]) -> None:
-        self.w.writerow([row["step"], f"{row['loss']:.6g}", f"{row['grad_norm']:.6g}",
-                         f"{row['steps_per_s']:.4g}", *(f"{v:.6g}" for v in levels)])
-        self.f.flush()
+        try:
+            self.w.writerow([row["step"], f"{row['loss']:.6g}", f"{row['grad_norm']:.6g}",
+                             f"{row['steps_per_s']:.4g}", *(f"{v:.6g}" for v in levels)])
+            self.f.flush()
+        except OSError as err:
+            raise output_error(err, self.path) from None
 
     def close(self) -> None:
-        self.f.close()
+        try:
+            self.f.close()
+        except OSError:
+            pass

@@ -10,7 +10,6 @@ JavaScript and no reference to anything outside itself, so it can be mailed or a
 from __future__ import annotations
 
 import base64
-import csv
 import datetime
 import html
 import json
@@ -21,8 +20,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from scorematch.errors import CheckpointError
-from scorematch.files import write_text
+from scorematch.errors import CheckpointError, ScoreMatchError
+from scorematch.files import OutputError, probe_writable, write_json, write_text
+from scorematch.run.runinfo import parse_loss_row, read_loss_lines
+from scorematch.run.validate import check_seed, read_file, read_json
 
 __all__ = ["write_report"]
 
@@ -155,18 +156,16 @@ def _figure(data: bytes, alt: str, caption: str, width: int | None = None) -> st
 
 
 def _read_loss(path: Path) -> tuple[list[str], list[dict[str, float]]]:
-    try:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            rows = []
-            for r in reader:
-                try:
-                    rows.append({k: float(v) for k, v in r.items() if k is not None and v not in (None, "")})
-                except ValueError:
-                    continue
-            return list(reader.fieldnames or []), rows
-    except OSError:
+    """(columns, rows) of loss.csv; malformed rows are left out, an unreadable file is no rows."""
+    if not path.exists():
         return [], []
+    try:
+        header, lines = read_loss_lines(path)
+    except ScoreMatchError:
+        return [], []
+    rows = [dict(zip(header, vals, strict=True)) for line in lines
+            if (vals := parse_loss_row(line, len(header))) is not None]
+    return header, rows
 
 
 def _loss_summary(run: Path, sigmas: list[float] | None) -> str:
@@ -214,8 +213,10 @@ def _evaluation(run: Path, n: int, seed: int, evaluate: bool, device: str = "cpu
     cached: dict[str, Any] | None = None
     if path.exists():
         try:
-            cached = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            cached = read_json(path, "evaluation")
+        except ScoreMatchError:
+            cached = None
+        if not isinstance(cached, dict):
             cached = None
     weights = _weights_mtime(run)
     fresh = cached is not None and (weights is None or path.stat().st_mtime > weights)
@@ -224,9 +225,15 @@ def _evaluation(run: Path, n: int, seed: int, evaluate: bool, device: str = "cpu
     if evaluate:
         from scorematch.run.evaluate import evaluate as run_eval
 
-        # eval.json is missing or older than the weights: the report refreshes it
-        return (run_eval(run, n=n, seed=seed, device=device, progress=progress, out=path),
-                f"Computed now by scorematch.run.evaluate (n={n}, seed={seed}).")
+        results = run_eval(run, n=n, seed=seed, device=device, progress=progress, save=False)
+        note = f"Computed now by scorematch.run.evaluate (n={n}, seed={seed})."
+        try:  # eval.json is missing or older than the weights: the report refreshes it
+            results["file"] = str(path)
+            write_json(path, results, root=run)
+        except OutputError:
+            results.pop("file", None)
+            note += " Not saved to eval.json: the run folder is not writable."
+        return results, note
     if cached is not None:
         return cached, ("Warning: eval.json is older than the weights, so these numbers may not describe "
                         "the current model; run `scorematch eval` or drop --no-eval.")
@@ -258,7 +265,10 @@ def _grids(run: Path) -> str:
            f'{f", {len(picked)} shown evenly spaced" if len(picked) < len(files) else ""}; '
            "36 samples of the model at that step each.</p>", '<div class="grids">']
     for p in picked:
-        data = p.read_bytes()
+        try:
+            data = read_file(p, "image", max_bytes=64 * 2**20)
+        except ScoreMatchError:
+            continue
         size = _png_size(data)
         if size is None:
             continue
@@ -299,16 +309,19 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, n: int = 50
     also writes RUN/eval.json).
     """
     from scorematch import __version__
-    from scorematch.run.config import load_config
     from scorematch.run.figures import run_figures
+    from scorematch.run.manifest import run_config
     from scorematch.run.runinfo import read_run_info
 
+    check_seed("seed", seed)
     run = Path(run_dir)
     if not run.is_dir():
         raise CheckpointError(f"run folder {run} does not exist; pass the --out folder of `scorematch train`")
-    cfg = load_config(run).to_dict()
-    info = read_run_info(run)
+    config = run_config(run)
+    cfg = config.to_dict()
+    info = read_run_info(run, config)
     target = Path(out) if out is not None else run / "report.html"
+    probe_writable(target)
 
     results, note = _evaluation(run, n, seed, evaluate, device, progress)
     with tempfile.TemporaryDirectory(prefix="scorematch-report-") as tmp:

@@ -21,6 +21,12 @@ from scorematch.models.mlp import EnergyMLP, NoiseConditionalMLP, ScoreMLP
 from scorematch.run.config import TrainConfig
 
 
+def needed_conditioning(objective: str) -> str:
+    """The conditioning a model must have for ``objective``: "sigma" (NCSN, EDM), "time" (score
+    SDE) or "none"."""
+    return {"ncsn": "sigma", "edm": "sigma", "sde": "time"}.get(objective, "none")
+
+
 def default_model_name(cfg: TrainConfig, ds: Dataset) -> str:
     """The model an objective needs when ``--model auto``: NCSN -> noise-conditional, SDE ->
     time-conditional, images -> convolutional for those two, else a score MLP."""
@@ -39,7 +45,7 @@ def build_for(cfg: TrainConfig, ds: Dataset) -> nn.Module:
     name = default_model_name(cfg, ds)
     shape = ds.sample_shape
     dim = math.prod(shape)
-    needs = {"ncsn": "sigma", "sde": "time"}.get(cfg.objective, "none")
+    needs = needed_conditioning(cfg.objective)
     if name in ("mlp", "energy"):
         cls = ScoreMLP if name == "mlp" else EnergyMLP
         model = cls(dim, cfg.hidden, cfg.depth, cfg.activation)

@@ -6,11 +6,14 @@
     run.json           model class + constructor config, data shape/range, noise schedule
     weights.safetensors  final weights ("model.*") and EMA weights ("ema.*")
     checkpoints/       step_XXXXXXXX.{safetensors,json}: weights, EMA, optimizer, RNG states
+                       (a first one at step 0, before any step)
+    manifest.json      SHA-256 of config.json, run.json and weights.safetensors
     loss.csv           step, loss, grad norm, steps/s, and the loss per noise level for NCSN
     samples/           periodic sample grids (image data)
 
 ``train(resume=RUN, steps=N)`` continues RUN up to N steps in total and reproduces the weights
-of an uninterrupted run (the data and noise generators are part of the checkpoint).
+of an uninterrupted run (the data and noise generators are part of the checkpoint); ``lr``,
+``grad_clip`` and the other ``RESUME_SETTINGS`` may change then, recorded in the config's history.
 
 ``train(cfg, model=module, data=x)`` trains a user's own module (the protocol of
 ``scorematch.run.custom``) on data in memory (a tensor, NumPy array or torch Dataset, written
@@ -39,17 +42,17 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from scorematch.data import Dataset, dequantize, quantization_levels
-from scorematch.errors import CheckpointError, ConfigError, TrainingError
-from scorematch.files import write_json
+from scorematch.errors import CheckpointError, ConfigError, DataError, TrainingError
 from scorematch.run import checkpoint as ckpt
-from scorematch.run import custom, inputs
+from scorematch.run import custom, folder, inputs, limits, manifest
 from scorematch.run import distributed as D
 from scorematch.run import environment as env
-from scorematch.run.config import TrainConfig, from_dict, load_config, validate
+from scorematch.run import validate as V
+from scorematch.run.config import TrainConfig, from_dict, validate
 from scorematch.run.loading import run_info, split_prefix, wrap_standardized
 from scorematch.run.logs import CsvLog, progress_bar, tensorboard
 from scorematch.run.runinfo import LOSS_CSV, read_run_info
-from scorematch.run.setup import LossFn, make_loss, make_schedule, model_input
+from scorematch.run.setup import LossFn, build_for, default_model_name, make_loss, make_schedule, model_input
 
 
 @dataclass
@@ -61,6 +64,7 @@ class TrainResult:
     final_loss: float
     steps: int
     history: list[dict[str, float]] = field(default_factory=list)
+    signal: int | None = None  #: the signal (SIGINT/SIGTERM) that stopped the run early, if one did
 
 
 @dataclass
@@ -83,11 +87,13 @@ class Run:
     x_all: torch.Tensor
     rows: slice
     step: int = 0
-    last_checkpoint: int = 0
-    level_sum: torch.Tensor | None = None
-    level_cnt: torch.Tensor | None = None
+    last_checkpoint: int = -1
+    skipped: int = 0
     info: dict[str, Any] = field(default_factory=dict)  # run.json
     timer: env.PhaseTimer = field(default_factory=env.PhaseTimer)
+    memory: Dataset | None = None  # data given in memory, written to RUN/data.npy by ``start``
+    level_sum: torch.Tensor | None = None
+    level_cnt: torch.Tensor | None = None
 
     @property
     def n_levels(self) -> int:
@@ -133,36 +139,25 @@ def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Te
     return update
 
 
-def _resolve_config(cfg: TrainConfig | None, out: str | Path | None, resume: str | Path | None,
-                    overrides: dict[str, Any]) -> tuple[TrainConfig, Path]:
-    if resume is not None:
-        run_dir = Path(resume)
-        base = load_config(run_dir)
-        allowed = {"steps", "progress", "checkpoint_every", "sample_every", "log_every", "device", "skip_nonfinite"}
-        overrides = {k: v for k, v in overrides.items() if not (k == "data" and v == base.data)}
-        bad = sorted(set(overrides) - allowed)
-        if bad:
-            raise ConfigError(f"cannot change {', '.join(bad)} when resuming; only {', '.join(sorted(allowed))}")
-        return base.replace(**overrides), run_dir
-    cfg = validate(cfg.replace(**overrides)) if cfg is not None else from_dict(overrides)
-    if out is None:
-        raise ConfigError("train needs an output folder: out='runs/NAME' (CLI: --out)")
-    run_dir = Path(out)
-    if (run_dir / "config.json").exists():
-        raise ConfigError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick another --out")
-    return cfg, run_dir
+def _given(cfg: TrainConfig, overrides: dict[str, Any]) -> set[str]:
+    """The settings a user chose: those passed as keywords, and those off their default."""
+    defaults = TrainConfig()
+    return set(overrides) | {k for k in cfg.to_dict() if getattr(cfg, k) != getattr(defaults, k)}
 
 
 def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume: str | Path | None = None,
-          model: nn.Module | None = None, **overrides: Any) -> TrainResult:
+          force: bool = False, model: nn.Module | None = None, **overrides: Any) -> TrainResult:
     """Train a score model and write a run folder (see the module docstring).
 
     ``train(data="gmm2d", objective="ssm_vr", steps=2000, out="runs/x")`` or
     ``train(TrainConfig(...), out=...)``; ``train(resume="runs/x", steps=4000)`` continues a run.
     Every keyword is a TrainConfig field (``scorematch train --help`` lists them); ``data`` may
     also be a tensor, NumPy array or torch Dataset, and ``model`` a user's module (see the
-    module docstring; a string is the config field, a built-in model name). Under torchrun it
-    trains with DDP (``scorematch.run.distributed``); rank 0 writes the run folder.
+    module docstring; a string is the config field, a built-in model name). ``out`` must be
+    a new or empty folder, a scorematch run that stopped before its first checkpoint (started
+    again), or, with ``force``, any folder (files named like a run's are renamed NAME.orig).
+    A setting the objective or model would ignore is refused. Under torchrun it trains with DDP
+    (``scorematch.run.distributed``); rank 0 writes the run folder.
     """
     timer = env.PhaseTimer()
     if isinstance(model, str):  # the config field: train(model="energy")
@@ -170,32 +165,66 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume:
     data = overrides.pop("data") if not isinstance(overrides.get("data", ""), str) else None
     if data is not None and resume is None:
         overrides["data"] = "memory"
-    cfg, run_dir = _resolve_config(cfg, out, resume, overrides)
-    ctx, device = D.init_from_env(env.pick_device(cfg.device))
+    was: dict[str, Any] = {}
+    given: set[str] = set()
+    if resume is not None:
+        if cfg is not None or force:
+            raise ConfigError("train(resume=RUN) continues RUN with its own config.json; pass no config and no force")
+        if out is not None and Path(out) != Path(resume):
+            raise ConfigError(f"out={out} cannot be used with resume={resume}: a resumed run continues in its "
+                              "own folder; drop one of them")
+        run_dir = Path(resume)
+        cfg, was, restart = folder.resume_config(run_dir, overrides)
+    else:
+        cfg = validate(cfg.replace(**overrides)) if cfg is not None else from_dict(overrides)
+        if out is None:
+            raise ConfigError("train needs an output folder: out='runs/NAME' (CLI: --out)")
+        run_dir, restart = Path(out), True
+        given = _given(cfg, overrides)
+        V.check_settings_apply(cfg.objective, cfg.sde, given)
+    ctx, device = D.init_from_env(env.pick_device(cfg.device), cfg.collective_timeout)
+    done = False
     try:
         with timer.phase("setup"):
-            run = setup(cfg, run_dir, resume is not None, ctx, device, model=model, data=data)
+            run = setup(cfg, run_dir, not restart, ctx, device, given=given, was=was, model=model, data=data)
         run.timer = timer
-        return _loop(run)
+        with folder.session(run_dir, ctx, new=resume is None, force=force):
+            start(run, resuming=not restart)
+            result = _loop(run)
+        done = True
+        return result
     finally:
-        D.shutdown(ctx)
+        D.shutdown(ctx, clean=done)
 
 
 # ----------------------------------------------------------------------------- set-up
 
 
-def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, device: torch.device,
+def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, device: torch.device, *,
+          given: set[str] | frozenset[str] = frozenset(), was: dict[str, Any] | None = None,
           model: nn.Module | None = None, data: Any = None) -> Run:
     """Data, noise schedule, model, loss, optimizer, EMA and generators of a run; restored from
-    the newest usable checkpoint when ``resuming``, else the run folder's config.json and run.json
-    written (rank 0)."""
+    the newest usable checkpoint when ``resuming`` (``was``: the previous values of the settings
+    this resume changes, recorded in the config's history). ``model`` and ``data``: a user's
+    module and data in memory (``scorematch.run.inputs``). Writes nothing. Sizes that cannot
+    fit in memory and settings the model would ignore (``given``) are refused before allocating."""
     torch.manual_seed(cfg.seed)
-    old_info = read_run_info(run_dir) if resuming else None
+    _check_toy_size(cfg)
+    old_info = read_run_info(run_dir, cfg) if resuming else None
     rd = inputs.prepare_data(cfg, run_dir, old_info, data)
     ds = rd.train
-    schedule = make_schedule(cfg, ds) if ctx.is_main or cfg.schedule else None
-    schedule = D.gather_objects(schedule, ctx)[0]
+    if len(ds.x) > 1 and float(ds.x.flatten(1).std(0).max()) == 0.0:
+        raise DataError(f"all {len(ds.x)} training points of {ds.name!r} are the same point: there is no "
+                        "distribution to learn the score of; check the data")
+    schedule = D.on_main(lambda: make_schedule(cfg, ds), ctx)
+    V.check_schedule(cfg.objective, schedule, "the noise schedule from the data", cfg.sde)
     cfg = cfg.replace(schedule=schedule)
+    if model is None:
+        V.check_model_settings(default_model_name(cfg, ds), ds.kind, given)
+        n_params = limits.parameter_count(lambda: build_for(cfg, ds))
+    else:
+        n_params = sum(p.numel() for p in model.parameters())
+    limits.check_training(cfg.batch_size, tuple(ds.sample_shape), n_params, ctx.world_size, device)
     plain, trained = inputs.prepare_model(cfg, ds, old_info, model)
     plain, trained = plain.to(device), trained.to(device)
     run = Run(
@@ -205,22 +234,16 @@ def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, d
         loss_fn=make_loss(cfg, ds, schedule, device, rd.standardization),
         g_data=torch.Generator().manual_seed(cfg.seed),
         g_noise=torch.Generator(device=device).manual_seed(cfg.seed + 1 + ctx.rank),
-        x_all=ds.x.to(device), rows=D.shard(cfg.batch_size, ctx),
+        x_all=ds.x.to(device), rows=D.shard(cfg.batch_size, ctx), memory=rd.memory,
     )
-    if ctx.is_main:
-        ckpt.check_writable(run_dir)
     if resuming:
         _restore(run)
+        if was:
+            run.cfg = cfg = cfg.replace(history=[*cfg.history, {
+                "step": run.step, "set": {k: getattr(cfg, k) for k in was}, "was": was}])
     run.info = old_info or _run_json(run, rd)
     if ctx.is_main:
-        if rd.memory is not None:
-            run.info["data"]["fingerprint"] = custom.save_memory_data(run_dir, rd.memory)
-            cfg = run.cfg = cfg.replace(data=str((run_dir / custom.MEMORY_DATA).resolve()))
-        write_json(run_dir / "config.json", cfg.to_dict())
-        if not resuming:
-            write_json(run_dir / "run.json", run.info)
-        threads = torch.get_num_threads()
-        env.say(env.start_line("train", device, threads, plain, tuple(ds.x.shape),
+        env.say(env.start_line("train", device, torch.get_num_threads(), plain, tuple(ds.x.shape),
                                "standardised" if rd.standardization is not None else ""))
         inputs.say_standardized(rd.standardization)
     levels = max(1, run.n_levels)
@@ -228,6 +251,26 @@ def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, d
     run.level_cnt = torch.zeros(levels, device=device)
     run.trained = D.wrap(trained, ctx, device)
     return run
+
+
+def start(run: Run, resuming: bool) -> None:
+    """Write config.json (and for a new run run.json and the step-0 checkpoint, so a run is
+    resumable from its first step on), recorded in manifest.json (rank 0)."""
+    if not resuming and run.memory is not None and run.ctx.is_main:
+        run.info["data"]["fingerprint"] = custom.save_memory_data(run.run_dir, run.memory)
+        run.cfg = run.cfg.replace(data=str((run.run_dir / custom.MEMORY_DATA).resolve()))
+    cfg = run.cfg.to_dict()
+    files = {"config.json": cfg} if resuming else {"config.json": cfg, "run.json": run.info}
+    D.on_main(lambda: manifest.write_json_files(run.run_dir, files), run.ctx)
+    if not resuming:
+        save_checkpoint(run)
+
+
+def _check_toy_size(cfg: TrainConfig) -> None:
+    from scorematch import distributions
+
+    if cfg.data in distributions.toy_names():
+        limits.check_data(cfg.n_data, distributions.toy(cfg.data).sample(1).shape[-1])
 
 
 def _run_json(run: Run, rd: inputs.RunData) -> dict[str, Any]:
@@ -241,18 +284,21 @@ def _run_json(run: Run, rd: inputs.RunData) -> dict[str, Any]:
 
 
 def _restore(run: Run) -> None:
-    found = ckpt.latest_checkpoint(run.run_dir / "checkpoints")
+    fits = ckpt.fits_training(run.model, run.ema, run.opt, run.g_data, run.g_noise)
+    found = ckpt.latest_checkpoint(run.run_dir / "checkpoints", fits, max_step=run.cfg.steps)
     if found is None:
-        raise CheckpointError(f"{run.run_dir} has no usable checkpoint to resume from")
-    tensors, meta = found
+        raise CheckpointError(f"{run.run_dir} has no usable checkpoint to resume from (the messages above say why)")
+    tensors, state = found
     run.model.load_state_dict(split_prefix(tensors, "model"))
     run.ema.load_state_dict(split_prefix(tensors, "ema"))
-    run.opt.load_state_dict(ckpt.unflatten_optimizer(tensors, meta["optimizer"]))
+    run.opt.load_state_dict(ckpt.unflatten_optimizer(tensors, state["optimizer"]))
+    for g in run.opt.param_groups:
+        g["lr"] = run.cfg.lr  # the config is the record of the learning rate (changes: its history)
     run.g_data.set_state(tensors["rng.data"])
     key = f"rng.noise.{run.ctx.rank}"
     if key in tensors:
         run.g_noise.set_state(tensors[key].to(run.g_noise.get_state().device))
-    run.step = run.last_checkpoint = int(meta["step"])
+    run.step = run.last_checkpoint = int(state["step"])
 
 
 # ----------------------------------------------------------------------------- one step
@@ -292,10 +338,18 @@ def train_step(run: Run, stop_requested: bool) -> StepOutcome:
             raise TrainingError(
                 f"loss became {float(loss.detach())} at step {run.step + 1}{where}. Likely causes: a learning rate "
                 f"too high (now {run.cfg.lr}), a sigma_min too small for the data's precision, or NaN/inf in the "
-                f"data. The last good checkpoint (step {run.last_checkpoint}) is kept in "
-                f"{run.run_dir / 'checkpoints'}; lower --lr, or pass --skip-nonfinite to skip such batches"
+                f"data. {folder.resume_advice(run.run_dir, run.cfg.lr)}, or add --skip-nonfinite to skip such batches"
             )
-        print(f"scorematch: skipping step {run.step + 1}: loss is {float(loss.detach())}{where}", file=sys.stderr)
+        run.skipped += 1
+        if run.skipped > run.cfg.max_skipped:
+            raise TrainingError(
+                f"{run.skipped} batches had a non-finite loss (the last at step {run.step + 1}{where}), more than "
+                f"--max-skipped {run.cfg.max_skipped}: the training diverges. "
+                f"{folder.resume_advice(run.run_dir, run.cfg.lr)}"
+            )
+        if run.ctx.is_main:
+            print(f"scorematch: skipping step {run.step + 1}: loss is {float(loss.detach())}{where} "
+                  f"({run.skipped} of at most {run.cfg.max_skipped} skipped)", file=sys.stderr)
         run.step += 1
         return StepOutcome(loss.detach(), None, None, None, stopping)
     run.opt.zero_grad(set_to_none=True)
@@ -385,7 +439,8 @@ def _sample_grid(run: Run) -> None:
     info = {"schedule": run.schedule,
             "data": {"kind": run.ds.kind, "sample_shape": list(run.ds.sample_shape), "lo": 0.0, "hi": 1.0}}
     x = generate(model, info, n=36, seed=run.cfg.seed + run.step)
-    save_image_grid(x.clamp(0, 1).cpu(), run.run_dir / "samples" / f"step_{run.step:08d}.png", nrow=6)
+    save_image_grid(x.clamp(0, 1).cpu(), run.run_dir / "samples" / f"step_{run.step:08d}.png", nrow=6,
+                    root=run.run_dir)
     model.train(was_training)
 
 
@@ -395,7 +450,8 @@ def _sample_grid(run: Run) -> None:
 def save_checkpoint(run: Run) -> None:
     """Checkpoint of the current step (rank 0 writes; every rank's noise generator state included)."""
     states = D.gather_objects(run.g_noise.get_state().cpu(), run.ctx)
-    if run.ctx.is_main:
+
+    def write() -> None:
         tensors = {f"model.{k}": v for k, v in run.model.state_dict().items()}
         tensors.update({f"ema.{k}": v for k, v in run.ema.state_dict().items()})
         opt_t, opt_meta = ckpt.flatten_optimizer(run.opt.state_dict())
@@ -403,18 +459,21 @@ def save_checkpoint(run: Run) -> None:
         tensors["rng.data"] = run.g_data.get_state()
         tensors.update({f"rng.noise.{r}": st.cpu() for r, st in enumerate(states)})
         meta = {"optimizer": opt_meta, "world_size": len(states)}
-        ckpt.save_checkpoint(run.run_dir / "checkpoints", run.step, tensors, meta, keep=run.cfg.keep_checkpoints)
-    D.barrier(run.ctx)
+        ckpt.save_checkpoint(run.run_dir / "checkpoints", run.step, tensors, meta, keep=run.cfg.keep_checkpoints,
+                             root=run.run_dir)
+
+    D.on_main(write, run.ctx)
     run.last_checkpoint = run.step
 
 
 def save_weights(run: Run) -> None:
     """weights.safetensors: the raw ("model.*") and EMA ("ema.*") weights (rank 0)."""
-    if run.ctx.is_main:
+    def write() -> None:
         weights = {f"model.{k}": v for k, v in run.model.state_dict().items()}
         weights.update({f"ema.{k}": v for k, v in run.ema.module.state_dict().items()})
-        ckpt.save_weights(run.run_dir / "weights.safetensors", weights, {"step": str(run.step)})
-    D.barrier(run.ctx)
+        ckpt.save_weights(run.run_dir, weights, {"step": str(run.step)})
+
+    D.on_main(write, run.ctx)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -443,6 +502,10 @@ def _loop(run: Run) -> TrainResult:
                         save_checkpoint(run)
                 if out.stopping:
                     break
+    except RuntimeError as err:  # DDP's gradient all-reduce inside backward
+        if ctx.enabled and D.is_collective_failure(err):
+            raise D.collective_error(err, ctx) from None
+        raise
     finally:
         rep.close()
     run.timer.add("train", time.perf_counter() - rep.t0 - run.timer.get("checkpoints"))
@@ -456,12 +519,12 @@ def _loop(run: Run) -> TrainResult:
               f"continue with `scorematch train --resume {run.run_dir} --steps {cfg.steps}`", file=sys.stderr)
     final = wrap_standardized(run.ema.module.eval(), run.info)
     final.run_info = run_info(cfg, run.info)
-    return TrainResult(run.run_dir, final, loss_value, run.step, rep.history)
+    return TrainResult(run.run_dir, final, loss_value, run.step, rep.history, stop.signal)
 
 
 def _record_environment(run: Run) -> None:
-    """run.json's ``environment``: this session's software, device and threads, and the wall time
-    per phase (setup, train, checkpoints) summed over every session of the run (rank 0)."""
+    """run.json's ``environment``: the software, device and threads of the latest start, and the
+    wall time per phase (setup, train, checkpoints) summed over every start of the run (rank 0)."""
     if not run.ctx.is_main:
         return
     old = run.info.get("environment") or {}
@@ -469,5 +532,6 @@ def _record_environment(run: Run) -> None:
     for k, v in run.timer.seconds.items():
         wall[k] = round(wall.get(k, 0.0) + v, 3)
     run.info["environment"] = {**env.describe(run.device, torch.get_num_threads()), "wall_seconds": wall,
-                               "sessions": int(old.get("sessions", 0)) + 1, "world_size": run.ctx.world_size}
-    write_json(run.run_dir / "run.json", run.info)
+                               "starts": int(old.get("starts", old.get("sessions", 0))) + 1,
+                               "world_size": run.ctx.world_size}
+    manifest.write_json_files(run.run_dir, {"run.json": run.info})
