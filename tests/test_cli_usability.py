@@ -129,12 +129,12 @@ def test_device_threads_and_versions_are_recorded(tmp_path, capsys):
     env = json.loads((run / "run.json").read_text())["environment"]
     assert env["threads"] == 2 and env["device"] == "cpu" and env["torch"] == torch.__version__
     assert env["scorematch"] == __version__ and env["python"].count(".") == 2
-    assert set(env["wall_seconds"]) == {"setup", "train", "checkpoints"} and env["sessions"] == 1
+    assert set(env["wall_seconds"]) == {"setup", "train", "checkpoints"} and env["starts"] == 1
     assert env["git_commit"] is None or len(env["git_commit"].removesuffix("+dirty")) == 40
     assert "scorematch train: device cpu, 2 threads, model ScoreMLP (" in err and "data (320, 2)" in err
     assert run_cli(["train", "--resume", run, "--steps", 5, "--no-progress"], capsys)[0] == 0
     env2 = json.loads((run / "run.json").read_text())["environment"]
-    assert env2["threads"] == 1 and env2["sessions"] == 2  # vector data: one thread unless asked
+    assert env2["threads"] == 1 and env2["starts"] == 2  # vector data: one thread unless asked
     assert env2["wall_seconds"]["train"] >= env["wall_seconds"]["train"]
     rc, out, err = run_cli(["eval", run, "--n", 20, "--n-steps", 5, "--json", "--threads", 1], capsys)
     assert json.loads(out)["device"] == "cpu" and "scorematch eval: device cpu, 1 thread" in err

@@ -29,7 +29,8 @@ FENCE = re.compile(r"^```(?P<lang>\w*)[^\n]*\n(?P<body>.*?)^```\s*$", re.S | re.
 
 #: what a user of the library cannot know about: how its sources or its work were organised
 INTERNAL = re.compile(
-    r"seed\s+documents?|\bthe\s+seeds\b|\bseeds'|\bseeds?\s+0\d\d\b|\bsessions?\b|\bcoordinator\b"
+    r"seed\s+documents?|\bthe\s+seeds\b|\bseeds'|\bseeds?\s+0\d\d\b|\bcoordinator\b"
+    r"|\b(?:this|earlier|previous|later|next|a\s+later)\s+sessions?\b"
     r"|\btarget\s+[\d.]+x?\s+(?:missed|met)\b",
     re.I,
 )
@@ -45,7 +46,8 @@ def _user_files() -> list[Path]:
             files.append(path)
         elif path.is_dir():
             files += [p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix in TEXT_SUFFIXES
-                      and "__pycache__" not in p.parts]
+                      and "__pycache__" not in p.parts
+                      and not any(part.endswith(".egg-info") for part in p.parts)]
     return files
 
 

@@ -544,8 +544,9 @@ def test_settings_the_objective_ignores_are_refused(objective, extra, needles, t
 def test_all_nan_samples_exit_non_zero_and_write_nothing(run, capsys):
     rc, _, err = cli(["sample", run, "--n", "10", "--n-steps", "5", "--step-size", "1e30", "--out", run / "nan.npz"],
                      capsys)
-    assert rc != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert "NaN" in err
+    line = one_line_error(rc, err, "NaN", "nothing was written")
+    assert sum(ln.startswith("scorematch: error:") for ln in err.splitlines()) == 1, err
+    assert "--step-size" in line
     assert not (run / "nan.npz").exists()
 
 

@@ -257,6 +257,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _check_npz(out: Path | None) -> None:
+    if out is not None and out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name ending in .npz, e.g. {out / 'samples.npz'}")
     if out is not None and out.suffix.lower() != ".npz":
         raise ConfigError(f"--out {out}: samples are written as a NumPy .npz file (array 'samples'); give a name "
                           f"ending in .npz, e.g. {out.with_suffix('.npz')}")

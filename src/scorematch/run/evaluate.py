@@ -32,8 +32,8 @@ from scorematch.files import probe_writable, write_json
 from scorematch.models import Standardized
 from scorematch.run.environment import say, start_line
 from scorematch.run.generate import count_nonfinite, resolve_sampler
-from scorematch.run.validate import check_seed
 from scorematch.run.loading import data_score, held_out, load
+from scorematch.run.validate import check_seed
 
 N_SUBSETS = 5
 PR_NEIGHBOURS = 3

@@ -92,6 +92,7 @@ class Run:
     info: dict[str, Any] = field(default_factory=dict)  # run.json
     timer: env.PhaseTimer = field(default_factory=env.PhaseTimer)
     memory: Dataset | None = None  # data given in memory, written to RUN/data.npy by ``start``
+    standardization: Any = None  # the data's standardisation (scorematch.data.Standardization) or None
     level_sum: torch.Tensor | None = None
     level_cnt: torch.Tensor | None = None
 
@@ -223,7 +224,7 @@ def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, d
         V.check_model_settings(default_model_name(cfg, ds), ds.kind, given)
         n_params = limits.parameter_count(lambda: build_for(cfg, ds))
     else:
-        n_params = sum(p.numel() for p in model.parameters())
+        n_params = sum(p.numel() for p in model.parameters()) if isinstance(model, nn.Module) else 0
     limits.check_training(cfg.batch_size, tuple(ds.sample_shape), n_params, ctx.world_size, device)
     plain, trained = inputs.prepare_model(cfg, ds, old_info, model)
     plain, trained = plain.to(device), trained.to(device)
@@ -242,10 +243,7 @@ def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, d
             run.cfg = cfg = cfg.replace(history=[*cfg.history, {
                 "step": run.step, "set": {k: getattr(cfg, k) for k in was}, "was": was}])
     run.info = old_info or _run_json(run, rd)
-    if ctx.is_main:
-        env.say(env.start_line("train", device, torch.get_num_threads(), plain, tuple(ds.x.shape),
-                               "standardised" if rd.standardization is not None else ""))
-        inputs.say_standardized(rd.standardization)
+    run.standardization = rd.standardization
     levels = max(1, run.n_levels)
     run.level_sum = torch.zeros(levels, device=device)
     run.level_cnt = torch.zeros(levels, device=device)
@@ -256,6 +254,10 @@ def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, d
 def start(run: Run, resuming: bool) -> None:
     """Write config.json (and for a new run run.json and the step-0 checkpoint, so a run is
     resumable from its first step on), recorded in manifest.json (rank 0)."""
+    if run.ctx.is_main:
+        env.say(env.start_line("train", run.device, torch.get_num_threads(), run.model, tuple(run.ds.x.shape),
+                               "standardised" if run.standardization is not None else ""))
+        inputs.say_standardized(run.standardization)
     if not resuming and run.memory is not None and run.ctx.is_main:
         run.info["data"]["fingerprint"] = custom.save_memory_data(run.run_dir, run.memory)
         run.cfg = run.cfg.replace(data=str((run.run_dir / custom.MEMORY_DATA).resolve()))
@@ -267,10 +269,13 @@ def start(run: Run, resuming: bool) -> None:
 
 
 def _check_toy_size(cfg: TrainConfig) -> None:
+    """Refuse a toy data set too large for memory before drawing it (one point drawn from a private
+    generator for its dimension: the global generator, which initialises the model, is untouched)."""
     from scorematch import distributions
 
     if cfg.data in distributions.toy_names():
-        limits.check_data(cfg.n_data, distributions.toy(cfg.data).sample(1).shape[-1])
+        one = distributions.toy(cfg.data).sample(1, generator=torch.Generator().manual_seed(0))
+        limits.check_data(cfg.n_data, one.shape[-1])
 
 
 def _run_json(run: Run, rd: inputs.RunData) -> dict[str, Any]:
@@ -527,11 +532,12 @@ def _record_environment(run: Run) -> None:
     wall time per phase (setup, train, checkpoints) summed over every start of the run (rank 0)."""
     if not run.ctx.is_main:
         return
-    old = run.info.get("environment") or {}
-    wall = dict(old.get("wall_seconds") or {})
+    old = run.info.get("environment") if isinstance(run.info.get("environment"), dict) else {}
+    before = old.get("wall_seconds") if isinstance(old.get("wall_seconds"), dict) else {}
+    wall = {k: v for k, v in before.items() if V.is_number(v)}
     for k, v in run.timer.seconds.items():
         wall[k] = round(wall.get(k, 0.0) + v, 3)
+    starts = old.get("starts") if V.is_int(old.get("starts")) and old.get("starts") >= 0 else 0
     run.info["environment"] = {**env.describe(run.device, torch.get_num_threads()), "wall_seconds": wall,
-                               "starts": int(old.get("starts", old.get("sessions", 0))) + 1,
-                               "world_size": run.ctx.world_size}
+                               "starts": starts + 1, "world_size": run.ctx.world_size}
     manifest.write_json_files(run.run_dir, {"run.json": run.info})

@@ -247,30 +247,40 @@ def check_sample_shape(where: str, v: Any, kind: str, error: type[ScoreMatchErro
 
 
 def check_model_spec(spec: Any, where: str, error: type[ScoreMatchError] = CheckpointError) -> dict[str, Any]:
-    """{"name": a registered model class, "config": its constructor's keyword arguments, as
-    JSON scalars or short lists}."""
+    """{"name": a registered model class, or a user's class as "module:QualName", "config": its
+    constructor's keyword arguments, as JSON scalars, short lists or (for a wrapped network such
+    as EDMPrecond's) one nested object of the same}."""
     from scorematch.models import MODEL_REGISTRY
 
     s = obj(where, spec, error, ("name", "config"))
     name, config = s["name"], obj(f"{where}.config", s["config"], error)
-    if not isinstance(name, str) or name not in MODEL_REGISTRY:
-        raise error(f"{where}.name must be a known model class ({', '.join(sorted(MODEL_REGISTRY))}), "
-                    f"got {_short(name)}")
-    params = inspect.signature(MODEL_REGISTRY[name].__init__).parameters
-    named = {k for k, p in params.items() if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    unknown = sorted(set(config) - named)
-    if unknown:
-        raise error(f"{where}.config has argument(s) {', '.join(unknown)} that {name} does not take")
+    user = isinstance(name, str) and re.fullmatch(r"[A-Za-z_][\w.]*:[\w.<>]+", name) is not None
+    if not isinstance(name, str) or not (name in MODEL_REGISTRY or user):
+        raise error(f"{where}.name must be a known model class ({', '.join(sorted(MODEL_REGISTRY))}) or a "
+                    f"user's class as module:QualName, got {_short(name)}")
+    if not user:
+        params = inspect.signature(MODEL_REGISTRY[name].__init__).parameters
+        named = {k for k, p in params.items() if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        unknown = sorted(set(config) - named)
+        if unknown:
+            raise error(f"{where}.config has argument(s) {', '.join(unknown)} that {name} does not take")
+    _check_config_values(config, f"{where}.config", error, nested=True)
+    return s
+
+
+def _check_config_values(config: dict[str, Any], where: str, error: type[ScoreMatchError], nested: bool) -> None:
     for k, v in config.items():
+        if isinstance(v, dict) and nested:
+            _check_config_values(v, f"{where}.{k}", error, nested=False)
+            continue
         items = v if isinstance(v, list) else [v]
         if isinstance(v, list) and len(v) > 8:
-            raise error(f"{where}.config.{k} is a list of {len(v)} values; at most 8 are expected")
+            raise error(f"{where}.{k} is a list of {len(v)} values; at most 8 are expected")
         for u in items:
             if not (u is None or isinstance(u, bool | str) and len(str(u)) <= 64 or is_number(u)):
-                raise error(f"{where}.config.{k} must be a number, a short string or null, got {_short(u)}")
+                raise error(f"{where}.{k} must be a number, a short string or null, got {_short(u)}")
             if is_int(u) and not 0 <= u <= MAX_AXIS:
-                raise error(f"{where}.config.{k} = {u} is out of range [0, {MAX_AXIS}]")
-    return s
+                raise error(f"{where}.{k} = {u} is out of range [0, {MAX_AXIS}]")
 
 
 def check_run_info(info: Any, where: str, objective: str, sde: str, schedule: Mapping[str, Any],
@@ -321,6 +331,30 @@ def _optional_data(where: str, data: dict[str, Any], shape: tuple[int, ...], err
             raise error(f"{where}.{k} must hold 1 to {math.prod(shape)} numbers, got {len(vals)}")
         for i, v in enumerate(vals):
             number(f"{where}.{k}[{i}]", v, error, positive=k == "std")
+    if "source" in data and not (isinstance(data["source"], str) and data["source"]):
+        raise error(f"{where}.source must be the data's path or name, got {_short(data['source'])}")
+    if data.get("csv_header") not in (None, "yes", "no"):
+        raise error(f"{where}.csv_header must be 'yes' or 'no', got {_short(data['csv_header'])}")
+    if data.get("standardize") is not None:
+        st = obj(f"{where}.standardize", data["standardize"], error, ("mean", "std"))
+        dim = math.prod(shape)
+        for k in ("mean", "std"):
+            vals = st[k]
+            if not isinstance(vals, list) or len(vals) != dim:
+                raise error(f"{where}.standardize.{k} must be a list of {dim} numbers (one per dimension), "
+                            f"got {_short(vals)}")
+            for i, v in enumerate(vals):
+                number(f"{where}.standardize.{k}[{i}]", v, error, positive=k == "std")
+    if data.get("fingerprint"):
+        fp = obj(f"{where}.fingerprint", data["fingerprint"], error, ("kind",), strict=False)
+        if fp["kind"] not in ("toy", "bundled", "file", "folder", "memory"):
+            raise error(f"{where}.fingerprint.kind must be toy, bundled, file, folder or memory, "
+                        f"got {_short(fp['kind'])}")
+        for k in ("sha256", "listing_sha256"):
+            if k in fp and not (isinstance(fp[k], str) and re.fullmatch(r"[0-9a-f]{64}", fp[k])):
+                raise error(f"{where}.fingerprint.{k} must be 64 hexadecimal digits, got {_short(fp[k])}")
+        if "path" in fp and not isinstance(fp["path"], str):
+            raise error(f"{where}.fingerprint.path must be a string, got {_short(fp['path'])}")
 
 
 # ----------------------------------------------------------------------------- checkpoints
