@@ -198,10 +198,15 @@ class ScoreModule(nn.Module):
 
 
 def wrap(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
-    """The module the objectives train: DDP(ScoreModule(model)) on several processes, else model."""
+    """The module the objectives train: DDP(ScoreModule(model)) on several processes, else model.
+
+    An energy model's score -grad E does not depend on the bias of E's last layer, so that
+    parameter gets no gradient; DDP is told to expect unused parameters for energy models only
+    (it then walks the autograd graph every step, which score networks do not pay for)."""
     if not ctx.enabled:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [device.index] if device.type == "cuda" else None
-    return collective(lambda: DDP(ScoreModule(model), device_ids=ids), ctx)
+    unused = getattr(model, "kind", "score") == "energy"
+    return collective(lambda: DDP(ScoreModule(model), device_ids=ids, find_unused_parameters=unused), ctx)
