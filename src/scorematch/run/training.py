@@ -52,8 +52,16 @@ from scorematch.run.config import TrainConfig, from_dict, validate
 from scorematch.run.loading import run_info, split_prefix, wrap_standardized
 from scorematch.run.logs import CsvLog, progress_bar, sample_grid, tensorboard
 from scorematch.run.runinfo import LOSS_CSV, read_run_info
-from scorematch.run.setup import (LossFn, build_for, check_labelled, class_names, default_model_name, make_loss,
-                                  make_schedule, model_input)
+from scorematch.run.setup import (
+    LossFn,
+    build_for,
+    check_labelled,
+    class_names,
+    default_model_name,
+    make_loss,
+    make_schedule,
+    model_input,
+)
 
 
 @dataclass
