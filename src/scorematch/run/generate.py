@@ -118,7 +118,21 @@ def resolve_sampler(model: nn.Module, sampler: str | None = None, options: dict[
     if name == "annealed" and kind != "ncsn":
         raise ConfigError(f"the annealed sampler needs a noise-conditional (NCSN) model's noise levels; this is "
                           f"{'an EDM' if kind == 'edm' else 'a score-SDE'} model: use heun, dpm_solver, pc or ode")
+    if name in DENOISING:
+        _check_values(name, dict(options or {}))
     return name
+
+
+def _check_values(name: str, options: dict[str, Any]) -> None:
+    """The values of a denoising sampler's options, checked by the sampler itself: one step of it
+    on one zero point with a zero score (so a bad value fails before any work)."""
+    from scorematch.samplers import sample
+
+    if "n_steps" in options:
+        steps = positive_int("n_steps", options.pop("n_steps"), minimum=2 if name == "continuous_langevin" else 1)
+        if steps > MAX_LEVELS:
+            raise ConfigError(f"--n-steps {steps} is more than {MAX_LEVELS} noise levels; use fewer")
+    sample(name, lambda x, sigma: torch.zeros_like(x), torch.zeros(1, 1), [1.0, 0.5], **options)
 
 
 def check_label(model: nn.Module, run_info: dict[str, Any], label: int | str | None,
@@ -223,9 +237,7 @@ def noise_levels(name: str, n_steps: Any, view: Any) -> torch.Tensor:
     range with the final 0, or ``linear_sigmas`` for continuous_langevin."""
     from scorematch.noise import karras_sigmas, linear_sigmas
 
-    n_steps = positive_int("n_steps", n_steps, minimum=2 if name == "continuous_langevin" else 1)
-    if n_steps > MAX_LEVELS:
-        raise ConfigError(f"--n-steps {n_steps} is more than {MAX_LEVELS} noise levels; use fewer")
+    _check_values(name, {"n_steps": n_steps})
     if name == "continuous_langevin":
         return linear_sigmas(n_steps, view.sigma_min, view.sigma_max)
     return karras_sigmas(n_steps, view.sigma_min, view.sigma_max)

@@ -197,7 +197,8 @@ def inpaint_run(model: nn.Module, run_info: dict[str, Any], x: torch.Tensor, mas
 
 def _smc(view: Any, known: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tensor, particles: int | None,
          g: torch.Generator, progress: bool) -> torch.Tensor:
-    """One draw per row of ``known``: the first particle of its group of P after SMC's final resampling."""
+    """One draw per row of ``known``: a particle of its group of P, chosen uniformly after SMC's final
+    resampling."""
     from scorematch._progress import progress as bar_of
     from scorematch.samplers import inpaint_smc
 
@@ -211,4 +212,7 @@ def _smc(view: Any, known: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tenso
                       callback=(lambda info: bar.update(1)) if bar is not None else None)
     if bar is not None:
         bar.close()
-    return out[::p]
+    # after the final resampling the P particles are equally weighted: a uniformly chosen one is a
+    # draw (the first slot is not: systematic resampling orders them by their weights' positions)
+    pick = torch.randint(0, p, (n,), generator=g, device=g.device).to(known.device)
+    return out.reshape(n, p, *known.shape[1:])[torch.arange(n, device=known.device), pick]
