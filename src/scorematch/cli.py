@@ -402,12 +402,11 @@ def _inpaint(args: argparse.Namespace, model: Any, options: dict[str, Any], out:
     """The rows of --inpaint FILE filled in: checked (file, flags, label) before anything is written."""
     from scorematch.files import probe_writable
     from scorematch.run.environment import say, start_line
-    from scorematch.run.generate import check_label
-    from scorematch.run.inpaint import check_method, inpaint_run, read_inpaint_file
+    from scorematch.run.inpaint import check_request, inpaint_run, read_inpaint_file
 
     info = model.run_info
-    method, sampler = check_method(args.inpaint_method, args.sampler, options, args.particles, args.resample)
-    check_label(model, info, args.label, args.guidance)
+    method, sampler, _, _ = check_request(model, info, args.inpaint_method, args.sampler, options, args.particles,
+                                          args.resample, args.label, args.guidance)
     x, mask = read_inpaint_file(args.inpaint, tuple(info["data"]["sample_shape"]), info["data"]["kind"])
     probe_writable(out)
     say(start_line("sample", device, threads, model, tuple(info["data"]["sample_shape"]),

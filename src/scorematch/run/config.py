@@ -171,6 +171,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     positive("p_std", cfg.p_std)
     if cfg.p_mean is not None and not math.isfinite(cfg.p_mean):
         raise ConfigError(f"p_mean must be a finite number, got {cfg.p_mean}")
+    if cfg.class_conditional and cfg.conditioning == "divide":
+        raise ConfigError("--class-conditional needs --conditioning embedding (or auto): the labels are added to "
+                          "the noise-level embedding, which 'divide' does not have")
     if not 0 <= cfg.label_dropout < 1:
         raise ConfigError(f"label_dropout must be in [0, 1) (the share of labels replaced by the null label), "
                           f"got {cfg.label_dropout}")

@@ -232,12 +232,15 @@ def noise_view(score: Any, kind: str, schedule: dict[str, Any]) -> Any:
     return sigma_view(score, get_sde(schedule["sde"], **{k: v for k, v in schedule.items() if k != "sde"}))
 
 
-def noise_levels(name: str, n_steps: Any, view: Any) -> torch.Tensor:
+def noise_levels(name: str, n_steps: Any, view: Any) -> torch.Tensor | None:
     """The grid of denoising sampler ``name``: ``karras_sigmas(n_steps, ...)`` over the view's
-    range with the final 0, or ``linear_sigmas`` for continuous_langevin."""
+    range with the final 0, or ``linear_sigmas`` for continuous_langevin (``n_steps`` only
+    checked when ``view`` is None)."""
     from scorematch.noise import karras_sigmas, linear_sigmas
 
     _check_values(name, {"n_steps": n_steps})
+    if view is None:
+        return None
     if name == "continuous_langevin":
         return linear_sigmas(n_steps, view.sigma_min, view.sigma_max)
     return karras_sigmas(n_steps, view.sigma_min, view.sigma_max)

@@ -72,6 +72,11 @@ def read_inpaint_file(path: str | Path, sample_shape: tuple[int, ...], kind: str
     """(x, mask) of an inpainting file: x float32 (n, *sample_shape), mask bool broadcast to x's
     shape (True = known). DataError naming the file and the fix for anything else."""
     p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p} {'is a link to nothing' if p.is_symlink() else 'does not exist'}; give the .npz file "
+                        "with the arrays x and mask")
+    if p.is_dir():
+        raise DataError(f"{p} is a folder; give the .npz file with the arrays x and mask")
     data = read_file(p, "NumPy .npz file", max_bytes=MAX_INPAINT_BYTES, error=DataError)
     try:
         npz = np.load(io.BytesIO(data), allow_pickle=False)
@@ -93,7 +98,11 @@ def read_inpaint_file(path: str | Path, sample_shape: tuple[int, ...], kind: str
         raise DataError(f"{p}: x must have shape {want}, n rows of this run's sample shape, got {x.shape}")
     if x.shape[0] == 0:
         raise DataError(f"{p}: x has no rows; give at least one sample to fill")
-    if mask.ndim > x.ndim or np.broadcast_shapes(mask.shape, x.shape) != x.shape:
+    try:
+        fits = mask.ndim <= x.ndim and np.broadcast_shapes(mask.shape, x.shape) == x.shape
+    except ValueError:
+        fits = False
+    if not fits:
         raise DataError(f"{p}: mask of shape {mask.shape} does not fit x of shape {x.shape}; give the shape of x, "
                         f"the sample shape {tuple(sample_shape)}, or one that broadcasts to x")
     if mask.dtype.kind != "b":
@@ -139,7 +148,25 @@ def check_method(method: str | None, sampler: str | None, options: dict[str, Any
         raise ConfigError(f"--particles only applies to --inpaint-method smc, not {method}")
     if resample is not None and method != "repaint":
         raise ConfigError(f"--resample only applies to --inpaint-method repaint, not {method}")
+    if particles is not None:
+        positive_int("particles", particles, minimum=2)
+    if resample is not None:
+        positive_int("resample", resample, minimum=2)
+    if "n_steps" in options:
+        noise_levels(sampler or "heun", options["n_steps"], None)
     return method, sampler
+
+
+def check_request(model: nn.Module, run_info: dict[str, Any], method: str | None = None, sampler: str | None = None,
+                  options: dict[str, Any] | None = None, particles: int | None = None, resample: int | None = None,
+                  label: int | str | None = None, guidance: float | None = None) -> tuple[str, str | None, Any, float]:
+    """(method, sampler, class index, guidance) of an inpainting request, every setting checked
+    against the method and the model before any work; ConfigError with the fix otherwise."""
+    if model_kind(model, run_info) in ("score", "energy"):
+        raise ConfigError("inpainting needs a noise- or time-conditional model (objective ncsn, sde or edm); this "
+                          "model is unconditional")
+    method, sampler = check_method(method, sampler, options or {}, particles, resample)
+    return (method, sampler, *check_label(model, run_info, label, guidance))
 
 
 def inpaint_run(model: nn.Module, run_info: dict[str, Any], x: torch.Tensor, mask: torch.Tensor,
@@ -154,11 +181,8 @@ def inpaint_run(model: nn.Module, run_info: dict[str, Any], x: torch.Tensor, mas
     ``label`` with ``guidance`` for a class-conditional model."""
     check_seed("seed", seed)
     kind = model_kind(model, run_info)
-    if kind in ("score", "energy"):
-        raise ConfigError("inpainting needs a noise- or time-conditional model (objective ncsn, sde or edm); this "
-                          "model is unconditional")
-    method, sampler = check_method(method, sampler, options, particles, resample)
-    label, w = check_label(model, run_info, label, guidance)
+    method, sampler, label, w = check_request(model, run_info, method, sampler, options, particles, resample, label,
+                                              guidance)
     outer = model if isinstance(model, Standardized) else None
     inner = outer.model if outer is not None else model
     shape = tuple(run_info["data"]["sample_shape"])
