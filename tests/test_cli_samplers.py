@@ -89,12 +89,12 @@ def test_options_of_each_sampler_are_n_steps_and_its_own():
 
 
 @pytest.mark.parametrize("sampler,flag,valid", [
-    ("heun", ["--eta", "0.5"], "--n-steps, --s-churn, --s-tmin, --s-tmax, --s-noise"),
-    ("ddim", ["--order", "3"], "--n-steps, --eta"),
-    ("dpm_solver", ["--s-churn", "1"], "--n-steps, --order"),
-    ("continuous_langevin", ["--eta", "1"], "--n-steps"),
-    ("euler_ancestral", ["--snr", "0.1"], "--n-steps, --eta, --s-noise"),
-    ("pc", ["--order", "2"], "--n-steps, --snr"),
+    ("heun", ["--eta", "0.5"], "takes n_steps, s_churn, s_tmin, s_tmax, s_noise"),
+    ("ddim", ["--order", "3"], "takes n_steps, eta"),
+    ("dpm_solver", ["--s-churn", "1"], "takes n_steps, order"),
+    ("continuous_langevin", ["--eta", "1"], "takes n_steps"),
+    ("euler_ancestral", ["--snr", "0.1"], "takes n_steps, eta, s_noise"),
+    ("pc", ["--order", "2"], "n_steps, snr"),
 ])
 def test_a_foreign_option_is_refused_in_one_line_naming_the_valid_ones(runs, sampler, flag, valid, tmp_path, capsys):
     out = tmp_path / "s.npz"

@@ -92,7 +92,7 @@ def check_options(name: str, options: dict[str, Any]) -> None:
     bad = [k for k in options if k not in valid]
     if bad:
         flags = ", ".join("--" + k.replace("_", "-") for k in bad)
-        takes = ", ".join("--" + k.replace("_", "-") for k in valid) if valid else "no options"
+        takes = ", ".join(valid) if valid else "no options"
         raise ConfigError(f"{flags} do{'es' if len(bad) == 1 else ''} not apply to sampler {name!r}, which takes "
                           f"{takes}")
 
