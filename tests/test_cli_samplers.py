@@ -155,6 +155,19 @@ def test_the_samplers_of_before_give_the_library_numbers(runs):
                        model.to_data_space(want))
 
 
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("method", ["smc", "replace", "repaint"])
+def test_every_kind_of_run_inpaints(runs, kind, method, tmp_path, capsys):
+    x = np.array([[1.5, np.nan], [np.nan, -2.0], [0.5, 0.25]])
+    np.savez(tmp_path / "in.npz", x=x, mask=~np.isnan(x))
+    extra = {"smc": ["--particles", 4], "replace": ["--sampler", "dpm_solver"], "repaint": ["--resample", 2]}[method]
+    rc, _, err = run_cli(["sample", runs[kind], "--inpaint", tmp_path / "in.npz", "--inpaint-method", method,
+                          "--n-steps", 8, *extra, "--out", tmp_path / "s.npz", "--no-progress"], capsys)
+    assert rc == 0, err
+    filled = np.load(tmp_path / "s.npz")["samples"]
+    assert np.isfinite(filled).all() and np.array_equal(filled[~np.isnan(x)], x[~np.isnan(x)].astype(np.float32))
+
+
 def test_a_vp_run_is_sampled_through_its_scaled_view(runs):
     """The VP view's range is sigma(1e-3) .. sigma(1) = sqrt(e^{B(t)} - 1); heun starts at N(0, 1/m(1)^2)."""
     from scorematch.denoise import sigma_of_time

@@ -148,6 +148,20 @@ def test_labels_follow_their_rows_on_every_process_and_are_dropped_at_the_set_ra
     assert torch.equal(seen[0][~null], y[~null])
 
 
+def test_a_resumed_class_conditional_run_reproduces_the_uninterrupted_one(tmp_path):
+    from safetensors.torch import load_file
+
+    from scorematch.run.training import train
+
+    kw = dict(data="digits", objective="edm", model="time_mlp", hidden=16, depth=1, class_conditional=True,
+              batch_size=32, progress=False, checkpoint_every=10)
+    train(out=tmp_path / "a", steps=20, **kw)
+    train(out=tmp_path / "b", steps=10, **kw)
+    train(resume=tmp_path / "b", steps=20)
+    a, b = load_file(tmp_path / "a" / "weights.safetensors"), load_file(tmp_path / "b" / "weights.safetensors")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
 # ------------------------------------------------------------------------------ sampling a class
 
 
