@@ -22,8 +22,8 @@ from scorematch.run.config import MODEL_NAMES, SDE_NAMES, TrainConfig
 
 #: help text of every TrainConfig field that is a CLI flag (the flag is --field-name)
 TRAIN_HELP: dict[str, str] = {
-    "data": "toy name, 'digits', mnist:DIR, fashion-mnist:DIR, cifar10:DIR, images:DIR, or a .npy/.npz/.csv "
-            "file of shape (n, D)",
+    "data": "toy name, 'digits', mnist:DIR, fashion-mnist:DIR, cifar10:DIR, images:DIR (labelled when every image "
+            "is in a sub-folder per class), or a .npy/.npz/.csv file of shape (n, D)",
     "objective": "esm | esm_kde | ism | ssm | ssm_vr | dsm | ncsn | sde | edm",
     "model": f"{' | '.join(MODEL_NAMES)}; auto picks the model the objective needs (edm: time_mlp for vectors, "
              "time_unet for images, as the network F inside the EDM preconditioning)",
