@@ -148,6 +148,19 @@ def test_labels_follow_their_rows_on_every_process_and_are_dropped_at_the_set_ra
     assert torch.equal(seen[0][~null], y[~null])
 
 
+def test_a_users_model_must_take_the_classes(tmp_path):
+    from scorematch.errors import ConfigError
+    from scorematch.models.images import NCSNUNet
+    from scorematch.run.training import train
+
+    kw = dict(data="digits", objective="ncsn", class_conditional=True, steps=1, batch_size=8, progress=False)
+    with pytest.raises(ConfigError, match="n_classes = 10.*it has n_classes = 0"):
+        train(model=NCSNUNet(channels=1, base=8), out=tmp_path / "a", **kw)
+    result = train(model=NCSNUNet(channels=1, base=8, n_classes=10), out=tmp_path / "b", **kw)
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["data"]["classes"] == list("0123456789")
+    assert result.model.n_classes == 10
+
+
 def test_a_resumed_class_conditional_run_reproduces_the_uninterrupted_one(tmp_path):
     from safetensors.torch import load_file
 

@@ -54,8 +54,9 @@ def class_names(ds: Dataset) -> list[str]:
     return list(ds.classes) if ds.classes else [str(k) for k in range(n_classes_of(ds))]
 
 
-def check_labelled(cfg: TrainConfig, ds: Dataset) -> None:
-    """A class-conditional run needs labelled data with at least two classes."""
+def check_labelled(cfg: TrainConfig, ds: Dataset, model: nn.Module | None = None) -> None:
+    """A class-conditional run needs labelled data with at least two classes (and a user's
+    ``model``, the data's ``n_classes``)."""
     if not cfg.class_conditional:
         return
     if ds.labels is None:
@@ -63,6 +64,10 @@ def check_labelled(cfg: TrainConfig, ds: Dataset) -> None:
                           "mnist:DIR, fashion-mnist:DIR, cifar10:DIR or images:DIR with one sub-folder per class")
     if n_classes_of(ds) < 2:
         raise ConfigError(f"--class-conditional needs at least two classes; {ds.name!r} has {n_classes_of(ds)}")
+    if model is not None and getattr(model, "n_classes", 0) != n_classes_of(ds):
+        raise ConfigError(f"class_conditional: the model must take labels of the data's {n_classes_of(ds)} classes "
+                          f"(n_classes = {n_classes_of(ds)}, called as score(x, sigma, labels)); it has n_classes = "
+                          f"{getattr(model, 'n_classes', 0)}")
 
 
 def build_for(cfg: TrainConfig, ds: Dataset) -> nn.Module:

@@ -224,7 +224,7 @@ def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, d
     old_info = read_run_info(run_dir, cfg) if resuming else None
     rd = inputs.prepare_data(cfg, run_dir, old_info, data)
     ds = rd.train
-    check_labelled(cfg, ds)
+    check_labelled(cfg, ds, model)
     if len(ds.x) > 1 and float(ds.x.flatten(1).std(0).max()) == 0.0:
         raise DataError(f"all {len(ds.x)} training points of {ds.name!r} are the same point: there is no "
                         "distribution to learn the score of; check the data")
