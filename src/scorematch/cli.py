@@ -22,10 +22,11 @@ from scorematch.run.config import MODEL_NAMES, SDE_NAMES, TrainConfig
 
 #: help text of every TrainConfig field that is a CLI flag (the flag is --field-name)
 TRAIN_HELP: dict[str, str] = {
-    "data": "toy name, 'digits', mnist:DIR, fashion-mnist:DIR, cifar10:DIR, images:DIR, or a .npy/.npz/.csv "
-            "file of shape (n, D)",
-    "objective": "esm | esm_kde | ism | ssm | ssm_vr | dsm | ncsn | sde",
-    "model": f"{' | '.join(MODEL_NAMES)}; auto picks the model the objective needs",
+    "data": "toy name, 'digits', mnist:DIR, fashion-mnist:DIR, cifar10:DIR, images:DIR (labelled when every image "
+            "is in a sub-folder per class), or a .npy/.npz/.csv file of shape (n, D)",
+    "objective": "esm | esm_kde | ism | ssm | ssm_vr | dsm | ncsn | sde | edm",
+    "model": f"{' | '.join(MODEL_NAMES)}; auto picks the model the objective needs (edm: time_mlp for vectors, "
+             "time_unet for images, as the network F inside the EDM preconditioning)",
     "steps": "total training steps (with --resume: continue up to this many)",
     "batch_size": "batch size",
     "lr": "Adam learning rate",
@@ -38,9 +39,11 @@ TRAIN_HELP: dict[str, str] = {
     "base_channels": "channels of the first U-Net level (image models)",
     "conditioning": "noise conditioning of the image NCSN: auto | embedding | divide",
     "sigma": "DSM noise level (default 0.1 x the data's mean std; in standardised units unless --standardize none)",
-    "sigma_max": "largest noise level sigma_1 (NCSN / VE SDE; default: largest pairwise distance; standardised "
-                 "units unless --standardize none)",
-    "sigma_min": "smallest noise level sigma_L (default 0.01; standardised units unless --standardize none)",
+    "sigma_max": "largest noise level sigma_1 (NCSN / VE SDE; default: largest pairwise distance; EDM: where "
+                 "sampling starts, default 160 sigma_data, EDM's 80 at sigma_data = 0.5; standardised units unless "
+                 "--standardize none)",
+    "sigma_min": "smallest noise level sigma_L (default 0.01; EDM: where sampling ends, default 0.004 sigma_data; "
+                 "standardised units unless --standardize none)",
     "n_levels": "number of noise levels L (default: NCSNv2's rule from the data dimension)",
     "steps_per_sigma": "annealed Langevin steps per noise level T (default: 100 for D <= 4, else 5)",
     "bandwidth": "KDE bandwidth h for esm_kde (default: Scott's rule)",
@@ -48,6 +51,14 @@ TRAIN_HELP: dict[str, str] = {
     "projection": "SSM projection law: gaussian | rademacher",
     "sde": f"SDE of the 'sde' objective: {' | '.join(SDE_NAMES)}",
     "likelihood_weighting": "weight the continuous-time DSM by g(t)^2 (likelihood weighting)",
+    "p_mean": "EDM: mean of ln(sigma) of the training noise levels (default -1.2 + ln(sigma_data / 0.5), EDM's "
+              "-1.2 moved to the data's scale)",
+    "p_std": "EDM: standard deviation of ln(sigma) of the training noise levels",
+    "class_conditional": "train a class-conditional model s(x, sigma, y) on labelled data (digits, mnist:DIR, "
+                         "fashion-mnist:DIR, cifar10:DIR, images:DIR with one sub-folder per class) for "
+                         "`scorematch sample --label K --guidance W` (objectives ncsn, sde, edm)",
+    "label_dropout": "with --class-conditional: share of labels replaced by the null label in training, so the "
+                     "model also learns the unconditional score that classifier-free guidance needs",
     "ema_decay": "decay of the exponential moving average of the weights (used for sampling)",
     "grad_clip": "clip the gradient norm to this value",
     "checkpoint_every": "write a checkpoint every K steps",
@@ -123,10 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Draw samples; writes an .npz with the array 'samples' (data space; "
                                    "images in [0, 1] as (n, C, H, W)) and, for images, a PNG grid beside it.")
     s.add_argument("run", type=Path, help="run folder")
-    s.add_argument("--sampler", default=None,
-                   help="langevin | mala | annealed | euler_maruyama | reverse_diffusion | pc | ode "
-                        "(default: the one the model's conditioning calls for)")
-    s.add_argument("--n", type=_int, default=1000, help="number of samples (default: 1000)")
+    s.add_argument("--sampler", default=None, help=SAMPLER_HELP)
+    s.add_argument("--n", type=_int, default=None, help="number of samples (default: 1000; with --inpaint: one per "
+                                                        "row of x)")
     s.add_argument("--seed", type=_int, default=0, help="sampler seed (default: 0)")
     s.add_argument("--out", type=Path, default=None,
                    help="output file, written exactly as named; it must end in .npz (default: RUN/samples.npz)")
@@ -136,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="split sampling over N processes (torchrun) and gather the samples")
     _add_common_flags(s)
     _add_sampler_flags(s)
+    _add_conditional_flags(s)
 
     e = sub.add_parser("eval", help="evaluate a run: Fisher divergence, MMD, sliced Wasserstein, precision/"
                                      "recall, likelihood",
@@ -147,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", type=Path, help="run folder")
     e.add_argument("--n", type=_int, default=2000, help="number of samples to draw (default: 2000)")
     e.add_argument("--seed", type=_int, default=0, help="seed (default: 0)")
-    e.add_argument("--sampler", default=None, help="sampler to evaluate (default: the model's own)")
+    e.add_argument("--sampler", default=None, help="sampler to evaluate: " + SAMPLER_HELP)
     e.add_argument("--likelihood", action="store_true", default=None,
                    help="also compute the test log-likelihood through the probability-flow ODE")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -186,18 +197,60 @@ def _add_common_flags(p: argparse.ArgumentParser, device: bool = True) -> None:
                    help="no progress (default: a bar with rate and ETA on a terminal, a line every 10 s otherwise)")
 
 
+SAMPLER_HELP = ("langevin | mala (unconditional models); annealed (NCSN); euler_maruyama | reverse_diffusion | pc | "
+                "ode (score-SDE samplers); heun | euler | euler_ancestral | ddim | dpm_solver | continuous_langevin "
+                "(denoising samplers over Karras noise levels, for every NCSN, SDE and EDM model). Default: langevin "
+                "(unconditional), annealed (NCSN), pc (SDE), heun (EDM)")
+SAMPLER_FLAGS = ("n_steps", "step_size", "eps", "steps_per_sigma", "snr", "s_churn", "s_tmin", "s_tmax", "s_noise",
+                 "eta", "order")
+
+
 def _add_sampler_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("sampler options (defaults from the run)")
-    g.add_argument("--n-steps", type=_int, help="steps of langevin/mala/euler_maruyama/reverse_diffusion/pc")
+    g = p.add_argument_group("sampler options (defaults from the run; an option of another sampler is refused)")
+    g.add_argument("--n-steps", type=_int, help="steps of langevin/mala/euler_maruyama/reverse_diffusion/pc; number "
+                   "of noise levels of the denoising samplers (default: heun, dpm_solver 18; euler, ddim 50; "
+                   "euler_ancestral 100; continuous_langevin 1000)")
     g.add_argument("--step-size", type=float, help="Langevin step size eta (eta-form)")
     g.add_argument("--eps", type=float, help="annealed Langevin eps (alpha-form, Algorithm 1)")
     g.add_argument("--steps-per-sigma", type=_int, help="annealed Langevin steps per noise level T")
     g.add_argument("--snr", type=float, help="signal-to-noise ratio of the PC corrector")
+    g.add_argument("--s-churn", type=float, help="heun/euler: stochastic churn of EDM Algorithm 2 (default 0: "
+                                                 "Algorithm 1, deterministic)")
+    g.add_argument("--s-tmin", type=float, help="heun/euler with --s-churn: lowest sigma that gets churn (default 0)")
+    g.add_argument("--s-tmax", type=float, help="heun/euler with --s-churn: highest sigma that gets churn "
+                                                "(default: no limit)")
+    g.add_argument("--s-noise", type=float, help="heun/euler with --s-churn, euler_ancestral: scale of the added "
+                                                 "noise (default 1)")
+    g.add_argument("--eta", type=float, help="euler_ancestral (default 1), ddim (default 0, in [0, 1]): share of "
+                                             "each step's noise drawn afresh")
+    g.add_argument("--order", type=_int, help="dpm_solver: 2 (DPM-Solver++(2M), default) or 3 (3M)")
+
+
+def _add_conditional_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("class-conditional sampling and inpainting")
+    g.add_argument("--label", default=None,
+                   help="sample this class (an index 0..K-1 or a class name of run.json) of a run trained with "
+                        "--class-conditional (default: unconditional, the null label)")
+    g.add_argument("--guidance", type=float, default=None,
+                   help="with --label: classifier-free guidance weight w >= 0, score (1 + w) s(x, y) - w s(x) "
+                        "(default: 1.0; measured on digits, see the docs)")
+    g.add_argument("--inpaint", type=Path, default=None, metavar="FILE.npz",
+                   help="fill in the unknown part of the samples in FILE.npz: arrays x (n, *sample shape, data "
+                        "units; images in [0, 1]) and mask (True or 1 = known; the shape of x or one that "
+                        "broadcasts to it); writes the n filled samples")
+    g.add_argument("--inpaint-method", default=None, choices=("smc", "replace", "repaint"),
+                   help="smc (default): sequential Monte Carlo, the one of the three that converges to the exact "
+                        "conditional p(x_unknown | x_known) (on a 2-D mixture it matches it where replacement puts "
+                        "up to 37%% of the samples in the wrong mode); replace: replacement with --sampler (default "
+                        "heun), fast, approximate; repaint: replacement with RePaint resampling (--resample)")
+    g.add_argument("--particles", type=_int, default=None,
+                   help="--inpaint-method smc: particles per row of x, one of them returned (default: 32)")
+    g.add_argument("--resample", type=_int, default=None,
+                   help="--inpaint-method repaint: repeats of each step (default: 10)")
 
 
 def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("n_steps", "step_size", "eps", "steps_per_sigma", "snr")
-    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    return {k: getattr(args, k) for k in SAMPLER_FLAGS if getattr(args, k, None) is not None}
 
 
 def _int(text: str) -> int:
@@ -280,26 +333,36 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from scorematch.files import probe_writable, write_npz
     from scorematch.run import distributed as D
     from scorematch.run.environment import pick_device, say, start_line
-    from scorematch.run.generate import count_nonfinite, generate, resolve_sampler
+    from scorematch.run.generate import check_label, count_nonfinite, generate, resolve_sampler
     from scorematch.run.loading import load
 
     _check_npz(args.out)
+    _check_conditional_flags(args)
     out = args.out or args.run / "samples.npz"
     threads = _threads(args)
     ctx, device = D.init_from_env(pick_device(args.device))
     done = False
     try:
         model = load(args.run, device=device)
-        D.on_main(lambda: probe_writable(out), ctx)
+        info = model.run_info
         options = _sampler_options(args)
-        name = resolve_sampler(model, args.sampler, options)
-        if ctx.is_main:
-            say(start_line("sample", device, threads, model, tuple(model.run_info["data"]["sample_shape"]),
-                           f"sampler {name}, n {args.n}"))
-        per_rank = -(-args.n // ctx.world_size)
-        x = generate(model, model.run_info, per_rank, sampler=name, seed=args.seed + ctx.rank,
-                     progress=ctx.is_main and not args.no_progress, warn_nonfinite=False, **options)
-        x = D.gather_rows(x.contiguous(), ctx)[: args.n].cpu()
+        if args.inpaint is not None:
+            if ctx.enabled:
+                raise ConfigError("--inpaint runs in one process; drop --nproc")
+            x, name = _inpaint(args, model, options, out, device, threads)
+        else:
+            n = 1000 if args.n is None else args.n
+            D.on_main(lambda: probe_writable(out), ctx)
+            name = resolve_sampler(model, args.sampler, options)
+            check_label(model, info, args.label, args.guidance)
+            if ctx.is_main:
+                say(start_line("sample", device, threads, model, tuple(info["data"]["sample_shape"]),
+                               f"sampler {name}, n {n}" + (f", label {args.label}" if args.label is not None else "")))
+            per_rank = -(-n // ctx.world_size)
+            x = generate(model, info, per_rank, sampler=name, seed=args.seed + ctx.rank,
+                         progress=ctx.is_main and not args.no_progress, warn_nonfinite=False, label=args.label,
+                         guidance=args.guidance, **options)
+            x = D.gather_rows(x.contiguous(), ctx)[:n].cpu()
         done = True
     finally:
         D.shutdown(ctx, clean=done)
@@ -309,18 +372,49 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if bad and not args.allow_nonfinite:
         from scorematch.errors import SamplingError
 
-        raise SamplingError(_nonfinite_message(bad, args.n, name, model))
+        raise SamplingError(_nonfinite_message(bad, len(x), name, model))
     write_npz(out, samples=x.numpy())
     note = f", {bad} of them NaN/inf" if bad else ""
     print(f"wrote {out} (samples: {tuple(x.shape)}{note}"
           f"{f', from {ctx.world_size} processes' if ctx.enabled else ''})")
-    if model.run_info["data"]["kind"] == "image":
+    if info["data"]["kind"] == "image":
         from scorematch.plotting import save_image_grid
 
         png = out.with_suffix(".png")
         save_image_grid(x[:100].to(torch.float32), png)
         print(f"wrote {png}")
     return 0
+
+
+def _check_conditional_flags(args: argparse.Namespace) -> None:
+    """Flags of --inpaint that do not apply without it, and --n with it."""
+    if args.inpaint is None:
+        given = [f for f in ("inpaint_method", "particles", "resample") if getattr(args, f) is not None]
+        if given:
+            raise ConfigError(f"{', '.join('--' + f.replace('_', '-') for f in given)} only appl"
+                              f"{'ies' if len(given) == 1 else 'y'} with --inpaint FILE.npz")
+    elif args.n is not None:
+        raise ConfigError("--n does not apply with --inpaint: one sample is filled in per row of x")
+
+
+def _inpaint(args: argparse.Namespace, model: Any, options: dict[str, Any], out: Path, device: Any,
+             threads: int) -> tuple[Any, str]:
+    """The rows of --inpaint FILE filled in: checked (file, flags, label) before anything is written."""
+    from scorematch.files import probe_writable
+    from scorematch.run.environment import say, start_line
+    from scorematch.run.inpaint import check_request, inpaint_run, read_inpaint_file
+
+    info = model.run_info
+    method, sampler, _, _ = check_request(model, info, args.inpaint_method, args.sampler, options, args.particles,
+                                          args.resample, args.label, args.guidance)
+    x, mask = read_inpaint_file(args.inpaint, tuple(info["data"]["sample_shape"]), info["data"]["kind"])
+    probe_writable(out)
+    say(start_line("sample", device, threads, model, tuple(info["data"]["sample_shape"]),
+                   f"inpainting {x.shape[0]} rows by {method}{f' with {sampler}' if sampler else ''}"))
+    filled = inpaint_run(model, info, x, mask, method=method, sampler=sampler, seed=args.seed,
+                         particles=args.particles, resample=args.resample, label=args.label,
+                         guidance=args.guidance, progress=not args.no_progress, **options)
+    return filled.cpu(), f"inpaint {method}"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

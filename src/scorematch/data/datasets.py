@@ -19,6 +19,15 @@ from scorematch.errors import ConfigError, DataError
 
 DATA_PREFIXES = ("mnist", "fashion-mnist", "cifar10", "images")
 
+#: class names of the labelled image sets (digits and MNIST: "0" to "9")
+CLASS_NAMES = {
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
+DIGIT_CLASSES = tuple(str(k) for k in range(10))
+
+
 @dataclass
 class Dataset:
     """A training set: ``x`` float32 (n, D) ("vector") or (n, C, H, W) ("image", in [0, 1])."""
@@ -27,7 +36,8 @@ class Dataset:
     name: str
     kind: str
     dist: object | None = None
-    labels: torch.Tensor | None = None
+    labels: torch.Tensor | None = None  #: (n,) int64 class indices, when the data set has classes
+    classes: tuple[str, ...] | None = None  #: the class names, index k -> classes[k]
 
     def __post_init__(self) -> None:
         choice("dataset kind", self.kind, ("vector", "image"))
@@ -74,14 +84,16 @@ def resolve_data(spec: str, n: int = 10_000, seed: int = 0, csv_header: str = "a
         key = prefix.lower()
         if key in ("mnist", "fashion-mnist"):
             x, labels = load_mnist(rest, "train")
-            return Dataset(x=x, name=spec, kind="image", labels=labels)
+            names = CLASS_NAMES.get(key, DIGIT_CLASSES) if labels is not None else None
+            return Dataset(x=x, name=spec, kind="image", labels=labels, classes=names)
         if key == "cifar10":
             x, labels = load_cifar10(rest, "train")
-            return Dataset(x=x, name=spec, kind="image", labels=labels)
-        return Dataset(x=load_image_folder(rest), name=spec, kind="image")
+            return Dataset(x=x, name=spec, kind="image", labels=labels, classes=CLASS_NAMES["cifar10"])
+        x, labels, classes = load_image_folder(rest, labels=True)
+        return Dataset(x=x, name=spec, kind="image", labels=labels, classes=tuple(classes) if classes else None)
     if spec == "digits":
         x, labels = load_digits()
-        return Dataset(x=x, name="digits", kind="image", labels=labels)
+        return Dataset(x=x, name="digits", kind="image", labels=labels, classes=DIGIT_CLASSES)
     path = Path(spec).expanduser()
     if path.suffix.lower() in ARRAY_EXTENSIONS:
         return Dataset(x=load_array(path, csv_header), name=spec, kind="vector")

@@ -225,13 +225,19 @@ def load_image_folder(
     root: PathLike,
     size: int | tuple[int, int] | None = None,
     grayscale: bool | None = None,
-) -> torch.Tensor:
+    labels: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
     """All .png/.jpg/.jpeg files under ``root`` (recursive, sorted) as (n, C, H, W) in [0, 1].
 
     8-bit images are divided by 255, 16-bit grayscale by 65535. Channels: C = 1 if
     ``grayscale`` is True, or if it is None and every image is grayscale; else
     C = 3 (RGB; alpha is dropped). Every image must have the same size unless
     ``size=(H, W)`` (or an int, square) is given, which resizes all (bicubic).
+
+    With ``labels=True`` returns (images, labels, classes): when every image lies in a
+    first-level sub-folder (``root/CLASS/...``), ``classes`` are those folders' names, sorted,
+    and ``labels`` (n,) int64 the index of each image's folder in that list; when some image
+    lies directly in ``root``, both are None.
     """
     from PIL import Image
 
@@ -294,5 +300,12 @@ def load_image_folder(
             raise fail(path, e) from None
         arr = np.clip(arr, 0.0, 1.0)
         out[i] = arr.transpose(2, 0, 1) if arr.ndim == 3 else arr[None]
-    return torch.from_numpy(out)
+    if not labels:
+        return torch.from_numpy(out)
+    parts = [p.relative_to(folder).parts for p in files]
+    if any(len(q) < 2 for q in parts):
+        return torch.from_numpy(out), None, None
+    classes = sorted({q[0] for q in parts})
+    index = {c: k for k, c in enumerate(classes)}
+    return torch.from_numpy(out), torch.tensor([index[q[0]] for q in parts], dtype=torch.int64), classes
 

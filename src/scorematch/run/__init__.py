@@ -16,7 +16,8 @@ Modules, each importing only those listed before it (and the library):
     setup         model, noise schedule and loss of a run, built from its config
     loading       load (the trained model), run_data and held_out (its data), data_score
     inputs        the data, its standardisation and the model a new or resumed run starts from
-    generate      samples of a trained model with any sampler, defaults from its run
+    generate      samples of a trained model with any sampler, defaults from its run, classes and guidance
+    inpaint       the unknown part of x filled in given the rest (an .npz of x and mask), three methods
     logs          loss.csv, TensorBoard, progress bar
     training      train: set-up, one step, logging, checkpointing
     evaluate      scores and samples of a run against closed forms and held-out data

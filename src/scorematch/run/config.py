@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import types
 from dataclasses import dataclass, field
@@ -52,6 +53,10 @@ class TrainConfig:
     projection: str = "gaussian"
     sde: str = "ve"
     likelihood_weighting: bool = False
+    p_mean: float | None = None
+    p_std: float = 1.2
+    class_conditional: bool = False
+    label_dropout: float = 0.1
     ema_decay: float = 0.999
     grad_clip: float | None = 1.0
     checkpoint_every: int = 500
@@ -163,6 +168,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             positive(name, getattr(cfg, name))
     if cfg.n_levels is not None:
         positive_int("n_levels", cfg.n_levels, minimum=2)
+    positive("p_std", cfg.p_std)
+    if cfg.p_mean is not None and not math.isfinite(cfg.p_mean):
+        raise ConfigError(f"p_mean must be a finite number, got {cfg.p_mean}")
+    if cfg.class_conditional and cfg.conditioning == "divide":
+        raise ConfigError("--class-conditional needs --conditioning embedding (or auto): the labels are added to "
+                          "the noise-level embedding, which 'divide' does not have")
+    if not 0 <= cfg.label_dropout < 1:
+        raise ConfigError(f"label_dropout must be in [0, 1) (the share of labels replaced by the null label), "
+                          f"got {cfg.label_dropout}")
     if not 0 <= cfg.ema_decay < 1:
         raise ConfigError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     if not 0 < cfg.test_fraction < 1:

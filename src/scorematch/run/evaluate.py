@@ -172,7 +172,7 @@ def _likelihood(model: torch.nn.Module, x: torch.Tensor, kind: str, levels: int,
     standardised model's likelihood is that of z = (x - mu)/sd plus log |dz/dx| = -sum log sd."""
     from scorematch.data import dequantize
     from scorematch.likelihood import bits_per_dim, log_prob
-    from scorematch.sde import get_sde, sigma_conditioned, ve_from_sigmas
+    from scorematch.sde import VESDE, get_sde, sigma_conditioned, ve_from_sigmas
 
     log_det = 0.0
     net = model
@@ -182,7 +182,8 @@ def _likelihood(model: torch.nn.Module, x: torch.Tensor, kind: str, levels: int,
         net = model.model
     schedule = model.run_info["schedule"]
     if net.conditioning == "sigma":
-        sde = ve_from_sigmas(schedule["sigmas"])
+        sde = (ve_from_sigmas(schedule["sigmas"]) if "sigmas" in schedule
+               else VESDE(sigma_min=schedule["sigma_min"], sigma_max=schedule["sigma_max"]))
         score_fn = sigma_conditioned(net, sde)
     else:
         sde = get_sde(schedule["sde"], **{k: v for k, v in schedule.items() if k != "sde"})

@@ -158,11 +158,11 @@ def held_out(run_dir: Path) -> tuple[Any, torch.Tensor]:
 
 def data_score(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """The model's score of the data: its own for unconditional models, at the smallest noise
-    level sigma_L for noise-conditional ones, at t = 1e-3 for time-conditional ones."""
+    level sigma_L for noise-conditional ones (EDM: its sigma_min), at t = 1e-3 for time-conditional ones."""
     cond = getattr(model, "conditioning", "none")
     schedule = model.run_info.get("schedule", {})
     if cond == "sigma":
-        sigma_l = float(schedule["sigmas"][-1])
+        sigma_l = float(schedule["sigmas"][-1] if "sigmas" in schedule else schedule["sigma_min"])
         return lambda x: model.score(x, torch.full((x.shape[0],), sigma_l, dtype=x.dtype, device=x.device))
     if cond == "time":
         return lambda x: model.score(x, torch.full((x.shape[0],), 1e-3, dtype=x.dtype, device=x.device))

@@ -77,3 +77,18 @@ class CsvLog:
             self.f.close()
         except OSError:
             pass
+
+
+def sample_grid(model: Any, schedule: dict[str, Any], ds: Any, run_dir: Path, seed: int, step: int) -> None:
+    """RUN/samples/step_N.png: 36 samples of ``model`` (an image run's EMA model during training)
+    drawn with the default sampler of its kind."""
+    from scorematch.plotting import save_image_grid
+    from scorematch.run.generate import generate
+
+    was_training = model.training
+    model.eval()
+    info = {"schedule": schedule,
+            "data": {"kind": ds.kind, "sample_shape": list(ds.sample_shape), "lo": 0.0, "hi": 1.0}}
+    x = generate(model, info, n=36, seed=seed)
+    save_image_grid(x.clamp(0, 1).cpu(), run_dir / "samples" / f"step_{step:08d}.png", nrow=6, root=run_dir)
+    model.train(was_training)

@@ -1,8 +1,9 @@
 """What a training run is made of, built from its config: the model, the noise schedule, the loss.
 
 ``build_for`` picks and constructs the model the objective needs; ``make_schedule`` the noise
-levels (NCSN sigmas by NCSNv2's rules, DSM's sigma, the SDE's parameters, the KDE bandwidth);
-``make_loss`` the function (model, batch, generator) -> (loss, per-row terms, level per row).
+levels (NCSN sigmas by NCSNv2's rules, DSM's sigma, the SDE's parameters, the KDE bandwidth,
+EDM's sigma_data, noise distribution and sampling range); ``make_loss`` the function
+(model, batch, generator, labels) -> (loss, per-row terms, level per row).
 """
 
 from __future__ import annotations
@@ -29,43 +30,84 @@ def needed_conditioning(objective: str) -> str:
 
 def default_model_name(cfg: TrainConfig, ds: Dataset) -> str:
     """The model an objective needs when ``--model auto``: NCSN -> noise-conditional, SDE ->
-    time-conditional, images -> convolutional for those two, else a score MLP."""
+    time-conditional, EDM -> a time-conditional network F inside ``EDMPrecond``, images ->
+    convolutional for those three, else a score MLP."""
     if cfg.model != "auto":
         return cfg.model
     image = ds.kind == "image"
     if cfg.objective == "ncsn":
         return "unet" if image else "ncsn_mlp"
-    if cfg.objective == "sde":
+    if cfg.objective in ("sde", "edm"):
         return "time_unet" if image else "time_mlp"
     return "mlp"
 
 
+def n_classes_of(ds: Dataset) -> int:
+    """The number of classes of a labelled data set: its class names, else the largest label + 1."""
+    if ds.classes:
+        return len(ds.classes)
+    return int(ds.labels.max()) + 1 if ds.labels is not None and len(ds.labels) else 0
+
+
+def class_names(ds: Dataset) -> list[str]:
+    """The class names run.json records: the data set's, else "0", "1", ..."""
+    return list(ds.classes) if ds.classes else [str(k) for k in range(n_classes_of(ds))]
+
+
+def check_labelled(cfg: TrainConfig, ds: Dataset, model: nn.Module | None = None) -> None:
+    """A class-conditional run needs labelled data with at least two classes (and a user's
+    ``model``, the data's ``n_classes``)."""
+    if not cfg.class_conditional:
+        return
+    if ds.labels is None:
+        raise ConfigError(f"--class-conditional needs labelled data and {ds.name!r} has no labels; use digits, "
+                          "mnist:DIR, fashion-mnist:DIR, cifar10:DIR or images:DIR with one sub-folder per class")
+    if n_classes_of(ds) < 2:
+        raise ConfigError(f"--class-conditional needs at least two classes; {ds.name!r} has {n_classes_of(ds)}")
+    if model is not None and getattr(model, "n_classes", 0) != n_classes_of(ds):
+        raise ConfigError(f"class_conditional: the model must take labels of the data's {n_classes_of(ds)} classes "
+                          f"(n_classes = {n_classes_of(ds)}, called as score(x, sigma, labels)); it has n_classes = "
+                          f"{getattr(model, 'n_classes', 0)}")
+
+
 def build_for(cfg: TrainConfig, ds: Dataset) -> nn.Module:
-    """Construct the model named by cfg.model (or its default) for data of ds.sample_shape."""
+    """Construct the model named by cfg.model (or its default) for data of ds.sample_shape; for
+    EDM, that network as F inside ``EDMPrecond`` (sigma_data from ``cfg.schedule``); with
+    ``class_conditional``, with ``n_classes`` of the data."""
     name = default_model_name(cfg, ds)
     shape = ds.sample_shape
     dim = math.prod(shape)
     needs = needed_conditioning(cfg.objective)
+    cls_kw = {"n_classes": n_classes_of(ds)} if cfg.class_conditional else {}
     if name in ("mlp", "energy"):
         cls = ScoreMLP if name == "mlp" else EnergyMLP
         model = cls(dim, cfg.hidden, cfg.depth, cfg.activation)
     elif name == "ncsn_mlp":
-        model = NoiseConditionalMLP(dim, cfg.hidden, cfg.depth, cfg.activation)
+        model = NoiseConditionalMLP(dim, cfg.hidden, cfg.depth, cfg.activation, **cls_kw)
     elif name == "unet":
         from scorematch.models.images import NCSNUNet
 
         _need_image(ds, name)
         kw = {} if cfg.conditioning == "auto" else {"conditioning": cfg.conditioning}
-        model = NCSNUNet(channels=shape[0], base=cfg.base_channels, **kw)
+        model = NCSNUNet(channels=shape[0], base=cfg.base_channels, **kw, **cls_kw)
+    elif cfg.objective == "edm" and name in ("time_mlp", "time_unet"):
+        from scorematch.models.edm import EDMPrecond
+
+        if name == "time_unet":
+            _need_image(ds, name)
+        net = ({"dim": dim, "hidden": cfg.hidden, "depth": cfg.depth, "activation": cfg.activation}
+               if name == "time_mlp" else {"channels": shape[0], "base": cfg.base_channels})
+        model = EDMPrecond("TimeMLP" if name == "time_mlp" else "TimeUNet", {**net, **cls_kw},
+                           sigma_data=cfg.schedule["sigma_data"])
     elif name == "time_mlp":
         from scorematch.models.time import TimeMLP
 
-        model = TimeMLP(dim, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation)
+        model = TimeMLP(dim, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation, **cls_kw)
     else:
         from scorematch.models.time import TimeUNet
 
         _need_image(ds, name)
-        model = TimeUNet(channels=shape[0], base=cfg.base_channels)
+        model = TimeUNet(channels=shape[0], base=cfg.base_channels, **cls_kw)
     if model.conditioning != needs:
         raise ConfigError(
             f"model {name!r} is {model.conditioning}-conditioned but objective {cfg.objective!r} needs a "
@@ -133,6 +175,8 @@ def make_schedule(cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
         return {"sigma": cfg.sigma or 0.1 * float(x.std(0).mean())}
     if cfg.objective == "esm_kde":
         return {"bandwidth": cfg.bandwidth or kde_bandwidth(x)}
+    if cfg.objective == "edm":
+        return edm_schedule(cfg, ds.x)
     if cfg.objective == "sde":
         kw: dict[str, float] = {}
         if cfg.sde == "ve":
@@ -142,16 +186,41 @@ def make_schedule(cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
     return {}
 
 
+def edm_schedule(cfg: TrainConfig, x: torch.Tensor) -> dict[str, float]:
+    """EDM's training and sampling settings for data x (in the model's space): sigma_data, the
+    standard deviation of all coordinates; P_mean (default -1.2 + ln(sigma_data / 0.5), EDM's
+    choice moved to the data's scale), P_std; and the sampling range: sigma_min default EDM's
+    0.002 scaled the same way (0.004 sigma_data), sigma_max default the larger of twice the
+    largest distance between two of (up to) 2000 training points and 20 times the norm of their
+    mean, so that the start N(0, sigma_max^2 I) covers the data and its offset from the origin
+    (measured better than EDM's 80 scaled by sigma_data / 0.5 for Heun at 18 levels on the 2-D
+    toys: docs/objectives/edm.md)."""
+    from scorematch.models.edm import estimate_sigma_data
+
+    sd = estimate_sigma_data(x)
+    p_mean = cfg.p_mean if cfg.p_mean is not None else -1.2 + math.log(sd / 0.5)
+    lo = cfg.sigma_min or 0.002 * sd / 0.5
+    flat = x.flatten(1)[:2000].double()
+    hi = cfg.sigma_max or max(2 * float(torch.cdist(flat, flat).max()), 20 * float(flat.mean(0).norm()))
+    if lo >= hi:
+        raise ConfigError(f"sigma_min {lo:.4g} must be below sigma_max {hi:.4g} (sigma_data is {sd:.4g})")
+    return {"sigma_data": sd, "p_mean": p_mean, "p_std": cfg.p_std, "sigma_min": lo, "sigma_max": hi}
+
+
 Rows = torch.Tensor | None
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], tuple[torch.Tensor, Rows, Rows]]
+Labels = torch.Tensor | None
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator, Labels], tuple[torch.Tensor, Rows, Rows]]
 
 
 def make_loss(cfg: TrainConfig, ds: Dataset, schedule: dict[str, Any], device: torch.device,
               standardization: Standardization | None = None) -> LossFn:
-    """(model, batch, generator) -> (loss, per-row terms or None, noise-level index per row or None).
+    """(model, batch, generator, labels) -> (loss, per-row terms or None, noise-level index per row or None).
 
     ``ds`` is the data the model sees; with a ``standardization`` z = (x - mu) / sd, ESM's
-    analytic target becomes the score of z, s_z(z) = sd * s_x(mu + sd z)."""
+    analytic target becomes the score of z, s_z(z) = sd * s_x(mu + sd z). ``labels`` (int64,
+    (n,)) are None unless the run is class-conditional; then each is replaced by the null label
+    with probability ``label_dropout`` (``scorematch.objectives.drop_labels``, the noise
+    generator) before the model sees it."""
     from scorematch import objectives as O
 
     obj = cfg.objective
@@ -165,29 +234,38 @@ def make_loss(cfg: TrainConfig, ds: Dataset, schedule: dict[str, Any], device: t
         if standardization is not None:
             st = standardization
             target = lambda z: st.std.to(z) * ds.dist.score(st.inverse(z))  # noqa: E731
-        return lambda m, x, g: (O.esm(m, x, target), None, None)
+        return lambda m, x, g, y=None: (O.esm(m, x, target), None, None)
     if obj == "esm_kde":
         reference = ds.x.flatten(1).to(device)
         h = schedule["bandwidth"]
-        return lambda m, x, g: (O.esm_kde(m, x, reference, h, leave_one_out=True), None, None)
+        return lambda m, x, g, y=None: (O.esm_kde(m, x, reference, h, leave_one_out=True), None, None)
     if obj == "ism":
-        return lambda m, x, g: (O.ism(m, x), None, None)
+        return lambda m, x, g, y=None: (O.ism(m, x), None, None)
     if obj in ("ssm", "ssm_vr"):
         vr = obj == "ssm_vr"
-        return lambda m, x, g: (O.ssm(m, x, cfg.n_projections, cfg.projection, vr, generator=g), None, None)
+        return lambda m, x, g, y=None: (O.ssm(m, x, cfg.n_projections, cfg.projection, vr, generator=g), None, None)
     if obj == "dsm":
         sigma = schedule["sigma"]
-        return lambda m, x, g: (O.dsm(m, x, sigma, generator=g), None, None)
+        return lambda m, x, g, y=None: (O.dsm(m, x, sigma, generator=g), None, None)
+    null = n_classes_of(ds)
+
+    def labels(y: Labels, g: torch.Generator) -> Labels:
+        return None if y is None else O.drop_labels(y, cfg.label_dropout, null, generator=g)
+
     if obj == "ncsn":
         sigmas = torch.tensor(schedule["sigmas"], device=device)
 
-        def ncsn_loss(m: nn.Module, x: torch.Tensor, g: torch.Generator):
-            rows, idx = O.ncsn_per_sample(m, x, sigmas, generator=g)
+        def ncsn_loss(m: nn.Module, x: torch.Tensor, g: torch.Generator, y: Labels = None):
+            rows, idx = O.ncsn_per_sample(m, x, sigmas, generator=g, labels=labels(y, g))
             return rows.mean(), rows.detach(), idx
 
         return ncsn_loss
+    if obj == "edm":
+        kw = {k: schedule[k] for k in ("sigma_data", "p_mean", "p_std")}
+        return lambda m, x, g, y=None: (O.edm(m, x, generator=g, labels=labels(y, g), **kw), None, None)
     from scorematch.sde import get_sde
 
     sde = get_sde(schedule["sde"], **{k: v for k, v in schedule.items() if k != "sde"})
     weighting = cfg.likelihood_weighting
-    return lambda m, x, g: (O.sde_dsm(m, x, sde, likelihood_weighting=weighting, generator=g), None, None)
+    return lambda m, x, g, y=None: (O.sde_dsm(m, x, sde, likelihood_weighting=weighting, generator=g,
+                                              labels=labels(y, g)), None, None)

@@ -50,9 +50,18 @@ from scorematch.run import environment as env
 from scorematch.run import validate as V
 from scorematch.run.config import TrainConfig, from_dict, validate
 from scorematch.run.loading import run_info, split_prefix, wrap_standardized
-from scorematch.run.logs import CsvLog, progress_bar, tensorboard
+from scorematch.run.logs import CsvLog, progress_bar, sample_grid, tensorboard
 from scorematch.run.runinfo import LOSS_CSV, read_run_info
-from scorematch.run.setup import LossFn, build_for, default_model_name, make_loss, make_schedule, model_input
+from scorematch.run.setup import (
+    LossFn,
+    build_for,
+    check_labelled,
+    class_names,
+    default_model_name,
+    make_loss,
+    make_schedule,
+    model_input,
+)
 
 
 @dataclass
@@ -86,6 +95,7 @@ class Run:
     g_noise: torch.Generator
     x_all: torch.Tensor
     rows: slice
+    y_all: torch.Tensor | None = None  # the labels of a class-conditional run
     step: int = 0
     last_checkpoint: int = -1
     skipped: int = 0
@@ -214,6 +224,7 @@ def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, d
     old_info = read_run_info(run_dir, cfg) if resuming else None
     rd = inputs.prepare_data(cfg, run_dir, old_info, data)
     ds = rd.train
+    check_labelled(cfg, ds, model)
     if len(ds.x) > 1 and float(ds.x.flatten(1).std(0).max()) == 0.0:
         raise DataError(f"all {len(ds.x)} training points of {ds.name!r} are the same point: there is no "
                         "distribution to learn the score of; check the data")
@@ -236,6 +247,7 @@ def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, d
         g_data=torch.Generator().manual_seed(cfg.seed),
         g_noise=torch.Generator(device=device).manual_seed(cfg.seed + 1 + ctx.rank),
         x_all=ds.x.to(device), rows=D.shard(cfg.batch_size, ctx), memory=rd.memory,
+        y_all=ds.labels.to(device) if cfg.class_conditional else None,
     )
     if resuming:
         _restore(run)
@@ -280,9 +292,10 @@ def _check_toy_size(cfg: TrainConfig) -> None:
 
 def _run_json(run: Run, rd: inputs.RunData) -> dict[str, Any]:
     ds = run.ds
+    classes = {"classes": class_names(ds)} if run.cfg.class_conditional else {}
     return {
         "model": custom.spec_of(run.model),
-        "data": inputs.data_section(rd, ds.kind, len(ds.x), ds.x),
+        "data": {**inputs.data_section(rd, ds.kind, len(ds.x), ds.x), **classes},
         "schedule": run.schedule,
         "environment": env.describe(run.device, torch.get_num_threads()),
     }
@@ -320,19 +333,21 @@ class StepOutcome:
     stopping: bool
 
 
-def _batch(run: Run) -> torch.Tensor:
+def _batch(run: Run) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """This process's rows of the step's batch, and their labels (class-conditional runs)."""
     idx = torch.randint(0, len(run.x_all), (run.cfg.batch_size,), generator=run.g_data)[run.rows].to(run.device)
     xb = model_input(run.model, run.x_all[idx])
     if run.cfg.dequantize and run.ds.kind == "image":
         xb = dequantize(xb, generator=run.g_noise, levels=quantization_levels(run.ds))
-    return xb
+    return xb, (run.y_all[idx] if run.y_all is not None else None)
 
 
 def train_step(run: Run, stop_requested: bool) -> StepOutcome:
     """Draw a batch, compute the loss, and (when it is finite on every rank) take one Adam step
     and update the EMA. A non-finite loss raises TrainingError, or skips the batch with
     ``skip_nonfinite``; either way every rank takes the same branch."""
-    loss, rows, lvl = run.loss_fn(run.trained, _batch(run), run.g_noise)
+    xb, yb = _batch(run)
+    loss, rows, lvl = run.loss_fn(run.trained, xb, run.g_noise, yb)
     nonfinite, stopping = not bool(torch.isfinite(loss.detach())), stop_requested
     if run.ctx.enabled:
         flags = D.all_sum(torch.tensor([float(nonfinite), float(stopping)], device=run.device), run.ctx)
@@ -434,21 +449,6 @@ def log_step(run: Run, out: StepOutcome, rep: Reporters) -> float | None:
     return loss_value
 
 
-def _sample_grid(run: Run) -> None:
-    from scorematch.plotting import save_image_grid
-    from scorematch.run.generate import generate
-
-    model = run.ema.module
-    was_training = model.training
-    model.eval()
-    info = {"schedule": run.schedule,
-            "data": {"kind": run.ds.kind, "sample_shape": list(run.ds.sample_shape), "lo": 0.0, "hi": 1.0}}
-    x = generate(model, info, n=36, seed=run.cfg.seed + run.step)
-    save_image_grid(x.clamp(0, 1).cpu(), run.run_dir / "samples" / f"step_{run.step:08d}.png", nrow=6,
-                    root=run.run_dir)
-    model.train(was_training)
-
-
 # ----------------------------------------------------------------------------- checkpointing
 
 
@@ -501,7 +501,7 @@ def _loop(run: Run) -> TrainResult:
                 logged = log_step(run, out, rep)
                 loss_value = loss_value if logged is None else logged
                 if ctx.is_main and cfg.sample_every and run.step % cfg.sample_every == 0 and run.ds.kind == "image":
-                    _sample_grid(run)
+                    sample_grid(run.ema.module, run.schedule, run.ds, run.run_dir, run.cfg.seed + run.step, run.step)
                 if run.step % cfg.checkpoint_every == 0:
                     with run.timer.phase("checkpoints"):
                         save_checkpoint(run)

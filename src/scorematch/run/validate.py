@@ -30,16 +30,22 @@ MAX_JSON_BYTES = 64 * 2**20
 MAX_DEPTH = 32
 #: sample shapes: at most 3 axes of at most 2^16 each, at most 2^26 numbers per sample
 MAX_AXIS, MAX_NUMEL = 2**16, 2**26
+#: at most this many classes of a class-conditional run (the label embedding's rows)
+MAX_CLASSES = 2**16
 
 SDE_FIELDS = {"ve": ("sigma_min", "sigma_max"), "vp": ("beta_min", "beta_max"), "subvp": ("beta_min", "beta_max")}
-SCHEDULE_KEYS = {"ncsn": ("sigmas", "eps", "steps_per_sigma"), "dsm": ("sigma",), "esm_kde": ("bandwidth",)}
+SCHEDULE_KEYS = {"ncsn": ("sigmas", "eps", "steps_per_sigma"), "dsm": ("sigma",), "esm_kde": ("bandwidth",),
+                 "edm": ("sigma_data", "p_mean", "p_std", "sigma_min", "sigma_max")}
+#: objectives whose model is noise- or time-conditional, and so can also be class-conditional
+CONDITIONAL_OBJECTIVES = ("ncsn", "sde", "edm")
 
 #: objectives (and, for the SDE noise range, SDEs) that use each setting; the others ignore it
 OBJECTIVE_SETTINGS: dict[str, tuple[str, ...]] = {
-    "sigma": ("dsm",), "sigma_max": ("ncsn", "sde:ve"), "sigma_min": ("ncsn", "sde:ve"),
+    "sigma": ("dsm",), "sigma_max": ("ncsn", "sde:ve", "edm"), "sigma_min": ("ncsn", "sde:ve", "edm"),
     "n_levels": ("ncsn",), "steps_per_sigma": ("ncsn",), "bandwidth": ("esm_kde",),
     "n_projections": ("ssm", "ssm_vr"), "projection": ("ssm", "ssm_vr"), "sde": ("sde",),
-    "likelihood_weighting": ("sde",),
+    "likelihood_weighting": ("sde",), "p_mean": ("edm",), "p_std": ("edm",),
+    "class_conditional": CONDITIONAL_OBJECTIVES, "label_dropout": CONDITIONAL_OBJECTIVES,
 }
 #: models that use each architecture setting
 MODEL_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -47,7 +53,8 @@ MODEL_SETTINGS: dict[str, tuple[str, ...]] = {
     "activation": ("mlp", "energy", "ncsn_mlp", "time_mlp"), "base_channels": ("unet", "time_unet"),
     "conditioning": ("unet",),
 }
-_DEFAULTS = {"sde": "ve", "likelihood_weighting": False, "n_projections": 1, "projection": "gaussian"}
+_DEFAULTS = {"sde": "ve", "likelihood_weighting": False, "n_projections": 1, "projection": "gaussian", "p_std": 1.2,
+             "class_conditional": False, "label_dropout": 0.1}
 
 
 def note(message: str) -> None:
@@ -216,12 +223,16 @@ def check_schedule(objective: str, schedule: Any, where: str, sde: str | None = 
     keys = SCHEDULE_KEYS.get(objective, ())
     s = obj(where, schedule, error, keys)
     for k in keys:
-        if k == "sigmas":
+        if k == "p_mean":
+            number(f"{where}.p_mean", s[k], error)
+        elif k == "sigmas":
             _sigmas(f"{where}.sigmas", s[k], error)
         elif k == "steps_per_sigma":
             integer(f"{where}.steps_per_sigma", s[k], error, 1, 10**6)
         else:
             number(f"{where}.{k}", s[k], error, positive=True)
+    if objective == "edm" and s["sigma_min"] >= s["sigma_max"]:
+        raise error(f"{where}: sigma_min must be below sigma_max, got {s['sigma_min']} >= {s['sigma_max']}")
     return s
 
 
@@ -309,6 +320,10 @@ def check_run_info(info: Any, where: str, objective: str, sde: str, schedule: Ma
     if "channels" in cfg and (kind != "image" or cfg["channels"] != shape[0]):
         raise error(f"{where}: the model takes {cfg['channels']} image channel(s) but the data is "
                     f"{kind} of shape {list(shape)}")
+    net = cfg.get("net_config") if isinstance(cfg.get("net_config"), dict) else cfg
+    if "classes" in data and net.get("n_classes") != len(data["classes"]):
+        raise error(f"{where}: data.classes names {len(data['classes'])} classes but the model has "
+                    f"n_classes = {_short(net.get('n_classes'))}")
     check_schedule(objective, top["schedule"], f"{where}.schedule", sde, error)
     if schedule and top["schedule"] != schedule:
         raise error(f"{where}.schedule differs from the schedule in config.json; restore one of them")
@@ -333,6 +348,12 @@ def _optional_data(where: str, data: dict[str, Any], shape: tuple[int, ...], err
             number(f"{where}.{k}[{i}]", v, error, positive=k == "std")
     if "source" in data and not (isinstance(data["source"], str) and data["source"]):
         raise error(f"{where}.source must be the data's path or name, got {_short(data['source'])}")
+    if "classes" in data:
+        classes = data["classes"]
+        if not (isinstance(classes, list) and 1 <= len(classes) <= MAX_CLASSES
+                and all(isinstance(c, str) and 0 < len(c) <= 255 for c in classes)):
+            raise error(f"{where}.classes must be a list of 1 to {MAX_CLASSES} class names (strings), "
+                        f"got {_short(classes)}")
     if data.get("csv_header") not in (None, "yes", "no"):
         raise error(f"{where}.csv_header must be 'yes' or 'no', got {_short(data['csv_header'])}")
     if data.get("standardize") is not None:
@@ -407,8 +428,15 @@ def non_default(values: Mapping[str, Any]) -> set[str]:
 
 def check_settings_apply(objective: str, sde: str, given: Iterable[str]) -> None:
     """Refuse settings (``given``: the ones a user set) that ``objective`` ignores."""
+    given = set(given)
+    if "class_conditional" in given and objective not in CONDITIONAL_OBJECTIVES:
+        raise ConfigError(f"--class-conditional needs a noise- or time-conditional model (objective "
+                          f"{', '.join(CONDITIONAL_OBJECTIVES)}); objective {objective!r} trains an unconditional one")
     used = {objective, f"{objective}:{sde}"}
-    ignored = [k for k in sorted(set(given)) if k in OBJECTIVE_SETTINGS and not used & set(OBJECTIVE_SETTINGS[k])]
+    ignored = [k for k in sorted(given) if k in OBJECTIVE_SETTINGS and not used & set(OBJECTIVE_SETTINGS[k])]
+    if "label_dropout" in given and "class_conditional" not in given:
+        raise ConfigError("--label-dropout only applies to a class-conditional run; add --class-conditional or "
+                          "drop --label-dropout")
     if ignored:
         who = "; ".join(f"{flag(k)} by {', '.join(OBJECTIVE_SETTINGS[k]).replace(':', ' ')}" for k in ignored)
         target = f"objective {objective!r}" + (f" with --sde {sde}" if objective == "sde" else "")
