@@ -5,8 +5,10 @@ a source checkout), for run.json and the line every command prints when it start
 from __future__ import annotations
 
 import contextlib
+import math
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -137,3 +139,43 @@ class PhaseTimer:
             yield
         finally:
             self.add(name, time.perf_counter() - t0)
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks, so it can checkpoint and exit cleanly."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        old = {}
+        try:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                old[s] = signal.signal(s, self._handle)
+        except ValueError:
+            old = {}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+
+
+def record(old: Any, timer: PhaseTimer, device: torch.device, world_size: int) -> dict[str, Any]:
+    """run.json's ``environment`` after one more start of a run: the software, device and threads
+    of this start (``describe``), and the wall time per phase (setup, train, checkpoints) and the
+    number of starts summed with ``old`` (the previous record; ignored where it is malformed)."""
+    old = old if isinstance(old, dict) else {}
+    before = old.get("wall_seconds") if isinstance(old.get("wall_seconds"), dict) else {}
+    wall = {k: v for k, v in before.items() if isinstance(v, int | float) and not isinstance(v, bool)
+            and math.isfinite(v)}
+    for k, v in timer.seconds.items():
+        wall[k] = round(wall.get(k, 0.0) + v, 3)
+    starts = old.get("starts")
+    starts = starts if isinstance(starts, int) and not isinstance(starts, bool) and starts >= 0 else 0
+    return {**describe(device, torch.get_num_threads()), "wall_seconds": wall, "starts": starts + 1,
+            "world_size": world_size}

@@ -269,3 +269,18 @@ def make_loss(cfg: TrainConfig, ds: Dataset, schedule: dict[str, Any], device: t
     weighting = cfg.likelihood_weighting
     return lambda m, x, g, y=None: (O.sde_dsm(m, x, sde, likelihood_weighting=weighting, generator=g,
                                               labels=labels(y, g)), None, None)
+
+
+def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], Any], None]:
+    """EMA update theta_ema <- d theta_ema + (1 - d) theta with d = min(decay, (1 + k)/(10 + k)),
+
+    k the number of updates so far: the warm-up keeps a short run's EMA from staying at its
+    random initialisation (a plain 0.999 EMA still holds 74% of it after 300 steps).
+    """
+
+    def update(avg: list[torch.Tensor], cur: list[torch.Tensor], k: Any) -> None:
+        k = float(k)
+        d = min(decay, (1 + k) / (10 + k))
+        torch._foreach_lerp_(avg, cur, 1 - d)
+
+    return update

@@ -28,11 +28,8 @@ TensorBoard, progress) and ``save_checkpoint``; ``train`` strings them together.
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +55,7 @@ from scorematch.run.setup import (
     check_labelled,
     class_names,
     default_model_name,
+    ema_with_warmup,
     make_loss,
     make_schedule,
     model_input,
@@ -109,45 +107,6 @@ class Run:
     @property
     def n_levels(self) -> int:
         return len(self.schedule.get("sigmas", []))
-
-
-class _StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks, so it can checkpoint and exit cleanly."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        old = {}
-        try:
-            for s in (signal.SIGINT, signal.SIGTERM):
-                old[s] = signal.signal(s, self._handle)
-        except ValueError:
-            old = {}
-        try:
-            yield
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signal = signum
-
-
-def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], Any], None]:
-    """EMA update theta_ema <- d theta_ema + (1 - d) theta with d = min(decay, (1 + k)/(10 + k)),
-
-    k the number of updates so far: the warm-up keeps a short run's EMA from staying at its
-    random initialisation (a plain 0.999 EMA still holds 74% of it after 300 steps).
-    """
-
-    def update(avg: list[torch.Tensor], cur: list[torch.Tensor], k: Any) -> None:
-        k = float(k)
-        d = min(decay, (1 + k) / (10 + k))
-        torch._foreach_lerp_(avg, cur, 1 - d)
-
-    return update
 
 
 def _given(cfg: TrainConfig, overrides: dict[str, Any]) -> set[str]:
@@ -491,7 +450,7 @@ def _loop(run: Run) -> TrainResult:
               f"global batch {cfg.batch_size} = {ctx.world_size} x {cfg.batch_size // ctx.world_size} per process; "
               f"learning rate {cfg.lr} unscaled (the global batch equals a single-process batch)", file=sys.stderr)
     rep = open_reporters(run)
-    stop = _StopRequest()
+    stop = env.StopRequest()
     run.model.train()
     loss_value = float("nan")
     try:
@@ -528,16 +487,7 @@ def _loop(run: Run) -> TrainResult:
 
 
 def _record_environment(run: Run) -> None:
-    """run.json's ``environment``: the software, device and threads of the latest start, and the
-    wall time per phase (setup, train, checkpoints) summed over every start of the run (rank 0)."""
-    if not run.ctx.is_main:
-        return
-    old = run.info.get("environment") if isinstance(run.info.get("environment"), dict) else {}
-    before = old.get("wall_seconds") if isinstance(old.get("wall_seconds"), dict) else {}
-    wall = {k: v for k, v in before.items() if V.is_number(v)}
-    for k, v in run.timer.seconds.items():
-        wall[k] = round(wall.get(k, 0.0) + v, 3)
-    starts = old.get("starts") if V.is_int(old.get("starts")) and old.get("starts") >= 0 else 0
-    run.info["environment"] = {**env.describe(run.device, torch.get_num_threads()), "wall_seconds": wall,
-                               "starts": starts + 1, "world_size": run.ctx.world_size}
-    manifest.write_json_files(run.run_dir, {"run.json": run.info})
+    """run.json's ``environment`` updated at the end of a start (rank 0): ``environment.record``."""
+    if run.ctx.is_main:
+        run.info["environment"] = env.record(run.info.get("environment"), run.timer, run.device, run.ctx.world_size)
+        manifest.write_json_files(run.run_dir, {"run.json": run.info})
