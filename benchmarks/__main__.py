@@ -4,16 +4,17 @@ under benchmarks/results/, then the tables of docs/benchmarks.md refreshed from 
 compare: scorematch next to torchebm, score-models, diffusers and k-diffusion (`pip install -e
 '.[bench]'`, see `make bench-install`; absent peers are empty cells), scaling: cost against D and
 N, objectives and samplers: scorematch next to the floor, likelihood: the exact probability-flow
-ODE log p against the Hutchinson estimate.
+ODE log p against the Hutchinson estimate, nfe_quality: sample quality per score evaluation of
+every sampler on every model kind and the default sampler of each (CPU only, about half an hour).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from benchmarks import compare, likelihood, objectives, readme, samplers, scaling
+from benchmarks import compare, likelihood, nfe_quality, objectives, readme, samplers, scaling
 
-ALL = ["compare", "scaling", "objectives", "samplers", "likelihood"]
+ALL = ["compare", "scaling", "objectives", "samplers", "likelihood", "nfe_quality"]
 
 
 def main() -> None:
@@ -34,6 +35,8 @@ def main() -> None:
         samplers.main(common)
     if "likelihood" in args.only:
         likelihood.main(common)
+    if "nfe_quality" in args.only and args.device == "cpu":
+        nfe_quality.main(["--threads", str(args.threads)])
     if args.device == "cpu":
         readme.main()
 

@@ -1,36 +1,38 @@
-"""Sample quality against the number of score evaluations (NFE): annealed Langevin (NCSN,
-Song & Ermon 2019) versus the score-SDE samplers (Song et al. 2021).
+"""Sample quality against the number of score evaluations (NFE), for every sampler of scorematch on
+every kind of model, and the default sampler of each kind chosen from it.
 
-For a fair comparison both families use ONE score function and ONE noise range: the NCSN
-schedule sigma_1 > ... > sigma_L of the data (sigma_1 = the largest pairwise distance,
-sigma_L = 0.01, L = 10 for 2-D data: ``scorematch.noise.propose_schedule``) and the VE SDE
-through the same sigmas (``scorematch.sde.ve_from_sigmas``), driven by
+Samplers, each at a ladder of score-evaluation budgets (``BUDGETS``; NFE counted by wrapping the
+score function): the older ones, annealed Langevin (Song & Ermon 2019; NCSNv2's technique-4 eps
+for each T, and ``annealed_eps5`` with the T = 5 eps kept fixed), Euler-Maruyama, the
+reverse-diffusion predictor, predictor-corrector (one Langevin corrector, snr 0.16) and the
+probability-flow ODE (dopri5 at a ladder of tolerances) of Song et al. (2021); and the denoising
+samplers over Karras levels (``karras_sigmas(N, sigma_min, sigma_max)`` with the final 0): heun
+(Karras et al. 2022, Algorithm 1), euler, euler_ancestral, ddim (eta = 0), dpm_solver (DPM-Solver++
+2M and 3M, Lu et al. 2022) and the tutorial notes' continuous_langevin over the linear sigma(t).
 
-* 2-D toys ``gmm2d`` and ``imbalanced``: the ANALYTIC noisy score of the mixture,
-  s(x, sigma) = grad log (p * N(0, sigma^2 I))(x) (``GaussianMixture.noisy_score``), so the
-  quality reflects the sampler alone; the SDE samplers call it through ``sigma_conditioned``;
-* one trained model: a VE-SDE score MLP trained on gmm2d with that schedule's sigma range
-  (annealed Langevin calls it at t(sigma_i));
-* optionally (``--digits``) a small VE-SDE U-Net trained on scikit-learn's 8x8 digits, with the
-  mean confidence of a logistic-regression digit classifier as the quality metric.
+Score functions (``benchmarks/nfe_subjects.py``):
 
-Samplers and settings: annealed Langevin, L x T (+1 denoising) evaluations for several T, with
-NCSNv2's technique-4 eps for each T and the uniform start over the data box that
-``scorematch sample --sampler annealed`` uses; Euler-Maruyama (n_steps + 1); predictor-corrector
-(reverse-diffusion predictor + one Langevin corrector, snr 0.16: 2 n_steps + 1); the
-probability-flow ODE (dopri5, NFE from its tolerances, + 1); the denoising samplers (heun, euler,
-euler_ancestral, dpm_solver 2M and 3M) over ``karras_sigmas(steps, sigma_min, sigma_max)`` with its
-final 0 from x ~ N(0, sigma_max^2 I): with the analytic score at EDM's range sigma_max = 80,
-sigma_min = 0.002 (``*_ncsn`` rows: over the NCSN range above), with the trained model over its
-training range; and the tutorial notes' continuous-noise recipe (``continuous_langevin`` over the
-linear sigma(t) between the NCSN range's ends). Every NFE is counted by wrapping the
-score function. Quality on the toys: unbiased MMD^2 (RBF bandwidth 1) to fresh samples of the
-mixture and the mode weights; "reaches quality" = MMD^2 below 2e-3 (~5 standard deviations of
-the sample-vs-sample value at n = 2000) and mode weights within 0.03.
+* the exact noisy score of the 2-D mixtures gmm2d and imbalanced (``GaussianMixture.noisy_score``),
+  so the quality reflects the sampler alone: the older samplers over the NCSN levels of the data
+  (sigma_1 = the largest pairwise distance, sigma_L = 0.01, L = 10) and the VE SDE through them,
+  the denoising samplers over EDM's range 80 -> 0.002 (``heun_ncsn``, ``dpm_solver_ncsn``: over the
+  NCSN range);
+* models trained on each toy: NCSN (noise-conditional MLP), VE, VP and sub-VP SDEs (TimeMLP), all by
+  ``scorematch.train`` with its defaults (standardised data, 2000 steps), and an EDM model
+  (``EDMPrecond("TimeMLP")`` trained with ``scorematch.objectives.edm``); each sampled over its own
+  training range, the denoising samplers through ``scorematch.denoise.sigma_view``;
+* (not with ``--no-digits``) U-Nets of the same kinds on scikit-learn's 8x8 digits, scored by
+  precision and recall against held-out digits (k-NN manifolds, k = 3, Kynkaenniemi et al. 2019)
+  and the mean confidence of a logistic-regression classifier fitted on the real digits.
 
-    PYTHONPATH=src python benchmarks/nfe_quality.py [--n 2000] [--digits] [--threads 1]
+Quality on the toys: unbiased MMD^2 (RBF, bandwidth 1) to fresh mixture samples and the mode
+weights; the bar is MMD^2 < 2e-3 (about 5 standard deviations of the sample-vs-sample value at
+n = 2000) and every mode weight within 0.03 of the truth.
 
-Writes benchmarks/results/nfe_quality.md (the tables docs/benchmarks.md summarises) and .json.
+    PYTHONPATH=src OMP_NUM_THREADS=1 python -m benchmarks.nfe_quality [--quick] [--no-digits]
+
+Writes benchmarks/results/nfe_quality.{json,md} and nfe_quality_summary.md (the block of
+docs/benchmarks.md; ``python -m benchmarks.readme`` copies it there).
 """
 
 from __future__ import annotations
@@ -39,42 +41,59 @@ import argparse
 import json
 import math
 import platform
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from scorematch.distributions import GaussianMixture, toy
-from scorematch.metrics import mmd, mode_weights
-from scorematch.noise import eps_for_schedule, karras_sigmas, linear_sigmas, propose_schedule
-from scorematch.samplers import annealed_langevin, euler_maruyama, ode, pc, sample
-from scorematch.sde import VESDE, sigma_conditioned, ve_from_sigmas
+from benchmarks import nfe_report
+from benchmarks.nfe_subjects import (
+    MODEL_KINDS,
+    Digits,
+    Subject,
+    analytic,
+    digits_split,
+    edm_toy,
+    trained_digits,
+    trained_toy,
+)
+from scorematch.distributions import toy
+from scorematch.errors import ConfigError
+from scorematch.metrics import mmd, mode_weights, precision_recall
+from scorematch.noise import eps_for_schedule, karras_sigmas, linear_sigmas
+from scorematch.samplers import annealed_langevin, euler_maruyama, ode, pc, reverse_diffusion, sample
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MMD_BANDWIDTH = 1.0
 MMD_GOOD = 2e-3
 MODE_GOOD = 0.03
-ANNEALED_T = (1, 2, 5, 10, 20, 50, 100)
-EM_STEPS = (10, 20, 50, 100, 200, 500, 1000)
-PC_STEPS = (5, 10, 25, 50, 100, 250, 500)
-ODE_TOLS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
-DENOISING_STEPS = (5, 10, 18, 30, 50, 100)
-ANCESTRAL_STEPS = (10, 30, 100, 300, 1000)
-RECIPE_STEPS = (10, 20, 50, 100, 200, 500, 1000)
-#: the denoising samplers: kind -> (sampler name, options)
+TOYS = ("gmm2d", "imbalanced")
+#: the samplers scorematch had before the denoising samplers, and those
+OLD = ("annealed", "annealed_eps5", "euler_maruyama", "reverse_diffusion", "pc", "ode")
+NEW = ("heun", "euler", "euler_ancestral", "ddim", "dpm_solver", "dpm_solver_3m", "continuous_langevin")
+#: kind -> (sampler name, options) of ``scorematch.samplers.sample``; ``_ncsn``: over the NCSN range
 DENOISING = {"heun": ("heun", {}), "euler": ("euler", {}), "euler_ancestral": ("euler_ancestral", {}),
-             "dpm_solver": ("dpm_solver", {}), "dpm_solver_3m": ("dpm_solver", {"order": 3}),
-             "heun_ncsn": ("heun", {}), "dpm_solver_ncsn": ("dpm_solver", {})}
-EDM_RANGE = (0.002, 80.0)
-DIGITS_T = (1, 3, 10)
-DIGITS_EM = (20, 50, 200, 1000)
-DIGITS_PC = (10, 25, 100, 500)
+             "ddim": ("ddim", {}), "dpm_solver": ("dpm_solver", {}), "dpm_solver_3m": ("dpm_solver", {"order": 3}),
+             "continuous_langevin": ("continuous_langevin", {}),
+             "heun_ncsn": ("heun", {}), "dpm_solver_ncsn": ("dpm_solver", {}),
+             "euler_levels": ("euler", {}), "heun_levels": ("heun", {}),
+             "euler_ancestral_levels": ("euler_ancestral", {}), "dpm_solver_levels": ("dpm_solver", {})}
+NCSN_VARIANTS = ("heun_ncsn", "dpm_solver_ncsn")
+#: on an NCSN model: the denoising samplers over exactly its L training levels (then 0), one run each
+LEVEL_VARIANTS = ("euler_levels", "heun_levels", "euler_ancestral_levels", "dpm_solver_levels")
+#: score-evaluation budgets; annealed Langevin (technique-4 eps) and PC also at LONG, they converge slowest
+BUDGETS = (10, 20, 35, 50, 100, 200, 500)
+LONG = {"annealed": (1000, 2000), "pc": (1000,)}
+ODE_TOLS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
+DIGITS_BUDGETS = (10, 20, 50, 100, 200)
+DIGITS_LONG = {"annealed": (500,), "pc": (500,)}
 DIGITS_TOLS = (1e-2, 1e-3, 1e-5)
+#: ddim (eta = 0) is the Euler step in the VE view: run on the exact scores only, to show it
+SCORE_ONLY = ("ddim",)
 
-SigmaScore = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Quality = Callable[[torch.Tensor], dict[str, Any]]
 
 
 class Counted:
@@ -88,55 +107,100 @@ class Counted:
         return self.fn(*args)
 
 
-def ncsn_schedule(x: torch.Tensor, steps_per_sigma: int) -> tuple[torch.Tensor, float]:
-    """NCSNv2 schedule of the data (sigma_L = 0.01) and technique 4's eps for T steps per level."""
-    prop = propose_schedule(x.flatten(1), sigma_min=0.01, steps_per_sigma=steps_per_sigma)
-    sig = prop.sigmas.double()
-    gamma = float(sig[0] / sig[1])
-    return sig, eps_for_schedule(gamma, float(sig[-1]), steps_per_sigma)
+def setting_for(kind: str, budget: int, n_levels: int) -> int | None:
+    """The step count of sampler ``kind`` that spends at most ``budget`` evaluations (None: none does).
 
-
-def run_sampler(
-    kind: str, setting: float, score_sigma: SigmaScore, sigmas: torch.Tensor, shape: tuple[int, ...],
-    box: tuple[float, float], seed: int, dtype: torch.dtype, edm_range: tuple[float, float] | None = None,
-) -> tuple[torch.Tensor, int, float]:
-    """Samples, counted NFE and wall seconds of one sampler at one setting (``edm_range`` = the
-    (sigma_min, sigma_max) of the denoising samplers; None: the NCSN range of ``sigmas``)."""
-    g = torch.Generator().manual_seed(seed)
-    sde = ve_from_sigmas(sigmas)
-    t0 = time.perf_counter()
-    if kind in DENOISING or kind == "continuous_langevin":
-        lo, hi = (float(sigmas[-1]), float(sigmas[0])) if edm_range is None or kind.endswith("_ncsn") else edm_range
-        if kind == "continuous_langevin":
-            name, opts, grid = kind, {}, linear_sigmas(int(setting) + 1, lo, hi)
-        else:
-            (name, opts), grid = DENOISING[kind], karras_sigmas(int(setting), lo, hi)
-        fn = Counted(score_sigma)
-        x0 = hi * torch.randn(shape, generator=g, dtype=dtype)
-        x = sample(name, fn, x0, grid.to(dtype), generator=g, **opts)
+    heun 2N - 1 (its last step, to sigma = 0, is an Euler step); PC 2N + 1 and Euler-Maruyama /
+    reverse diffusion N + 1 (predictor + corrector per step; the final Tweedie denoising);
+    annealed Langevin L T + 1; the other denoising samplers N."""
+    if kind.startswith("heun"):
+        n = (budget + 1) // 2
+    elif kind == "pc":
+        n = (budget - 1) // 2
     elif kind.startswith("annealed"):
-        # "annealed": technique 4's eps for this T (what a run's schedule uses); "annealed_eps5":
-        # the T = 5 eps kept fixed, so more steps per level mean more Langevin time per level
-        steps = int(setting)
-        t_eps = steps if kind == "annealed" else 5
-        sig, eps = sigmas, eps_for_schedule(float(sigmas[0] / sigmas[1]), float(sigmas[-1]), t_eps)
-        fn = Counted(score_sigma)
-        lo, hi = box
-        x0 = lo + (hi - lo) * torch.rand(shape, generator=g, dtype=dtype)
-        x = annealed_langevin(fn, x0, sig, eps=eps, steps_per_sigma=steps, generator=g)
+        n = (budget - 1) // n_levels
+    elif kind in ("euler_maruyama", "reverse_diffusion"):
+        n = budget - 1
     else:
-        fn = Counted(sigma_conditioned(score_sigma, sde))
-        if kind == "euler_maruyama":
-            x = euler_maruyama(fn, sde, shape, n_steps=int(setting), generator=g, dtype=dtype)
-        elif kind == "pc":
-            x = pc(fn, sde, shape, n_steps=int(setting), generator=g, dtype=dtype)
+        n = budget
+    return n if n >= 1 else None
+
+
+def expected_nfe(kind: str, steps: int, n_levels: int) -> int:
+    """The evaluations ``setting_for``'s step count costs (the inverse of its rule)."""
+    if kind.startswith("heun"):
+        return 2 * steps - 1
+    if kind == "pc":
+        return 2 * steps + 1
+    if kind.startswith("annealed"):
+        return n_levels * steps + 1
+    if kind in ("euler_maruyama", "reverse_diffusion"):
+        return steps + 1
+    return steps
+
+
+def run_sampler(subject: Subject, kind: str, setting: float, n: int, seed: int) -> tuple[torch.Tensor, int, float]:
+    """Samples (in the model's space), counted NFE and process seconds of one sampler at one setting."""
+    g = torch.Generator().manual_seed(seed)
+    shape, dtype, view = (n, *subject.shape), subject.dtype, subject.view
+    t0 = time.process_time()
+    if kind in DENOISING:
+        if kind in NCSN_VARIANTS:
+            lo, hi = subject.ncsn_range
+            start = hi
         else:
+            lo, hi, start = float(view.sigma_min), float(view.sigma_max), float(view.prior_std)
+        name, opts = DENOISING[kind]
+        steps = int(setting)
+        if kind in LEVEL_VARIANTS:
+            grid, start = torch.cat([subject.ncsn_sigmas, subject.ncsn_sigmas.new_zeros(1)]), hi
+        elif name == "continuous_langevin":
+            grid = linear_sigmas(steps + 1, lo, hi)
+        else:
+            grid = karras_sigmas(steps, lo, hi)
+        fn = Counted(view)
+        x = sample(name, fn, start * torch.randn(shape, generator=g, dtype=dtype), grid.to(dtype),
+                   generator=g, **opts)
+    elif kind.startswith("annealed"):
+        steps, sig = int(setting), subject.ncsn_sigmas
+        eps = eps_for_schedule(float(sig[0] / sig[1]), float(sig[-1]), steps if kind == "annealed" else 5)
+        lo, hi = subject.box
+        fn = Counted(view)
+        x0 = lo + (hi - lo) * torch.rand(shape, generator=g, dtype=dtype)
+        x = annealed_langevin(fn, x0, sig.to(dtype), eps=eps, steps_per_sigma=steps, generator=g)
+    else:
+        fn, sde = Counted(subject.time_score), subject.sde
+        if kind == "ode":
             x = ode(fn, sde, shape, rtol=setting, atol=setting, generator=g, dtype=dtype).samples
-    return x, fn.calls, time.perf_counter() - t0
+        else:
+            sampler = {"euler_maruyama": euler_maruyama, "reverse_diffusion": reverse_diffusion, "pc": pc}[kind]
+            x = sampler(fn, sde, shape, n_steps=int(setting), generator=g, dtype=dtype)
+    return x, fn.calls, time.process_time() - t0
 
 
-def sweep(kinds: dict[str, tuple[float, ...]]) -> list[tuple[str, float]]:
-    return [(k, s) for k, settings in kinds.items() for s in settings]
+def plan(subject: Subject, budgets: Sequence[int], long: dict[str, Sequence[int]], tols: Sequence[float],
+         annealed: bool = True) -> list[tuple[str, int | None, float]]:
+    """(sampler, budget, setting) of every run on ``subject`` (budget None: the ODE's tolerance ladder,
+    or the one run over an NCSN model's own levels); the exact scores also get ddim and the ``_ncsn``
+    variants."""
+    kinds = [k for k in OLD if annealed or not k.startswith("annealed")] + list(NEW)
+    if subject.ncsn_range is not None:
+        kinds += list(NCSN_VARIANTS)
+    else:
+        kinds = [k for k in kinds if k not in SCORE_ONLY]
+    runs: list[tuple[str, int | None, float]] = []
+    for kind in kinds:
+        if kind == "ode":
+            runs += [(kind, None, tol) for tol in tols]
+            continue
+        ladder = (*budgets, *long.get(kind, ()))
+        for b in ladder:
+            s = setting_for(kind, b, len(subject.ncsn_sigmas))
+            if s is not None:
+                runs.append((kind, b, s))
+    if subject.model == "ncsn":
+        runs += [(kind, None, len(subject.ncsn_sigmas)) for kind in LEVEL_VARIANTS]
+    return runs
 
 
 def label(kind: str, setting: float, n_levels: int) -> str:
@@ -144,270 +208,183 @@ def label(kind: str, setting: float, n_levels: int) -> str:
         return f"L x T = {n_levels} x {int(setting)}"
     if kind == "ode":
         return f"rtol = atol = {setting:.0e}"
+    if kind in LEVEL_VARIANTS:
+        return f"the {int(setting)} training levels"
     if kind in DENOISING:
-        return f"{int(setting)} Karras steps"
+        return f"{int(setting)} steps"
     return f"n_steps = {int(setting)}"
 
 
-# --------------------------------------------------------------------------- 2-D toys
-
-
-def toy_rows(name: str, score_sigma: SigmaScore, mix: GaussianMixture, sigmas: torch.Tensor, n: int,
-             seed: int, dtype: torch.dtype, model: str, edm_range: tuple[float, float] | None = None
-             ) -> list[dict[str, Any]]:
-    fresh = mix.sample(n, torch.Generator().manual_seed(seed + 1000)).to(dtype)
-    data = mix.sample(n, torch.Generator().manual_seed(seed + 2000)).to(dtype)
-    box = (float(data.min()), float(data.max()))
-    base = mmd(mix.sample(n, torch.Generator().manual_seed(seed + 3000)).to(dtype), fresh,
-               bandwidth=MMD_BANDWIDTH)
+def sweep(subject: Subject, runs: list[tuple[str, int | None, float]], n: int, seed: int, quality: Quality,
+          refused: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every run of ``runs`` on ``subject``: one row each, with the quality of its samples in data space
+    (a setting the sampler refuses, e.g. VP reverse diffusion with beta_max dt >= 1, goes to ``refused``)."""
     rows = []
-    denoising = {k: ANCESTRAL_STEPS if k == "euler_ancestral" else DENOISING_STEPS for k in DENOISING
-                 if edm_range is not None or not k.endswith("_ncsn")}
-    plan = sweep({"annealed": ANNEALED_T, "annealed_eps5": ANNEALED_T, "euler_maruyama": EM_STEPS,
-                  "pc": PC_STEPS, "ode": ODE_TOLS, **denoising, "continuous_langevin": RECIPE_STEPS})
-    for kind, setting in plan:
-        x, nfe, secs = run_sampler(kind, setting, score_sigma, sigmas, (n, 2), box, seed, dtype, edm_range)
-        finite = bool(torch.isfinite(x).all())
-        value = mmd(x[torch.isfinite(x).all(1)], fresh, bandwidth=MMD_BANDWIDTH) if finite else math.nan
-        w = mode_weights(x, mix.means.to(dtype)).tolist() if finite else [math.nan] * len(mix.weights)
-        err = max(abs(a - b) for a, b in zip(w, mix.weights.tolist(), strict=True))
-        rows.append({
-            "data": name, "model": model, "sampler": kind, "setting": setting,
-            "label": label(kind, setting, len(sigmas)), "nfe": nfe, "mmd2": value,
-            "baseline_mmd2": base, "mode_weights": w, "true_mode_weights": mix.weights.tolist(),
-            "mode_error": err, "good": bool(finite and value < MMD_GOOD and err < MODE_GOOD),
-            "seconds": secs,
-        })
-        print(f"  {name:10s} {model:8s} {kind:19s} {rows[-1]['label']:22s} NFE {nfe:5d}  "
-              f"MMD2 {value:9.2e}  modes {[round(v, 3) for v in w]}  {secs:5.1f}s", flush=True)
-    return rows
-
-
-def trained_gmm2d(sigmas: torch.Tensor, steps: int, seed: int) -> SigmaScore:
-    """A VE-SDE score MLP trained on gmm2d with sigma_min, sigma_max = sigma_L, sigma_1; returned
-    as a noise-conditional s(x, sigma) = s_theta(x, t(sigma))."""
-    from scorematch.run.training import train
-
-    out = Path(tempfile.mkdtemp(prefix="nfe_quality_")) / "gmm2d_ve"
-    res = train(data="gmm2d", objective="sde", sde="ve", sigma_min=float(sigmas[-1]),
-                sigma_max=float(sigmas[0]), steps=steps, seed=seed, n_data=10_000,
-                progress=False, device="cpu", out=out, standardize="none")  # sigmas in the toy's units
-    model = res.model
-    sde = VESDE(float(sigmas[-1]), float(sigmas[0]))
-
-    def score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return model.score(x, sde.sigma_to_time(torch.as_tensor(sigma, dtype=x.dtype)))
-
-    return score
-
-
-# --------------------------------------------------------------------------- digits
-
-
-def digits_rows(n: int, steps: int, seed: int) -> list[dict[str, Any]]:
-    """A VE-SDE time U-Net on 8x8 digits; quality = mean max-probability of a logistic-regression
-    classifier fitted on the real digits (its value on held-out real digits is the reference)."""
-    from sklearn.linear_model import LogisticRegression
-
-    from scorematch.data import load_digits
-    from scorematch.run.training import train
-
-    images, labels = load_digits()
-    flat = images.flatten(1).numpy()
-    perm = torch.randperm(len(flat), generator=torch.Generator().manual_seed(seed)).numpy()
-    tr, te = perm[:1500], perm[1500:]
-    clf = LogisticRegression(max_iter=2000).fit(flat[tr], labels.numpy()[tr])
-
-    def confidence(x: torch.Tensor) -> float:
-        return float(clf.predict_proba(x.clamp(0, 1).flatten(1).double().numpy()).max(1).mean())
-
-    real = confidence(images[te])
-    noise = confidence(torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed)))
-    sig, _ = ncsn_schedule(images, 5)
-    out = Path(tempfile.mkdtemp(prefix="nfe_quality_")) / "digits_ve"
-    t0 = time.perf_counter()
-    res = train(data="digits", objective="sde", sde="ve", sigma_min=float(sig[-1]),
-                sigma_max=float(sig[0]), steps=steps, batch_size=128, base_channels=16,
-                seed=seed, progress=False, device="cpu", out=out)
-    print(f"  digits: trained {steps} steps in {time.perf_counter() - t0:.0f}s; L = {len(sig)}, "
-          f"sigma_1 = {float(sig[0]):.3g}; classifier confidence real {real:.3f}, noise {noise:.3f}",
-          flush=True)
-    model = res.model
-    sde = VESDE(float(sig[-1]), float(sig[0]))
-
-    def score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return model.score(x, sde.sigma_to_time(torch.as_tensor(sigma, dtype=x.dtype)))
-
-    rows = []
-    plan = sweep({"annealed": DIGITS_T, "annealed_eps5": DIGITS_T, "euler_maruyama": DIGITS_EM,
-                  "pc": DIGITS_PC, "ode": DIGITS_TOLS})
-    for kind, setting in plan:
-        x, nfe, secs = run_sampler(kind, setting, score, sig.float(), (n, 1, 8, 8), (0.0, 1.0),
-                                   seed, torch.float32)
-        conf = confidence(x) if bool(torch.isfinite(x).all()) else math.nan
-        rows.append({"data": "digits", "model": "ve-unet", "sampler": kind, "setting": setting,
-                     "label": label(kind, setting, len(sig)), "nfe": nfe, "confidence": conf,
-                     "real_confidence": real, "noise_confidence": noise, "seconds": secs})
-        print(f"  digits     {kind:15s} {rows[-1]['label']:22s} NFE {nfe:5d}  confidence {conf:.3f}  "
+    for kind, budget, setting in runs:
+        try:
+            x, nfe, secs = run_sampler(subject, kind, setting, n, seed)
+        except ConfigError as e:
+            refused.append({"data": subject.data, "model": subject.model, "sampler": kind, "budget": budget,
+                            "setting": setting, "error": str(e)})
+            print(f"  {subject.data:10s} {subject.model:8s} {kind:19s} refused: {e}", flush=True)
+            continue
+        row = {"data": subject.data, "model": subject.model, "sampler": kind,
+               "family": "old" if kind in OLD else "new", "budget": budget if budget is not None else nfe,
+               "setting": setting, "label": label(kind, setting, len(subject.ncsn_sigmas)), "nfe": nfe,
+               **quality(subject.to_data(x)), "seconds": secs}
+        rows.append(row)
+        shown = (f"MMD2 {row['mmd2']:9.2e}  modes {[round(v, 3) for v in row['mode_weights']]}" if "mmd2" in row
+                 else f"P {row['precision']:.3f} R {row['recall']:.3f} conf {row['confidence']:.3f}")
+        print(f"  {subject.data:10s} {subject.model:8s} {kind:19s} {row['label']:20s} NFE {nfe:5d}  {shown}  "
               f"{secs:5.1f}s", flush=True)
     return rows
 
 
-# --------------------------------------------------------------------------- report
+def toy_quality(mix: Any, fresh: torch.Tensor) -> Quality:
+    """MMD^2 to ``fresh`` mixture samples and the mode weights; the bar: MMD^2 < MMD_GOOD and every
+    weight within MODE_GOOD (non-finite samples: NaN, bar missed)."""
+    def quality(x: torch.Tensor) -> dict[str, Any]:
+        x = x.to(fresh.dtype)
+        finite = bool(torch.isfinite(x).all())
+        value = mmd(x, fresh, bandwidth=MMD_BANDWIDTH) if finite else math.nan
+        w = mode_weights(x, mix.means.to(x.dtype)).tolist() if finite else [math.nan] * len(mix.weights)
+        err = max(abs(a - b) for a, b in zip(w, mix.weights.tolist(), strict=True))
+        return {"mmd2": value, "mode_weights": w, "mode_error": err,
+                "good": bool(finite and value < MMD_GOOD and err < MODE_GOOD)}
+
+    return quality
 
 
-def summary(rows: list[dict[str, Any]]) -> list[str]:
-    """Per (data, model): the fewest NFE at which each sampler reaches quality."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        if "mmd2" in r:
-            groups.setdefault((r["data"], r["model"]), []).append(r)
-    kinds = ["annealed", "annealed_eps5", "euler_maruyama", "pc", "ode", *DENOISING, "continuous_langevin"]
-    kinds = [k for k in kinds if any(r["sampler"] == k for r in rows)]
-    lines = ["| data | score | " + " | ".join(kinds) + " |", "|---|---|" + "---:|" * len(kinds)]
-    for (data, model), rs in groups.items():
-        cells = []
-        for k in kinds:
-            good = [r["nfe"] for r in rs if r["sampler"] == k and r["good"]]
-            ran = any(r["sampler"] == k for r in rs)
-            cells.append(str(min(good)) if good else "not reached" if ran else "")
-        lines.append(f"| {data} | {model} | " + " | ".join(cells) + " |")
-    return lines
+def digits_quality(digits: Digits) -> Quality:
+    """Precision and recall against the held-out digits (k = 3) and the classifier's mean confidence,
+    of samples clamped to [0, 1] as ``scorematch sample`` does."""
+    def quality(x: torch.Tensor) -> dict[str, Any]:
+        if not bool(torch.isfinite(x).all()):
+            return {"precision": math.nan, "recall": math.nan, "confidence": math.nan}
+        x = x.float().clamp(0, 1)
+        p, r = precision_recall(digits.test, x, k=3)
+        return {"precision": p, "recall": r, "confidence": digits.confidence(x)}
+
+    return quality
 
 
-def _best(rows: list[dict[str, Any]], data: str, model: str, kind: str) -> int | None:
-    good = [r["nfe"] for r in rows if (r["data"], r["model"], r["sampler"]) == (data, model, kind)
-            and r.get("good")]
-    return min(good) if good else None
+# --------------------------------------------------------------------------- the runs
 
 
-def notes(rows: list[dict[str, Any]]) -> list[str]:
-    """What the table shows, with the numbers of this run."""
-    out = ["## Notes", ""]
-    ann = [_best(rows, "gmm2d", "analytic", k) for k in ("annealed", "annealed_eps5")]
-    cont = [_best(rows, "gmm2d", "analytic", k) for k in ("euler_maruyama", "pc", "ode")]
-    ann_ok, cont_ok = [a for a in ann if a], [c for c in cont if c]
-    if ann_ok and cont_ok:
-        out.append(
-            f"- With the exact score on gmm2d the continuous samplers reach the quality bar with "
-            f"{min(cont_ok)}-{max(cont_ok)} evaluations, annealed Langevin with {min(ann_ok)} "
-            f"(fixed eps) to {max(ann_ok)} (technique-4 eps): {min(ann_ok) / max(cont_ok):.0f}x to "
-            f"{max(ann_ok) / min(cont_ok):.0f}x more, the finding of Song et al. (2021).")
-    for data in ("gmm2d", "imbalanced"):
-        best = {k: _best(rows, data, "analytic", k) for k in (*DENOISING, "euler_maruyama", "ode",
-                                                               "continuous_langevin")}
-        if any(best.values()):
-            cells = ", ".join(f"{k} {v if v else 'not reached'}" for k, v in best.items())
-            out.append(f"- {data}, exact score, fewest evaluations to the quality bar: {cells} (the "
-                       "denoising samplers on Karras levels from sigma_max = 80 to 0.002; `_ncsn`: on the NCSN "
-                       "range).")
-    out += [
-        "- Technique 4 shrinks eps as T grows (it targets the variance after T steps), so the "
-        "Langevin time per level hardly grows with T and `annealed` improves slowly; a fixed eps "
-        "(`annealed_eps5`) buys quality with steps as long as the score is exact.",
-        "- `imbalanced`, ODE: the VE prior N(0, sigma_1^2 I) ignores the data mean (3, 3), an "
-        "offset of ~0.2 sigma_1 with sigma_1 = the largest pairwise distance; the deterministic "
-        "flow carries it into the mode weights (~0.26 instead of 0.2) at every tolerance. Started "
-        "from the exact p_1 the same ODE gives 0.2 (tests/test_sde_samplers.py); a larger "
-        "sigma_1 (or centred data) removes it. The SDE samplers show a smaller share of it.",
-        "- Trained score: the predictor-only samplers (Euler-Maruyama, ODE) reach the bar within "
-        "tens of evaluations, while every Langevin-based sampler (annealed Langevin, PC's "
-        "corrector) plateaus or gets worse with more steps: their step is set relative to the "
-        "score's norm at every noise level, so they lean on the network at small sigma, where "
-        "the sigma^2-weighted loss trains it least; more Langevin time only moves the samples "
-        "closer to the learned field's own (wrong) equilibrium.",
-        "- Digits (`--digits`, when run): a CPU-sized U-Net; classifier confidence separates real "
-        "digits from noise but the samples of every sampler are far from real digits, so that "
-        "table shows trends only.",
-    ]
-    return out
+def toy_part(args: argparse.Namespace, budgets: Sequence[int], long: dict[str, Sequence[int]], tols: Sequence[float],
+             subjects_meta: list[dict[str, Any]], refused: list[dict[str, Any]]
+             ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    baselines: dict[str, Any] = {}
+    for name in args.toys:
+        mix = toy(name)
+        fresh = mix.sample(args.n, torch.Generator().manual_seed(args.seed + 1000)).double()
+        null = [mmd(mix.sample(args.n, torch.Generator().manual_seed(args.seed + 3000 + k)).double(), fresh,
+                    bandwidth=MMD_BANDWIDTH) for k in range(5)]
+        mean = sum(null) / len(null)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in null) / (len(null) - 1))
+        baselines[name] = {"null_mmd2": null, "mean": mean, "sd": sd, "true_mode_weights": mix.weights.tolist()}
+        quality = toy_quality(mix, fresh)
+        makers = [lambda name=name: analytic(name, args.seed)]
+        makers += [lambda name=name, k=k: trained_toy(name, k, args.train_steps, args.seed)
+                   for k in args.kinds if k != "edm"]
+        if "edm" in args.kinds:
+            makers.append(lambda name=name: edm_toy(name, args.train_steps, args.seed))
+        for make in makers:
+            subject = make()
+            subjects_meta.append(describe(subject))
+            print(f"{name} {subject.model}: {subject.note} ({subject.train_seconds:.0f} s)", flush=True)
+            rows += sweep(subject, plan(subject, budgets, long, tols), args.n, args.seed, quality, refused)
+    return rows, baselines
 
 
-def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    out = [
-        "# Sample quality per score evaluation (NFE)",
-        "",
-        f"Generated by `benchmarks/nfe_quality.py` ({meta['date']}, torch {meta['torch']}, CPU, "
-        f"{meta['threads']} thread(s), n = {meta['n']} samples per run, total {meta['seconds']:.0f} s).",
-        "One score function and one noise range for both families: the NCSN schedule of the data "
-        "(sigma_1 = largest pairwise distance, sigma_L = 0.01, L = 10 for 2-D) and the VE SDE through "
-        "the same sigmas (`ve_from_sigmas`). `analytic` = the mixture's exact noisy score "
-        "(`GaussianMixture.noisy_score`), so the numbers measure the samplers; `trained` = a VE-SDE "
-        "score MLP trained on gmm2d over the same sigma range (annealed Langevin queries it at "
-        "t(sigma_i)). NFE is counted by wrapping the score function. MMD2 = unbiased MMD^2 (RBF, "
-        f"bandwidth 1) to fresh mixture samples; quality is reached at MMD2 < {MMD_GOOD:g} and mode "
-        f"weights within {MODE_GOOD} (each section gives the sample-vs-sample MMD2). "
-        "`annealed` uses NCSNv2's technique-4 eps for each T (what a run's schedule does), "
-        "`annealed_eps5` keeps the T = 5 eps, so more steps per level mean more Langevin time.",
-        "",
-        "## Fewest evaluations that reach quality",
-        "",
-        *summary(rows),
-        "",
-        *notes(rows),
-        "",
-    ]
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["data"], r["model"]), []).append(r)
-    for (data, model), rs in groups.items():
-        out += [f"## {data}, {model} score", ""]
-        if data == "digits":
-            out += [f"Classifier confidence (mean max-probability of logistic regression on the "
-                    f"digits): real held-out digits {rs[0]['real_confidence']:.3f}, uniform noise "
-                    f"{rs[0]['noise_confidence']:.3f}.", "",
-                    "| sampler | setting | NFE | confidence | seconds |", "|---|---|---:|---:|---:|"]
-            out += [f"| {r['sampler']} | {r['label']} | {r['nfe']} | {r['confidence']:.3f} | "
-                    f"{r['seconds']:.1f} |" for r in rs]
-        else:
-            out += [f"Sample-vs-sample baseline MMD2: {rs[0]['baseline_mmd2']:.1e}; true mode "
-                    f"weights {[round(v, 2) for v in rs[0]['true_mode_weights']]}.", "",
-                    "| sampler | setting | NFE | MMD2 | mode weights | quality | seconds |",
-                    "|---|---|---:|---:|---|---|---:|"]
-            out += [f"| {r['sampler']} | {r['label']} | {r['nfe']} | {r['mmd2']:.1e} | "
-                    f"{', '.join(f'{v:.3f}' for v in r['mode_weights'])} | "
-                    f"{'yes' if r['good'] else 'no'} | {r['seconds']:.1f} |" for r in rs]
-        out.append("")
-    return "\n".join(out)
+def digits_part(args: argparse.Namespace, budgets: Sequence[int], long: dict[str, Sequence[int]],
+                tols: Sequence[float],
+                subjects_meta: list[dict[str, Any]], refused: list[dict[str, Any]]
+                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    digits = digits_split(args.seed, args.digits_test)
+    quality = digits_quality(digits)
+    n = len(digits.test)
+    g = torch.Generator().manual_seed(args.seed)
+    real = digits.train[torch.randperm(len(digits.train), generator=g)[:n]]
+    noise = torch.rand(n, 1, 8, 8, generator=g)
+    reference = {"real": quality(real), "noise": quality(noise), "n": n, "n_train": len(digits.train)}
+    print(f"digits: {len(digits.train)} training, {n} held-out; real {reference['real']}, noise {reference['noise']}",
+          flush=True)
+    rows: list[dict[str, Any]] = []
+    for kind in args.digits_kinds:
+        subject = trained_digits(digits, kind, args.digits_steps, args.seed)
+        subjects_meta.append(describe(subject))
+        print(f"digits {kind}: {subject.note} ({subject.train_seconds:.0f} s)", flush=True)
+        rows += sweep(subject, plan(subject, budgets, long, tols, annealed=kind in ("ncsn", "edm")), n,
+                      args.seed, quality, refused)
+    return rows, reference
 
 
-def main() -> None:
+def describe(subject: Subject) -> dict[str, Any]:
+    v = subject.view
+    return {"data": subject.data, "model": subject.model, "note": subject.note,
+            "train_seconds": subject.train_seconds, "sigma_min": float(v.sigma_min), "sigma_max": float(v.sigma_max),
+            "prior_std": float(v.prior_std), "sde": type(subject.sde).__name__,
+            "ncsn_levels": len(subject.ncsn_sigmas), "ncsn_sigma_1": float(subject.ncsn_sigmas[0]),
+            "ncsn_sigma_L": float(subject.ncsn_sigmas[-1]), **subject.info}
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=2000, help="samples per run (2-D toys)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-steps", type=int, default=2000, help="steps of the trained gmm2d model")
-    p.add_argument("--digits", action="store_true", help="also the (slower) digits U-Net part")
-    p.add_argument("--digits-steps", type=int, default=1500)
-    p.add_argument("--digits-n", type=int, default=256)
+    p.add_argument("--train-steps", type=int, default=2000, help="training steps of the 2-D models")
+    p.add_argument("--toys", nargs="+", default=list(TOYS), choices=TOYS)
+    p.add_argument("--kinds", nargs="*", default=list(MODEL_KINDS), choices=MODEL_KINDS,
+                   help="model kinds trained on the toys")
+    p.add_argument("--no-digits", action="store_true", help="skip the digits U-Nets")
+    p.add_argument("--digits-kinds", nargs="*", default=list(MODEL_KINDS), choices=MODEL_KINDS)
+    p.add_argument("--digits-steps", type=int, default=3000)
+    p.add_argument("--digits-test", type=int, default=297, help="held-out digits (= samples per digits run)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 200 samples, 30 training steps, budgets 10 and 20, tiny digits part")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n, args.train_steps, args.digits_steps, args.digits_test = 200, 30, 5, 40
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse(argv)
     torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    for name in ("gmm2d", "imbalanced"):
-        mix = toy(name)
-        data = mix.sample(2000, torch.Generator().manual_seed(args.seed)).double()
-        sigmas, _ = ncsn_schedule(data, 5)
-        print(f"{name}: L = {len(sigmas)}, sigma_1 = {float(sigmas[0]):.3g}", flush=True)
-        rows += toy_rows(name, mix.noisy_score, mix, sigmas, args.n, args.seed, torch.float64,
-                         "analytic", EDM_RANGE)
-        if name == "gmm2d":
-            score = trained_gmm2d(sigmas, args.train_steps, args.seed)
-            rows += toy_rows(name, score, mix, sigmas.float(), args.n, args.seed, torch.float32,
-                             "trained")
-    if args.digits:
-        rows += digits_rows(args.digits_n, args.digits_steps, args.seed)
-    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-            "python": platform.python_version(), "threads": args.threads, "n": args.n,
-            "seconds": time.perf_counter() - t0, "mmd_good": MMD_GOOD, "mode_good": MODE_GOOD,
-            "digits": args.digits}
+    t0, c0 = time.perf_counter(), time.process_time()
+    quick = args.quick
+    budgets, long, tols = ((10, 20), {}, (1e-2,)) if quick else (BUDGETS, LONG, ODE_TOLS)
+    subjects: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
+    rows, baselines = toy_part(args, budgets, long, tols, subjects, refused)
+    digits_ref = None
+    if not args.no_digits:
+        d_budgets, d_long, d_tols = ((10,), {}, (1e-2,)) if quick else (DIGITS_BUDGETS, DIGITS_LONG, DIGITS_TOLS)
+        digit_rows, digits_ref = digits_part(args, d_budgets, d_long, d_tols, subjects, refused)
+        rows += digit_rows
+    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "python": platform.python_version(),
+            "threads": args.threads, "n": args.n, "seed": args.seed, "train_steps": args.train_steps,
+            "digits_steps": args.digits_steps, "quick": quick, "budgets": list(budgets), "long_budgets": long,
+            "digits_budgets": (None if args.no_digits
+                               else sorted({*d_budgets, *(b for v in d_long.values() for b in v)})),
+            "digits_long_budgets": None if args.no_digits else d_long,
+            "mmd_good": MMD_GOOD, "mode_good": MODE_GOOD, "mmd_bandwidth": MMD_BANDWIDTH,
+            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
+    payload = {"meta": meta, "baselines": baselines, "digits_reference": digits_ref, "subjects": subjects,
+               "refused": refused, "rows": rows}
+    payload["decisions"] = nfe_report.decisions(payload)
+    payload["targets"] = nfe_report.targets(payload)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "nfe_quality.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    (args.out / "nfe_quality.md").write_text(markdown(rows, meta))
-    print(f"wrote {args.out / 'nfe_quality.md'} and .json ({meta['seconds']:.0f} s)")
+    (args.out / "nfe_quality.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (args.out / "nfe_quality.md").write_text(nfe_report.markdown(payload))
+    (args.out / "nfe_quality_summary.md").write_text(nfe_report.summary(payload))
+    print(f"wrote {args.out / 'nfe_quality.md'}, nfe_quality_summary.md and .json "
+          f"({meta['seconds']:.0f} s wall, {meta['cpu_seconds']:.0f} s CPU)")
+    return payload
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from benchmarks import compare, peers, readme, scaling
+from benchmarks import compare, nfe_quality, nfe_report, peers, readme, scaling
 
 
 def test_slope_recovers_power_laws() -> None:
@@ -108,7 +108,7 @@ def test_the_benchmarks_page_is_filled_from_the_results(tmp_path) -> None:
     (``python -m benchmarks.readme`` would change nothing); main() rewrites only pages with blocks."""
     text = readme.PAGE.read_text()
     refilled, filled = readme.fill(text)
-    assert sorted(filled) == ["compare", "objectives", "samplers", "scaling", "soak"]
+    assert sorted(filled) == ["compare", "nfe_quality_summary", "objectives", "samplers", "scaling", "soak"]
     assert refilled == text, "docs/benchmarks.md differs from benchmarks/results/: run python -m benchmarks.readme"
 
     page, plain = tmp_path / "page.md", tmp_path / "plain.md"
@@ -119,3 +119,79 @@ def test_the_benchmarks_page_is_filled_from_the_results(tmp_path) -> None:
     assert done == {"page.md": ["soak"], "plain.md": []}
     assert page.read_text() == "a\n<!-- bench:soak -->\n\n| measure | value |\n\n<!-- /bench:soak -->\n"
     assert plain.read_text() == "no blocks\n"
+
+
+def _row(data: str, model: str, sampler: str, nfe: int, mmd2: float, setting: int | None = None, **kw) -> dict:
+    setting = nfe if setting is None else setting
+    return {"data": data, "model": model, "sampler": sampler, "nfe": nfe, "budget": nfe, "mmd2": mmd2,
+            "setting": setting, "label": f"{setting} steps", "good": mmd2 < 2e-3, **kw}
+
+
+def test_nfe_decision_takes_the_worst_toy_and_the_targets_their_ratios() -> None:
+    """The default of a kind is the sampler whose larger reach over the two toys is smallest; its steps
+    the larger step count; the targets compare the best new sampler with annealed Langevin (x 20) and
+    with the fastest older sampler at each budget."""
+    rows = []
+    for data, dpm_reach, annealed in (("gmm2d", 10, ((401, 3e-3), (1001, 1.5e-3))), ("imbalanced", 50, ((301, 1e-3),))):
+        for b in (10, 20, 50):
+            rows.append(_row(data, "ve", "dpm_solver", b, 1e-3 if b >= dpm_reach else 9e-3))
+            rows.append(_row(data, "ve", "heun", b - 1, 1e-3 if b >= 20 else 9e-3, setting=b // 2))
+            rows.append(_row(data, "ve", "euler_maruyama", b, 1.5e-3 if b >= 50 else 9.5e-3, setting=b - 1))
+        rows += [_row(data, "ve", "annealed", nfe, v, setting=(nfe - 1) // 10) for nfe, v in annealed]
+    d = nfe_report.decide(rows, "ve")
+    assert d["sampler"] == "heun" and d["toy_reach"] == {"gmm2d": 19, "imbalanced": 19}
+    assert d["steps"] == 10 and d["nfe"] == 19 and d["from"] == "gmm2d"  # heun: 2N - 1 evaluations
+    assert d["runner_up"]["sampler"] == "dpm_solver" and d["runner_up"]["toy_reach"]["imbalanced"] == 50
+    # digits: heun's min(precision, recall) is within 0.05 of its best from 50 evaluations (25 steps) on, so
+    # the default steps rise to 25; the noise-like continuous_langevin (recall 1, precision 0) is no rival
+    for nfe, p, r in ((19, 0.3, 0.95), (49, 0.62, 0.9), (99, 0.66, 0.9)):
+        rows.append({"data": "digits", "model": "ve", "sampler": "heun", "nfe": nfe, "budget": nfe + 1,
+                     "setting": (nfe + 1) // 2, "label": f"{(nfe + 1) // 2} steps", "precision": p, "recall": r})
+    rows += [{"data": "digits", "model": "ve", "sampler": k, "nfe": 50, "budget": 50, "setting": 50, "label": "",
+              "precision": p, "recall": r} for k, p, r in (("continuous_langevin", 0.0, 1.0), ("euler", 0.7, 0.8))]
+    d = nfe_report.decide(rows, "ve")
+    assert (d["steps"], d["nfe"], d["from"]) == (25, 49, "digits")
+    assert d["digits"]["rival"] == "euler" and d["digits"]["own_best"] == pytest.approx(0.66)
+    payload = {"rows": rows, "baselines": {"gmm2d": {"sd": 1e-4}, "imbalanced": {"sd": 1e-4}}}
+    t = {(x["data"]): x for x in nfe_report.targets(payload)}
+    assert t["gmm2d"]["best_new"] == "dpm_solver" and t["gmm2d"]["best_new_reach"] == 10
+    assert t["gmm2d"]["annealed_reach"] == 1001 and t["gmm2d"]["ratio_met"]  # 20 x 10 <= 1001
+    assert t["imbalanced"]["best_new"] == "heun" and not t["imbalanced"]["ratio_met"]  # 20 x 19 > 301
+    assert t["gmm2d"]["fastest_old"] == "euler_maruyama" and t["gmm2d"]["budget_met"]
+    assert t["imbalanced"]["fastest_old"] == "euler_maruyama" and t["imbalanced"]["worse_at"] == []
+    rows.append(_row("gmm2d", "ve", "euler_maruyama", 100, 1e-4, setting=99))
+    rows.append(_row("gmm2d", "ve", "dpm_solver", 100, 9e-4))
+    worse = {(x["data"]): x for x in nfe_report.targets(payload)}["gmm2d"]
+    assert worse["worse_at"] == [100] and not worse["budget_met"]
+
+
+@pytest.mark.parametrize("budget", [10, 20, 35, 50, 100, 1000])
+def test_nfe_settings_spend_at_most_the_budget(budget: int) -> None:
+    for kind in (*nfe_quality.OLD[:-1], *nfe_quality.NEW):
+        steps = nfe_quality.setting_for(kind, budget, 10)
+        if steps is None:
+            assert kind.startswith("annealed") and budget < 11
+            continue
+        cost = nfe_quality.expected_nfe(kind, steps, 10)
+        per_step = 10 if kind.startswith("annealed") else 2 if kind in ("heun", "pc") else 1
+        assert budget - per_step < cost <= budget
+
+
+def test_nfe_quality_smoke_counts_every_evaluation(tmp_path) -> None:
+    """A tiny run: every fixed-step row used exactly the evaluations its step count costs (the
+    counted score calls), the report names a default for each kind measured and the docs block exists."""
+    payload = nfe_quality.main(["--quick", "--toys", "gmm2d", "--kinds", "ncsn", "ve", "edm", "--digits-kinds", "edm",
+                                "--out", str(tmp_path)])
+    rows = payload["rows"]
+    levels = {(s["data"], s["model"]): s["ncsn_levels"] for s in payload["subjects"]}
+    fixed = [r for r in rows if r["sampler"] != "ode"]
+    assert {r["sampler"] for r in rows} >= {*nfe_quality.OLD, *nfe_quality.NEW, *nfe_quality.LEVEL_VARIANTS}
+    for r in fixed:
+        assert r["nfe"] == nfe_quality.expected_nfe(r["sampler"], int(r["setting"]), levels[r["data"], r["model"]])
+        assert r["nfe"] <= r["budget"]
+    assert {d["kind"] for d in payload["decisions"]} == {"ncsn", "ve", "edm"}
+    digits = [r for r in rows if r["data"] == "digits"]
+    assert digits and all(0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 for r in digits)
+    summary = (tmp_path / "nfe_quality_summary.md").read_text()
+    assert "| VE SDE |" in summary and "| EDM (preconditioned) |" in summary
+    assert "### gmm2d, edm" in (tmp_path / "nfe_quality.md").read_text()
