@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import assert_one_line_error, run_cli
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -35,7 +36,6 @@ API_SMALL = dict(data="gmm2d", objective="dsm", batch_size=64, hidden=32, depth=
                  device="cpu", seed=3, progress=False)
 
 
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A dsm run on gmm2d, 200 steps: Fisher divergence 0.33 measured (untrained: 1.33-1.39)."""
@@ -46,22 +46,6 @@ def run(tmp_path_factory) -> Path:
 
 def subprocess_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_line_error(rc: int, err: str, *needles: str) -> None:
-    assert rc == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("scorematch: error: ")
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import assert_one_line_error, run_cli
 
 from scorematch.cli import main
 from scorematch.distributions import toy
@@ -29,22 +30,6 @@ TINY = ["--data", "gmm2d", "--hidden", "16", "--depth", "1", "--n-data", "500", 
         "--steps", "150", "--device", "cpu", "--no-progress"]
 KINDS = {"ncsn": ["--objective", "ncsn"], "ve": ["--objective", "sde", "--sde", "ve"],
          "vp": ["--objective", "sde", "--sde", "vp"], "edm": ["--objective", "edm"]}
-
-
-def run_cli(args: list, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_line_error(rc: int, err: str, *needles: str) -> None:
-    assert rc == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("scorematch: error: ")
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
 
 
 @pytest.fixture(scope="module")

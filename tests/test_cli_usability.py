@@ -14,19 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import run_cli
 
 from scorematch import __version__
 from scorematch.cli import main
 
 SMALL = ["--data", "gmm2d", "--hidden", "16", "--depth", "1", "--n-data", "400", "--batch-size", "32",
          "--no-progress", "--device", "cpu"]
-
-
-def run_cli(args, capsys):
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def one_line_error(rc: int, err: str, *needles: str) -> None:

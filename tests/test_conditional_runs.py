@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import assert_one_line_error, run_cli
 from PIL import Image
 
 from scorematch.cli import main
@@ -26,22 +27,6 @@ from scorematch.run.config import TrainConfig
 from scorematch.run.distributed import DistContext, shard
 from scorematch.run.setup import make_loss
 from scorematch.run.training import _batch, setup
-
-
-def run_cli(args: list, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_line_error(rc: int, err: str, *needles: str) -> None:
-    assert rc == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("scorematch: error: ")
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
 
 
 def write_classes(root: Path, counts: dict[str, int], size: int = 8) -> Path:

@@ -116,26 +116,15 @@ def _only_scorematch_errors(fn) -> None:
 
 
 @FUZZ
+@pytest.mark.parametrize("name", ["run.json", "config.json"])
 @given(data=st.data(), reseal=st.booleans())
-def test_fuzzed_run_json(fresh, base, data, reseal):
+def test_fuzzed_run_files(fresh, base, name, data, reseal):
     run = fresh()
-    doc = json.loads((base / "run.json").read_text())
-    blob = data.draw(st.one_of(mutated(doc).map(_dump), st.binary(max_size=64)), label="run.json")
-    (run / "run.json").write_bytes(blob)
+    doc = json.loads((base / name).read_text())
+    blob = data.draw(st.one_of(mutated(doc).map(_dump), st.binary(max_size=64)), label=name)
+    (run / name).write_bytes(blob)
     if reseal:
-        _reseal(run, "run.json")
-    _only_scorematch_errors(lambda: scorematch.load(run).score(torch.zeros(2, 2)))
-
-
-@FUZZ
-@given(data=st.data(), reseal=st.booleans())
-def test_fuzzed_config_json(fresh, base, data, reseal):
-    run = fresh()
-    doc = json.loads((base / "config.json").read_text())
-    blob = data.draw(st.one_of(mutated(doc).map(_dump), st.binary(max_size=64)), label="config.json")
-    (run / "config.json").write_bytes(blob)
-    if reseal:
-        _reseal(run, "config.json")
+        _reseal(run, name)
     _only_scorematch_errors(lambda: scorematch.load(run).score(torch.zeros(2, 2)))
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_cli
 from torch import nn
 
-from scorematch.cli import main
 from scorematch.data import Standardization, load_array, standardization_for
 from scorematch.data import arrays as arrays_module
 from scorematch.errors import DataChangedError
@@ -23,13 +23,6 @@ from scorematch.metrics import median_bandwidth, mmd, precision_recall, subset_e
 from scorematch.models import Standardized
 
 QUIET = ["--no-progress", "--device", "cpu"]
-
-
-def run_cli(args, capsys):
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def hundreds_csv(path: Path, n: int = 3000) -> np.ndarray:
