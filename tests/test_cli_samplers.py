@@ -61,6 +61,19 @@ def test_every_denoising_sampler_samples_every_kind_of_run(runs, kind, sampler, 
         assert 0.5 < x.std(0).mean() < 20.0, x.std(0)  # gmm2d: 2.24 per coordinate
 
 
+@pytest.mark.parametrize("sampler", ["heun", "euler", "euler_ancestral", "ddim", "dpm_solver"])
+def test_an_ncsn_run_is_sampled_at_its_own_levels_unless_n_steps_is_given(runs, sampler):
+    model = load(runs["ncsn"])
+    own = model.run_info["schedule"]["sigmas"]
+    seen: list[float] = []
+    generate(model, model.run_info, 4, sampler=sampler, callback=lambda d: seen.append(float(d["sigma"])))
+    assert seen[:len(own)] == pytest.approx(own, rel=1e-6) and len(seen) <= len(own) + 1
+    seen.clear()
+    generate(model, model.run_info, 4, sampler=sampler, n_steps=7, callback=lambda d: seen.append(float(d["sigma"])))
+    assert seen[0] == pytest.approx(own[0], rel=1e-6) and seen[6] == pytest.approx(own[-1], rel=1e-6)
+    assert not set(round(v, 9) for v in seen[1:6]) & set(round(v, 9) for v in own)
+
+
 def test_the_default_sampler_of_each_kind(runs):
     assert {model_kind(load(runs[k])) for k in KINDS} == {"ncsn", "ve", "vp", "edm"}
     assert DEFAULT_SAMPLER["edm"] == "heun" and set(DEFAULT_SAMPLER) == {"score", "energy", "ncsn", "edm", "ve",

@@ -105,7 +105,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         else:
             n = 1000 if args.n is None else args.n
             D.on_main(lambda: probe_writable(out), ctx)
-            name = resolve_sampler(model, args.sampler, options)
+            name, options = resolve_sampler(model, args.sampler, options)
             check_label(model, info, args.label, args.guidance)
             if ctx.is_main:
                 say(start_line("sample", device, threads, model, tuple(info["data"]["sample_shape"]),

@@ -51,7 +51,7 @@ def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | N
     run = Path(run_dir)
     model = load(run, device=device)
     dev = next(model.parameters()).device
-    name = resolve_sampler(model, sampler, sampler_options)
+    name, sampler_options = resolve_sampler(model, sampler, sampler_options)
     full, test = held_out(run)
     if progress:
         say(start_line("eval", dev, torch.get_num_threads(), model, tuple(full.x.shape)))

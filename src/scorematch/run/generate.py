@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -36,9 +36,13 @@ from scorematch.run.limits import check_sampling
 from scorematch.run.validate import check_seed
 from scorematch.samplers import DENOISING_SAMPLERS, SAMPLER_NAMES
 
-#: the default sampler of each kind of model (``model_kind``)
-DEFAULT_SAMPLER = {"score": "langevin", "energy": "langevin", "ncsn": "annealed", "edm": "heun",
-                   "ve": "pc", "vp": "pc", "subvp": "pc"}
+#: the default sampler of each kind of model (``model_kind``) and the settings it runs with when no
+#: sampler is named: the one that reaches the quality bar of ``python -m benchmarks.nfe_quality``
+#: with the fewest score evaluations on the trained toy models of that kind (docs/benchmarks.md)
+KIND_DEFAULTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "score": ("langevin", {}), "energy": ("langevin", {}), "ncsn": ("annealed", {}), "edm": ("heun", {}),
+    "ve": ("pc", {}), "vp": ("pc", {}), "subvp": ("pc", {})}
+DEFAULT_SAMPLER = {kind: name for kind, (name, _) in KIND_DEFAULTS.items()}
 #: the default number of noise levels (``n_steps``) of each denoising sampler: heun 18 (35
 #: evaluations, EDM's setting), the first-order samplers about where they reach the quality of
 #: heun on the analytic mixtures (docs/samplers)
@@ -98,13 +102,18 @@ def check_options(name: str, options: dict[str, Any]) -> None:
 
 
 def resolve_sampler(model: nn.Module, sampler: str | None = None, options: dict[str, Any] | None = None,
-                    run_info: dict[str, Any] | None = None) -> str:
-    """The sampler ``generate`` will run for ``model`` (``sampler``, or the default of its kind),
-    after checking that it fits the model and takes ``options``; ConfigError with the fix otherwise."""
+                    run_info: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """The sampler ``generate`` will run for ``model`` and its options: ``sampler`` and ``options``,
+    or with ``sampler`` None the default of the model's kind with its settings (``KIND_DEFAULTS``)
+    under ``options``; checked to fit the model (ConfigError with the fix otherwise)."""
     kind = model_kind(model, run_info)
-    name = sampler or DEFAULT_SAMPLER[kind]
+    options = dict(options or {})
+    if sampler is None:
+        sampler, defaults = KIND_DEFAULTS[kind]
+        options = {**defaults, **options}
+    name = sampler
     choice("sampler", name, SAMPLER_NAMES)
-    check_options(name, options or {})
+    check_options(name, options)
     unconditional = kind in ("score", "energy")
     if unconditional and name not in ("langevin", "mala"):
         raise ConfigError(
@@ -119,8 +128,8 @@ def resolve_sampler(model: nn.Module, sampler: str | None = None, options: dict[
         raise ConfigError(f"the annealed sampler needs a noise-conditional (NCSN) model's noise levels; this is "
                           f"{'an EDM' if kind == 'edm' else 'a score-SDE'} model: use heun, dpm_solver, pc or ode")
     if name in DENOISING:
-        _check_values(name, dict(options or {}))
-    return name
+        _check_values(name, dict(options))
+    return name, options
 
 
 def _check_values(name: str, options: dict[str, Any]) -> None:
@@ -193,7 +202,7 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
     """
     n = positive_int("n", n)
     check_seed("seed", seed)
-    name = resolve_sampler(model, sampler, options, run_info)
+    name, options = resolve_sampler(model, sampler, options, run_info)
     label, w = check_label(model, run_info, label, guidance)
     outer = model if isinstance(model, Standardized) else None
     inner = outer.model if outer is not None else model
@@ -232,12 +241,18 @@ def noise_view(score: Any, kind: str, schedule: dict[str, Any]) -> Any:
     return sigma_view(score, get_sde(schedule["sde"], **{k: v for k, v in schedule.items() if k != "sde"}))
 
 
-def noise_levels(name: str, n_steps: Any, view: Any) -> torch.Tensor | None:
+def noise_levels(name: str, n_steps: Any, view: Any, levels: Sequence[float] | None = None) -> torch.Tensor | None:
     """The grid of denoising sampler ``name``: ``karras_sigmas(n_steps, ...)`` over the view's
     range with the final 0, or ``linear_sigmas`` for continuous_langevin (``n_steps`` only
-    checked when ``view`` is None)."""
+    checked when ``view`` is None). ``n_steps`` None: ``DEFAULT_STEPS[name]``, except with
+    ``levels`` (an NCSN run's own sigma_1 > ... > sigma_L), which are then the grid, followed by
+    0: the network was trained at those levels only (docs/samplers/sampling-a-run.md)."""
     from scorematch.noise import karras_sigmas, linear_sigmas
 
+    if n_steps is None:
+        if levels is not None and name != "continuous_langevin":
+            return torch.tensor([*levels, 0.0], dtype=torch.float64)
+        n_steps = DEFAULT_STEPS[name]
     _check_values(name, {"n_steps": n_steps})
     if view is None:
         return None
@@ -288,7 +303,8 @@ def _sample(model: nn.Module, run_info: dict[str, Any], n: int, name: str, seed:
     elif name in DENOISING:
         view = noise_view(score, kind, schedule)
         opts = dict(options)
-        sigmas = noise_levels(name, opts.pop("n_steps", DEFAULT_STEPS[name]), view)
+        own = schedule["sigmas"] if kind == "ncsn" else None
+        sigmas = noise_levels(name, opts.pop("n_steps", None), view, own)
         start = view.prior_sample((n, *work_shape), generator=g, dtype=dtype, device=device)
         out = samplers.sample(name, view, start, sigmas, generator=g, return_trajectory=return_trajectory,
                               **extra, **opts)

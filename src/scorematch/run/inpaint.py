@@ -35,7 +35,6 @@ from scorematch._checks import choice, positive_int
 from scorematch.errors import ConfigError, DataError
 from scorematch.models import Standardized
 from scorematch.run.generate import (
-    DEFAULT_STEPS,
     DENOISING,
     check_label,
     check_options,
@@ -200,8 +199,9 @@ def inpaint_run(model: nn.Module, run_info: dict[str, Any], x: torch.Tensor, mas
     g = torch.Generator(device=device).manual_seed(int(seed))
     view = noise_view(conditioned_score(inner, label, w), kind, run_info.get("schedule", {}))
     opts = dict(options)
-    steps = opts.pop("n_steps", DEFAULT_SMC_STEPS if method == "smc" else DEFAULT_STEPS[sampler])
-    sigmas = noise_levels(sampler or "heun", steps, view)
+    steps = opts.pop("n_steps", DEFAULT_SMC_STEPS if method == "smc" else None)
+    own = run_info["schedule"]["sigmas"] if kind == "ncsn" and steps is None else None
+    sigmas = noise_levels(sampler or "heun", steps, view, own)
     if method == "smc":
         out = _smc(view, known, m, sigmas, particles, g, progress)
     else:
