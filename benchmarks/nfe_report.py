@@ -36,6 +36,17 @@ CANDIDATES = {
     "time": ("euler_maruyama", "reverse_diffusion", "pc", "ode", *NEW),
 }
 KIND_CONDITIONING = {"ncsn": "sigma", "edm": "sigma", "ve": "time", "vp": "time", "subvp": "time"}
+
+
+def new_samplers(model: str) -> tuple[str, ...]:
+    """The denoising samplers as ``scorematch sample`` runs them on a model: on an NCSN model
+    without --n-steps they step through its own levels (the ``_levels`` runs), or over Karras levels."""
+    return (*NEW, *LEVELS) if model == "ncsn" else NEW
+
+
+def candidates(kind: str) -> tuple[str, ...]:
+    """The samplers ``scorematch sample`` offers a model of ``kind``, as it runs them."""
+    return (*CANDIDATES[KIND_CONDITIONING[kind]], *(LEVELS if kind == "ncsn" else ()))
 KIND_NAMES = {"ncsn": "NCSN (noise-conditional)", "ve": "VE SDE", "vp": "VP SDE", "subvp": "sub-VP SDE",
               "edm": "EDM (preconditioned)"}
 TOYS = ("gmm2d", "imbalanced")
@@ -119,7 +130,7 @@ def digits_check(rows: list[Row], kind: str, sampler: str) -> dict[str, Any] | N
         return None
     top = max(digits_q(r) for r in own)
     first = next(r for r in own if digits_q(r) >= top - DIGITS_SLACK)
-    rivals = [(k, at_budget(rows, "digits", kind, k, first["budget"])) for k in CANDIDATES[KIND_CONDITIONING[kind]]]
+    rivals = [(k, at_budget(rows, "digits", kind, k, first["budget"])) for k in candidates(kind)]
     rivals = [(k, r) for k, r in rivals if r is not None]
     best_k, best_r = max(rivals, key=lambda kr: digits_q(kr[1]))
     return {"row": first, "own_best": top, "rival": best_k, "rival_precision": best_r["precision"],
@@ -144,7 +155,7 @@ def decide(rows: list[Row], kind: str) -> dict[str, Any] | None:
     if not toys:
         return None
     scores = []
-    for s in CANDIDATES[KIND_CONDITIONING[kind]]:
+    for s in candidates(kind):
         if not all(runs_of(rows, t, kind, s) for t in toys):
             continue
         reached = [reach(rows, t, kind, s) for t in toys]
@@ -197,14 +208,14 @@ def targets(payload: dict[str, Any]) -> list[dict[str, Any]]:
         if model == "analytic":
             continue
         sd = payload["baselines"][data]["sd"]
-        new, new_reach = fastest(rows, data, model, NEW)
+        new, new_reach = fastest(rows, data, model, new_samplers(model))
         ann = [r for r in (reach(rows, data, model, k) for k in ("annealed", "annealed_eps5")) if r is not None]
         ann_reach = min((r["nfe"] for r in ann), default=None)
         ann_max = max((r["nfe"] for k in ("annealed", "annealed_eps5") for r in runs_of(rows, data, model, k)),
                       default=None)
         old, old_reach = fastest(rows, data, model, OLD)
         budgets = sorted({r["budget"] for r in rows if (r["data"], r["model"]) == (data, model)
-                          and r["sampler"] in NEW})
+                          and r["sampler"] in new_samplers(model)})
         per_budget, worse = [], []
         for b in budgets:
             rn, ro = at_budget(rows, data, model, new, b), at_budget(rows, data, model, old, b)
@@ -317,7 +328,8 @@ def decision_table(payload: dict[str, Any]) -> list[str]:
 def target_lines(payload: dict[str, Any]) -> list[str]:
     out = []
     for t in payload["targets"]:
-        new = f"{t['best_new']} reaches the bar at {_fmt_reach_n(t['best_new_reach'])}"
+        new = (f"{t['best_new']} reaches the bar at {t['best_new_reach']}" if t["best_new_reach"] is not None
+               else f"no new sampler reaches the bar (closest: {t['best_new']})")
         if t["annealed_reach"] is not None:
             ann = f"annealed Langevin at {t['annealed_reach']}"
         else:

@@ -76,8 +76,34 @@ def test_an_ncsn_run_is_sampled_at_its_own_levels_unless_n_steps_is_given(runs, 
 
 def test_the_default_sampler_of_each_kind(runs):
     assert {model_kind(load(runs[k])) for k in KINDS} == {"ncsn", "ve", "vp", "edm"}
-    assert DEFAULT_SAMPLER["edm"] == "heun" and set(DEFAULT_SAMPLER) == {"score", "energy", "ncsn", "edm", "ve",
-                                                                          "vp", "subvp"}
+    assert set(DEFAULT_SAMPLER) == {"score", "energy", "ncsn", "edm", "ve", "vp", "subvp"}
+
+
+def test_the_defaults_are_those_the_nfe_benchmark_decided():
+    """KIND_DEFAULTS = the decisions in benchmarks/results/nfe_quality.json (dpm_solver_3m is
+    dpm_solver with order 3); NCSN keeps its run's own annealed schedule."""
+    from scorematch.run.generate import KIND_DEFAULTS
+
+    decided = json.loads((Path(__file__).parents[1] / "benchmarks/results/nfe_quality.json").read_text())
+    for d in decided["decisions"]:
+        name, opts = KIND_DEFAULTS[d["kind"]]
+        if d["sampler"] == "annealed":
+            assert (name, opts) == ("annealed", {})
+            continue
+        want = {"n_steps": d["steps"], **({"order": 3} if d["sampler"] == "dpm_solver_3m" else {})}
+        assert (name, opts) == (d["sampler"].removesuffix("_3m"), want), d["kind"]
+
+
+def test_the_help_names_the_default_of_each_kind():
+    from scorematch.cli.parser import SAMPLER_HELP
+    from scorematch.run.generate import KIND_DEFAULTS
+
+    text = " ".join(SAMPLER_HELP.split())
+    for kind, word in (("ve", "VE"), ("vp", "VP"), ("subvp", "sub-VP"), ("edm", "EDM")):
+        name, opts = KIND_DEFAULTS[kind]
+        order = f", order {opts['order']}" if "order" in opts else ""
+        assert f"{word}: {name}, {opts['n_steps']} steps{order}" in text, kind
+    assert f"NCSN: {KIND_DEFAULTS['ncsn'][0]} (the run's schedule)" in text
 
 
 def test_options_of_each_sampler_are_n_steps_and_its_own():

@@ -204,9 +204,10 @@ def test_a_label_is_refused_on_an_unconditional_run(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_guided_samples_of_a_class_are_classified_as_that_class(digits_run, tmp_path, capsys):
-    """At the default guidance (w = 1) at least 80% of the samples of label K are classified as K
-    by a logistic regression on the real digits (measured: 0.988 to 0.992 over 3 seeds, 100 samples
-    per class; w = 0: 0.82 to 0.83; the classifier: 0.92 on held-out real digits)."""
+    """At the default guidance (w = 1) and the default sampler (DPM-Solver++(2M), 20 levels) at
+    least 80% of the samples of label K are classified as K by a logistic regression on the real
+    digits (measured: 0.978 to 0.988 over 3 seeds of this run, 40 samples per class; Heun with 18
+    levels the same; the classifier: 0.92 on held-out real digits)."""
     from sklearn.linear_model import LogisticRegression
 
     x, y = load_digits()
@@ -217,7 +218,7 @@ def test_guided_samples_of_a_class_are_classified_as_that_class(digits_run, tmp_
         rc, _, err = run_cli(["sample", digits_run, "--label", k, "--n", 40, "--seed", k, "--out", out,
                               "--no-progress"], capsys)
         assert rc == 0, err
-        assert "sampler heun" in err
+        assert "sampler dpm_solver" in err
         right.append(clf.predict(np.load(out)["samples"].reshape(40, -1)) == k)
     assert float(np.mean(right)) >= 0.8
 

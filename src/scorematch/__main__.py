@@ -1,6 +1,6 @@
 """``python -m scorematch``: the command-line interface."""
 
-from scorematch.cli import main
+from scorematch.cli import run
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()
