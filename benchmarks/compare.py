@@ -225,7 +225,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--ops", nargs="+", default=None, choices=OPERATIONS,
                    help="time only these operations (default: all); write them with --out, not over the full table")
     p.add_argument("--smoke", action="store_true", help="tiny shapes, 3 repeats, no checks: does it all run?")
-    p.add_argument("--ops", nargs="+", default=None, choices=OPERATIONS, help="time only these operations")
     p.add_argument("--out", default=None, help="results name under benchmarks/results/ (default compare[_DEVICE])")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -195,3 +195,14 @@ def test_nfe_quality_smoke_counts_every_evaluation(tmp_path) -> None:
     summary = (tmp_path / "nfe_quality_summary.md").read_text()
     assert "| VE SDE |" in summary and "| EDM (preconditioned) |" in summary
     assert "### gmm2d, edm" in (tmp_path / "nfe_quality.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["compare", "compile", "likelihood", "nfe_quality", "objectives", "samplers",
+                                  "scaling", "soak"])
+def test_every_benchmark_parses_its_command_line(name, capsys) -> None:
+    """``python -m benchmarks.NAME --help`` answers (a clash of two options would raise instead)."""
+    module = importlib.import_module(f"benchmarks.{name}")
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--help"])
+    assert stop.value.code == 0
+    assert "usage:" in capsys.readouterr().out
