@@ -195,7 +195,7 @@ def test_readme_scorematch_commands_run(tmp_path, monkeypatch):
         ran += 1
     assert ran >= 8
     assert (tmp_path / "runs" / "gmm2d" / "report.html").exists()
-    assert (tmp_path / "digits.png").exists()
+    assert (tmp_path / "three.png").exists() and (tmp_path / "edm.npz").exists()
 
 
 @pytest.mark.slow
