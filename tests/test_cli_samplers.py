@@ -302,3 +302,10 @@ def test_inpainting_imputes_x2_given_x1_like_the_exact_conditional(edm_gmm2d, a,
     share = float((filled[:, 1] > mid).double().mean())
     assert abs(share - float((exact > mid).double().mean())) < 0.06
     assert mmd(filled[:, 1:], exact, bandwidth=1.0) < 1e-2
+
+
+def test_an_option_of_another_sampler_than_the_default_says_how_to_choose(runs, tmp_path, capsys):
+    rc, _, err = run_cli(["sample", runs["vp"], "--snr", "0.1", "--out", tmp_path / "s.npz", "--no-progress"], capsys)
+    assert_one_line_error(rc, err, "--snr does not apply to sampler 'dpm_solver'", "default sampler of this run",
+                          "--sampler")
+    assert not (tmp_path / "s.npz").exists()

@@ -111,12 +111,19 @@ def resolve_sampler(model: nn.Module, sampler: str | None = None, options: dict[
     under ``options``; checked to fit the model (ConfigError with the fix otherwise)."""
     kind = model_kind(model, run_info)
     options = dict(options or {})
-    if sampler is None:
+    chosen = sampler is not None
+    if not chosen:
         sampler, defaults = KIND_DEFAULTS[kind]
         options = {**defaults, **options}
     name = sampler
     choice("sampler", name, SAMPLER_NAMES)
-    check_options(name, options)
+    try:
+        check_options(name, options)
+    except ConfigError as err:
+        if chosen:
+            raise
+        raise ConfigError(f"{err} (the default sampler of this run; name the sampler the option is for with "
+                          "--sampler)") from None
     unconditional = kind in ("score", "energy")
     if unconditional and name not in ("langevin", "mala"):
         raise ConfigError(
