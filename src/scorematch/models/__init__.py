@@ -13,9 +13,11 @@ from scorematch.models.mlp import (
 )
 from scorematch.models.standardized import Standardized
 from scorematch.models.time import TimeMLP, TimeUNet
+from scorematch.models.unet import UNET_SIZES, UNet, unet_config
 
 __all__ = [
     "EDMPrecond", "MODEL_REGISTRY", "EnergyMLP", "NCSNUNet", "NoiseConditionalMLP", "ScoreMLP", "Standardized",
-    "TimeMLP", "TimeUNet", "build_model", "edm_coefficients", "energy_to_score", "estimate_sigma_data",
-    "is_piecewise_linear", "model_spec", "register_model",
+    "TimeMLP", "TimeUNet", "UNET_SIZES", "UNet", "build_model", "edm_coefficients", "energy_to_score",
+    "estimate_sigma_data",
+    "is_piecewise_linear", "model_spec", "register_model", "unet_config",
 ]

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from scorematch import _checks
 from scorematch.errors import ConfigError, DataError
 from scorematch.models import time as _time  # noqa: F401  (registers TimeMLP and TimeUNet)
+from scorematch.models import unet as _unet  # noqa: F401  (registers UNet)
 from scorematch.models.base import MODEL_REGISTRY, register_model
 
 __all__ = ["EDMPrecond", "edm_coefficients", "estimate_sigma_data"]
@@ -57,8 +58,8 @@ def estimate_sigma_data(x: Tensor) -> float:
 class EDMPrecond(nn.Module):
     """A preconditioned noise-conditional model: D(x; sigma) = c_skip x + c_out F(c_in x, c_noise).
 
-    ``net`` names a registered time-conditional network (``"TimeMLP"`` for vectors, ``"TimeUNet"``
-    for images) built from ``net_config``; it is called as F(c_in x, c_noise) with c_noise = ln(sigma)/4
+    ``net`` names a registered time-conditional network (``"TimeMLP"`` for vectors, ``"UNet"`` or
+    ``"TimeUNet"`` for images) built from ``net_config``; it is called as F(c_in x, c_noise) with c_noise = ln(sigma)/4
     in the place of t, and its output is not rescaled. ``net_config`` holds its constructor arguments,
     e.g. ``{"dim": 2, "hidden": 128}``, or ``{"channels": 1, "n_classes": 10}`` for a class-conditional
     U-Net; ``n_classes`` and ``null_label`` are the network's.
@@ -80,6 +81,10 @@ class EDMPrecond(nn.Module):
         if not isinstance(net_config, dict):
             raise ConfigError(f"net_config must be a dict of {net}'s constructor arguments, got {net_config!r}")
         self.net = cls(**net_config)
+        if getattr(self.net, "conditioning", None) != "time":
+            raise ConfigError(f"net_config builds a {getattr(self.net, 'conditioning', 'none')}-conditioned {net}; "
+                              "F inside EDMPrecond is time-conditioned (it takes c_noise = ln(sigma)/4): "
+                              "leave conditioning out of net_config or set it to 'time'")
         self.sigma_data = _checks.positive("sigma_data", sigma_data)
         self.config = {"net": net, "net_config": dict(self.net.config), "sigma_data": self.sigma_data}
         self.n_classes = getattr(self.net, "n_classes", 0)
