@@ -95,7 +95,7 @@ def _labelled(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
     return x, labels.long()
 
 
-def train_feature_net(images: torch.Tensor, labels: torch.Tensor, seed: int = 0, epochs: int = 4,
+def train_feature_net(images: torch.Tensor, labels: torch.Tensor, seed: int = 0, epochs: int = 8,
                       batch_size: int = 64, lr: float = 2e-3, width: int = 16,
                       feature_dim: int = 128) -> FeatureNet:
     """Train a FeatureNet on labelled images (n, C, H, W) in [0, 1] by cross-entropy, Adam with
