@@ -1,0 +1,196 @@
+"""The image benchmark that decides: quality of the image U-Net against CPU-minutes of training.
+
+``benchmarks/images_train.py`` trains under a CPU-time budget and saves EMA weights at CPU-time
+marks; this script samples each saved checkpoint with Heun's method (18 Karras levels, 35 score
+evaluations, EDM's rho = 7) and measures the samples against held-out real images in the feature
+space of a small classifier trained on the labelled training images (scorematch.metrics.images):
+classifier-confident rate, k-NN precision and recall (k = 3), Frechet distance and KID, each with
+the real-vs-real baseline; on 8x8 digits also pixel-space precision and recall.
+
+    python -m benchmarks.images_train --data mnist:DIR --size tiny --out RUN   # train (CPU budget)
+    python -m benchmarks.images --runs RUN [RUN ...] --data mnist:DIR --n 1000 # evaluate, write results
+    python -m benchmarks.images --figure RUN --mark 30 --half-life 20000       # samples next to real
+
+Results: benchmarks/results/images.json / images.md. One CPU thread, process CPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from benchmarks.common import environment, markdown_table, where, write
+from benchmarks.images_train import build, load
+from scorematch.metrics import precision_recall
+from scorematch.metrics.images import image_metrics, train_feature_net
+from scorematch.noise import karras_sigmas
+from scorematch.samplers.denoising import heun
+
+HEUN_LEVELS = 18  # 18 Karras levels + the final 0: 35 score evaluations
+_NETS: dict[str, Any] = {}
+
+
+def load_checkpoint(run: Path, mark: float, half_life: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    meta = json.loads((run / "meta.json").read_text())
+    spec = meta["spec"]
+    model = build(spec["objective"], spec["size"], spec["channels"], meta["settings"],
+                  dropout=meta["args"]["dropout"])
+    state = load_file(str(run / f"ema-{int(mark)}min-hl{half_life}.safetensors"))
+    model.load_state_dict(state, strict=False)  # buffers (Fourier frequencies) come from the config
+    return model.eval(), meta
+
+
+def generate(model: torch.nn.Module, settings: dict[str, Any], n: int, shape: tuple[int, ...], seed: int,
+             levels: int = HEUN_LEVELS, batch: int = 250) -> torch.Tensor:
+    """n images by Heun on the Karras grid sigma_max .. sigma_min (rho 7) then 0, clamped to [0, 1]."""
+    sigmas = karras_sigmas(levels, settings["sigma_min"], settings["sigma_max"])
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, n, batch):
+        m = min(batch, n - i)
+        x = torch.randn((m, *shape), generator=g) * float(sigmas[0])
+        out.append(heun(model, x, sigmas).clamp(0, 1))
+    return torch.cat(out)
+
+
+def feature_net(data: str, x: torch.Tensor, y: torch.Tensor) -> Any:
+    if data not in _NETS:
+        _NETS[data] = train_feature_net(x, y, seed=0)
+    return _NETS[data]
+
+
+def evaluate(run: Path, data: str, n: int, marks: list[float] | None, half_lives: list[int] | None,
+             seed: int) -> list[dict[str, Any]]:
+    x, y, xt, _ = load(data)
+    net = feature_net(data, x, y)
+    meta = json.loads((run / "meta.json").read_text())
+    rows = []
+    for ck in meta["checkpoints"]:
+        if marks and ck["cpu_min"] not in marks:
+            continue
+        for hl in half_lives or [int(h) for h in meta["args"]["half_lives"].split(",")]:
+            model, _ = load_checkpoint(run, ck["cpu_min"], hl)
+            t0 = time.process_time()
+            with torch.no_grad():
+                samples = generate(model, meta["settings"], n, tuple(x.shape[1:]), seed)
+            sample_cpu = time.process_time() - t0
+            m = image_metrics(net, x, xt, samples, torch.Generator().manual_seed(seed))
+            row = {"run": run.name, "data": data, **meta["spec"], "params": meta["params"],
+                   "batch": meta["args"]["batch"], "lr": meta["args"]["lr"], "cpu_min": ck["cpu_min"],
+                   "steps": ck["step"], "images_seen": ck["images"], "ema_half_life_images": hl,
+                   "n": n, "nfe": 2 * HEUN_LEVELS - 1, "sample_cpu_s": sample_cpu,
+                   **{k: m[k] for k in ("confident", "precision", "recall", "fd", "kid")}}
+            if x.shape[-1] <= 8:
+                p, r = precision_recall(xt.flatten(1), samples.flatten(1), k=3)
+                row["pixel_precision"], row["pixel_recall"] = p, r
+            rows.append(row)
+            print(_line(row), flush=True)
+    return rows
+
+
+def _line(r: dict[str, Any]) -> str:
+    c = r["confident"]
+    return (f"{r['run']} {r['cpu_min']:g} CPU-min step {r['steps']} hl {r['ema_half_life_images']}: "
+            f"confident {c['value']:.3f} (real {c['baseline']:.3f}, ratio {c['value'] / c['baseline']:.2f}) "
+            f"P {r['precision']['value']:.3f} R {r['recall']['value']:.3f} FD {r['fd']['value']:.2f} "
+            f"(real {r['fd']['baseline']:.2f}) KID {r['kid']['value']:.4f}"
+            + (f" pixel P {r['pixel_precision']:.3f} R {r['pixel_recall']:.3f}" if "pixel_precision" in r else ""))
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = ["data", "objective", "size", "params", "CPU min", "steps", "EMA half-life (images)", "confident / real",
+            "precision", "recall", "FD (real-real)", "KID", "pixel P / R"]
+    body = []
+    for r in rows:
+        c = r["confident"]
+        body.append([r["data"].split(":")[0], r["objective"], r["size"], f"{r['params'] / 1e6:.2f} M", r["cpu_min"],
+                     r["steps"], r["ema_half_life_images"],
+                     f"{c['value']:.3f} / {c['baseline']:.3f} = {c['value'] / c['baseline']:.2f}",
+                     f"{r['precision']['value']:.3f} ± {r['precision']['se']:.3f}",
+                     f"{r['recall']['value']:.3f} ± {r['recall']['se']:.3f}",
+                     f"{r['fd']['value']:.2f} ({r['fd']['baseline']:.2f})", f"{r['kid']['value']:.4f}",
+                     f"{r['pixel_precision']:.3f} / {r['pixel_recall']:.3f}" if "pixel_precision" in r else ""])
+    return markdown_table(head, body)
+
+
+def figure(run: Path, data: str, mark: float, half_life: int, out: Path, n: int = 64, seed: int = 0) -> None:
+    """Generated images (left) next to held-out real ones (right), 8 x 8 each, upscaled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from scorematch.files import atomic_write
+
+    _, _, xt, _ = load(data)
+    model, meta = load_checkpoint(run, mark, half_life)
+    with torch.no_grad():
+        samples = generate(model, meta["settings"], n, tuple(xt.shape[1:]), seed)
+
+    def grid(imgs: torch.Tensor) -> torch.Tensor:
+        k = int(n**0.5)
+        h, w = imgs.shape[-2:]
+        pad = torch.ones(k * k, 1, h + 2, w + 2)
+        pad[:, :, 1:-1, 1:-1] = imgs[: k * k, :1]
+        return pad.view(k, k, h + 2, w + 2).permute(0, 2, 1, 3).reshape(k * (h + 2), k * (w + 2))
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
+    for ax, imgs, title in ((axes[0], samples, f"generated ({meta['spec']['objective'].upper()}, "
+                             f"{meta['spec']['size']} U-Net, {mark:g} CPU-min, Heun 35 NFE)"),
+                            (axes[1], xt[:n], "real (held out)")):
+        ax.imshow(1 - grid(imgs), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write(out, buf.getvalue())
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", nargs="*", default=[])
+    p.add_argument("--data", default="digits")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--marks", default="", help="CPU-minute marks to evaluate (default: all)")
+    p.add_argument("--half-lives", default="", help="EMA half-lives to evaluate (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default="images", help="results file name (benchmarks/results/NAME.json)")
+    p.add_argument("--append", action="store_true", help="add to the rows already in the results file")
+    p.add_argument("--figure", default="", help="a run folder: write a samples-vs-real PNG instead")
+    p.add_argument("--mark", type=float, default=30)
+    p.add_argument("--half-life", type=int, default=20000)
+    p.add_argument("--out", default="docs/figures/mnist_samples.png")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    if a.figure:
+        figure(Path(a.figure), a.data, a.mark, a.half_life, Path(a.out))
+        return
+    marks = [float(m) for m in a.marks.split(",")] if a.marks else None
+    hls = [int(h) for h in a.half_lives.split(",")] if a.half_lives else None
+    rows: list[dict[str, Any]] = []
+    path = Path(__file__).parent / "results" / f"{a.name}.json"
+    if a.append and path.is_file():
+        rows = json.loads(path.read_text())["rows"]
+    for run in a.runs:
+        rows += evaluate(Path(run), a.data, a.n, marks, hls, a.seed)
+    env = environment(torch.device("cpu"))
+    md = (f"Image U-Net quality against CPU-minutes of training, {where(env)}, torch {env['torch']}, 1 thread "
+          f"({env['clock']}): EMA weights sampled by Heun, {2 * HEUN_LEVELS - 1} NFE; metrics in the feature "
+          "space of a classifier trained on the training images, against held-out real images (k = 3); in "
+          "parentheses and after the slash the real-vs-real baseline.\n\n" + table(rows))
+    write(a.name, {"environment": env, "rows": rows}, md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
