@@ -113,9 +113,9 @@ def _confidence(clf: LogisticRegression, images: np.ndarray | torch.Tensor) -> t
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
-    """400 steps of ncsn on digits with the default model (the NCSN U-Net), narrow for speed."""
+    """400 steps of ncsn on digits with the two-resolution NCSN U-Net (--model unet), narrow for speed."""
     run = tmp_path_factory.mktemp("ncsn_digits") / "run"
-    scorematch.train(out=run, data="digits", objective="ncsn", steps=400, batch_size=64,
+    scorematch.train(out=run, data="digits", objective="ncsn", model="unet", steps=400, batch_size=64,
                      base_channels=16, lr=2e-3, seed=0, checkpoint_every=400, **CPU)
     return run
 
@@ -154,7 +154,7 @@ def test_digits_cli_samples_beat_noise_under_a_digit_classifier(digits_run, digi
 def tiny_digits_run(tmp_path_factory):
     """20 steps of ncsn on digits with periodic sample grids; for the run-folder checks."""
     run = tmp_path_factory.mktemp("ncsn_tiny") / "run"
-    result = scorematch.train(out=run, data="digits", objective="ncsn", steps=20, batch_size=16,
+    result = scorematch.train(out=run, data="digits", objective="ncsn", model="unet", steps=20, batch_size=16,
                               base_channels=8, log_every=5, sample_every=10, seed=0,
                               checkpoint_every=20, **CPU)
     return run, result

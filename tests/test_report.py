@@ -38,7 +38,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 DSM = dict(data="gmm2d", objective="dsm", steps=50, batch_size=64, hidden=32, depth=2, n_data=1000,
            lr=3e-3, device="cpu", seed=3, progress=False)
-NCSN = dict(data="digits", objective="ncsn", steps=30, batch_size=16, base_channels=8, n_levels=4,
+NCSN = dict(data="digits", objective="ncsn", model="unet", steps=30, batch_size=16, base_channels=8, n_levels=4,
             steps_per_sigma=2, sample_every=10, checkpoint_every=30, log_every=5, device="cpu", seed=1,
             progress=False)
 DSM_FIGURES = {"loss", "score field", "density", "samples", "trajectory"}

@@ -165,7 +165,7 @@ def test_digits_sde_run_reports_bits_per_dim(tmp_path):
     log2(17) = 4.09 (measured 3.44; 3.47 without --dequantize; the untrained U-Net: 13.1)."""
     run = tmp_path / "digits"
     cli("train", "--data", "digits", "--objective", "sde", "--sde", "vp", "--steps", 400,
-        "--batch-size", 64, "--base-channels", 8, "--dequantize", "--no-progress",
+        "--batch-size", 64, "--model", "time_unet", "--base-channels", 8, "--dequantize", "--no-progress",
         "--device", "cpu", "--log-every", 50, "--out", run)
     cli("eval", run, "--n", 16, "--sampler", "euler_maruyama", "--n-steps", 20, "--json")
     res = json.loads((run / "eval.json").read_text())

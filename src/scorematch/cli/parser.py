@@ -17,10 +17,19 @@ TRAIN_HELP: dict[str, str] = {
     "data": "toy name, 'digits', mnist:DIR, fashion-mnist:DIR, cifar10:DIR, images:DIR (labelled when every image "
             "is in a sub-folder per class), or a .npy/.npz/.csv file of shape (n, D)",
     "objective": "esm | esm_kde | ism | ssm | ssm_vr | dsm | ncsn | sde | edm",
-    "model": f"{' | '.join(MODEL_NAMES)}; auto picks the model the objective needs (edm: time_mlp for vectors, "
-             "time_unet for images, as the network F inside the EDM preconditioning)",
-    "steps": "total training steps (with --resume: continue up to this many)",
-    "batch_size": "batch size",
+    "model": f"{' | '.join(MODEL_NAMES)}; auto picks the model the objective needs (images: image_unet, the "
+             "multi-resolution U-Net, for ncsn, sde and edm, inside the EDM preconditioning for edm; vectors: "
+             "ncsn_mlp, time_mlp); unet and time_unet are the earlier two-resolution image networks",
+    "model_size": "size of the image U-Net: tiny | small | base (auto: the image recipe's, chosen by quality per "
+                  "CPU-minute in the image benchmark; docs/benchmarks.md)",
+    "precision": "fp32 | bf16: bf16 trains under bfloat16 autocast (CPU and CUDA; the loss, the optimizer and "
+                 "the weights stay float32)",
+    "lr_warmup": "raise the learning rate linearly from lr / K to lr over the first K steps (0: no warm-up)",
+    "ema_half_life": "EMA of the weights as a half-life in training images (Karras et al. 2022; replaces "
+                     "--ema-decay when given)",
+    "steps": "total training steps (with --resume: continue up to this many; image U-Net: the image recipe's "
+             "unless given)",
+    "batch_size": "batch size (image U-Net: the image recipe's unless given)",
     "lr": "Adam learning rate",
     "seed": "seed of data sampling, noise draws and initialisation",
     "n_data": "number of points drawn from a toy distribution",
@@ -28,7 +37,7 @@ TRAIN_HELP: dict[str, str] = {
     "hidden": "MLP width",
     "depth": "MLP hidden layers",
     "activation": "MLP activation: silu (default) | softplus | tanh | elu | gelu | relu | leaky_relu",
-    "base_channels": "channels of the first U-Net level (image models)",
+    "base_channels": "channels of the first level of the earlier image networks (--model unet | time_unet)",
     "conditioning": "noise conditioning of the image NCSN: auto | embedding | divide",
     "sigma": "DSM noise level (default 0.1 x the data's mean std; in standardised units unless --standardize none)",
     "sigma_max": "largest noise level sigma_1 (NCSN / VE SDE; default: largest pairwise distance; EDM: where "

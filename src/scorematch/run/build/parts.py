@@ -30,15 +30,15 @@ def needed_conditioning(objective: str) -> str:
 
 def default_model_name(cfg: TrainConfig, ds: Dataset) -> str:
     """The model an objective needs when ``--model auto``: NCSN -> noise-conditional, SDE ->
-    time-conditional, EDM -> a time-conditional network F inside ``EDMPrecond``, images ->
-    convolutional for those three, else a score MLP."""
+    time-conditional, EDM -> a time-conditional network F inside ``EDMPrecond``; images -> the
+    multi-resolution U-Net (``scorematch.models.unet``) for those three; else a score MLP."""
     if cfg.model != "auto":
         return cfg.model
     image = ds.kind == "image"
     if cfg.objective == "ncsn":
-        return "unet" if image else "ncsn_mlp"
+        return "image_unet" if image else "ncsn_mlp"
     if cfg.objective in ("sde", "edm"):
-        return "time_unet" if image else "time_mlp"
+        return "image_unet" if image else "time_mlp"
     return "mlp"
 
 
@@ -90,6 +90,16 @@ def build_for(cfg: TrainConfig, ds: Dataset) -> nn.Module:
         _need_image(ds, name)
         kw = {} if cfg.conditioning == "auto" else {"conditioning": cfg.conditioning}
         model = NCSNUNet(channels=shape[0], base=cfg.base_channels, **kw, **cls_kw)
+    elif name == "image_unet":
+        from scorematch.models.edm import EDMPrecond
+        from scorematch.models.unet import UNet, unet_config
+
+        _need_image(ds, name)
+        net = unet_config(image_model_size(cfg), shape[0], **cls_kw)
+        if cfg.objective == "edm":
+            model = EDMPrecond("UNet", net, sigma_data=cfg.schedule["sigma_data"])
+        else:
+            model = UNet(**net, conditioning=needs if needs != "none" else "time")
     elif cfg.objective == "edm" and name in ("time_mlp", "time_unet"):
         from scorematch.models.edm import EDMPrecond
 
@@ -114,6 +124,56 @@ def build_for(cfg: TrainConfig, ds: Dataset) -> nn.Module:
             f"{needs}-conditioned model; use --model auto"
         )
     return model
+
+
+#: the image recipe: what ``scorematch train`` uses on image data with the U-Net (``--model auto``,
+#: objectives ncsn, sde, edm) for each setting the user leaves out; chosen by quality per CPU-minute
+#: in ``python -m benchmarks.images`` (docs/benchmarks.md), and a test keeps it equal to the decision
+#: recorded in benchmarks/results/images.json.
+IMAGE_RECIPE: dict[str, Any] = {
+    "model_size": "tiny", "steps": 4000, "batch_size": 64, "lr": 1e-3, "lr_warmup": 200,
+    "ema_half_life": 20000.0, "precision": "bf16",
+}
+
+
+def image_model_size(cfg: TrainConfig) -> str:
+    """The U-Net size of a run: the config's, or the recipe's when "auto"."""
+    return IMAGE_RECIPE["model_size"] if cfg.model_size == "auto" else cfg.model_size
+
+
+def image_recipe(cfg: TrainConfig, ds: Dataset, given: set[str] | frozenset[str]) -> TrainConfig:
+    """``cfg`` with ``IMAGE_RECIPE`` in place of each setting the user did not give (``given``), when
+    the run trains the image U-Net (image data, objective ncsn, sde or edm, ``--model auto`` or
+    ``image_unet``); ``cfg`` itself otherwise. The model size is recorded, never "auto"."""
+    if ds.kind != "image" or default_model_name(cfg, ds) != "image_unet":
+        return cfg
+    chosen = {k: v for k, v in IMAGE_RECIPE.items() if k not in given}
+    if cfg.model_size == "auto":
+        chosen["model_size"] = IMAGE_RECIPE["model_size"]
+    return cfg.replace(**chosen)
+
+
+def warmup_factor(step: int, warmup: int) -> float:
+    """The learning-rate factor of step ``step`` (0-based) under a linear warm-up of ``warmup``
+    steps: min(1, (step + 1) / warmup); 1 without warm-up."""
+    return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
+
+
+def ema_half_life(half_life: float, batch: int, ramp: float = 0.05) -> Callable[[list[torch.Tensor],
+                                                                            list[torch.Tensor], Any], None]:
+    """EMA update with a half-life in training images (Karras et al. 2022): after k updates of
+    ``batch`` images, theta_ema <- beta theta_ema + (1 - beta) theta with
+
+        beta = 0.5^(batch / h_k),  h_k = min(half_life, ramp * batch * (k + 1)),
+
+    so the average forgets half its weight every h_k images, and early in a run (the ramp-up)
+    at most the last ``ramp`` share of what it has seen counts."""
+
+    def update(avg: list[torch.Tensor], cur: list[torch.Tensor], k: Any) -> None:
+        h = min(half_life, ramp * batch * (float(k) + 1))
+        torch._foreach_lerp_(avg, cur, 1 - 0.5 ** (batch / h))
+
+    return update
 
 
 def _need_image(ds: Dataset, name: str) -> None:

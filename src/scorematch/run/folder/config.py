@@ -20,7 +20,9 @@ from scorematch._version import __version__
 from scorematch.errors import CheckpointError, ConfigError
 from scorematch.run.folder.validate import check_schedule, check_seed, parse_json, read_file
 
-MODEL_NAMES = ("auto", "mlp", "energy", "ncsn_mlp", "unet", "time_mlp", "time_unet")
+MODEL_NAMES = ("auto", "mlp", "energy", "ncsn_mlp", "image_unet", "unet", "time_mlp", "time_unet")
+MODEL_SIZES = ("auto", "tiny", "small", "base")
+PRECISIONS = ("fp32", "bf16")
 SDE_NAMES = ("ve", "vp", "subvp")
 CONFIG_FORMAT = 1
 
@@ -42,6 +44,7 @@ class TrainConfig:
     depth: int = 3
     activation: str = "silu"
     base_channels: int = 32
+    model_size: str = "auto"
     conditioning: str = "auto"
     sigma: float | None = None
     sigma_max: float | None = None
@@ -58,6 +61,9 @@ class TrainConfig:
     class_conditional: bool = False
     label_dropout: float = 0.1
     ema_decay: float = 0.999
+    ema_half_life: float | None = None
+    lr_warmup: int = 0
+    precision: str = "fp32"
     grad_clip: float | None = 1.0
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
@@ -151,6 +157,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     choice("projection", cfg.projection, ("gaussian", "rademacher"))
     choice("conditioning", cfg.conditioning, ("auto", "embedding", "divide"))
     choice("standardize", cfg.standardize, ("auto", "none"))
+    choice("model size", cfg.model_size, MODEL_SIZES)
+    choice("precision", cfg.precision, PRECISIONS)
+    positive_int("lr_warmup", cfg.lr_warmup, minimum=0)
+    if cfg.ema_half_life is not None:
+        positive("ema_half_life", cfg.ema_half_life)
     choice("csv_header", cfg.csv_header, ("auto", "yes", "no"))
     if cfg.steps_per_sigma is not None:
         positive_int("steps_per_sigma", cfg.steps_per_sigma)
@@ -192,7 +203,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 
 #: the settings a resumed run may change (the others would make it another run)
-RESUME_SETTINGS = ("steps", "lr", "grad_clip", "skip_nonfinite", "max_skipped", "checkpoint_every",
+RESUME_SETTINGS = ("steps", "lr", "grad_clip", "precision", "skip_nonfinite", "max_skipped", "checkpoint_every",
                    "keep_checkpoints", "sample_every", "log_every", "device", "progress", "collective_timeout")
 
 

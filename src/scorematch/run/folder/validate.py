@@ -51,7 +51,7 @@ OBJECTIVE_SETTINGS: dict[str, tuple[str, ...]] = {
 MODEL_SETTINGS: dict[str, tuple[str, ...]] = {
     "hidden": ("mlp", "energy", "ncsn_mlp", "time_mlp"), "depth": ("mlp", "energy", "ncsn_mlp", "time_mlp"),
     "activation": ("mlp", "energy", "ncsn_mlp", "time_mlp"), "base_channels": ("unet", "time_unet"),
-    "conditioning": ("unet",),
+    "conditioning": ("unet",), "model_size": ("image_unet",),
 }
 _DEFAULTS = {"sde": "ve", "likelihood_weighting": False, "n_projections": 1, "projection": "gaussian", "p_std": 1.2,
              "class_conditional": False, "label_dropout": 0.1}

@@ -49,10 +49,13 @@ from scorematch.run.build.parts import (
     check_labelled,
     class_names,
     default_model_name,
+    ema_half_life,
     ema_with_warmup,
+    image_recipe,
     make_loss,
     make_schedule,
     model_input,
+    warmup_factor,
 )
 from scorematch.run.folder import checkpoint as ckpt
 from scorematch.run.folder import manifest
@@ -187,6 +190,8 @@ def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, d
     old_info = read_run_info(run_dir, cfg) if resuming else None
     rd = inputs.prepare_data(cfg, run_dir, old_info, data)
     ds = rd.train
+    if not resuming and model is None:
+        cfg = image_recipe(cfg, ds, given)
     check_labelled(cfg, ds, model)
     if len(ds.x) > 1 and float(ds.x.flatten(1).std(0).max()) == 0.0:
         raise DataError(f"all {len(ds.x)} training points of {ds.name!r} are the same point: there is no "
@@ -204,7 +209,7 @@ def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, d
     plain, trained = plain.to(device), trained.to(device)
     run = Run(
         cfg=cfg, run_dir=run_dir, ctx=ctx, device=device, ds=ds, schedule=schedule, model=plain,
-        trained=trained, ema=AveragedModel(plain, multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True),
+        trained=trained, ema=AveragedModel(plain, multi_avg_fn=_ema_update(cfg), use_buffers=True),
         opt=torch.optim.Adam(plain.parameters(), lr=cfg.lr),
         loss_fn=make_loss(cfg, ds, schedule, device, rd.standardization),
         g_data=torch.Generator().manual_seed(cfg.seed),
@@ -224,6 +229,13 @@ def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, d
     run.level_cnt = torch.zeros(levels, device=device)
     run.trained = D.wrap(trained, ctx, device)
     return run
+
+
+def _ema_update(cfg: TrainConfig) -> Any:
+    """The EMA of the run: a half-life in images (``ema_half_life``), else the decay ``ema_decay``."""
+    if cfg.ema_half_life is not None:
+        return ema_half_life(cfg.ema_half_life, cfg.batch_size)
+    return ema_with_warmup(cfg.ema_decay)
 
 
 def start(run: Run, resuming: bool) -> None:
@@ -310,7 +322,11 @@ def train_step(run: Run, stop_requested: bool) -> StepOutcome:
     and update the EMA. A non-finite loss raises TrainingError, or skips the batch with
     ``skip_nonfinite``; either way every rank takes the same branch."""
     xb, yb = _batch(run)
-    loss, rows, lvl = run.loss_fn(run.trained, xb, run.g_noise, yb)
+    if run.cfg.lr_warmup:
+        for group in run.opt.param_groups:
+            group["lr"] = run.cfg.lr * warmup_factor(run.step, run.cfg.lr_warmup)
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.cfg.precision == "bf16"):
+        loss, rows, lvl = run.loss_fn(run.trained, xb, run.g_noise, yb)
     nonfinite, stopping = not bool(torch.isfinite(loss.detach())), stop_requested
     if run.ctx.enabled:
         flags = D.all_sum(torch.tensor([float(nonfinite), float(stopping)], device=run.device), run.ctx)
