@@ -46,10 +46,23 @@ def load_checkpoint(run: Path, mark: float, half_life: int) -> tuple[torch.nn.Mo
     return model.eval(), meta
 
 
-def generate(model: torch.nn.Module, settings: dict[str, Any], n: int, shape: tuple[int, ...], seed: int,
-             levels: int = HEUN_LEVELS, batch: int = 250) -> torch.Tensor:
-    """n images by Heun on the Karras grid sigma_max .. sigma_min (rho 7) then 0, clamped to [0, 1]."""
-    sigmas = karras_sigmas(levels, settings["sigma_min"], settings["sigma_max"])
+def sampling_range(x: torch.Tensor) -> tuple[float, float]:
+    """(sigma_min, sigma_max) of ``scorematch train --objective edm`` for training images x, so the
+    benchmark samples as ``scorematch sample`` does."""
+    from scorematch.run.build.parts import edm_schedule
+    from scorematch.run.folder.config import TrainConfig
+
+    s = edm_schedule(TrainConfig(objective="edm"), x)
+    return s["sigma_min"], s["sigma_max"]
+
+
+def generate(model: torch.nn.Module, x_train: torch.Tensor, n: int, seed: int, levels: int = HEUN_LEVELS,
+             batch: int = 250) -> torch.Tensor:
+    """n images by Heun on the Karras grid sigma_max .. sigma_min (rho 7) then 0 (the range of
+    ``sampling_range``), clamped to [0, 1]."""
+    lo, hi = sampling_range(x_train)
+    sigmas = karras_sigmas(levels, lo, hi)
+    shape = tuple(x_train.shape[1:])
     g = torch.Generator().manual_seed(seed)
     out = []
     for i in range(0, n, batch):
@@ -78,7 +91,7 @@ def evaluate(run: Path, data: str, n: int, marks: list[float] | None, half_lives
             model, _ = load_checkpoint(run, ck["cpu_min"], hl)
             t0 = time.process_time()
             with torch.no_grad():
-                samples = generate(model, meta["settings"], n, tuple(x.shape[1:]), seed)
+                samples = generate(model, x, n, seed)
             sample_cpu = time.process_time() - t0
             m = image_metrics(net, x, xt, samples, torch.Generator().manual_seed(seed))
             row = {"run": run.name, "data": data, **meta["spec"], "params": meta["params"],
@@ -128,10 +141,10 @@ def figure(run: Path, data: str, mark: float, half_life: int, out: Path, n: int 
 
     from scorematch.files import atomic_write
 
-    _, _, xt, _ = load(data)
+    x, _, xt, _ = load(data)
     model, meta = load_checkpoint(run, mark, half_life)
     with torch.no_grad():
-        samples = generate(model, meta["settings"], n, tuple(xt.shape[1:]), seed)
+        samples = generate(model, x, n, seed)
 
     def grid(imgs: torch.Tensor) -> torch.Tensor:
         k = int(n**0.5)

@@ -10,7 +10,9 @@ One thread, process CPU time (benchmarks.common.clock), median of a few repeats.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,8 +88,13 @@ def run(sizes: list[str], batch: int, image: int, compile_: bool, repeats: int) 
             row["compile_cpu_s"] = time.process_time() - t0
             row["step_compiled_ms"] = timeit(_train_step(model, x, False, False, compiled), **kw)
         rows.append(row)
-        print(row, flush=True)
-    env = environment(dev)
+        print(json.dumps(row), flush=True)
+    return report(rows, batch, image)
+
+
+def report(rows: list[dict[str, Any]], batch: int, image: int) -> dict[str, Any]:
+    """The results payload and its markdown table from the measured rows (one per size)."""
+    env = environment(torch.device("cpu"))
     header = ["size", "parameters", "floor (fwd+bwd)", "step fp32", "step bf16", "step channels_last",
               "step compiled", "compile (CPU s)", "1 eval fp32", "1 eval bf16"]
     table = [[r["size"], f"{r['params'] / 1e6:.2f} M", fmt_ms(r["floor_ms"]), fmt_ms(r["step_fp32_ms"]),
@@ -109,8 +116,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--compile", action="store_true", help="also time torch.compile (inductor; minutes of CPU)")
     p.add_argument("--name", default="images_speed")
+    p.add_argument("--rows", type=Path, help="write the results from rows printed by an earlier run (JSON lines)")
     a = p.parse_args(argv)
-    out = run(a.sizes.split(","), a.batch, a.image, a.compile, a.repeats)
+    if a.rows is not None:
+        rows = [json.loads(line) for line in a.rows.read_text().splitlines() if line.startswith("{")]
+        out = report(rows, a.batch, a.image)
+    else:
+        out = run(a.sizes.split(","), a.batch, a.image, a.compile, a.repeats)
     write(a.name, {k: v for k, v in out.items() if k != "markdown"}, out["markdown"])
     print(out["markdown"])
 
