@@ -29,8 +29,9 @@ from benchmarks.common import environment, markdown_table, where, write
 from benchmarks.images_train import build, load
 from scorematch.metrics import precision_recall
 from scorematch.metrics.images import image_metrics, train_feature_net
+from scorematch.models.base import build_model
 from scorematch.noise import karras_sigmas
-from scorematch.samplers.denoising import heun
+from scorematch.samplers.denoising import sample
 
 HEUN_LEVELS = 18  # 18 Karras levels + the final 0: 35 score evaluations
 _NETS: dict[str, Any] = {}
@@ -39,8 +40,11 @@ _NETS: dict[str, Any] = {}
 def load_checkpoint(run: Path, mark: float, half_life: int) -> tuple[torch.nn.Module, dict[str, Any]]:
     meta = json.loads((run / "meta.json").read_text())
     spec = meta["spec"]
-    model = build(spec["objective"], spec["size"], spec["channels"], meta["settings"],
-                  dropout=meta["args"]["dropout"])
+    if "model" in meta:
+        model = build_model(meta["model"]["name"], meta["model"]["config"])
+    else:
+        model = build(spec["objective"], spec["size"], spec["channels"], meta["settings"],
+                      dropout=meta["args"]["dropout"])
     state = load_file(str(run / f"ema-{int(mark)}min-hl{half_life}.safetensors"))
     model.load_state_dict(state, strict=False)  # buffers (Fourier frequencies) come from the config
     return model.eval(), meta
@@ -56,10 +60,15 @@ def sampling_range(x: torch.Tensor) -> tuple[float, float]:
     return s["sigma_min"], s["sigma_max"]
 
 
+def nfe(sampler: str, levels: int) -> int:
+    """Score evaluations of ``sampler`` on ``levels`` Karras levels and the final 0."""
+    return 2 * levels - 1 if sampler == "heun" else levels
+
+
 def generate(model: torch.nn.Module, x_train: torch.Tensor, n: int, seed: int, levels: int = HEUN_LEVELS,
-             batch: int = 250) -> torch.Tensor:
-    """n images by Heun on the Karras grid sigma_max .. sigma_min (rho 7) then 0 (the range of
-    ``sampling_range``), clamped to [0, 1]."""
+             batch: int = 250, sampler: str = "heun") -> torch.Tensor:
+    """n images by ``sampler`` (heun, or another denoising sampler of scorematch) on the Karras grid
+    sigma_max .. sigma_min (rho 7) then 0 (the range of ``sampling_range``), clamped to [0, 1]."""
     lo, hi = sampling_range(x_train)
     sigmas = karras_sigmas(levels, lo, hi)
     shape = tuple(x_train.shape[1:])
@@ -68,20 +77,42 @@ def generate(model: torch.nn.Module, x_train: torch.Tensor, n: int, seed: int, l
     for i in range(0, n, batch):
         m = min(batch, n - i)
         x = torch.randn((m, *shape), generator=g) * float(sigmas[0])
-        out.append(heun(model, x, sigmas).clamp(0, 1))
+        out.append(sample(sampler, model, x, sigmas).clamp(0, 1))
     return torch.cat(out)
 
 
-def feature_net(data: str, x: torch.Tensor, y: torch.Tensor) -> Any:
-    if data not in _NETS:
+def feature_net(data: str, x: torch.Tensor, y: torch.Tensor, cache: Path | None = None) -> Any:
+    """The feature network of ``data`` (trained with seed 0 on the training images), kept in memory
+    and, with ``cache`` (a folder), in CACHE/featnet-NAME.safetensors for the next process."""
+    if data in _NETS:
+        return _NETS[data]
+    name = data.split(":")[0]
+    path = cache / f"featnet-{name}.safetensors" if cache is not None else None
+    if path is not None and path.is_file():
+        from scorematch.metrics.images import FeatureNet
+
+        spec = json.loads((cache / f"featnet-{name}.json").read_text())
+        net = FeatureNet(spec["channels"], tuple(spec["image_size"]), spec["n_classes"], spec["width"],
+                         spec["feature_dim"])
+        net.load_state_dict(load_file(str(path)))
+        _NETS[data] = net.eval()
+    else:
         _NETS[data] = train_feature_net(x, y, seed=0)
+        if path is not None:
+            from safetensors.torch import save_file
+
+            from scorematch.files import write_json
+
+            save_file(_NETS[data].state_dict(), str(path))
+            write_json(cache / f"featnet-{name}.json", _NETS[data].spec)
     return _NETS[data]
 
 
 def evaluate(run: Path, data: str, n: int, marks: list[float] | None, half_lives: list[int] | None,
-             seed: int) -> list[dict[str, Any]]:
+             seed: int, cache: Path | None = None, sampler: str = "heun",
+             levels: int = HEUN_LEVELS) -> list[dict[str, Any]]:
     x, y, xt, _ = load(data)
-    net = feature_net(data, x, y)
+    net = feature_net(data, x, y, cache)
     meta = json.loads((run / "meta.json").read_text())
     rows = []
     for ck in meta["checkpoints"]:
@@ -91,13 +122,14 @@ def evaluate(run: Path, data: str, n: int, marks: list[float] | None, half_lives
             model, _ = load_checkpoint(run, ck["cpu_min"], hl)
             t0 = time.process_time()
             with torch.no_grad():
-                samples = generate(model, x, n, seed)
+                samples = generate(model, x, n, seed, levels=levels, sampler=sampler)
             sample_cpu = time.process_time() - t0
             m = image_metrics(net, x, xt, samples, torch.Generator().manual_seed(seed))
             row = {"run": run.name, "data": data, **meta["spec"], "params": meta["params"],
                    "batch": meta["args"]["batch"], "lr": meta["args"]["lr"], "cpu_min": ck["cpu_min"],
                    "steps": ck["step"], "images_seen": ck["images"], "ema_half_life_images": hl,
-                   "n": n, "nfe": 2 * HEUN_LEVELS - 1, "sample_cpu_s": sample_cpu,
+                   "n": n, "sampler": sampler, "levels": levels, "nfe": nfe(sampler, levels),
+                   "sample_cpu_s": sample_cpu,
                    **{k: m[k] for k in ("confident", "precision", "recall", "fd", "kid")}}
             if x.shape[-1] <= 8:
                 p, r = precision_recall(xt.flatten(1), samples.flatten(1), k=3)
@@ -117,19 +149,48 @@ def _line(r: dict[str, Any]) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ["data", "objective", "size", "params", "CPU min", "steps", "EMA half-life (images)", "confident / real",
+    head = ["data", "objective", "size", "params", "CPU min", "steps", "EMA half-life (images)", "sampler (NFE)",
+            "confident / real",
             "precision", "recall", "FD (real-real)", "KID", "pixel P / R"]
     body = []
     for r in rows:
         c = r["confident"]
         body.append([r["data"].split(":")[0], r["objective"], r["size"], f"{r['params'] / 1e6:.2f} M", r["cpu_min"],
-                     r["steps"], r["ema_half_life_images"],
+                     r["steps"], r["ema_half_life_images"], f"{r.get('sampler', 'heun')} ({r['nfe']})",
                      f"{c['value']:.3f} / {c['baseline']:.3f} = {c['value'] / c['baseline']:.2f}",
                      f"{r['precision']['value']:.3f} ± {r['precision']['se']:.3f}",
                      f"{r['recall']['value']:.3f} ± {r['recall']['se']:.3f}",
                      f"{r['fd']['value']:.2f} ({r['fd']['baseline']:.2f})", f"{r['kid']['value']:.4f}",
                      f"{r['pixel_precision']:.3f} / {r['pixel_recall']:.3f}" if "pixel_precision" in r else ""])
     return markdown_table(head, body)
+
+
+BUDGET_MIN = 30.0  # the CPU-minutes of training the image recipe is sized for
+
+
+def _score(r: dict[str, Any]) -> float:
+    """One number per row: the mean of the confident rate relative to real digits, precision and recall."""
+    return (r["confident"]["value"] / r["confident"]["baseline"] + r["precision"]["value"] + r["recall"]["value"]) / 3
+
+
+def decide(rows: list[dict[str, Any]], speed: dict[str, Any]) -> dict[str, Any]:
+    """The image recipe from the measurements: the U-Net size with the best quality (``_score``) on
+    28x28 digits at the largest CPU-minute mark every measured size reached (Heun rows), trained in
+    bf16 when the speed benchmark measured bf16 steps faster, for as many steps as that size's
+    measured step takes in ``BUDGET_MIN`` CPU-minutes (rounded down to hundreds)."""
+    mnist = [r for r in rows if r["data"].startswith("mnist") and r.get("sampler", "heun") == "heun"]
+    sizes = sorted({r["size"] for r in mnist})
+    common = min(max(r["cpu_min"] for r in mnist if r["size"] == s) for s in sizes)
+    at = [r for r in mnist if r["cpu_min"] == common]
+    best = max(at, key=_score)
+    step = {r["size"]: r for r in speed["rows"]}[best["size"]]
+    bf16 = step["step_bf16_ms"] < step["step_fp32_ms"]
+    step_s = (step["step_bf16_ms"] if bf16 else step["step_fp32_ms"]) / 1e3
+    return {"model_size": best["size"], "steps": int(BUDGET_MIN * 60 / step_s) // 100 * 100,
+            "batch_size": best["batch"], "lr": best["lr"], "lr_warmup": 200,
+            "ema_half_life": 20000.0, "precision": "bf16" if bf16 else "fp32", "sampler": "heun",
+            "n_steps": HEUN_LEVELS, "compared_at_cpu_min": common,
+            "scores": {r["size"]: _score(r) for r in at}, "step_s": step_s}
 
 
 def figure(run: Path, data: str, mark: float, half_life: int, out: Path, n: int = 64, seed: int = 0) -> None:
@@ -179,6 +240,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="images", help="results file name (benchmarks/results/NAME.json)")
     p.add_argument("--append", action="store_true", help="add to the rows already in the results file")
+    p.add_argument("--parts", nargs="*", default=[], help="results files (names) whose rows to include")
+    p.add_argument("--decide", action="store_true", help="record the image recipe the rows decide")
+    p.add_argument("--sampler", default="heun", help="a denoising sampler of scorematch")
+    p.add_argument("--levels", type=int, default=HEUN_LEVELS, help="Karras noise levels (then 0)")
+    p.add_argument("--cache", type=Path, default=None, help="folder to keep the feature networks in")
     p.add_argument("--figure", default="", help="a run folder: write a samples-vs-real PNG instead")
     p.add_argument("--mark", type=float, default=30)
     p.add_argument("--half-life", type=int, default=20000)
@@ -191,17 +257,28 @@ def main(argv: list[str] | None = None) -> None:
     marks = [float(m) for m in a.marks.split(",")] if a.marks else None
     hls = [int(h) for h in a.half_lives.split(",")] if a.half_lives else None
     rows: list[dict[str, Any]] = []
-    path = Path(__file__).parent / "results" / f"{a.name}.json"
+    results = Path(__file__).parent / "results"
+    path = results / f"{a.name}.json"
     if a.append and path.is_file():
         rows = json.loads(path.read_text())["rows"]
+    for part in a.parts:
+        rows += json.loads((results / f"{part}.json").read_text())["rows"]
     for run in a.runs:
-        rows += evaluate(Path(run), a.data, a.n, marks, hls, a.seed)
+        rows += evaluate(Path(run), a.data, a.n, marks, hls, a.seed, a.cache, a.sampler, a.levels)
+    decision = decide(rows, json.loads((results / "images_speed.json").read_text())) if a.decide else None
     env = environment(torch.device("cpu"))
     md = (f"Image U-Net quality against CPU-minutes of training, {where(env)}, torch {env['torch']}, 1 thread "
-          f"({env['clock']}): EMA weights sampled by Heun, {2 * HEUN_LEVELS - 1} NFE; metrics in the feature "
+          f"({env['clock']}): EMA weights sampled on a Karras grid (rho 7); metrics in the feature "
           "space of a classifier trained on the training images, against held-out real images (k = 3); in "
           "parentheses and after the slash the real-vs-real baseline.\n\n" + table(rows))
-    write(a.name, {"environment": env, "rows": rows}, md)
+    if decision is not None:
+        md += (f"\nDecision (the image recipe of `scorematch train`): size {decision['model_size']} (best at "
+               f"{decision['compared_at_cpu_min']:g} CPU-min), {decision['precision']}, "
+               f"batch {decision['batch_size']}, "
+               f"{decision['steps']} steps ({BUDGET_MIN:g} CPU-min at {decision['step_s']:.3f} s a step), "
+               f"warm-up {decision['lr_warmup']} steps, EMA half-life {decision['ema_half_life']:g} images, "
+               f"sampler {decision['sampler']} with {decision['n_steps']} levels.\n")
+    write(a.name, {"environment": env, "rows": rows, **({"decision": decision} if decision else {})}, md)
     print(md)
 
 

@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 
 from scorematch.data.images import load_digits, load_mnist
 from scorematch.files import ensure_folder, write_json
+from scorematch.models.base import model_spec
 from scorematch.models.edm import EDMPrecond, estimate_sigma_data
 from scorematch.models.unet import UNet, parameter_count, unet_config
 from scorematch.objectives import edm, ncsn_per_sample, sde_dsm
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     gd = torch.Generator().manual_seed(a.seed + 1)
     meta: dict[str, Any] = {"args": vars(a), "settings": settings, "params": parameter_count(model),
                             "spec": {"objective": a.objective, "size": a.size, "channels": x.shape[1]},
+                            "model": model_spec(model),
                             "checkpoints": []}
     t0, w0, step, seen = time.process_time(), time.perf_counter(), 0, 0
     log = open(Path(out) / "train.log", "a", buffering=1)  # noqa: SIM115
