@@ -240,8 +240,9 @@ def trained_digits(digits: Digits, kind: str, steps: int, seed: int, base: int =
         return edm_subject("digits", model, digits.train, box, shape, lambda x: x, time.process_time() - t0,
                            f"EDMPrecond('TimeUNet', base {base}), objectives.edm, {steps} steps, batch 128")
     objective, sde = ("ncsn", None) if kind == "ncsn" else ("sde", kind)
-    model, info = _train_run(digits.train, objective, sde, steps, seed, batch_size=128, base_channels=base)
+    net = "unet" if kind == "ncsn" else "time_unet"  # the two-resolution networks these results were measured with
+    model, info = _train_run(digits.train, objective, sde, steps, seed, batch_size=128, base_channels=base, model=net)
     return _subject_of("digits", kind, model, info["schedule"], digits.train, box, shape, lambda x: x,
                        time.process_time() - t0,
                        f"scorematch.train(objective={objective!r}{f', sde={sde!r}' if sde else ''}, steps={steps}, "
-                       f"batch_size=128, base_channels={base})")
+                       f"batch_size=128, model={net!r}, base_channels={base})")

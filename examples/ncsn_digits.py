@@ -83,7 +83,7 @@ def main() -> None:
         args.steps, args.batch_size, args.base_channels, args.n_samples, args.sample_every = 10, 16, 8, 20, 5
 
     config = {
-        "data": "digits", "objective": "ncsn", "model": "auto", "steps": args.steps,
+        "data": "digits", "objective": "ncsn", "model": "unet", "steps": args.steps,
         "batch_size": args.batch_size, "lr": args.lr, "base_channels": args.base_channels,
         "steps_per_sigma": args.steps_per_sigma, "sample_every": args.sample_every,
         "seed": args.seed, "device": "cpu", "progress": False, "log_every": 50,
