@@ -199,7 +199,7 @@ def test_nfe_quality_smoke_counts_every_evaluation(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("name", ["compare", "compile", "likelihood", "nfe_quality", "objectives", "samplers",
-                                  "scaling", "soak"])
+                                  "scaling", "soak", "images", "images_train", "images_speed", "gpu_images"])
 def test_every_benchmark_parses_its_command_line(name, capsys) -> None:
     """``python -m benchmarks.NAME --help`` answers (a clash of two options would raise instead)."""
     module = importlib.import_module(f"benchmarks.{name}")
