@@ -217,7 +217,8 @@ def figure(run: Path, data: str, mark: float, half_life: int, out: Path, n: int 
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
     for ax, imgs, title in ((axes[0], samples, f"generated ({meta['spec']['objective'].upper()}, "
                              f"{meta['spec']['size']} U-Net, {mark:g} CPU-min, Heun 35 NFE)"),
-                            (axes[1], xt[:n], "real (held out)")):
+                            (axes[1], xt[torch.randperm(len(xt), generator=torch.Generator().manual_seed(seed))[:n]],
+                             "real (held out, a random draw)")):
         ax.imshow(1 - grid(imgs), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(title, fontsize=8)
         ax.axis("off")
