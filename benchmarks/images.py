@@ -177,19 +177,23 @@ def decide(rows: list[dict[str, Any]], speed: dict[str, Any]) -> dict[str, Any]:
     """The image recipe from the measurements: the U-Net size with the best quality (``_score``) on
     28x28 digits at the largest CPU-minute mark every measured size reached (Heun rows), trained in
     bf16 when the speed benchmark measured bf16 steps faster, for as many steps as that size's
-    measured step takes in ``BUDGET_MIN`` CPU-minutes (rounded down to hundreds)."""
+    measured step takes in ``BUDGET_MIN`` CPU-minutes (rounded down to hundreds); the sampler and
+    its levels that scored best on that checkpoint."""
     mnist = [r for r in rows if r["data"].startswith("mnist") and r.get("sampler", "heun") == "heun"]
     sizes = sorted({r["size"] for r in mnist})
     common = min(max(r["cpu_min"] for r in mnist if r["size"] == s) for s in sizes)
     at = [r for r in mnist if r["cpu_min"] == common]
     best = max(at, key=_score)
+    # the sampler: the best-scoring of those measured on the chosen size's checkpoint at that mark
+    same = [r for r in rows if r["data"] == best["data"] and r["size"] == best["size"] and r["cpu_min"] == common]
+    pick = max(same, key=lambda r: (_score(r), -r["nfe"]))
     step = {r["size"]: r for r in speed["rows"]}[best["size"]]
     bf16 = step["step_bf16_ms"] < step["step_fp32_ms"]
     step_s = (step["step_bf16_ms"] if bf16 else step["step_fp32_ms"]) / 1e3
     return {"model_size": best["size"], "steps": int(BUDGET_MIN * 60 / step_s) // 100 * 100,
             "batch_size": best["batch"], "lr": best["lr"], "lr_warmup": 200,
-            "ema_half_life": 20000.0, "precision": "bf16" if bf16 else "fp32", "sampler": "heun",
-            "n_steps": HEUN_LEVELS, "compared_at_cpu_min": common,
+            "ema_half_life": 20000.0, "precision": "bf16" if bf16 else "fp32", "sampler": pick.get("sampler", "heun"),
+            "n_steps": pick.get("levels", HEUN_LEVELS), "compared_at_cpu_min": common,
             "scores": {r["size"]: _score(r) for r in at}, "step_s": step_s}
 
 
