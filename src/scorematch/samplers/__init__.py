@@ -19,38 +19,58 @@
 The denoising samplers (heun ... continuous_langevin) take ``(score_fn, x, sigmas)``: see
 ``scorematch.samplers.denoising``; ``guided`` and ``inpaint`` (``scorematch.samplers.conditional``)
 wrap a score for classifier-free guidance and for inpainting / imputation.
+
+What each sampler is (its name, options, defaults, the models it fits) is written once, in
+``scorematch.samplers.catalogue``; the names here are imported on first use, so that reading the
+catalogue (the command line's help) imports no torch.
 """
 
-from scorematch.samplers.conditional import guided, inpaint, inpaint_sde, inpaint_smc, replace_known
-from scorematch.samplers.denoising import (
-    DENOISING_SAMPLERS,
-    continuous_langevin,
-    ddim,
-    dpm_solver,
-    euler,
-    euler_ancestral,
-    heun,
-    sample,
-)
-from scorematch.samplers.langevin import MALAResult, annealed_langevin, langevin, mala
-from scorematch.samplers.sde import (
-    ODEResult,
-    euler_maruyama,
-    langevin_corrector,
-    ode,
-    pc,
-    reverse_diffusion,
-)
+from __future__ import annotations
 
-annealed = annealed_langevin
+import importlib
+import sys
+import types
+from typing import Any
 
-#: names accepted by ``scorematch sample --sampler``
-SAMPLER_NAMES = ("langevin", "mala", "annealed", "euler_maruyama", "reverse_diffusion", "pc", "ode",
-                 "heun", "euler", "euler_ancestral", "ddim", "dpm_solver", "continuous_langevin")
+from scorematch._lazy import Lazy
+from scorematch.samplers import catalogue
 
-__all__ = [
-    "DENOISING_SAMPLERS", "MALAResult", "ODEResult", "SAMPLER_NAMES", "annealed", "annealed_langevin",
-    "continuous_langevin", "ddim", "dpm_solver", "euler", "euler_ancestral", "euler_maruyama", "guided",
-    "heun", "inpaint", "inpaint_sde", "inpaint_smc", "langevin", "langevin_corrector", "mala", "ode", "pc",
-    "replace_known", "reverse_diffusion", "sample",
-]
+#: the functions of the catalogue's entries (by their own names and the catalogue's), and the helpers
+_WHERE: dict[str, str] = {
+    "guided": "conditional", "inpaint": "conditional", "inpaint_sde": "conditional", "inpaint_smc": "conditional",
+    "replace_known": "conditional", "langevin_corrector": "sde", "sample": "catalogue",
+}
+for _e in catalogue.entries():
+    if isinstance(_e.function, Lazy):
+        _module, _, _name = _e.function.path.partition(":")
+        _WHERE[_name] = _WHERE[_e.name] = _module.rsplit(".", 1)[1]
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'scorematch.samplers' has no attribute {name!r}")
+    module = importlib.import_module(f"scorematch.samplers.{_WHERE[name]}")
+    if name in catalogue.CATALOGUE:
+        return catalogue.CATALOGUE[name].resolved()
+    return getattr(module, name)
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+class _Package(types.ModuleType):
+    """This package, whose functions keep their names when a submodule of the same name (the
+    module ``langevin`` of the function ``langevin``) is imported: the function wins, as it did
+    when the package imported every function at once."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and name in _WHERE:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
