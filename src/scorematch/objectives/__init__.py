@@ -30,8 +30,10 @@ from typing import Any
 
 from scorematch.objectives import catalogue
 
-_WHERE = {"drop_labels": "labels", "edm_per_sample": "edm", "edm_sigmas": "edm", "edm_weight": "edm",
-          "kde_score": "esm", "ncsn_per_sample": "dsm", "LossData": "catalogue"}
+#: the helpers beside the catalogue's functions, by import path
+_HELPERS = ("labels:drop_labels", "edm:edm_per_sample", "edm:edm_sigmas", "edm:edm_weight", "esm:kde_score",
+            "dsm:ncsn_per_sample", "catalogue:LossData")
+_WHERE = {name: module for module, _, name in (h.partition(":") for h in _HELPERS)}
 for _e in catalogue.entries():
     _module, _, _name = _e.function.path.partition(":")
     _WHERE[_name] = _module.rsplit(".", 1)[1]

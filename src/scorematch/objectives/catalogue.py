@@ -33,6 +33,7 @@ The fields of an entry:
   ``(model, x, generator, labels) -> (loss, per-row terms or None, noise-level index per row or
   None)``; ``data`` is a ``LossData``. None: ``function(model, x, **settings it reads)``, with
   ``generator=`` when it takes one;
+- ``needs``: what it needs of the data and what it is good for, in a few words (the README's table);
 - ``models``: the built-in model of ``--model auto`` for vector and for image data;
   ``precondition(network name, network config, schedule)``: the module the network is wrapped
   in (EDM's preconditioning), or None.
@@ -48,8 +49,8 @@ from typing import Any
 from scorematch._lazy import Lazy, resolve
 from scorematch.errors import ConfigError
 
-__all__ = ["CONDITIONINGS", "DEFAULT", "LossData", "Objective", "entries", "entry", "names", "register", "reads",
-           "unregister"]
+__all__ = ["CONDITIONINGS", "DEFAULT", "LossData", "Objective", "entries", "entry", "names", "reads", "register",
+           "table", "unregister"]
 
 CONDITIONINGS = ("none", "sigma", "time")
 #: the objective of a run that names none
@@ -86,6 +87,7 @@ class Objective:
     schedule_keys: tuple[str, ...] = ()
     schedule_sde: bool = False
     loss: Callable[[Mapping[str, Any], Mapping[str, Any], LossData], Callable[..., Any]] | None = None
+    needs: str = ""
     models: tuple[str, str] = ("mlp", "mlp")
     precondition: Callable[[str, dict[str, Any], Mapping[str, Any]], Any] | None = None
 
@@ -143,6 +145,18 @@ def reads(name: str, settings: Mapping[str, Any]) -> set[str]:
     return {*e.reads, *(k for k, (key, value) in e.reads_if.items() if settings.get(key) == value)}
 
 
+def table() -> str:
+    """The objectives as a Markdown table (the README's)."""
+    rows = ["| `--objective` | loss | model | settings | needs |", "| --- | --- | --- | --- | --- |"]
+    for e in _CATALOGUE.values():
+        model = {"none": "s(x)", "sigma": "s(x, sigma)", "time": "s(x, t)"}[e.conditioning]
+        settings = ", ".join(f"`--{k.replace('_', '-')}`" for k in (*e.reads, *e.reads_if)) or "-"
+        ref = f" ({e.reference})" if e.reference else ""
+        summary = e.summary.replace("||", "\u2016")
+        rows.append(f"| `{e.name}` | {summary}{ref} | {model} | {settings} | {e.needs} |")
+    return "\n".join(rows)
+
+
 def _b(name: str) -> Lazy:
     return Lazy(f"scorematch.objectives.builders:{name}")
 
@@ -153,31 +167,38 @@ def _f(module: str, name: str) -> Lazy:
 
 _NOISE_RANGE = ("sigma_max", "sigma_min")
 for _e in (
-    Objective("esm", _f("esm", "esm"), "1/2 E||s_theta(x) - s*(x)||^2 (the analytic score of a toy)",
-              loss=_b("esm_loss")),
-    Objective("esm_kde", _f("esm", "esm_kde"), "the same with s* = grad log q_h, q_h a Gaussian KDE of the data",
-              reads=("bandwidth",), schedule=_b("kde_schedule"), schedule_keys=("bandwidth",),
-              loss=_b("kde_loss")),
-    Objective("ism", _f("ism", "ism"), "E[tr(grad_x s_theta) + 1/2 ||s_theta||^2]", reference="Hyvarinen 2005"),
-    Objective("ssm", _f("ssm", "ssm"), "E_v[v^T (grad_x s_theta) v + 1/2 (v^T s_theta)^2]",
-              reference="Song et al. 2019", reads=("n_projections", "projection"), loss=_b("ssm_loss")),
-    Objective("ssm_vr", _f("ssm", "ssm"), "E_v[v^T (grad_x s_theta) v] + 1/2 ||s_theta||^2 (variance reduced)",
-              reference="Song et al. 2019", reads=("n_projections", "projection"), loss=_b("ssm_vr_loss")),
-    Objective("dsm", _f("dsm", "dsm"), "1/2 E||s_theta(x + sigma z) + z/sigma||^2", reference="Vincent 2011",
-              reads=("sigma",), schedule=_b("dsm_schedule"), schedule_keys=("sigma",), loss=_b("dsm_loss")),
-    Objective("ncsn", _f("dsm", "ncsn"), "multi-scale DSM with lambda(sigma) = sigma^2", conditioning="sigma",
-              reference="Song & Ermon 2019", reads=(*_NOISE_RANGE, "n_levels", "steps_per_sigma"),
-              schedule=_b("ncsn_schedule"), schedule_keys=("sigmas", "eps", "steps_per_sigma"),
-              loss=_b("ncsn_loss"), models=("ncsn_mlp", "unet")),
-    Objective("sde", _f("sde", "sde_dsm"), "continuous-time DSM of a score SDE", conditioning="time",
-              reference="Song et al. 2021", reads=("sde", "likelihood_weighting"),
+    Objective(name="esm", function=_f("esm", "esm"), summary="1/2 E||s_theta(x) - s*(x)||^2", loss=_b("esm_loss"),
+              needs="the true score s* (the Gaussian-mixture toys)"),
+    Objective(name="esm_kde", function=_f("esm", "esm_kde"),
+              summary="the same with s* = grad log q_h, q_h a Gaussian KDE of the data", reads=("bandwidth",),
+              schedule=_b("kde_schedule"), schedule_keys=("bandwidth",), loss=_b("kde_loss"),
+              needs="low-dimensional samples"),
+    Objective(name="ism", function=_f("ism", "ism"),
+              summary="E[tr(grad_x s_theta) + 1/2 ||s_theta||^2] (exact trace)", reference="Hyvarinen 2005", needs="samples; one backward pass for MLPs"),
+    Objective(name="ssm", function=_f("ssm", "ssm"), summary="E_v[v^T (grad_x s_theta) v + 1/2 (v^T s_theta)^2]",
+              reference="Song et al. 2019", reads=("n_projections", "projection"), loss=_b("ssm_loss"),
+              needs="samples, any dimension"),
+    Objective(name="ssm_vr", function=_f("ssm", "ssm"),
+              summary="E_v[v^T (grad_x s_theta) v] + 1/2 ||s_theta||^2 (variance reduced)", reference="Song et al. 2019",
+              reads=("n_projections", "projection"), loss=_b("ssm_vr_loss"), needs="samples, any dimension"),
+    Objective(name="dsm", function=_f("dsm", "dsm"), summary="1/2 E||s_theta(x + sigma z) + z/sigma||^2",
+              reference="Vincent 2011", reads=("sigma",), schedule=_b("dsm_schedule"), schedule_keys=("sigma",),
+              loss=_b("dsm_loss"), needs="samples; learns the score of the noised data"),
+    Objective(name="ncsn", function=_f("dsm", "ncsn"), summary="multi-scale DSM with lambda(sigma) = sigma^2",
+              conditioning="sigma", reference="Song & Ermon 2019",
+              reads=(*_NOISE_RANGE, "n_levels", "steps_per_sigma"), schedule=_b("ncsn_schedule"),
+              schedule_keys=("sigmas", "eps", "steps_per_sigma"), loss=_b("ncsn_loss"), models=("ncsn_mlp", "unet"),
+              needs="samples; multimodal data, images"),
+    Objective(name="sde", function=_f("sde", "sde_dsm"), summary="continuous-time DSM of a VE, VP or sub-VP SDE",
+              conditioning="time", reference="Song et al. 2021", reads=("sde", "likelihood_weighting"),
               reads_if={k: ("sde", "ve") for k in _NOISE_RANGE}, schedule=_b("sde_schedule"), schedule_sde=True,
-              loss=_b("sde_loss"), models=("time_mlp", "time_unet")),
-    Objective("edm", _f("edm", "edm"),
-              "1/2 E[lambda(sigma)||D_theta(x + n; sigma) - x||^2], ln sigma ~ N(P_mean, P_std^2)",
+              loss=_b("sde_loss"), models=("time_mlp", "time_unet"), needs="samples; likelihoods"),
+    Objective(name="edm", function=_f("edm", "edm"),
+              summary="1/2 E[lambda(sigma)||D_theta(x + n; sigma) - x||^2], ln sigma ~ N(P_mean, P_std^2)",
               conditioning="sigma", reference="Karras et al. 2022", reads=(*_NOISE_RANGE, "p_mean", "p_std"),
               schedule=_b("edm_schedule"), schedule_keys=("sigma_data", "p_mean", "p_std", "sigma_min", "sigma_max"),
-              loss=_b("edm_loss"), models=("time_mlp", "time_unet"), precondition=_b("edm_precondition")),
+              loss=_b("edm_loss"), models=("time_mlp", "time_unet"), precondition=_b("edm_precondition"),
+              needs="samples; the fewest sampling steps"),
 ):
     register(_e)
 

@@ -62,7 +62,7 @@ from scorematch.errors import ConfigError
 __all__ = [
     "DENOISING", "FAMILIES", "KINDS", "NCSN_LEVELS", "NOISE_CONDITIONAL", "Option", "SCORE_SDE", "Sampler",
     "UNCONDITIONAL", "default_for", "entries", "entry", "fitting", "model_kind", "names", "register", "sample",
-    "steps_option", "unregister",
+    "steps_option", "table", "unregister",
 ]
 
 #: the families: how the run layer starts a sampler and what it passes as its schedule
@@ -248,6 +248,20 @@ def sample(name: str, score_fn: Any, x: Any, schedule: Any, **kwargs: Any) -> An
     return e.function(score_fn, x, schedule, **kwargs)
 
 
+def table() -> str:
+    """The samplers as a Markdown table (the README's)."""
+    rows = ["| `--sampler` | fits | update | options | steps | score evaluations |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for e in _CATALOGUE.values():
+        fits = ("NCSN, SDE, EDM" if set(e.kinds) == set(NOISE_CONDITIONAL)
+                else ", ".join(KIND_TEXT[k] for k in e.kinds))
+        flags = ", ".join(f"`--{o.name.replace('_', '-')}`" for o in e.options if o.flag and o.name != "n_steps")
+        steps = "-" if e.default_steps is None else str(e.default_steps)
+        summary = e.summary.replace("||", "\u2016")
+        rows.append(f"| `{e.name}` | {fits} | {summary} | {flags or '-'} | {steps} | {e.nfe_text} |")
+    return "\n".join(rows)
+
+
 def steps_option(default: int | None, what: str = "noise levels") -> Option:
     """The ``n_steps`` option: number of steps (or noise levels) with its default."""
     shown = "from the run" if default is None else str(default)
@@ -294,12 +308,12 @@ def _register_builtins() -> None:
                 kinds=(KIND_SCORE, KIND_ENERGY), conditioning="none", nfe=lambda n, o: n, nfe_text="N",
                 default_steps=1000, defaults_for={KIND_SCORE: {}, KIND_ENERGY: {}}),
         Sampler(name="mala", function=_fn("langevin", "mala"), family=UNCONDITIONAL,
-                summary="Langevin proposal + Metropolis-Hastings correction (energy models)",
+                summary="the Langevin proposal, Metropolis-Hastings accepted",
                 options=(steps_option(1000, "steps"), _LANGEVIN_STEP, chain),
                 kinds=(KIND_ENERGY,), conditioning="none", nfe=lambda n, o: n + 1,
                 nfe_text="N + 1 (energy and its gradient)", default_steps=1000),
         Sampler(name="annealed", function=_fn("langevin", "annealed_langevin"), family=NCSN_LEVELS,
-                summary="NCSN Algorithm 1 over the run's sigma_1 > ... > sigma_L",
+                summary="Algorithm 1 of Song & Ermon (2019) over the run's sigma_1 > ... > sigma_L",
                 options=(Option("eps", None, float, "annealed Langevin eps (alpha-form, Algorithm 1; default: the "
                                                     "run's)"),
                          Option("steps_per_sigma", None, int, "annealed Langevin steps per noise level T (default: "
@@ -315,7 +329,7 @@ def _register_builtins() -> None:
                 summary="the reverse-diffusion predictor of the score-SDE paper", options=sde_options,
                 kinds=NOISE_CONDITIONAL, conditioning="time", nfe=_plus_denoise, nfe_text="N + 1", default_steps=500),
         Sampler(name="pc", function=_fn("sde", "pc"), family=SCORE_SDE,
-                summary="predictor-corrector (predictor + Langevin corrector with an SNR rule)",
+                summary="predictor-corrector: Langevin corrector steps with an SNR rule, then a predictor step",
                 options=(*sde_options[:1],
                          Option("snr", 0.16, float, "signal-to-noise ratio of the PC corrector"),
                          Option("n_corrector", 1, int, "corrector steps per step", flag=False),
@@ -327,7 +341,7 @@ def _register_builtins() -> None:
                 nfe=lambda n, o: _plus_denoise(n * (1 + o.get("n_corrector", 1)), o),
                 nfe_text="N (1 + n_corrector) + 1", default_steps=500),
         Sampler(name="ode", function=_fn("sde", "ode"), family=SCORE_SDE,
-                summary="probability-flow ODE dx = [f - 1/2 g^2 s] dt, adaptive solver",
+                summary="probability-flow ODE dx = [f - 1/2 g^2 s] dt, adaptive solver (also likelihoods)",
                 options=(Option("rtol", 1e-5, float, "relative tolerance", flag=False),
                          Option("atol", 1e-5, float, "absolute tolerance", flag=False),
                          Option("method", "dopri5", str, "torchdiffeq solver", flag=False),

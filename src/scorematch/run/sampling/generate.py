@@ -158,8 +158,8 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
     out = _sample(space, run_info["data"], n, catalogue.entry(name), space.generator(seed), return_trajectory,
                   progress, callback, options, label, w)
     x, traj = (out if return_trajectory else (out, None))
-    x = space.to_data_space(x)
-    traj = space.to_data_space(traj) if traj is not None else None
+    x = space.to_data_space(x.detach())
+    traj = space.to_data_space(traj.detach()) if traj is not None else None
     if run_info["data"].get("kind") == "image":
         x = x.clamp(0.0, 1.0)
     bad = count_nonfinite(x) if warn_nonfinite else 0

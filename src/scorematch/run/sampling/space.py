@@ -78,30 +78,32 @@ def noise_view(score: Any, kind: str, schedule: dict[str, Any]) -> Any:
     ``kind`` over the run's noise range (NCSN: its sigmas; EDM: sigma_min .. sigma_max of its
     schedule; an SDE model: through its SDE)."""
     from scorematch.denoise import sigma_view
-    from scorematch.sde import get_sde
 
     if kind == catalogue.KIND_NCSN:
         return sigma_view(score, sigma_min=schedule["sigmas"][-1], sigma_max=schedule["sigmas"][0])
     if kind == catalogue.KIND_EDM:
         return sigma_view(score, sigma_min=schedule["sigma_min"], sigma_max=schedule["sigma_max"])
-    return sigma_view(score, get_sde(schedule["sde"], **_range(schedule)))
+    return sigma_view(score, _sde(schedule))
 
 
 def time_sde(score: Any, kind: str, schedule: dict[str, Any]) -> tuple[Any, Any]:
     """(the SDE, the time-conditional score on it) of a noise- or time-conditional ``score`` of a
     run of ``kind``: a noise-conditional model on the VE SDE of its noise range (NCSN: through its
     sigmas; EDM: sigma_min .. sigma_max), a time-conditional one on its run's SDE."""
-    from scorematch.sde import VESDE, get_sde, sigma_conditioned, ve_from_sigmas
+    from scorematch.sde import VESDE, sigma_conditioned, ve_from_sigmas
 
     if kind == catalogue.KIND_NCSN:
         sde = ve_from_sigmas(schedule["sigmas"])
     elif kind == catalogue.KIND_EDM:
         sde = VESDE(sigma_min=schedule["sigma_min"], sigma_max=schedule["sigma_max"])
     else:
-        return get_sde(schedule["sde"], **_range(schedule)), score
+        return _sde(schedule), score
     return sde, sigma_conditioned(score, sde)
 
 
-def _range(schedule: dict[str, Any]) -> dict[str, Any]:
-    """The parameters of a run's SDE (its schedule without the SDE's name)."""
-    return {k: v for k, v in schedule.items() if k != "sde"}
+def _sde(schedule: dict[str, Any]) -> Any:
+    """The SDE of a run's schedule: its name and parameters."""
+    from scorematch.sde import get_sde
+
+    params = dict(schedule)
+    return get_sde(params.pop("sde"), **params)
