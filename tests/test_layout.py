@@ -255,8 +255,8 @@ def test_the_name_rule_sees_a_name():
 
 def _readme_block(name: str) -> str:
     text = (ROOT / "README.md").read_text()
-    m = re.search(rf"<!-- catalogue:{name} [^>]*-->\n(.*?)\n<!-- /catalogue:{name} -->", text, flags=re.S)
-    assert m, f"README.md has no <!-- catalogue:{name} --> block"
+    m = re.search(rf"<!-- catalogue:{name}[^>]*-->\n\n(.*?)\n\n", text, flags=re.S)
+    assert m, f"README.md has no <!-- catalogue:{name} --> heading followed by its table"
     return m.group(1)
 
 

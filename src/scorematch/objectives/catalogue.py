@@ -6,7 +6,8 @@ records, the loss of a training step, which settings apply to which objective, t
 run folder's schedule), the README's objective table and the refusal messages all read this
 module; nothing else names an objective. It imports no torch (the command line's help reads it).
 
-Adding an objective is one function plus one entry::
+Built-in entries name their functions lazily (``scorematch._lazy.Lazy("module:name")``); an added
+entry may give the functions themselves. Adding an objective is one function plus one entry::
 
     def my_loss(model, x, sigma, generator=None):
         ...                                     # a scalar, differentiable in the model's weights

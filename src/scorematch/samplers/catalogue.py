@@ -5,7 +5,9 @@ option flags and their help), ``scorematch.run.sampling`` (which sampler fits wh
 default sampler of each model kind, the options it accepts, its default steps), the README's
 sampler table and the refusal messages all read this module; nothing else names a sampler.
 
-Adding a sampler is one function plus one entry::
+Built-in entries name their function lazily (``scorematch._lazy.Lazy("module:name")``, imported on
+first call, so that the command line's help imports no torch); an added entry may give the function
+itself. Adding a sampler is one function plus one entry::
 
     def my_sampler(score_fn, x, sigmas, *, generator=None, callback=None, progress=False,
                    return_trajectory=False, my_option=0.5):
@@ -18,9 +20,11 @@ Adding a sampler is one function plus one entry::
         default_steps=18, nfe=lambda steps, options: steps, nfe_text="N",
         kinds=NOISE_CONDITIONAL, conditioning="sigma"))
 
-The fields of an entry:
+The fields of an entry (``name`` to ``nfe_text`` required, the rest optional; ``register`` checks
+them against each other and the other entries, and replaces an entry of the same name):
 
-- ``name``: the name ``--sampler`` and ``generate(sampler=...)`` accept;
+- ``name``: the name ``--sampler`` and ``generate(sampler=...)`` accept (a Python identifier);
+- ``summary``: its update rule in one line (the README's sampler table);
 - ``function``: the sampler, called as ``function(score_fn, x, schedule, *, generator, callback,
   progress, return_trajectory, **options)`` (see ``scorematch.samplers``): ``schedule`` is what
   its ``family`` prescribes;
@@ -29,11 +33,13 @@ The fields of an entry:
   the data range; schedule the step size eta), ``NCSN_LEVELS`` (x the same box; schedule the
   run's own noise levels sigma_1 > ... > sigma_L), ``SCORE_SDE`` (x the SDE's prior sample;
   schedule the ``scorematch.sde.SDE``) or ``DENOISING`` (x ~ N(0, sigma_max^2 I); schedule the
-  noise levels of ``grid(n_steps, sigma_min, sigma_max)`` with a final 0);
+  noise levels of ``grid(n_steps, sigma_min, sigma_max)`` with a final 0; the ``n_steps`` option
+  is spent on the grid, not passed on);
 - ``options``: its own options, each ``Option(name, default, type, help, flag=True)``: the keyword
   arguments the run layer passes on; ``default`` None means "from the run" (stated in the help);
   ``flag`` False keeps an option out of the command line (Python API only). An option of the same
-  name in two entries has the same type (one ``--flag`` serves both);
+  name in two entries has the same type (one ``--flag`` serves both). ``UNCONDITIONAL`` samplers
+  list ``step_size``, which the run layer passes as their schedule;
 - ``default_steps``: the steps (or noise levels) when none are given, or None;
 - ``nfe(steps, options)``: the number of score evaluations for that many steps with those
   options (None where the solver chooses, e.g. the adaptive ODE), and ``nfe_text`` the same as a
@@ -42,7 +48,8 @@ The fields of an entry:
   ``model_kind``); ``conditioning``: what its ``score_fn`` takes ("none": s(x); "sigma": s(x, sigma);
   "time": s(x, t)); the run layer converts a model of another kind's conditioning into it;
 - ``defaults_for``: the model kinds whose default sampler this is, each with the settings it then
-  runs with (each kind has exactly one default sampler);
+  runs with (each kind has exactly one default sampler; today's are the decisions of
+  ``python -m benchmarks.nfe_quality``, docs/benchmarks.md, and a test keeps them equal);
 - ``grid``, ``min_steps``, ``own_levels``: for ``DENOISING`` samplers, the noise-level grid
   function (``scorematch.noise.karras_sigmas`` or ``linear_sigmas``), the fewest levels it takes,
   and whether an NCSN run is sampled on its own levels when no steps are given.
