@@ -31,7 +31,7 @@ from scorematch.metrics import precision_recall
 from scorematch.metrics.images import image_metrics, train_feature_net
 from scorematch.models.base import build_model
 from scorematch.noise import karras_sigmas
-from scorematch.samplers.denoising import sample
+from scorematch.samplers.catalogue import sample
 
 HEUN_LEVELS = 18  # 18 Karras levels + the final 0: 35 score evaluations
 _NETS: dict[str, Any] = {}
@@ -53,10 +53,9 @@ def load_checkpoint(run: Path, mark: float, half_life: int) -> tuple[torch.nn.Mo
 def sampling_range(x: torch.Tensor) -> tuple[float, float]:
     """(sigma_min, sigma_max) of ``scorematch train --objective edm`` for training images x, so the
     benchmark samples as ``scorematch sample`` does."""
-    from scorematch.run.build.parts import edm_schedule
-    from scorematch.run.folder.config import TrainConfig
+    from scorematch.objectives.builders import edm_schedule
 
-    s = edm_schedule(TrainConfig(objective="edm"), x)
+    s = edm_schedule({}, x)
     return s["sigma_min"], s["sigma_max"]
 
 

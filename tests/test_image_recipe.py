@@ -103,8 +103,8 @@ def test_model_size_is_refused_for_other_models_in_one_line(tmp_path, capsys):
 
 def test_the_image_recipe_is_the_benchmarks_decision():
     """IMAGE_RECIPE = the decision recorded by ``python -m benchmarks.images --decide``."""
-    from scorematch.run.sampling.generate import KIND_DEFAULTS
+    from scorematch.samplers.catalogue import default_for
 
     decided = json.loads((ROOT / "benchmarks/results/images.json").read_text())["decision"]
     assert {k: decided[k] for k in IMAGE_RECIPE} == IMAGE_RECIPE
-    assert KIND_DEFAULTS["edm"] == (decided["sampler"], {"n_steps": decided["n_steps"]})
+    assert default_for("edm") == (decided["sampler"], {"n_steps": decided["n_steps"]})
