@@ -108,3 +108,23 @@ def test_the_image_recipe_is_the_benchmarks_decision():
     decided = json.loads((ROOT / "benchmarks/results/images.json").read_text())["decision"]
     assert {k: decided[k] for k in IMAGE_RECIPE} == IMAGE_RECIPE
     assert default_for("edm") == (decided["sampler"], {"n_steps": decided["n_steps"]})
+
+
+def test_a_run_resumes_with_the_network_it_started_with(tmp_path, monkeypatch):
+    """A run started when the image default was another network resumes with that network (run.json
+    names it), not with today's default."""
+    import scorematch.run.build.parts as parts
+    import scorematch.run.training.loop as loop
+
+    def before(cfg, ds):
+        return "time_unet"
+
+    monkeypatch.setattr(parts, "default_model_name", before)
+    monkeypatch.setattr(loop, "default_model_name", before)
+    run = tmp_path / "run"
+    scorematch.train(out=run, data="digits", objective="edm", steps=2, batch_size=8, checkpoint_every=1,
+                     progress=False, device="cpu", seed=0)
+    monkeypatch.undo()
+    result = scorematch.train(resume=run, steps=4)
+    assert result.steps == 4
+    assert json.loads((run / "run.json").read_text())["model"]["config"]["net"] == "TimeUNet"

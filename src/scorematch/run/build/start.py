@@ -71,9 +71,13 @@ def prepare_model(cfg: TrainConfig, ds: Dataset, info: dict[str, Any] | None,
                   model: nn.Module | None) -> tuple[nn.Module, nn.Module]:
     """(plain, trained): the module whose weights are saved and averaged, and the one the loss
     calls (the same, or its compiled form). A user's module is checked against the protocol of
-    ``scorematch.run.build.user_model``; on resume without one, the class run.json names is rebuilt."""
+    ``scorematch.run.build.user_model``; on resume without one, the model run.json names is rebuilt
+    from its recorded config (so a run started under earlier defaults continues with its own network)."""
     if model is None and info is not None and ":" in info["model"]["name"]:
         model = custom.rebuild(info["model"])
+    elif model is None and info is not None:  # resuming: the network the run started with, whatever the defaults now
+        built = custom.rebuild(info["model"])
+        return built, built
     if model is None:
         built = build_for(cfg, ds)
         return built, built
