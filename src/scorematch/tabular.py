@@ -184,12 +184,14 @@ class TableDiffusion(BaseEstimator):
     ``columns`` overrides the inferred column types (``"NAME=KIND,..."`` or a dict; array columns are
     named x0, x1, ...); ``hidden``/``depth`` size the network; ``steps``, ``batch_size``, ``lr``, ``ema``
     the training; ``n_levels`` the sampler's noise levels; ``label_dropout`` and ``guidance`` the
-    classifier-free guidance of a model fitted with labels; ``random_state`` seeds everything.
+    classifier-free guidance of a model fitted with labels; ``ode_steps`` the RK4 steps of
+    ``score_samples``; ``random_state`` seeds everything.
     """
 
     def __init__(self, columns: Any = None, hidden: int = 256, depth: int = 3, steps: int = 2000,
                  batch_size: int = 256, lr: float = 1e-3, ema: float = 0.999, n_levels: int = 32,
-                 label_dropout: float = 0.1, guidance: float = 0.0, random_state: Any = 0) -> None:
+                 label_dropout: float = 0.1, guidance: float = 0.0, ode_steps: int = 50,
+                 random_state: Any = 0) -> None:
         self.columns = columns
         self.hidden = hidden
         self.depth = depth
@@ -200,6 +202,7 @@ class TableDiffusion(BaseEstimator):
         self.n_levels = n_levels
         self.label_dropout = label_dropout
         self.guidance = guidance
+        self.ode_steps = ode_steps
         self.random_state = random_state
 
     def __sklearn_tags__(self):  # noqa: D105
@@ -209,7 +212,7 @@ class TableDiffusion(BaseEstimator):
         return tags
 
     def _check_params(self) -> None:
-        for name in ("hidden", "depth", "steps", "batch_size", "n_levels"):
+        for name in ("hidden", "depth", "steps", "batch_size", "n_levels", "ode_steps"):
             _int(name, getattr(self, name))
         _float("lr", self.lr, 1e-12, 10.0)
         _float("ema", self.ema, 0.0, 1.0)
@@ -298,9 +301,10 @@ class TableDiffusion(BaseEstimator):
         if np.isnan(z).any():
             raise DataError("score_samples needs complete rows; impute the missing cells first (TableImputer)")
         sde = VESDE(sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)
-        fn = self.model_ if not self.model_.n_classes else _score(self.model_, None, 0.0)
-        lp = log_prob(sigma_conditioned(fn, sde), sde, torch.from_numpy(z).float(), exact_trace=True,
-                      method="rk4", options={"step_size": 0.02})
+        net = copy.deepcopy(self.model_).double()  # float64: each row's value independent of the batch
+        fn = net if not net.n_classes else _score(net, None, 0.0)
+        lp = log_prob(sigma_conditioned(fn, sde), sde, torch.from_numpy(z), exact_trace=True,
+                      method="rk4", options={"step_size": 1.0 / self.ode_steps})
         return lp.double().numpy() + log_jacobian(self.schema_, t)
 
 
@@ -332,10 +336,10 @@ class TableImputer(TransformerMixin, TableDiffusion):
 
     def __init__(self, columns: Any = None, hidden: int = 256, depth: int = 3, steps: int = 2000,
                  batch_size: int = 256, lr: float = 1e-3, ema: float = 0.999, n_levels: int = 32,
-                 label_dropout: float = 0.1, guidance: float = 0.0, random_state: Any = 0, draws: int = 10,
-                 impute_levels: int = 20, resample: int = 5) -> None:
+                 label_dropout: float = 0.1, guidance: float = 0.0, ode_steps: int = 50, random_state: Any = 0,
+                 draws: int = 10, impute_levels: int = 20, resample: int = 5) -> None:
         super().__init__(columns, hidden, depth, steps, batch_size, lr, ema, n_levels, label_dropout, guidance,
-                         random_state)
+                         ode_steps, random_state)
         self.draws = draws
         self.impute_levels = impute_levels
         self.resample = resample

@@ -108,6 +108,10 @@ def _number(text: str) -> float | None:
 def _column_of(values: Sequence[Any], name: str) -> np.ndarray:
     """A float64 column if every present value is a finite number, else an object column of str."""
     cells = [None if _is_missing(v) else v for v in values]
+    odd = next((v for v in cells if v is not None and not isinstance(v, str | int | float | np.number | np.bool_)),
+               None)
+    if odd is not None:
+        raise TypeError(f"column {name!r} holds a {type(odd).__name__}: the argument must be a string or a number")
     nums = [None if v is None else (_number(v) if isinstance(v, str) else _as_float(v)) for v in cells]
     if all(v is not None for v, c in zip(nums, cells, strict=True) if c is not None):
         return np.array([math.nan if v is None else v for v in nums], dtype=np.float64)
@@ -256,9 +260,12 @@ def as_table(data: Any, names: Sequence[str] | None = None) -> Table:
     except (ValueError, TypeError) as err:
         raise DataError(f"the data cannot be read as a table ({err}); give a 2-D array, a DataFrame or a CSV") from None
     if arr.ndim != 2:
-        raise DataError(f"a table is 2-D (rows x columns), got an array of shape {arr.shape}")
+        hint = " Reshape your data with x.reshape(-1, 1) (one column) or x.reshape(1, -1) (one row)."
+        raise DataError(f"a table is 2-D (rows x columns), got an array of shape {arr.shape}.{hint * (arr.ndim == 1)}")
     if arr.shape[1] == 0:
-        raise DataError("the table has no columns")
+        raise DataError(f"the table has 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required.")
+    if arr.dtype.kind == "c":
+        raise DataError("Complex data not supported; a table holds real numbers or text")
     names = tuple(names) if names is not None else tuple(f"x{j}" for j in range(arr.shape[1]))
     if len(names) != arr.shape[1]:
         raise DataError(f"{len(names)} names for {arr.shape[1]} columns")
