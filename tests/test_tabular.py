@@ -130,8 +130,10 @@ def test_samples_of_a_mixed_table_take_only_values_their_columns_can_take():
 @pytest.mark.slow
 def test_imputation_uses_the_correlation_and_its_draws_are_calibrated():
     """x2 = 0.95 x1 + sqrt(1 - 0.95^2) e: the conditional sd of x2 given x1 is 0.31 against 1 for
-    its marginal, so imputing from x1 must beat the column mean by far, and 90% intervals of the
-    draws must cover about 90% of the hidden values. Trained with 20% of cells missing."""
+    its marginal, so imputing from x1 must beat the column mean by far, and the range of 19 draws
+    (a 90% interval for calibrated draws: the truth and 19 exchangeable draws, the truth outside
+    [min, max] with chance 2/20) must cover about 90% of the hidden values. Trained with 20% of
+    cells missing."""
     rng = np.random.default_rng(0)
     n = 600
     x1 = rng.normal(size=n)
@@ -139,16 +141,16 @@ def test_imputation_uses_the_correlation_and_its_draws_are_calibrated():
     hide = rng.random(x.shape) < 0.2
     hide[hide.all(1), 0] = False
     xm = np.where(hide, np.nan, x)
-    imp = TableImputer(steps=600, hidden=64, depth=2, draws=20, impute_levels=12, resample=3,
+    imp = TableImputer(steps=600, hidden=64, depth=2, draws=19, impute_levels=12, resample=3,
                        columns="x0=continuous,x1=continuous").fit(xm)
     filled = imp.transform(xm)
     assert np.array_equal(filled[~hide], x[~hide])
     rmse = math.sqrt(np.mean((filled[hide] - x[hide]) ** 2))
     assert rmse < 0.5  # the column mean: about 1.0; the exact conditional mean: 0.31
     draws = np.stack(imp.impute_draws(xm))
-    lo, hi = np.quantile(draws, [0.05, 0.95], axis=0)
+    lo, hi = draws.min(0), draws.max(0)
     cover = np.mean((x[hide] >= lo[hide]) & (x[hide] <= hi[hide]))
-    assert 0.75 < cover < 0.98
+    assert 0.8 < cover < 0.97
 
 
 def test_class_conditional_sampling_and_unknown_label():
