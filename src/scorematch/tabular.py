@@ -45,7 +45,8 @@ from scorematch.noise import karras_sigmas
 from scorematch.objectives.masked import edm_masked
 from scorematch.samplers import euler_ancestral, guided, heun, inpaint
 
-__all__ = ["TableDiffusion", "TableImputer", "fit_table_model", "sample_encoded", "impute_encoded"]
+__all__ = ["TableDiffusion", "TableImputer", "aggregate_draws", "fit_table_model", "impute_encoded", "keep_observed",
+           "sample_encoded"]
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 
@@ -73,7 +74,7 @@ def _seed(random_state: Any) -> int:
 
 
 def fit_table_model(z: np.ndarray, labels: np.ndarray | None = None, n_classes: int = 0,
-                    dequant: np.ndarray | None = None, hidden: int = 256, depth: int = 3, steps: int = 2000,
+                    dequant: np.ndarray | None = None, hidden: int = 128, depth: int = 3, steps: int = 1000,
                     batch_size: int = 256, lr: float = 1e-3, ema: float = 0.999, label_dropout: float = 0.1,
                     seed: int = 0) -> EDMPrecond:
     """An EDM denoiser trained on the standardised encodings ``z`` (n, D; NaN = missing) with the
@@ -188,7 +189,7 @@ class TableDiffusion(BaseEstimator):
     ``score_samples``; ``random_state`` seeds everything.
     """
 
-    def __init__(self, columns: Any = None, hidden: int = 256, depth: int = 3, steps: int = 2000,
+    def __init__(self, columns: Any = None, hidden: int = 128, depth: int = 3, steps: int = 1000,
                  batch_size: int = 256, lr: float = 1e-3, ema: float = 0.999, n_levels: int = 32,
                  label_dropout: float = 0.1, guidance: float = 0.0, ode_steps: int = 50,
                  random_state: Any = 0) -> None:
@@ -308,7 +309,7 @@ class TableDiffusion(BaseEstimator):
         return lp.double().numpy() + log_jacobian(self.schema_, t)
 
 
-def _aggregate(schema: Schema, tables: list[Table]) -> Table:
+def aggregate_draws(schema: Schema, tables: list[Table]) -> Table:
     """One table from several draws: the mean (rounded for integers) of numeric columns, the most
     frequent value of binary, categorical and constant ones."""
     cols = []
@@ -334,7 +335,7 @@ class TableImputer(TransformerMixin, TableDiffusion):
     averaged by ``transform`` (see the module docstring); ``impute_levels`` and ``resample`` set the
     inpainting sampler. The other parameters are ``TableDiffusion``'s."""
 
-    def __init__(self, columns: Any = None, hidden: int = 256, depth: int = 3, steps: int = 2000,
+    def __init__(self, columns: Any = None, hidden: int = 128, depth: int = 3, steps: int = 1000,
                  batch_size: int = 256, lr: float = 1e-3, ema: float = 0.999, n_levels: int = 32,
                  label_dropout: float = 0.1, guidance: float = 0.0, ode_steps: int = 50, random_state: Any = 0,
                  draws: int = 10, impute_levels: int = 20, resample: int = 5) -> None:
@@ -354,7 +355,7 @@ class TableImputer(TransformerMixin, TableDiffusion):
         m = _int("draws", self.draws if draws is None else draws)
         seed = _seed(self.random_state if random_state is None else random_state)
         zs = impute_encoded(self.model_, encode(self.schema_, t), m, self.impute_levels, self.resample, seed)
-        return [_keep_observed(t, decode(self.schema_, z)) for z in zs]
+        return [keep_observed(t, decode(self.schema_, z)) for z in zs]
 
     def impute_draws(self, X: Any, draws: int | None = None, random_state: Any = None) -> list[Any]:
         """``draws`` (default: the parameter) completions of X, each in X's type: multiple imputation."""
@@ -363,11 +364,11 @@ class TableImputer(TransformerMixin, TableDiffusion):
     def transform(self, X: Any) -> Any:
         """X with every missing cell filled (the aggregate of ``draws`` completions), in X's type."""
         t = self._table(X)
-        filled = _keep_observed(t, _aggregate(self.schema_, self._completions(t, None, None)))
+        filled = keep_observed(t, aggregate_draws(self.schema_, self._completions(t, None, None)))
         return _out(filled, _kind_of(X))
 
 
-def _keep_observed(t: Table, filled: Table) -> Table:
+def keep_observed(t: Table, filled: Table) -> Table:
     """``t`` with its missing cells taken from ``filled``."""
     miss = t.missing()
     cols = []

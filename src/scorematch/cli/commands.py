@@ -1,5 +1,6 @@
 """What each command does once its arguments are parsed: ``cmd_train``, ``cmd_sample``,
-``cmd_eval``, ``cmd_plot``, ``cmd_report``. Each imports the run layer (and torch) only when called."""
+``cmd_eval``, ``cmd_plot``, ``cmd_report`` (table runs go to ``scorematch.cli.tables``). Each imports
+the run layer (and torch) only when called."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                  if f.name in TRAIN_HELP and getattr(args, f.name) is not None}
     if args.no_progress:
         overrides["progress"] = False
+    from scorematch.cli.tables import cmd_train_table, wants_table
+
+    if wants_table(args):
+        _threads(args)
+        return cmd_train_table(args, overrides)
     if args.resume is not None:
         if args.out is not None and args.out != args.resume:
             raise ConfigError(f"--out cannot be used with --resume: a resumed run continues in its own folder "
@@ -87,7 +93,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from scorematch.run.sampling.generate import check_label, count_nonfinite, generate, resolve_sampler
     from scorematch.run.system import distributed as D
     from scorematch.run.system.environment import pick_device, say, start_line
+    from scorematch.run.tables.folder import is_table_run
 
+    if is_table_run(args.run):
+        from scorematch.cli.tables import cmd_sample_table
+
+        _threads(args)
+        return cmd_sample_table(args)
     _check_npz(args.out)
     _check_conditional_flags(args)
     out = args.out or args.run / "samples.npz"
@@ -172,8 +184,13 @@ def _inpaint(args: argparse.Namespace, model: Any, options: dict[str, Any], out:
 def cmd_eval(args: argparse.Namespace) -> int:
     from scorematch.run.reporting.evaluate import evaluate
     from scorematch.run.system.environment import pick_device
+    from scorematch.run.tables.folder import is_table_run
 
     _threads(args)
+    if is_table_run(args.run):
+        from scorematch.cli.tables import cmd_eval_table
+
+        return cmd_eval_table(args)
     res = evaluate(args.run, n=args.n, seed=args.seed, sampler=args.sampler, likelihood=args.likelihood,
                    out=args.out, device=pick_device(args.device), progress=not args.no_progress,
                    **_sampler_options(args))

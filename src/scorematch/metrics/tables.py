@@ -174,14 +174,23 @@ def tstr_accuracy(schema: Schema, synthetic: Table, synthetic_y: np.ndarray, tra
                   test: Table, test_y: np.ndarray, classifier: Any = None) -> dict[str, float]:
     """{"synthetic": accuracy on the test rows of ``classifier`` (default: standardised logistic
     regression) trained on the synthetic rows, "real": the same trained on the training rows}.
-    Rows must be complete."""
+    Only complete rows (every feature and the label present) take part."""
     clf = _classifier() if classifier is None else classifier
-    views = [numeric_view(schema, t)[0] for t in (synthetic, train, test)]
-    if any(np.isnan(v).any() for v in views):
-        raise DataError("train-on-synthetic accuracy needs complete rows; impute the missing cells first")
-    s, r, t = views
-    return {"synthetic": _fit_score(clf, s, np.asarray(synthetic_y), t, np.asarray(test_y)),
-            "real": _fit_score(clf, r, np.asarray(train_y), t, np.asarray(test_y))}
+    parts = []
+    for t, y in ((synthetic, synthetic_y), (train, train_y), (test, test_y)):
+        v, y = numeric_view(schema, t)[0], np.asarray(y)
+        ok = ~np.isnan(v).any(axis=1) & ~_missing(y)
+        if not ok.any():
+            raise DataError("train-on-synthetic accuracy needs complete rows; every row has a missing cell")
+        parts.append((v[ok], y[ok]))
+    (s, sy), (r, ry), (t, ty) = parts
+    return {"synthetic": _fit_score(clf, s, sy, t, ty), "real": _fit_score(clf, r, ry, t, ty)}
+
+
+def _missing(y: np.ndarray) -> np.ndarray:
+    if y.dtype == object:
+        return np.array([v is None for v in y], dtype=bool)
+    return np.isnan(y.astype(float))
 
 
 def _nearest(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> np.ndarray:
