@@ -134,3 +134,13 @@ def test_sample_and_impute_mistakes_are_one_line(table_run, tmp_path, capsys):
     assert_one_line_error(rc, err, "not a table run")
     rc, _, err = run_cli(["impute", run, tmp_path / "text.csv", "--out", tmp_path / "f.npz"], capsys)
     assert_one_line_error(rc, err, ".csv")
+
+
+def test_report_of_a_table_run_shows_marginals_and_correlations(table_run, capsys):
+    out = table_run / "report.html"
+    rc, stdout, err = run_cli(["report", table_run / "run", "--out", out, "--n", 60], capsys)
+    assert rc == 0, err
+    page = out.read_text()
+    assert "Per-column marginals" in page and "Correlation matrices" in page
+    assert page.count("data:image/png;base64,") == 2
+    assert "train-on-synthetic accuracy" in page and "colour" in page

@@ -228,8 +228,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from scorematch.run.reporting.html import write_report
     from scorematch.run.system.environment import pick_device
+    from scorematch.run.tables.folder import is_table_run
 
     _threads(args)
+    if is_table_run(args.run):
+        from scorematch.run.tables.report import write_table_report
+
+        print(f"wrote {write_table_report(args.run, out=args.out, n=args.n, seed=args.seed)}")
+        return 0
     path = write_report(args.run, out=args.out, n=args.n, seed=args.seed, evaluate=not args.no_eval,
                         device=pick_device(args.device), progress=not args.no_progress)
     print(f"wrote {path}")
