@@ -225,6 +225,8 @@ def run_table(name: str, args: Any, env: dict) -> dict:
         print(f"{name:14s} {g:16s} W1 {m['wasserstein_mean']['synthetic']:.3f} (base "
               f"{m['wasserstein_mean']['baseline']:.3f}) corr {m['correlation_error']['synthetic']:.3f} (base "
               f"{m['correlation_error']['baseline']:.3f}) tstr {m.get('tstr_accuracy')} {sec:.1f}s", flush=True)
+    if args.no_impute:
+        return res
     x = t.to_numpy()
     hide = _hide(t, label)
     xm = np.where(hide, np.nan, x)
@@ -262,7 +264,7 @@ def report(results: dict, env: dict) -> str:
                           "TRTR acc", "DCR ratio", "CPU time"], rows)
     rows = []
     for name, r in results.items():
-        for i, m in r["imputers"].items():
+        for i, m in r.get("imputers", {}).items():
             if "skipped" in m:
                 rows.append([name, i, m["skipped"], None, None])
                 continue
@@ -277,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="+", choices=TABLES, default=list(TABLES))
     p.add_argument("--no-forest", action="store_true", help="leave ForestDiffusion out")
+    p.add_argument("--no-impute", action="store_true", help="generators only")
     p.add_argument("--steps", type=int, default=TableDiffusion().steps)
     p.add_argument("--hidden", type=int, default=TableDiffusion().hidden)
     p.add_argument("--name", default="tables", help="results file name under benchmarks/results/")
