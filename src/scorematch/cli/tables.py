@@ -51,6 +51,15 @@ def _columns(spec: str | None) -> Any:
     return read_schema_text(text, str(p))
 
 
+def _table_objective() -> str:
+    """The catalogue name of the objective a table run trains: the entry of ``objectives.edm.edm``,
+    whose loss the table run takes on the observed cells only (``objectives.masked.edm_masked``)."""
+    from scorematch.objectives import catalogue
+    from scorematch.objectives.edm import edm
+
+    return next(e.name for e in catalogue.entries() if e.resolved() is edm)
+
+
 def cmd_train_table(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from scorematch.run.tables.folder import train_table
 
@@ -58,7 +67,8 @@ def cmd_train_table(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         raise ConfigError("--resume, --config, --force and --nproc do not apply to a table run")
     if not overrides.get("data"):
         raise ConfigError("a table run needs --data FILE.csv (a header line naming the columns)")
-    if overrides.get("objective", "edm") != "edm":
+    objective = _table_objective()
+    if overrides.get("objective", objective) != objective:
         raise ConfigError(f"a table run trains the EDM objective (masked to the observed cells); drop --objective "
                           f"{overrides['objective']}")
     bad = sorted(k for k in overrides if k not in TABLE_TRAIN_FLAGS and k not in _RUN_FLAGS)
