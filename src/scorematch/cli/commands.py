@@ -184,6 +184,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for k, v in res.items():
         if k == "file":
             continue
+        if k == "image_metrics":
+            from scorematch.run.reporting.features import image_metric_lines
+
+            for name, text, _ in image_metric_lines(v):
+                print(f"{name:<{width}}  {text}")
+            continue
         val = f"{v:.6g}" if isinstance(v, float) else (
             "[" + ", ".join(f"{u:.3f}" for u in v) + "]" if isinstance(v, list) else str(v))
         print(f"{k:<{width}}  {val}")

@@ -20,6 +20,7 @@ Its parts, bottom to top; each module imports only the library and the modules l
     sampling.inpaint     the unknown part of x filled in given the rest (an .npz of x and mask), three methods
     training.logs        loss.csv, TensorBoard, progress bar
     training.loop        train: set-up, one step, logging, checkpointing
+    reporting.features   the feature network of labelled images (cached by the data) and the image metrics
     reporting.evaluate   scores and samples of a run against closed forms and held-out data
     reporting.figures    the PNG figures of a run
     reporting.html       the self-contained HTML report of a run
