@@ -1,5 +1,5 @@
 """What each command does once its arguments are parsed: ``cmd_train``, ``cmd_sample``,
-``cmd_eval``, ``cmd_plot``, ``cmd_report``. Each imports the run layer (and torch) only when called."""
+``cmd_eval``, ``cmd_plot``, ``cmd_report``, ``cmd_ema``. Each imports the run layer (and torch) only when called."""
 
 from __future__ import annotations
 
@@ -194,6 +194,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "[" + ", ".join(f"{u:.3f}" for u in v) + "]" if isinstance(v, list) else str(v))
         print(f"{k:<{width}}  {val}")
     print(f"(written to {res['file']})")
+    return 0
+
+
+def cmd_ema(args: argparse.Namespace) -> int:
+    from scorematch.run.training.posthoc import posthoc_run
+
+    out = posthoc_run(args.run, args.sigma_rel, args.out)
+    print(f"post-hoc EMA sigma_rel {args.sigma_rel:g} of {args.run}: {out} "
+          f"(a run folder: scorematch sample {out})")
     return 0
 
 

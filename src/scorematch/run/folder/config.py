@@ -58,6 +58,7 @@ class TrainConfig:
     class_conditional: bool = False
     label_dropout: float = 0.1
     ema_decay: float = 0.999
+    posthoc_ema_every: int = 0
     grad_clip: float | None = 1.0
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
@@ -162,6 +163,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     check_seed("seed", cfg.seed)
     positive("collective_timeout", cfg.collective_timeout)
     positive_int("sample_every", cfg.sample_every, minimum=0)
+    positive_int("posthoc_ema_every", cfg.posthoc_ema_every, minimum=0)
     positive("lr", cfg.lr)
     for name in ("sigma", "sigma_max", "sigma_min", "bandwidth", "grad_clip"):
         if getattr(cfg, name) is not None:
