@@ -58,11 +58,11 @@ class TrainConfig:
     class_conditional: bool = False
     label_dropout: float = 0.1
     ema_decay: float = 0.999
-    posthoc_ema_every: int = 0
     grad_clip: float | None = 1.0
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     sample_every: int = 0
+    posthoc_ema_every: int = 0
     log_every: int = 10
     skip_nonfinite: bool = False
     max_skipped: int = 10
