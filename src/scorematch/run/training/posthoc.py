@@ -42,12 +42,13 @@ SNAPSHOT_FORMAT = 1
 _STEP = re.compile(r"^step_(\d{8,12})\.json$")
 
 
-def start(every: int, run_dir: Path, step: int, is_main: bool) -> PowerEMA | None:
-    """The tracker of a run (None when ``every`` is 0, and on ranks other than 0). Resuming at
-    ``step`` > 0 restores its averages from the snapshot of that step; snapshots after ``step``
-    (left by a run stopped after them) are removed."""
-    if not every or not is_main:
-        return None
+def attach(run: Any) -> None:
+    """Give a run (``scorematch.run.training.loop.Run``; called on rank 0) its tracker ``run.phema``
+    when ``posthoc_ema_every`` > 0. Resuming at step > 0 restores the averages from the snapshot
+    of that step; snapshots after it (left by a run stopped after them) are removed."""
+    every, run_dir, step = run.cfg.posthoc_ema_every, run.run_dir, run.step
+    if not every:
+        return
     tracker = PowerEMA(DEFAULT_SIGMA_RELS)
     folder = run_dir / FOLDER
     stems = list_snapshots(folder)
@@ -62,28 +63,30 @@ def start(every: int, run_dir: Path, step: int, is_main: bool) -> PowerEMA | Non
         snaps = read_snapshot(stem)
         tracker.load_state_dict({"step": snaps[0].step, "gammas": [s.gamma for s in snaps],
                                  "averages": [s.state for s in snaps]})
-    return tracker
+    run.phema = tracker
 
 
-def update(tracker: PowerEMA | None, step: int, model: torch.nn.Module) -> None:
-    """Fold the weights after optimiser step ``step`` into the averages."""
-    if tracker is not None:
-        tracker.update(step, model.state_dict())
+def update(run: Any) -> None:
+    """Fold the weights after optimiser step ``run.step`` into the averages (no-op without a tracker)."""
+    if run.phema is not None:
+        run.phema.update(run.step, run.model.state_dict())
 
 
-def snapshot_if_due(tracker: PowerEMA | None, run_dir: Path, step: int, every: int, checkpoint: bool) -> None:
-    """Write the snapshot of ``step`` when it is a multiple of ``every`` or a checkpoint follows."""
-    if tracker is None or tracker.averages is None or not (step % every == 0 or checkpoint):
+def snapshot_if_due(run: Any, checkpoint: bool) -> None:
+    """Write the snapshot of ``run.step`` when it is a multiple of ``posthoc_ema_every`` or a
+    checkpoint follows (so a resumed run finds the averages of its checkpoint's step)."""
+    tracker, step = run.phema, run.step
+    if tracker is None or tracker.averages is None or not (step % run.cfg.posthoc_ema_every == 0 or checkpoint):
         return
     snaps = tracker.snapshots()
     tensors = {f"{i}.{k}": v.detach().cpu().contiguous() for i, s in enumerate(snaps) for k, v in s.state.items()}
     data = st_save(tensors)
-    stem = run_dir / FOLDER / f"step_{step:08d}"
-    ensure_folder(stem.parent, root=run_dir)
-    atomic_write(stem.with_suffix(".safetensors"), data, root=run_dir)
+    stem = run.run_dir / FOLDER / f"step_{step:08d}"
+    ensure_folder(stem.parent, root=run.run_dir)
+    atomic_write(stem.with_suffix(".safetensors"), data, root=run.run_dir)
     write_json(stem.with_suffix(".json"), {"format": SNAPSHOT_FORMAT, "step": tracker.step,
                                            "gammas": [s.gamma for s in snaps],
-                                           "sha256": manifest.sha256(data)}, root=run_dir)
+                                           "sha256": manifest.sha256(data)}, root=run.run_dir)
 
 
 def _file_step(stem: Path) -> int:
