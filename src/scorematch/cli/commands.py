@@ -176,7 +176,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _threads(args)
     res = evaluate(args.run, n=args.n, seed=args.seed, sampler=args.sampler, likelihood=args.likelihood,
                    out=args.out, device=pick_device(args.device), progress=not args.no_progress,
-                   **_sampler_options(args))
+                   inception_weights=args.inception_weights, **_sampler_options(args))
     if args.json:
         print(json.dumps(res, indent=2))
         return 0

@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also compute the test log-likelihood through the probability-flow ODE")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.add_argument("--out", type=Path, default=None, help="write the evaluation to this JSON file instead")
+    e.add_argument("--inception-weights", type=Path, default=None, metavar="FILE.safetensors",
+                   help="image runs: also the Inception FID, with this safetensors file of the FID Inception "
+                        "network's state dict (torchvision Inception3 names; see the docs); never downloaded")
     _add_common_flags(e)
     _add_sampler_flags(e)
 

@@ -191,8 +191,19 @@ def moments(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def feature_frechet(f1: torch.Tensor, f2: torch.Tensor) -> float:
-    """The Frechet distance between the Gaussians fitted (mean, unbiased covariance) to two feature sets."""
-    return frechet_distance(*moments(f1), *moments(f2))
+    """The Frechet distance between the Gaussians fitted (mean, unbiased covariance) to two feature
+    sets. With fewer rows than dimensions (n1 + n2 < d) both covariances live in the span of the
+    centred rows: they are restricted to an orthonormal basis of it (exact, and an r x r instead of
+    a d x d eigendecomposition, r <= n1 + n2)."""
+    mu1, c1 = moments(f1)
+    mu2, c2 = moments(f2)
+    if len(f1) + len(f2) >= mu1.numel():
+        return frechet_distance(mu1, c1, mu2, c2)
+    centred = torch.cat([f1.flatten(1).double() - mu1, f2.flatten(1).double().to(mu1.device) - mu2])
+    q, _ = torch.linalg.qr(centred.T)
+    zero = torch.zeros(q.shape[1], dtype=torch.float64)
+    spread = frechet_distance(zero, q.T @ c1 @ q, zero, q.T @ c2 @ q)
+    return float((mu1 - mu2).pow(2).sum()) + spread
 
 
 def kid(f1: torch.Tensor, f2: torch.Tensor) -> float:

@@ -101,17 +101,33 @@ def feature_net(train_x: torch.Tensor, train_labels: torch.Tensor) -> tuple[Feat
 
 def run_image_metrics(samples: torch.Tensor, train_x: torch.Tensor, train_labels: torch.Tensor,
                       test_x: torch.Tensor, test_labels: torch.Tensor | None,
-                      g: torch.Generator) -> dict[str, Any]:
+                      g: torch.Generator, inception_weights: str | Path | None = None) -> dict[str, Any]:
     """FD, KID, precision/recall and confident rate of ``samples`` against the held-out images,
     each with its real-vs-real baseline and standard error (``scorematch.metrics.images``); the
-    feature network's held-out accuracy and where it is cached. All images (n, C, H, W) in [0, 1]."""
+    feature network's held-out accuracy and where it is cached; with ``inception_weights`` also
+    the Inception FID (``scorematch.metrics.inception``). All images (n, C, H, W) in [0, 1]."""
     net, info = feature_net(train_x, train_labels)
     m = min(len(samples), len(train_x))
     out = image_metrics(net, train_x.cpu(), test_x.cpu(), samples[:m].cpu(), g)
     if test_labels is not None:
         info["heldout_accuracy"] = accuracy(features_and_probs(net, test_x.cpu())[1], test_labels)
     out["feature_net"] = info
+    if inception_weights is not None:
+        out["inception_fd"] = inception_metric(inception_weights, train_x.cpu(), test_x.cpu(), samples[:m].cpu(), g)
     return out
+
+
+def inception_metric(weights: str | Path, train_x: torch.Tensor, test_x: torch.Tensor, samples: torch.Tensor,
+                     g: torch.Generator) -> dict[str, Any]:
+    """Inception FID of the samples against the held-out images, and its real-vs-real baseline
+    (as many training images as samples), each with a bootstrap standard error."""
+    from scorematch.metrics.inception import inception_fd, load_inception
+
+    net = load_inception(weights)
+    value, se = inception_fd(net, test_x, samples, g)
+    pick = torch.randperm(len(train_x), generator=g)[: len(samples)]
+    baseline, baseline_se = inception_fd(net, test_x, train_x[pick], g)
+    return {"value": value, "se": se, "baseline": baseline, "baseline_se": baseline_se, "weights": str(weights)}
 
 
 #: the rows of ``image_metric_lines``: result key, row name, what it measures
@@ -121,6 +137,8 @@ ROWS = (
     ("precision", "feature_precision", "fraction of samples inside the k=3 manifold of held-out features"),
     ("recall", "feature_recall", "fraction of held-out features inside the k=3 manifold of the samples"),
     ("confident", "confident_rate", "fraction of samples the classifier gives a probability above 0.9"),
+    ("inception_fd", "inception_fid", "Frechet distance in the pool features of the FID Inception network "
+                                      "(the weights file given; not at the literature's 50,000 samples)"),
 )
 
 
@@ -130,6 +148,8 @@ def image_metric_lines(metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
         return [("image_metrics", f"skipped: {metrics['skipped']}", "")]
     rows = []
     for key, name, meaning in ROWS:
+        if key not in metrics:
+            continue
         d = metrics[key]
         rows.append((name, f"{d['value']:.4g} +/- {d['se']:.2g} (real vs real: {d['baseline']:.4g} "
                            f"+/- {d['baseline_se']:.2g})", meaning))
