@@ -205,8 +205,8 @@ def inception_fd(net: InceptionFeatures, reference: torch.Tensor, other: torch.T
                  generator: torch.Generator, bootstrap: int = 10) -> tuple[float, float]:
     """Inception FID of ``other`` against ``reference`` images (the Frechet distance of Gaussians
     fitted to their pool features) and its bootstrap standard error over ``bootstrap`` resamples."""
-    from scorematch.metrics.images import _bootstrap_se, feature_frechet
+    from scorematch.metrics.images import bootstrap_se, feature_frechet
 
     f_ref, f_other = inception_features(net, reference), inception_features(net, other)
-    se = _bootstrap_se(feature_frechet, f_ref, f_other, positive_int("bootstrap", bootstrap, 2), generator)
+    se = bootstrap_se(feature_frechet, f_ref, f_other, positive_int("bootstrap", bootstrap, 2), generator)
     return feature_frechet(f_ref, f_other), se
