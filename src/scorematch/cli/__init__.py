@@ -1,4 +1,4 @@
-"""Command-line interface: ``scorematch train | sample | eval | plot | report``.
+"""Command-line interface: ``scorematch train | sample | eval | plot | report | ema``.
 
 Every scorematch error is printed as one line ("scorematch: error: ...") with exit code 2
 (under several processes by rank 0 only); a run stopped by SIGINT/SIGTERM exits with 128 + the
@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from scorematch.cli.commands import cmd_eval, cmd_plot, cmd_report, cmd_sample, cmd_train
+from scorematch.cli.commands import cmd_ema, cmd_eval, cmd_plot, cmd_report, cmd_sample, cmd_train
 from scorematch.cli.parser import TRAIN_HELP, build_parser
 from scorematch.errors import ScoreMatchError
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             _report_error(err, 0)
             return 2
     handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "plot": cmd_plot,
-               "report": cmd_report}[args.command]
+               "report": cmd_report, "ema": cmd_ema}[args.command]
     rank = int(os.environ.get("RANK", "0"))
     import warnings
 

@@ -1,5 +1,5 @@
 """What each command does once its arguments are parsed: ``cmd_train``, ``cmd_sample``,
-``cmd_eval``, ``cmd_plot``, ``cmd_report``. Each imports the run layer (and torch) only when called."""
+``cmd_eval``, ``cmd_plot``, ``cmd_report``, ``cmd_ema``. Each imports the run layer (and torch) only when called."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _threads(args)
     res = evaluate(args.run, n=args.n, seed=args.seed, sampler=args.sampler, likelihood=args.likelihood,
                    out=args.out, device=pick_device(args.device), progress=not args.no_progress,
-                   **_sampler_options(args))
+                   inception_weights=args.inception_weights, **_sampler_options(args))
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
@@ -132,10 +132,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for k, v in res.items():
         if k == "file":
             continue
+        if k == "image_metrics":
+            from scorematch.run.reporting.features import image_metric_lines
+
+            for name, text, _ in image_metric_lines(v):
+                print(f"{name:<{width}}  {text}")
+            continue
         val = f"{v:.6g}" if isinstance(v, float) else (
             "[" + ", ".join(f"{u:.3f}" for u in v) + "]" if isinstance(v, list) else str(v))
         print(f"{k:<{width}}  {val}")
     print(f"(written to {res['file']})")
+    return 0
+
+
+def cmd_ema(args: argparse.Namespace) -> int:
+    from scorematch.run.training.posthoc import posthoc_run
+
+    out = posthoc_run(args.run, args.sigma_rel, args.out)
+    print(f"post-hoc EMA sigma_rel {args.sigma_rel:g} of {args.run}: {out} "
+          f"(a run folder: scorematch sample {out})")
     return 0
 
 

@@ -54,6 +54,9 @@ TRAIN_HELP: dict[str, str] = {
     "label_dropout": "with --class-conditional: share of labels replaced by the null label in training, so the "
                      "model also learns the unconditional score that classifier-free guidance needs",
     "ema_decay": "decay of the exponential moving average of the weights (used for sampling)",
+    "posthoc_ema_every": "keep power-function EMA snapshots (sigma_rel 0.05 and 0.10) every K steps in "
+                         "RUN/posthoc-ema/, so that `scorematch ema RUN --sigma-rel S` gives the EMA of any length "
+                         "afterwards (Karras et al. 2024; 0 = none)",
     "grad_clip": "clip the gradient norm to this value",
     "checkpoint_every": "write a checkpoint every K steps",
     "keep_checkpoints": "how many checkpoints to keep",
@@ -157,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also compute the test log-likelihood through the probability-flow ODE")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.add_argument("--out", type=Path, default=None, help="write the evaluation to this JSON file instead")
+    e.add_argument("--inception-weights", type=Path, default=None, metavar="FILE.safetensors",
+                   help="image runs: also the Inception FID, with this safetensors file of the FID Inception "
+                        "network's state dict (torchvision Inception3 names; see the docs); never downloaded")
     _add_common_flags(e)
     _add_sampler_flags(e)
 
@@ -167,6 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--n", type=_int, default=1000, help="number of samples to draw (default: 1000)")
     pl.add_argument("--seed", type=_int, default=0, help="seed (default: 0)")
     _add_common_flags(pl)
+
+    em = sub.add_parser("ema", help="the EMA of any length of a run trained with --posthoc-ema-every, as a new run",
+                        description="Reconstruct the power-function EMA of relative length --sigma-rel from the "
+                                    "snapshots of RUN/posthoc-ema (Karras et al. 2024) and write it as a new run "
+                                    "folder (RUN's config, run.json and final weights, the reconstructed average "
+                                    "as the EMA weights that sample, eval, plot and report use). Never overwrites.")
+    em.add_argument("run", type=Path, help="run folder trained with --posthoc-ema-every K")
+    em.add_argument("--sigma-rel", type=float, required=True,
+                    help="EMA length relative to the training time, in (0, 0.2887] (e.g. 0.05 or 0.10, the "
+                         "lengths kept; others are reconstructed)")
+    em.add_argument("--out", type=Path, default=None, help="run folder to create (default: RUN-ema<SIGMA_REL>)")
 
     r = sub.add_parser("report", help="write a self-contained HTML report of a run",
                        description="Write one HTML file with the config, loss curves, evaluation table, "

@@ -63,6 +63,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     sample_every: int = 0
+    posthoc_ema_every: int = 0
     log_every: int = 10
     skip_nonfinite: bool = False
     max_skipped: int = 10
@@ -162,6 +163,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     check_seed("seed", cfg.seed)
     positive("collective_timeout", cfg.collective_timeout)
     positive_int("sample_every", cfg.sample_every, minimum=0)
+    positive_int("posthoc_ema_every", cfg.posthoc_ema_every, minimum=0)
     positive("lr", cfg.lr)
     for name in ("sigma", "sigma_max", "sigma_min", "bandwidth", "grad_clip"):
         if getattr(cfg, name) is not None:

@@ -246,7 +246,11 @@ def _eval_section(results: dict[str, Any] | None, note: str) -> str:
     if results:
         order = {k: i for i, k in enumerate(_EVAL_HELP)}
         keys = sorted((k for k in results if k != "run"), key=lambda k: (order.get(k, len(order)), k))
-        rows = [(k, results[k], _EVAL_HELP.get(k, "")) for k in keys]
+        rows = [(k, results[k], _EVAL_HELP.get(k, "")) for k in keys if k != "image_metrics"]
+        if "image_metrics" in results:
+            from scorematch.run.reporting.features import image_metric_lines
+
+            rows += image_metric_lines(results["image_metrics"])
         out.append(_table(rows, ("metric", "value", "meaning")))
     return "\n".join(out)
 

@@ -10,6 +10,7 @@
     manifest.json      SHA-256 of config.json, run.json and weights.safetensors
     loss.csv           step, loss, grad norm, steps/s, and the loss per noise level for NCSN
     samples/           periodic sample grids (image data)
+    posthoc-ema/       power-EMA snapshots with posthoc_ema_every (``scorematch.run.training.posthoc``)
 
 ``train(resume=RUN, steps=N)`` continues RUN up to N steps in total and reproduces the weights
 of an uninterrupted run (the data and noise generators are part of the checkpoint); ``lr``,
@@ -63,6 +64,7 @@ from scorematch.run.folder.runfiles import LOSS_CSV, read_run_info
 from scorematch.run.system import distributed as D
 from scorematch.run.system import environment as env
 from scorematch.run.system import limits
+from scorematch.run.training import posthoc
 from scorematch.run.training.logs import CsvLog, progress_bar, sample_grid, tensorboard
 
 
@@ -107,6 +109,7 @@ class Run:
     standardization: Any = None  # the data's standardisation (scorematch.data.Standardization) or None
     level_sum: torch.Tensor | None = None
     level_cnt: torch.Tensor | None = None
+    phema: Any = None  # the post-hoc EMA tracker (scorematch.ema.PowerEMA), rank 0, posthoc_ema_every > 0
 
     @property
     def n_levels(self) -> int:
@@ -239,6 +242,7 @@ def start(run: Run, resuming: bool) -> None:
     cfg = run.cfg.to_dict()
     files = {"config.json": cfg} if resuming else {"config.json": cfg, "run.json": run.info}
     D.on_main(lambda: manifest.write_json_files(run.run_dir, files), run.ctx)
+    D.on_main(lambda: posthoc.attach(run), run.ctx)
     if not resuming:
         save_checkpoint(run)
 
@@ -341,6 +345,7 @@ def train_step(run: Run, stop_requested: bool) -> StepOutcome:
     run.opt.step()
     run.ema.update_parameters(run.model)
     run.step += 1
+    posthoc.update(run)
     if rows is not None and lvl is not None:
         run.level_sum.index_add_(0, lvl, rows)
         run.level_cnt.index_add_(0, lvl, torch.ones_like(rows))
@@ -465,7 +470,9 @@ def _loop(run: Run) -> TrainResult:
                 loss_value = loss_value if logged is None else logged
                 if ctx.is_main and cfg.sample_every and run.step % cfg.sample_every == 0 and run.ds.kind == "image":
                     sample_grid(run.ema.module, run.schedule, run.ds, run.run_dir, run.cfg.seed + run.step, run.step)
-                if run.step % cfg.checkpoint_every == 0:
+                due = run.step % cfg.checkpoint_every == 0
+                posthoc.snapshot_if_due(run, due or run.step == cfg.steps or out.stopping)
+                if due:
                     with run.timer.phase("checkpoints"):
                         save_checkpoint(run)
                 if out.stopping:
