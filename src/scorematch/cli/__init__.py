@@ -46,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     import warnings
 
+    from scorematch.run.build.user_model import trusting
+
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), trusting(getattr(args, "trust_model_module", False)):
             warnings.showwarning = _one_line_warnings
             return handler(args)
     except ScoreMatchError as err:

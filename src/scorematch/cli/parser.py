@@ -185,6 +185,10 @@ def _add_common_flags(p: argparse.ArgumentParser, device: bool = True) -> None:
     if device:
         p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--threads", type=_int, default=None, help=THREADS_HELP)
+    p.add_argument("--trust-model-module", action="store_true",
+                   help="let the run folder's run.json name the module of a model class of your own that is then "
+                        "imported (runs its code): only for folders you trust (default: refuse, saying which "
+                        "module it wants; see docs/security.md)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress (default: a bar with rate and ETA on a terminal, a line every 10 s otherwise)")
 

@@ -28,28 +28,38 @@ from typing import Any
 import torch
 
 from scorematch.data import train_test_split
-from scorematch.files import probe_writable, write_json
+from scorematch.files import folder_lock, probe_writable, write_json
 from scorematch.models import Standardized
 from scorematch.run.build.loading import data_score, held_out, load
+from scorematch.run.folder.outdir import claim_file
 from scorematch.run.folder.validate import check_seed
 from scorematch.run.sampling.generate import count_nonfinite, resolve_sampler
+from scorematch.run.system import limits
 from scorematch.run.system.environment import say, start_line
 
 N_SUBSETS = 5
 PR_NEIGHBOURS = 3
+#: the lock held while an evaluation picks its file in the run folder and writes it
+EVAL_LOCK = ".eval.lock"
 _SETTINGS = ("n_samples", "seed", "sampler", "sampler_options", "likelihood")
 
 
 def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | None = None,
              likelihood: bool | None = None, out: str | Path | None = None, device: str | torch.device = "cpu",
-             progress: bool = False, save: bool = True,
+             progress: bool = False, save: bool = True, force: bool = False,
              **sampler_options: Any) -> dict[str, Any]:
     """Evaluate a run folder; writes the results (see the module docstring for where; checked
     writable before the work starts) unless ``save`` is False, and returns them;
-    ``results["file"]`` is the file written."""
+    ``results["file"]`` is the file written. An ``out`` that exists is refused (``force``: it is
+    renamed NAME.orig first); the file is created exclusively, and the choice of RUN/eval.json or
+    RUN/eval-...json is made under a lock, so concurrent evaluations each keep their result."""
     check_seed("seed", seed)
     run = Path(run_dir)
+    if save and out is not None:
+        claim_file(Path(out), force)
     model = load(run, device=device)
+    limits.check_request(model, n, model.run_info["data"]["sample_shape"], next(model.parameters()).device,
+                         sampler_options)
     dev = next(model.parameters()).device
     name, sampler_options = resolve_sampler(model, sampler, sampler_options)
     full, test = held_out(run)
@@ -101,8 +111,14 @@ def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | N
             say("scorematch eval: test log-likelihood through the probability-flow ODE (adaptive solver)...")
         results.update(_likelihood(model, ref[: min(len(ref), 256)], full.kind, quantization_levels(full), g))
     if save:
-        results["file"] = str(target)
-        write_json(target, results, root=root)
+        if out is not None:
+            results["file"] = str(target)
+            write_json(target, results, root=root, exclusive=True)
+        else:
+            with folder_lock(run, EVAL_LOCK, wait=True):
+                target = eval_file(run, results)
+                results["file"] = str(target)
+                write_json(target, results, root=root)
     return results
 
 

@@ -33,7 +33,7 @@ from scorematch._checks import choice, positive_int
 from scorematch.errors import ConfigError, ScoreMatchWarning
 from scorematch.models import Standardized
 from scorematch.run.folder.validate import check_seed
-from scorematch.run.system.limits import check_sampling
+from scorematch.run.system.limits import MAX_STEPS, check_sampling
 from scorematch.samplers import DENOISING_SAMPLERS, SAMPLER_NAMES
 
 #: the default sampler of each kind of model (``model_kind``) and the settings it runs with when no
@@ -54,7 +54,7 @@ DEFAULT_STEPS = {"heun": 18, "dpm_solver": 18, "euler": 50, "ddim": 50, "euler_a
 #: the classifier-free guidance weight w of a class-conditional model sampled with a label
 DEFAULT_GUIDANCE = 1.0
 #: at most this many noise levels for a denoising sampler (each one is a step)
-MAX_LEVELS = 10**6
+MAX_LEVELS = MAX_STEPS
 DENOISING = tuple(DENOISING_SAMPLERS)
 CONTINUOUS = ("euler_maruyama", "reverse_diffusion", "pc", "ode")
 #: the sampler function behind each name
@@ -284,7 +284,7 @@ def _sample(model: nn.Module, run_info: dict[str, Any], n: int, name: str, seed:
     shape = tuple(data["sample_shape"])
     p = next(model.parameters())
     device, dtype = p.device, p.dtype
-    check_sampling(n, shape, device)
+    check_sampling(n, shape, device, model, options)
     g = torch.Generator(device=device).manual_seed(int(seed))
     flat = _is_flat_model(model, shape)
     work_shape = (math.prod(shape),) if flat else shape
