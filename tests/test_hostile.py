@@ -164,3 +164,174 @@ def test_the_allow_list_names_trusted_packages(run, monkeypatch):
     assert not user_model._allowed("json") and user_model._allowed("json.decoder.x")
     with pytest.raises(CheckpointError, match="would import module 'this'"):
         scorematch.load(run)
+
+
+# ----------------------------------------------------------------------------- 2, 5. --out never overwrites
+
+
+def test_sample_out_refuses_an_existing_file_and_force_keeps_it(run, tmp_path, capsys):
+    data = tmp_path / "data.npz"
+    data.write_bytes(b"the user's data")
+    rc, _, err = cli(["sample", run, "--n", "5", "--n-steps", "3", "--out", data], capsys)
+    one_line_error(rc, err, f"--out {data} exists", "--force")
+    assert data.read_bytes() == b"the user's data"
+    rc, out, err = cli(["sample", run, "--n", "5", "--n-steps", "3", "--out", data, "--force"], capsys)
+    assert rc == 0 and f"kept {data} as {data}.orig" in err, err
+    assert (tmp_path / "data.npz.orig").read_bytes() == b"the user's data"
+    import numpy as np
+
+    assert np.load(data)["samples"].shape == (5, 2)
+
+
+def test_eval_and_report_out_refuse_the_runs_own_files(run, capsys):
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    rc, _, err = cli(["eval", run, "--n", "20", "--out", run / "config.json"], capsys)
+    one_line_error(rc, err, "config.json exists")
+    rc, _, err = cli(["report", run, "--n", "20", "--no-eval", "--out", run / "run.json"], capsys)
+    one_line_error(rc, err, "run.json exists")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    scorematch.load(run)
+
+
+def test_plot_out_refuses_a_folder_of_the_users_pngs(run, tmp_path, capsys):
+    mine = tmp_path / "pngs"
+    mine.mkdir()
+    (mine / "samples.png").write_bytes(b"my figure")
+    rc, _, err = cli(["plot", run, "--n", "30", "--out", mine], capsys)
+    one_line_error(rc, err, "is not empty (samples.png)", "--force")
+    assert (mine / "samples.png").read_bytes() == b"my figure"
+    rc, _, err = cli(["plot", run, "--n", "30", "--out", mine, "--force"], capsys)
+    assert rc == 0 and (mine / "samples.png.orig").read_bytes() == b"my figure", err
+    rc, _, err = cli(["plot", run, "--n", "30", "--out", mine], capsys)  # a folder plot wrote: used again
+    assert rc == 0, err
+    new = tmp_path / "new"
+    rc, _, err = cli(["plot", run, "--n", "30", "--out", new], capsys)
+    assert rc == 0 and (new / "samples.png").is_file(), err
+
+
+def test_save_refuses_a_non_empty_folder_and_writes_the_files_the_docs_describe(tmp_path):
+    from scorematch.models import ScoreMLP
+
+    m = ScoreMLP(2, 8, 1)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "config.json").write_text("mine")
+    with pytest.raises(scorematch.ModelError, match="is not empty"):
+        scorematch.save(m, tmp_path / "d")
+    assert (tmp_path / "d" / "config.json").read_text() == "mine"
+    scorematch.save(m, tmp_path / "m")
+    assert (tmp_path / "m" / "weights.safetensors").is_file()
+    x = torch.randn(4, 2)
+    assert torch.equal(scorematch.load(tmp_path / "m").score(x), m.score(x))
+
+
+def test_concurrent_evaluations_each_keep_their_result(run):
+    import threading
+
+    from scorematch.run.reporting.evaluate import evaluate
+
+    results: dict[int, dict] = {}
+    gate = threading.Barrier(2)
+
+    def one(n: int) -> None:
+        gate.wait()
+        results[n] = evaluate(run, n=n, n_steps=3)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in (20, 30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    files = {results[n]["file"] for n in (20, 30)}
+    assert len(files) == 2
+    for n in (20, 30):
+        assert json.loads(Path(results[n]["file"]).read_text())["n_samples"] == n
+
+
+def test_an_exclusive_write_keeps_a_file_created_meanwhile(tmp_path):
+    from scorematch.files import OutputError, write_json
+
+    target = tmp_path / "e.json"
+    write_json(target, {"a": 1}, exclusive=True)
+    with pytest.raises(OutputError, match="created by another process"):
+        write_json(target, {"a": 2}, exclusive=True)
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["e.json"]  # no temporary left
+
+
+def test_a_hard_linked_loss_csv_is_refused_on_resume(run, tmp_path, capsys):
+    outside = tmp_path / "outside.csv"
+    os.link(run / "loss.csv", outside)
+    before = outside.read_bytes()
+    rc, _, err = cli(["train", "--resume", run, "--steps", "15", "--no-progress"], capsys)
+    one_line_error(rc, err, "loss.csv has 2 names (a hard link")
+    assert outside.read_bytes() == before
+
+
+# ----------------------------------------------------------------------------- 3. absurd sizes, one line, at once
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["eval", "{run}", "--n", "1000000000"], ["--n 1000000000 samples", "more than the"]),
+    (["sample", "{run}", "--n", "200000000"], ["--n 200000000 samples", "more than the"]),
+    (["train", "--objective", "ncsn", "--n-levels", "1000000000", "--out", "{tmp}/t"],
+     ["--n-levels 1000000000 is more than 1000000 noise levels"]),
+    (["sample", "{run}", "--n", "10", "--sampler", "langevin", "--n-steps", str(10**12)],
+     ["--n-steps 1000000000000 is more than 1000000 steps"]),
+])
+def test_absurd_sizes_end_in_one_line_under_a_memory_limit(base_run, tmp_path, args, needles):
+    p = child([a.format(run=base_run, tmp=tmp_path) for a in args])
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    line = p.stderr.strip().splitlines()[-1]
+    assert line.startswith("scorematch: error: ") and all(n in line for n in needles), line
+
+
+def test_steps_per_sigma_is_bounded_like_the_denoising_samplers(tmp_path, capsys):
+    rc, _, err = cli(["train", *TINY, "--objective", "ncsn", "--steps-per-sigma", 10**12, "--out", tmp_path / "r"],
+                     capsys)
+    one_line_error(rc, err, "--steps-per-sigma 1000000000000 is more than 1000000")
+    from scorematch.run.sampling.generate import generate
+
+    model = scorematch.load(train_ncsn(tmp_path / "n"))
+    with pytest.raises(scorematch.ConfigError, match="--steps-per-sigma 1000000000000 is more than 1000000"):
+        generate(model, model.run_info, 5, steps_per_sigma=10**12)
+    with pytest.raises(scorematch.ConfigError, match="--n-steps 1000000000000 is more than 1000000"):
+        generate(model, model.run_info, 5, sampler="heun", n_steps=10**12)
+
+
+def train_ncsn(out: Path) -> Path:
+    res = scorematch.train(data="gmm2d", objective="ncsn", n_levels=3, steps=2, batch_size=16, hidden=8, depth=1,
+                           n_data=100, progress=False, device="cpu", out=out)
+    return res.run_dir
+
+
+class Huge(torch.utils.data.Dataset):
+    """A data set that says it holds 10^12 rows of 2 numbers."""
+
+    def __len__(self) -> int:
+        return 10**12
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.zeros(2)
+
+
+def test_a_dataset_too_long_for_memory_is_refused_before_reading_it(tmp_path):
+    with pytest.raises(scorematch.ConfigError, match="a data set of 1000000000000 items of shape \\(2,\\) needs at "
+                                                       "least 14.6 TiB"):
+        scorematch.train(data=Huge(), out=tmp_path / "r", steps=1, progress=False, device="cpu")
+
+
+def test_a_huge_sparse_weights_file_is_refused_by_its_size(run, capsys):
+    w = run / "weights.safetensors"
+    with open(w, "r+b") as f:
+        f.truncate(50 * 2**30)  # sparse: no disk used
+    reseal_size = w.stat().st_size
+    assert reseal_size == 50 * 2**30
+    for cmd in (["sample", run, "--n", "5"], ["eval", run, "--n", "20"], ["plot", run, "--n", "20"],
+                ["report", run, "--n", "20"]):
+        rc, _, err = cli(cmd, capsys)
+        # the weights are refused by their size, then the newest checkpoint that verifies is used
+        assert f"{w} is 50 GiB: reading it needs at least 100 GiB of memory" in err, err
+        assert rc == 0 and "using the newest checkpoint" in err, err
+    shutil.rmtree(run / "checkpoints")
+    rc, _, err = cli(["sample", run, "--n", "5"], capsys)
+    one_line_error(rc, err, "is 50 GiB")

@@ -55,10 +55,24 @@ def main(argv: list[str] | None = None) -> int:
     except ScoreMatchError as err:
         _report_error(err, rank)
         return 2
+    except (MemoryError, RuntimeError) as err:
+        if not _out_of_memory(err):
+            raise
+        _report_error(ScoreMatchError(
+            f"out of memory ({' '.join(str(err).split())[:160]}): the size checks passed, but this machine had less "
+            "memory free; use a smaller --n or --batch-size, or free memory"), rank)
+        return 2
     except KeyboardInterrupt:
         if rank == 0:
             print("scorematch: interrupted", file=sys.stderr)
         return 130
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocator's refusal (a MemoryError, torch's out-of-memory errors)."""
+    text = str(err)
+    return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or \
+        "can't allocate memory" in text or "out of memory" in text.lower()
 
 
 def run() -> None:

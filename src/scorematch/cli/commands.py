@@ -87,6 +87,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from scorematch.run.sampling.generate import check_label, count_nonfinite, generate, resolve_sampler
     from scorematch.run.system import distributed as D
     from scorematch.run.system.environment import pick_device, say, start_line
+    from scorematch.run.system.limits import check_request
 
     _check_npz(args.out)
     _check_conditional_flags(args)
@@ -97,6 +98,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     try:
         model = load(args.run, device=device)
         info = model.run_info
+        if args.out is not None:
+            D.on_main(lambda: _claim_sample_files(args.out, info, args.force), ctx)
+        if args.inpaint is None:
+            check_request(model, 1000 if args.n is None else args.n, info["data"]["sample_shape"], device,
+                          _sampler_options(args))
         options = _sampler_options(args)
         if args.inpaint is not None:
             if ctx.enabled:
@@ -125,7 +131,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         from scorematch.errors import SamplingError
 
         raise SamplingError(_nonfinite_message(bad, len(x), name, model))
-    write_npz(out, samples=x.numpy())
+    write_npz(out, samples=x.numpy(), exclusive=args.out is not None)
     note = f", {bad} of them NaN/inf" if bad else ""
     print(f"wrote {out} (samples: {tuple(x.shape)}{note}"
           f"{f', from {ctx.world_size} processes' if ctx.enabled else ''})")
@@ -136,6 +142,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
         save_image_grid(x[:100].to(torch.float32), png)
         print(f"wrote {png}")
     return 0
+
+
+def _claim_sample_files(out: Path, info: dict[str, Any], force: bool) -> None:
+    """``sample --out FILE.npz`` (and FILE.png beside it for images) must be new, or ``force``."""
+    from scorematch.run.folder.outdir import claim_file
+
+    claim_file(out, force)
+    if info["data"]["kind"] == "image":
+        claim_file(out.with_suffix(".png"), force, flag="--out (its image grid)")
 
 
 def _check_conditional_flags(args: argparse.Namespace) -> None:
@@ -175,7 +190,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _threads(args)
     res = evaluate(args.run, n=args.n, seed=args.seed, sampler=args.sampler, likelihood=args.likelihood,
-                   out=args.out, device=pick_device(args.device), progress=not args.no_progress,
+                   out=args.out, device=pick_device(args.device), progress=not args.no_progress, force=args.force,
                    **_sampler_options(args))
     if args.json:
         print(json.dumps(res, indent=2))
@@ -203,7 +218,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     load_config(args.run)
     _threads(args)
     for p in run_figures(args.run, out=args.out, n=args.n, seed=args.seed, device=pick_device(args.device),
-                         progress=not args.no_progress):
+                         progress=not args.no_progress, force=args.force):
         print(f"wrote {p}")
     return 0
 
@@ -214,6 +229,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     _threads(args)
     path = write_report(args.run, out=args.out, n=args.n, seed=args.seed, evaluate=not args.no_eval,
-                        device=pick_device(args.device), progress=not args.no_progress)
+                        device=pick_device(args.device), progress=not args.no_progress, force=args.force)
     print(f"wrote {path}")
     return 0

@@ -176,7 +176,7 @@ def claim_file(path: Path, force: bool, flag: str = "--out") -> None:
     if not path.exists() and not path.is_symlink():
         return
     if path.is_dir() and not path.is_symlink():
-        raise ConfigError(f"{flag} {path} is a folder; give the name of a new file")
+        raise ConfigError(f"{flag} {path} is a folder; give a file name (of a new file)")
     if not force:
         raise ConfigError(f"{flag} {path} exists and scorematch never overwrites a file of yours: choose a new name, "
                           f"or pass --force to keep the old file as {path.name}.orig and write {path}")

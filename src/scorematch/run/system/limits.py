@@ -30,7 +30,8 @@ STEP_OPTIONS = {"n_steps": "steps", "steps_per_sigma": "steps per noise level"}
 
 
 def device_memory(device: torch.device | str = "cpu") -> int | None:
-    """Bytes of memory the device has (None when it cannot be told)."""
+    """Bytes of memory the device has (None when it cannot be told): on the CPU the physical
+    memory plus swap, or less where this process is limited to less (``_process_limits``)."""
     import torch
 
     device = torch.device(device)
@@ -40,7 +41,29 @@ def device_memory(device: torch.device | str = "cpu") -> int | None:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return None
-    return int(total) + _swap_bytes()
+    return min([int(total) + _swap_bytes(), *_process_limits()])
+
+
+def _process_limits() -> list[int]:
+    """The memory limits of this process below the machine's: its address-space limit
+    (``ulimit -v``, RLIMIT_AS) and its control group's memory.max (cgroup v2)."""
+    found = []
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY and soft > 0:
+            found.append(int(soft))
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            text = f.read().strip()
+        if text.isdigit():
+            found.append(int(text))
+    except OSError:
+        pass
+    return found
 
 
 def _swap_bytes() -> int:
