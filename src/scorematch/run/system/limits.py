@@ -135,16 +135,17 @@ def check_sampler_options(options: dict[str, object]) -> None:
 
 
 def activation_width(model: nn.Module | None) -> int:
-    """The widest layer of ``model``: the most numbers per sample one of its linear layers
-    (out_features) or convolutions (out_channels, a lower bound: times the pixels it keeps) writes."""
+    """The widest layer of ``model``: the most numbers per sample that one of its linear layers
+    (in_features + out_features: its input and output exist at once) or convolutions
+    (in_channels + out_channels, a lower bound: times the pixels they keep) holds."""
     from torch import nn
 
     widest = 0
     for m in model.modules() if model is not None else ():
         if isinstance(m, nn.Linear):
-            widest = max(widest, int(m.out_features))
+            widest = max(widest, int(m.in_features) + int(m.out_features))
         elif isinstance(m, nn.modules.conv._ConvNd):
-            widest = max(widest, int(m.out_channels))
+            widest = max(widest, int(m.in_channels) + int(m.out_channels))
     return widest
 
 
