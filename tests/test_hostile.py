@@ -21,7 +21,7 @@ import torch
 
 import scorematch
 from scorematch.cli import main
-from scorematch.errors import CheckpointError
+from scorematch.errors import CheckpointError, ScoreMatchError
 from scorematch.run.folder import manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -335,3 +335,120 @@ def test_a_huge_sparse_weights_file_is_refused_by_its_size(run, capsys):
     shutil.rmtree(run / "checkpoints")
     rc, _, err = cli(["sample", run, "--n", "5"], capsys)
     one_line_error(rc, err, "is 50 GiB")
+
+
+# ----------------------------------------------------------------------------- 6. every error is scorematch's own
+
+
+@pytest.mark.parametrize("data", ["~nouser/x.npy", "mnist:~nouser/m", "images:~nouser/i", "cifar10:~nouser/c"])
+def test_a_home_of_no_user_is_a_data_error(data, tmp_path, capsys):
+    rc, _, err = cli(["train", "--data", data, "--steps", "1", "--out", tmp_path / "r"], capsys)
+    one_line_error(rc, err, "~nouser names no home folder")
+
+
+def test_an_argparse_error_is_one_line_with_a_pointer_to_help(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--steps", "1.5"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "usage:" not in err, err
+    assert err.startswith("scorematch: error: scorematch train: argument --steps: expected an integer, got '1.5'")
+    assert err.strip().endswith("see `scorematch train --help`")
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda: scorematch.load(None), "load needs the path of a run folder"),
+    (lambda: scorematch.load(123), "got int"),
+    (lambda: scorematch.load(".", device="bogus"), "device must be auto, cpu, cuda, cuda:N or mps"),
+    (lambda: scorematch.load(".", device=torch.device("meta")), "device must be"),
+    (lambda: scorematch.train(out=123), "out must be the path of a folder"),
+    (lambda: scorematch.train(resume=1.5), "resume must be the path of a folder"),
+    (lambda: scorematch.train({"steps": 3}, out="x"), "cfg must be a TrainConfig"),
+    (lambda: scorematch.save(object(), "x"), "save needs a torch.nn.Module"),
+    (lambda: scorematch.save(torch.nn.Linear(2, 2), 5), "save needs the path of a new or empty folder"),
+])
+def test_api_misuse_is_a_scorematch_error(call, needle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ScoreMatchError, match=needle):
+        call()
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_config_error(run):
+    with pytest.raises(scorematch.ConfigError, match="CUDA is not available here"):
+        scorematch.load(run, device="cuda")
+
+
+def blobs(n: int = 60) -> torch.Tensor:
+    return torch.randn(n, 2, generator=torch.Generator().manual_seed(0))
+
+
+class NoParameters(torch.nn.Module):
+    def forward(self, x):
+        return -x
+
+
+class FailsOnBigBatches(torch.nn.Module):
+    """Passes the shape checks (batches of 2 and 5), fails on a training batch of 16."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+
+    def forward(self, x):
+        if len(x) > 8:
+            raise ValueError("my bug")
+        return self.lin(x)
+
+
+def test_user_modules_that_fail_are_model_errors(tmp_path):
+    with pytest.raises(scorematch.ModelError, match="NoParameters has no parameters to train"):
+        scorematch.train(model=NoParameters(), data=blobs(), out=tmp_path / "a", steps=1, progress=False,
+                         device="cpu")
+    with pytest.raises(scorematch.ModelError, match=r"FailsOnBigBatches failed at step 1 on a batch of shape "
+                                                    r"\(16, 2\) \(ValueError: my bug\)"):
+        scorematch.train(model=FailsOnBigBatches(), data=blobs(), out=tmp_path / "b", steps=2, batch_size=16,
+                         progress=False, device="cpu")
+
+
+# ----------------------------------------------------------------------------- 7. shape checks, fallbacks said
+
+
+class BroadcastsOverTwo(torch.nn.Module):
+    """Right for batches of 1 and 2 only: a (2, D) bias that broadcasts against a batch of 2."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+        self.bias = torch.nn.Parameter(torch.zeros(2, 2))
+
+    def forward(self, x):
+        return self.lin(x) + self.bias[: len(x)] if len(x) <= 2 else (self.lin(x)[:, None] + self.bias).sum(1)[:2]
+
+
+class EnergyOfRows(torch.nn.Module):
+    """kind 'energy', but forward returns (n, D) instead of (n,)."""
+
+    kind = "energy"
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.lin(x) ** 2
+
+
+def test_the_shape_check_catches_what_a_batch_of_two_hides(tmp_path):
+    with pytest.raises(scorematch.ModelError, match=r"score returned \(2, 2\) for x of shape \(5, 2\)"):
+        scorematch.train(model=BroadcastsOverTwo(), data=blobs(), out=tmp_path / "a", steps=1, progress=False,
+                         device="cpu")
+    with pytest.raises(scorematch.ModelError, match=r"EnergyOfRows \(kind 'energy'\) returned \(2, 2\) from forward"):
+        scorematch.train(model=EnergyOfRows(), data=blobs(), out=tmp_path / "b", steps=1, progress=False,
+                         device="cpu")
+
+
+def test_a_deleted_weights_file_falls_back_to_a_checkpoint_and_says_so(run, capsys):
+    (run / "weights.safetensors").unlink()
+    rc, _, err = cli(["sample", run, "--n", "5", "--n-steps", "3"], capsys)
+    assert rc == 0 and f"{run / 'weights.safetensors'} is missing; using the newest checkpoint" in err, err

@@ -95,8 +95,16 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, type=typ, default=None, help=TRAIN_HELP[f.name] + suffix)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, like every scorematch error: the problem
+    and where the help is (not argparse's usage block), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"scorematch: error: {self.prog}: {' '.join(message.split())}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="scorematch",
         description="Learn the score grad_x log p(x) by score matching, and sample with it.",
     )
