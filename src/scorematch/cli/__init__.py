@@ -1,7 +1,7 @@
 """Command-line interface: ``scorematch train | sample | eval | plot | report``.
 
 Every scorematch error is printed as one line ("scorematch: error: ...") with exit code 2
-(under several processes by rank 0 only); a run stopped by SIGINT/SIGTERM exits with 128 + the
+(under several processes by rank 0 only); a run stopped by SIGINT/SIGTERM/SIGHUP/SIGQUIT exits with 128 + the
 signal number after its checkpoint; anything else is a bug and keeps its traceback. Nothing
 imports torch before the arguments are parsed, so ``--help`` and ``--version`` answer at once.
 """
