@@ -452,3 +452,39 @@ def test_a_deleted_weights_file_falls_back_to_a_checkpoint_and_says_so(run, caps
     (run / "weights.safetensors").unlink()
     rc, _, err = cli(["sample", run, "--n", "5", "--n-steps", "3"], capsys)
     assert rc == 0 and f"{run / 'weights.safetensors'} is missing; using the newest checkpoint" in err, err
+
+
+# ----------------------------------------------------------------------------- 8. messages
+
+
+def test_read_only_errors_name_the_folder_that_is_not_writable(tmp_path, monkeypatch):
+    import errno
+
+    from scorematch.files import OutputError, atomic_write, ensure_folder
+
+    (tmp_path / "rodir").mkdir()
+    (tmp_path / "run").mkdir()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "mkdir", refuse)
+    with pytest.raises(OutputError, match=f"^{tmp_path / 'rodir'} is not writable"):
+        ensure_folder(tmp_path / "rodir" / "new" / "deeper")
+    with pytest.raises(OutputError, match=f"^{tmp_path / 'run'} is not writable"):
+        atomic_write(tmp_path / "run" / "plots" / "loss.png", b"png", root=tmp_path / "run")
+
+
+def test_inpainting_reads_its_mask_without_torchs_non_writable_array_warning(tmp_path):
+    import warnings
+
+    import numpy as np
+
+    from scorematch.run.sampling.inpaint import read_inpaint_file
+
+    x = np.zeros((3, 2), dtype=np.float32)
+    np.savez(tmp_path / "x.npz", x=x, mask=np.array([[True, False]] * 3))  # x's shape: no copy was made
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, known = read_inpaint_file(tmp_path / "x.npz", (2,), "vector")
+    assert known.shape == (3, 2) and known[:, 0].all() and not known[:, 1].any()

@@ -104,7 +104,9 @@ def _make_root(root: Path) -> None:
     except FileExistsError:
         raise OutputError(f"{root} exists and is not a folder; remove it or choose another output path") from None
     except OSError as err:
-        raise OutputError(_describe(err, root / "x")) from None
+        existing = next((a for a in Path(os.path.abspath(root)).parents if a.is_dir()), root)
+        shown = next((a for a in root.parents if Path(os.path.abspath(a)) == existing), existing)
+        raise OutputError(_describe(err, shown / "x")) from None  # names the folder that refused the new one
 
 
 def _open_folder(folder: Path, root: Path | None, create: bool = True) -> int:
@@ -144,7 +146,7 @@ def _open_child(fd: int, name: str, where: Path, create: bool) -> int:
     except FileExistsError:
         pass
     except OSError as err:
-        raise OutputError(_describe(err, where / "x")) from None
+        raise OutputError(_describe(err, where)) from None  # names the folder it was to be created in
     try:
         return os.open(name, _DIR | _NOFOLLOW, dir_fd=fd)
     except OSError as err:
