@@ -37,14 +37,23 @@ def device_memory(device: torch.device | str = "cpu") -> int | None:
     device = torch.device(device)
     if device.type == "cuda":
         return int(torch.cuda.get_device_properties(device).total_memory)
+    return _bound(device)[0]
+
+
+def _bound(device: torch.device | str) -> tuple[int | None, str]:
+    """(bytes, whose): the memory a request on ``device`` may use and what sets it."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return device_memory(device), "of this GPU"
     try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        total = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) + _swap_bytes()
     except (ValueError, OSError, AttributeError):
-        return None
-    return min([int(total) + _swap_bytes(), *_process_limits()])
+        return None, ""
+    return min([(total, "of this machine"), *_process_limits()])
 
 
-def _process_limits() -> list[int]:
+def _process_limits() -> list[tuple[int, str]]:
     """The memory limits of this process below the machine's: its address-space limit
     (``ulimit -v``, RLIMIT_AS) and its control group's memory.max (cgroup v2)."""
     found = []
@@ -53,14 +62,14 @@ def _process_limits() -> list[int]:
 
         soft = resource.getrlimit(resource.RLIMIT_AS)[0]
         if soft != resource.RLIM_INFINITY and soft > 0:
-            found.append(int(soft))
+            found.append((int(soft), "this process may use (its ulimit -v)"))
     except (ImportError, OSError, ValueError):
         pass
     try:
         with open("/sys/fs/cgroup/memory.max") as f:
             text = f.read().strip()
         if text.isdigit():
-            found.append(int(text))
+            found.append((int(text), "this process may use (its cgroup's memory.max)"))
     except OSError:
         pass
     return found
@@ -87,10 +96,10 @@ def fmt_bytes(n: float) -> str:
 
 def check_fits(what: str, nbytes: float, device: torch.device | str, advice: str) -> None:
     """ConfigError when ``nbytes`` (a lower bound of what ``what`` needs) exceeds the device."""
-    total = device_memory(device)
+    total, whose = _bound(device)
     if total is not None and nbytes > total:
         raise ConfigError(f"{what} needs at least {fmt_bytes(nbytes)} of memory, more than the "
-                          f"{fmt_bytes(total)} of this machine ({str(device).partition(':')[0]}); {advice}")
+                          f"{fmt_bytes(total)} {whose} ({str(device).partition(':')[0]}); {advice}")
 
 
 def parameter_count(build: Callable[[], nn.Module]) -> int:
@@ -187,8 +196,8 @@ def check_items(n: int, item_shape: tuple[int, ...], device: torch.device | str 
 def file_too_big(path: object, size: int, what: str) -> str | None:
     """Why a file of ``size`` bytes that is read whole (its bytes, then what is parsed from them:
     twice its size) cannot be read on this machine, or None when it fits."""
-    total = device_memory("cpu")
+    total, whose = _bound("cpu")
     if total is not None and 2 * size > total:
         return (f"{path} is {fmt_bytes(size)}: reading it needs at least {fmt_bytes(2 * size)} of memory, more than "
-                f"the {fmt_bytes(total)} of this machine; it is not a {what} scorematch wrote for it: restore it")
+                f"the {fmt_bytes(total)} {whose}; it is not a {what} scorematch wrote for it: restore it")
     return None
