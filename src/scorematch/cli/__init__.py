@@ -8,6 +8,7 @@ imports torch before the arguments are parsed, so ``--help`` and ``--version`` a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -46,10 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     import warnings
 
-    from scorematch.run.build.user_model import trusting
+    trust = contextlib.nullcontext()
+    if getattr(args, "trust_model_module", False):
+        from scorematch.run.build.user_model import trusting
 
+        trust = trusting(True)
     try:
-        with warnings.catch_warnings(), trusting(getattr(args, "trust_model_module", False)):
+        with warnings.catch_warnings(), trust:
             warnings.showwarning = _one_line_warnings
             return handler(args)
     except ScoreMatchError as err:

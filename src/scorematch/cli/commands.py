@@ -27,8 +27,6 @@ def _threads(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from scorematch.run.training.loop import train
-
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if f.name in TRAIN_HELP and getattr(args, f.name) is not None}
     if args.no_progress:
@@ -42,6 +40,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                               f"{args.resume}/config.json (flags such as --steps, --lr, --grad-clip may change them)")
         if args.force:
             raise ConfigError("--force cannot be used with --resume (it is for a new run in a non-empty folder)")
+        from scorematch.run.training.loop import train
+
         _threads(args)
         result = train(resume=args.resume, **overrides)
     else:
@@ -54,6 +54,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             out = Path("runs") / f"{Path(cfg.data).stem.replace(':', '_')}-{cfg.objective}-s{cfg.seed}"
             if os.environ.get("RANK", "0") == "0":
                 print(f"scorematch: no --out given: writing the run to {out}", file=sys.stderr)
+        from scorematch.run.training.loop import train  # torch: after the config is checked
+
         _threads(args)
         result = train(base, out=out, force=args.force, **overrides)
     if os.environ.get("RANK", "0") == "0":
