@@ -488,3 +488,15 @@ def test_inpainting_reads_its_mask_without_torchs_non_writable_array_warning(tmp
         warnings.simplefilter("error")
         _, known = read_inpaint_file(tmp_path / "x.npz", (2,), "vector")
     assert known.shape == (3, 2) and known[:, 0].all() and not known[:, 1].any()
+
+
+def test_training_steps_are_bounded_by_the_checkpoint_names_and_the_loss_history(capsys, tmp_path):
+    from scorematch.run.system import limits
+
+    with pytest.raises(scorematch.ConfigError, match=r"--steps 100000000000 with --log-every 10 \(10000000001 rows "
+                                                     r"of loss history\) needs at least 2.73 TiB"):
+        limits.check_train_steps(10**11, 10)
+    limits.check_train_steps(10**6, 10)  # 3 MB of history: fine
+    rc, _, err = cli(["train", *TINY, "--steps", "1e12", "--out", tmp_path / "r"], capsys)
+    one_line_error(rc, err, "--steps 1000000000000 is more than 999999999999")
+    assert not (tmp_path / "r").exists()

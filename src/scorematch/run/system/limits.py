@@ -181,6 +181,23 @@ def check_request(model: nn.Module, n: int, sample_shape: object, device: torch.
     check_sampling(n, shape, device, model, options)
 
 
+#: the most training steps: a checkpoint's file name holds the step in at most 12 digits
+MAX_TRAIN_STEPS = 10**12 - 1
+#: bytes a logged row of the loss history (step, loss, gradient norm, rate) takes in memory, at least
+LOG_ROW_BYTES = 300
+
+
+def check_train_steps(steps: int, log_every: int, device: torch.device | str = "cpu") -> None:
+    """``steps`` at most ``MAX_TRAIN_STEPS``, and the loss history ``train`` returns (one row per
+    ``log_every`` steps) within memory."""
+    if isinstance(steps, int) and steps > MAX_TRAIN_STEPS:
+        raise ConfigError(f"--steps {steps} is more than {MAX_TRAIN_STEPS}, the most a run folder records "
+                          "(checkpoint names hold 12 digits); train fewer steps")
+    rows = steps // max(1, log_every) + 1
+    check_fits(f"--steps {steps} with --log-every {log_every} ({rows} rows of loss history)", LOG_ROW_BYTES * rows,
+               device, "log less often (a larger --log-every) or train fewer steps")
+
+
 def check_levels(n_levels: int | None) -> None:
     """A noise schedule of ``n_levels`` levels: bounded by ``MAX_STEPS`` (sampling walks every level)."""
     check_steps("--n-levels", n_levels, "noise levels")

@@ -191,6 +191,7 @@ def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, d
     fit in memory and settings the model would ignore (``given``) are refused before allocating."""
     torch.manual_seed(cfg.seed)
     _check_toy_size(cfg)
+    limits.check_train_steps(cfg.steps, cfg.log_every)
     old_info = read_run_info(run_dir, cfg) if resuming else None
     rd = inputs.prepare_data(cfg, run_dir, old_info, data)
     ds = rd.train
