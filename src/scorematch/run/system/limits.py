@@ -26,7 +26,7 @@ FLOAT = 4
 #: the most steps (sampler steps, steps per noise level, noise levels) scorematch takes
 MAX_STEPS = 10**6
 #: the sampler options that count steps, and what they count
-STEP_OPTIONS = {"n_steps": "steps", "steps_per_sigma": "steps per noise level"}
+STEP_OPTIONS = {"n_steps": "steps (or noise levels)", "steps_per_sigma": "steps per noise level"}
 
 
 def device_memory(device: torch.device | str = "cpu") -> int | None:
