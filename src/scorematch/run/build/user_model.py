@@ -14,8 +14,8 @@ The protocol a module follows to be trained by ``scorematch.train(cfg, model=mod
   defined in the script being run (``__main__``) is refused when the model is saved.
 
 ``save(model, folder)`` / ``load_bare(folder)`` write and read a bare model in the same form:
-``config.json`` (class, constructor config, standardisation, run information) and
-``weights.safetensors``.
+``config.json`` (class, constructor config, standardisation, run information),
+``weights.safetensors`` and ``manifest.json`` (their SHA-256).
 """
 
 from __future__ import annotations
