@@ -32,26 +32,33 @@ from typing import Any
 import torch
 
 from scorematch.data import train_test_split
-from scorematch.files import probe_writable, write_json
+from scorematch.files import folder_lock, probe_writable, write_json
 from scorematch.run.build.loading import data_score, held_out, load
+from scorematch.run.folder.outdir import claim_file
 from scorematch.run.folder.validate import check_seed
 from scorematch.run.sampling.generate import count_nonfinite, resolve_sampler
 from scorematch.run.sampling.space import space_of, time_sde
+from scorematch.run.system import limits
 from scorematch.run.system.environment import say, start_line
 
 N_SUBSETS = 5
 PR_NEIGHBOURS = 3
+#: the lock held while an evaluation picks its file in the run folder and writes it
+EVAL_LOCK = ".eval.lock"
 _SETTINGS = ("n_samples", "seed", "sampler", "sampler_options", "likelihood")
 
 
 def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | None = None,
              likelihood: bool | None = None, out: str | Path | None = None, device: str | torch.device = "cpu",
-             progress: bool = False, save: bool = True, inception_weights: str | Path | None = None,
-             **sampler_options: Any) -> dict[str, Any]:
+             progress: bool = False, save: bool = True, force: bool = False,
+             inception_weights: str | Path | None = None, **sampler_options: Any) -> dict[str, Any]:
     """Evaluate a run folder; writes the results (see the module docstring for where; checked
     writable before the work starts) unless ``save`` is False, and returns them;
-    ``results["file"]`` is the file written. ``inception_weights``: a safetensors file of the FID
-    Inception network (``scorematch.metrics.inception``), for the Inception FID of image runs."""
+    ``results["file"]`` is the file written. An ``out`` that exists is refused (``force``: it is
+    renamed NAME.orig first); the file is created exclusively, and the choice of RUN/eval.json or
+    RUN/eval-...json is made under a lock, so concurrent evaluations each keep their result.
+    ``inception_weights``: a safetensors file of the FID Inception network
+    (``scorematch.metrics.inception``), for the Inception FID of image runs."""
     check_seed("seed", seed)
     if inception_weights is not None and not Path(inception_weights).is_file():
         from scorematch.errors import CheckpointError
@@ -59,7 +66,11 @@ def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | N
         raise CheckpointError(f"Inception weights {inception_weights} not found; pass a safetensors file of the "
                               "FID Inception state dict (scorematch never downloads it)")
     run = Path(run_dir)
+    if save and out is not None:
+        claim_file(Path(out), force)
     model = load(run, device=device)
+    limits.check_request(model, n, model.run_info["data"]["sample_shape"], next(model.parameters()).device,
+                         sampler_options)
     dev = next(model.parameters()).device
     name, sampler_options = resolve_sampler(model, sampler, sampler_options)
     full, test = held_out(run)
@@ -113,8 +124,14 @@ def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | N
             say("scorematch eval: test log-likelihood through the probability-flow ODE (adaptive solver)...")
         results.update(_likelihood(model, ref[: min(len(ref), 256)], full.kind, quantization_levels(full), g))
     if save:
-        results["file"] = str(target)
-        write_json(target, results, root=root)
+        if out is not None:
+            results["file"] = str(target)
+            write_json(target, results, root=root, exclusive=True)
+        else:
+            with folder_lock(run, EVAL_LOCK, wait=True):
+                target = eval_file(run, results)
+                results["file"] = str(target)
+                write_json(target, results, root=root)
     return results
 
 
