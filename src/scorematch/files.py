@@ -104,6 +104,9 @@ def _make_root(root: Path) -> None:
     except FileExistsError:
         raise OutputError(f"{root} exists and is not a folder; remove it or choose another output path") from None
     except OSError as err:
+        if err.errno == errno.ENOTDIR:
+            blocker = next((a for a in reversed((root, *root.parents)) if a.exists() and not a.is_dir()), root)
+            raise OutputError(f"{blocker} is not a folder (a file is in the way); choose another output path") from None
         existing = next((a for a in Path(os.path.abspath(root)).parents if a.is_dir()), root)
         shown = next((a for a in root.parents if Path(os.path.abspath(a)) == existing), existing)
         raise OutputError(_describe(err, shown / "x")) from None  # names the folder that refused the new one
