@@ -191,7 +191,7 @@ def _add_common_flags(p: argparse.ArgumentParser, device: bool = True) -> None:
 
 SAMPLER_HELP = ("langevin | mala (unconditional models); annealed (NCSN); euler_maruyama | reverse_diffusion | pc | "
                 "ode (score-SDE samplers); heun | euler | euler_ancestral | ddim | dpm_solver | continuous_langevin "
-                "(denoising samplers over Karras noise levels, or an NCSN run's own levels, for every NCSN, SDE "
+                "| dpmpp_2m_sde | dpmpp_3m_sde (denoising samplers over Karras noise levels, or an NCSN run's own levels, for every NCSN, SDE "
                 "and EDM model). Default, measured fastest to good samples: unconditional: langevin; NCSN: "
                 "annealed (the run's schedule); VE: dpm_solver, 10 steps; VP: dpm_solver, 50 steps, order 3; "
                 "sub-VP: dpm_solver, 50 steps; EDM: dpm_solver, 20 steps")
@@ -214,10 +214,11 @@ def _add_sampler_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--s-tmin", type=float, help="heun/euler with --s-churn: lowest sigma that gets churn (default 0)")
     g.add_argument("--s-tmax", type=float, help="heun/euler with --s-churn: highest sigma that gets churn "
                                                 "(default: no limit)")
-    g.add_argument("--s-noise", type=float, help="heun/euler with --s-churn, euler_ancestral: scale of the added "
-                                                 "noise (default 1)")
-    g.add_argument("--eta", type=float, help="euler_ancestral (default 1), ddim (default 0, in [0, 1]): share of "
-                                             "each step's noise drawn afresh")
+    g.add_argument("--s-noise", type=float, help="heun/euler with --s-churn, euler_ancestral, dpmpp_2m_sde, "
+                                                 "dpmpp_3m_sde: scale of the added noise (default 1)")
+    g.add_argument("--eta", type=float, help="euler_ancestral (default 1), ddim (default 0, in [0, 1]), "
+                                             "dpmpp_2m_sde / dpmpp_3m_sde (default 1; 0: the ODE): share of each "
+                                             "step's noise drawn afresh")
     g.add_argument("--order", type=_int, help="dpm_solver: 2 (DPM-Solver++(2M), default) or 3 (3M)")
 
 

@@ -48,9 +48,11 @@ KIND_DEFAULTS: dict[str, tuple[str, dict[str, Any]]] = {
 DEFAULT_SAMPLER = {kind: name for kind, (name, _) in KIND_DEFAULTS.items()}
 #: the default number of noise levels (``n_steps``) of each denoising sampler: heun 18 (35
 #: evaluations, EDM's setting), the first-order samplers about where they reach the quality of
-#: heun on the analytic mixtures (docs/samplers)
+#: heun on the analytic mixtures (docs/samplers); the multistep SDE samplers where both mixtures are
+#: clearly under the quality bar (benchmarks/sde_multistep.py: 3M SDE at 20, 2M SDE at 35; 2M SDE at
+#: 20 is at its edge)
 DEFAULT_STEPS = {"heun": 18, "dpm_solver": 18, "euler": 50, "ddim": 50, "euler_ancestral": 100,
-                 "continuous_langevin": 1000}
+                 "continuous_langevin": 1000, "dpmpp_2m_sde": 35, "dpmpp_3m_sde": 20}
 #: the classifier-free guidance weight w of a class-conditional model sampled with a label
 DEFAULT_GUIDANCE = 1.0
 #: at most this many noise levels for a denoising sampler (each one is a step)
