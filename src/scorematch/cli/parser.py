@@ -191,10 +191,10 @@ def _add_common_flags(p: argparse.ArgumentParser, device: bool = True) -> None:
 
 SAMPLER_HELP = ("langevin | mala (unconditional models); annealed (NCSN); euler_maruyama | reverse_diffusion | pc | "
                 "ode (score-SDE samplers); heun | euler | euler_ancestral | ddim | dpm_solver | continuous_langevin "
-                "| dpmpp_2m_sde | dpmpp_3m_sde (denoising samplers over Karras noise levels, or an NCSN run's own levels, for every NCSN, SDE "
-                "and EDM model). Default, measured fastest to good samples: unconditional: langevin; NCSN: "
-                "annealed (the run's schedule); VE: dpm_solver, 10 steps; VP: dpm_solver, 50 steps, order 3; "
-                "sub-VP: dpm_solver, 50 steps; EDM: dpm_solver, 20 steps")
+                "| dpmpp_2m_sde | dpmpp_3m_sde (denoising samplers over Karras noise levels, or an NCSN run's own "
+                "levels, for every NCSN, SDE and EDM model). Default, measured fastest to good samples: "
+                "unconditional: langevin; NCSN: annealed (the run's schedule); VE: dpm_solver, 10 steps; VP: "
+                "dpm_solver, 50 steps, order 3; sub-VP: dpm_solver, 50 steps; EDM: dpm_solver, 20 steps")
 SAMPLER_FLAGS = ("n_steps", "step_size", "eps", "steps_per_sigma", "snr", "s_churn", "s_tmin", "s_tmax", "s_noise",
                  "eta", "order")
 

@@ -50,15 +50,18 @@ _PREDICTORS = ("reverse_diffusion", "euler_maruyama")
 
 
 class ODEResult(NamedTuple):
-    """Result of ``ode``: samples (shape of x), nfe (score evaluations), trajectory or None.
+    """Result of ``ode``: samples (shape of x), nfe (score evaluations), trajectory or None,
+    log_prob (n,) or None.
 
     trajectory has shape (n_snapshots, *samples.shape), snapshot j at time
     1 - j (1 - eps_t) / (n_snapshots - 1); its last entry is before the denoising step.
+    log_prob (``return_log_prob``) is the model's log-density of each sample at eps_t.
     """
 
     samples: Tensor
     nfe: int
     trajectory: Tensor | None = None
+    log_prob: Tensor | None = None
 
 
 def _score_callable(score_fn: Any) -> ScoreFn:
@@ -391,7 +394,7 @@ def ode(
     method: str = "dopri5",
     options: dict[str, Any] | None = None,
     eps_t: float = 1e-3,
-    denoise: bool = True,
+    denoise: bool | None = None,
     generator: torch.Generator | None = None,
     return_trajectory: bool = False,
     n_snapshots: int = 11,
@@ -399,6 +402,9 @@ def ode(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     callback: Callback | None = None,
+    return_log_prob: bool = False,
+    exact_trace: bool | None = None,
+    n_probes: int = 1,
 ) -> ODEResult:
     """Probability-flow ODE dx/dt = f(x, t) - 1/2 g(t)^2 s(x, t), solved by torchdiffeq.odeint
     from t = 1 to eps_t (then Tweedie's step with ``denoise``).
@@ -410,6 +416,18 @@ def ode(
     ``ODEResult(samples, nfe, trajectory)``: nfe counts score evaluations (the solver's
     function evaluations, +1 with denoise); trajectory (``return_trajectory``) is
     (n_snapshots, *x.shape) at n_snapshots equally spaced times from 1 to eps_t, else None.
+
+    ``return_log_prob``: the same solve also integrates the divergence of the velocity (the
+    instantaneous change of variables, as ``scorematch.likelihood.log_prob`` does), giving each
+    sample's log-density under the model the ODE defines,
+
+        log p_eps_t(x(eps_t)) = log p_prior(x(1)) + int_{eps_t}^{1} div v(x(t), t) dt,
+
+    in ``ODEResult.log_prob``: the exact trace for D <= 16 (or ``exact_trace=True``), else the
+    Hutchinson estimate with ``n_probes`` Rademacher probes per row from ``generator``, drawn after
+    the start. It is the density of the ODE's end point, so Tweedie's step is off by default then
+    (``denoise`` None: on without ``return_log_prob``, off with it; asking for both is refused).
+    The solver controls the error of the log-density too, so it takes more steps than without.
     """
     from torchdiffeq import odeint
 
@@ -418,6 +436,11 @@ def ode(
     _checks.choice("method", method, ODE_METHODS)
     rtol = _checks.positive("rtol", rtol)
     atol = _checks.positive("atol", atol)
+    if denoise is None:
+        denoise = not return_log_prob
+    elif denoise and return_log_prob:
+        raise ConfigError("return_log_prob gives the density of the ODE's end point, before Tweedie's denoising "
+                          "step: leave denoise unset (or False)")
     if return_trajectory:
         snaps = _checks.positive_int("n_snapshots", n_snapshots, minimum=2)
         _check_trajectory_bytes(snaps, *_spec(shape_or_x0, dtype))
@@ -440,13 +463,34 @@ def ode(
         times = torch.linspace(sde.T, eps_t, snaps, dtype=x.dtype, device=x.device)
     else:
         times = torch.tensor([sde.T, eps_t], dtype=x.dtype, device=x.device)
+    rhs: Any = velocity
+    state: Any = x
+    if return_log_prob:
+        from scorematch.likelihood import velocity_and_divergence
+
+        with_div = velocity_and_divergence(score_fn, sde, x, exact_trace, n_probes, generator, eps_t)
+
+        def rhs(t: Tensor, st: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            count[0] += 1
+            if bar is not None:
+                bar.update(1)
+            if callback is not None:
+                callback({"i": count[0] - 1, "x": st[0], "t": float(t)})
+            return with_div(st[0], t.to(st[0].dtype).clamp(eps_t, sde.T).expand(n))
+
+        state = (x, torch.zeros(n, dtype=x.dtype, device=x.device))
     try:
-        sol = odeint(velocity, x, times, rtol=rtol, atol=atol, method=method, options=options)
+        sol = odeint(rhs, state, times, rtol=rtol, atol=atol, method=method, options=options)
     finally:
         if bar is not None:
             bar.close()
+    lp = None
+    if return_log_prob:
+        # d delta/dt = div v from t = 1 down to eps_t: delta(eps_t) = -int_{eps_t}^1 div v dt
+        sol, delta = sol
+        lp = sde.prior_log_prob(x) - delta[-1]
     out = sol[-1]
     if denoise:
         out = _tweedie(score, sde, out, eps_t)
         count[0] += 1
-    return ODEResult(out, count[0], sol if return_trajectory else None)
+    return ODEResult(out, count[0], sol if return_trajectory else None, lp)
