@@ -11,7 +11,8 @@ Hutchinson-Skilling estimate E_eps[eps^T (dv/dx) eps] with Rademacher probes eps
 solve.  Under a VE, VP or sub-VP SDE (drift f = c(t) x, div f = D c(t)) the exact divergence of a
 score network with linear ends (scorematch.autodiff.structured: the library's MLPs, directly or
 through ``sigma_conditioned``) is div v = D c(t) - 1/2 g(t)^2 tr(grad_x s) with the trace taken
-in the network's widths; any other exact trace is torch.func.jacrev under vmap, chunked.
+in the network's widths; any other exact trace is D vector-Jacobian products with the unit vectors
+(D <= 16) or torch.func.jacrev under vmap, chunked.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def velocity_and_divergence(
 ) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """``f(y, t) -> (v, div v)`` for batches shaped like ``x``: the probability-flow velocity
     v = f(y, t) - 1/2 g(t)^2 s(y, t) and its divergence, exact (default for D <= 16; the structured
-    trace where it applies, else torch.func.jacrev under vmap, chunked) or the Hutchinson-Skilling
+    trace where it applies, else for D <= 16 D vector-Jacobian products with the unit vectors after
+    one forward pass, above torch.func.jacrev under vmap, chunked) or the Hutchinson-Skilling
     estimate with ``n_probes`` Rademacher probes per row drawn now from ``generator`` and fixed for
     every call. ``t`` is (n,); neither output is differentiable."""
     score = _score_callable(score_fn)
@@ -97,6 +99,23 @@ def velocity_and_divergence(
     structured = _structured_velocity(score_fn, sde, x, eps_t) if exact else None
     if structured is not None:
         return structured
+    if exact and d <= _EXACT_MAX_DIM:
+        basis = torch.eye(d, dtype=x.dtype, device=x.device).reshape(d, 1, *x.shape[1:])
+
+        def basis_div(y: Tensor, tv: Tensor) -> tuple[Tensor, Tensor]:
+            # one forward pass, then D vector-Jacobian products with the unit vectors e_j (rows are
+            # independent, so e_j^T J e_j of every row at once): div = sum_j (e_j^T J)_j
+            with torch.enable_grad():
+                yr = y.detach().requires_grad_(True)
+                v = drift(yr, tv)
+                div = torch.zeros(n, dtype=y.dtype, device=y.device)
+                for j in range(d):
+                    e = basis[j].expand_as(yr)
+                    (vjp,) = torch.autograd.grad(v, yr, grad_outputs=e, retain_graph=j < d - 1)
+                    div = div + (vjp * e).flatten(1).sum(1)
+            return v.detach(), div
+
+        return basis_div
     if exact:
         chunk = max(1, _JAC_CHUNK_ELEMENTS // (d * d))
 
