@@ -307,3 +307,28 @@ def test_adaptive_agrees_with_k_diffusion(order, eta) -> None:
                                                                    kd_info["n_reject"])
     assert info["nfe"] == kd_info["nfe"] - info["n_reject"]
     torch.testing.assert_close(out, kd, rtol=0, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- adaptive, per sample
+
+
+@pytest.mark.parametrize("order, sigmas", [(3, [80.0, 0.002, 0.0]), (2, [20.0, 0.01])])
+def test_adaptive_per_sample_is_each_row_alone(order, sigmas) -> None:
+    """With per_sample=True row i's result, steps and evaluations are those of the batch holding row
+    i alone: it does not depend on the other rows (with the batch's one error it does)."""
+    from scorematch.distributions import toy
+
+    mix = toy("gmm2d")
+    x0 = start(6, sigmas[0], seed=3)
+    out, info = dpm_adaptive(mix.noisy_score, x0, sigmas, order=order, rtol=1e-3, atol=1e-3, per_sample=True,
+                             return_info=True)
+    alone = [dpm_adaptive(mix.noisy_score, x0[i:i + 1], sigmas, order=order, rtol=1e-3, atol=1e-3, return_info=True)
+             for i in range(6)]
+    torch.testing.assert_close(out, torch.cat([a for a, _ in alone]), rtol=0, atol=1e-10)
+    assert info["n_accept"] == sum(a["n_accept"] for _, a in alone)
+    assert info["n_reject"] == sum(a["n_reject"] for _, a in alone)
+    assert info["steps"] == max(a["steps"] for _, a in alone)
+    batch = dpm_adaptive(mix.noisy_score, x0, sigmas, order=order, rtol=1e-3, atol=1e-3)
+    assert float((batch - out).abs().max()) > 1e-8  # the batch's one error gives other steps
+    with pytest.raises(ConfigError, match="per_sample"):
+        dpm_adaptive(score, x0, sigmas, per_sample=True, eta=1.0)

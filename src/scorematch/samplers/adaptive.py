@@ -107,6 +107,7 @@ def dpm_adaptive(
     noise: NoiseFn | None = None,
     return_trajectory: bool = False,
     return_info: bool = False,
+    per_sample: bool = False,
 ) -> Any:
     """Adaptive DPM-Solver-12 (``order=2``) or -23 (``order=3``, default) from sigma_max = sigmas[0]
     down to sigma_min = the last positive entry of ``sigmas`` (the levels in between are not used:
@@ -114,7 +115,12 @@ def dpm_adaptive(
     x <- D(x, sigma_min). Tolerances ``rtol``/``atol`` (defaults 0.05, 0.0078: about 1/128 of a
     [-1, 1] pixel), first step ``h_init`` in lambda = -log sigma, PID coefficients ``pcoeff``,
     ``icoeff``, ``dcoeff`` (default: the integral controller) and ``accept_safety``: see the module
-    docstring. The step sizes are chosen for the batch as a whole (one error over all its entries).
+    docstring. The step sizes are chosen for the batch as a whole (one error over all its entries),
+    so a sample depends on the batch it is drawn with, as in k-diffusion; with ``per_sample=True``
+    each row has its own error, step sizes and controller (every row's result is what the batch of
+    that row alone gives), the rows still running evaluated together (eta = 0 only; no trajectory;
+    every attempt evaluates its start: nfe = the batched calls, at most order (n_accept + n_reject)
+    of the slowest row + 1, the counts in ``info`` summed over rows, ``steps`` the batched attempts).
 
     Score evaluations: ``order`` per attempted step, less one for each attempt after a rejected
     one (the evaluation at its start is reused), plus one for the final denoising step:
@@ -128,6 +134,8 @@ def dpm_adaptive(
     """
     rtol, atol, h_init = _options(order, rtol, atol, h_init, (pcoeff, icoeff, dcoeff), accept_safety)
     eta, s_noise = _noise_options(eta, s_noise, noise)
+    if per_sample and (eta > 0 or return_trajectory):
+        raise ConfigError("per_sample=True needs eta = 0 and no trajectory (the rows are at different noise levels)")
     score = _checks.score_callable(score_fn, "score_fn(x, sigma)")
     x = _checks.batch("x", x).detach()
     levels = _checks.sampler_sigmas(sigmas).tolist()
@@ -143,12 +151,23 @@ def dpm_adaptive(
     info = {"nfe": 0, "steps": 0, "n_accept": 0, "n_reject": 0}
     bar = tqdm(desc="dpm_adaptive", unit="evaluation", disable=not progress)
 
-    def eps(y: Tensor, lam: float) -> Tensor:
-        sigma = math.exp(-lam)
+    def eps(y: Tensor, lam: Any) -> Tensor:
+        """eps(y, sigma) = -sigma s(y, sigma) at sigma = e^{-lam} (a float, or per row shaped like s)."""
         info["nfe"] += 1
         bar.update(1)
+        if isinstance(lam, Tensor):
+            sigma = torch.exp(-lam)
+            return score(y, sigma.reshape(-1).to(y.dtype)).mul(-sigma)
+        sigma = math.exp(-lam)
         return score(y, torch.full((y.shape[0],), sigma, dtype=y.dtype, device=y.device)).mul(-sigma)
 
+    if per_sample:
+        coeffs = (float(pcoeff), float(icoeff), float(dcoeff))
+        with torch.no_grad():
+            x = _per_sample(eps, x, s, t_end, order, rtol, atol, h_init, coeffs, float(accept_safety), info,
+                            callback, denoise_at_end)
+        bar.close()
+        return (x, dict(info)) if return_info else x
     pid = _PID(h_init, float(pcoeff), float(icoeff), float(dcoeff), 1.5 if eta > 0 else order, float(accept_safety))
     x_prev = x
     eps_s: Tensor | None = None
@@ -202,21 +221,80 @@ def dpm_adaptive(
     return out[0] if len(out) == 1 else out
 
 
-def _pair(eps: Any, x: Tensor, eps_s: Tensor, s: float, t: float, order: int) -> tuple[Tensor, Tensor]:
-    """(x_low, x_high) of one attempt from lambda s to t: (DPM-Solver-1, -2) or (-2, -3)."""
+def _per_sample(eps: Any, x: Tensor, s0: float, t_end: float, order: int, rtol: float, atol: float, h_init: float,
+                coeffs: tuple[float, float, float], accept_safety: float, info: dict[str, int],
+                callback: Callback | None, denoise_at_end: bool) -> Tensor:
+    """The controller of ``_PID`` run per row: lambda, h and the inverse errors are (n,) tensors;
+    each attempt evaluates the rows that have not reached t_end."""
+    n, dims = x.shape[0], (1,) * (x.dim() - 1)
+    dt = torch.float64
+    s = torch.full((n,), s0, dtype=dt, device=x.device)
+    h = torch.full((n,), h_init, dtype=dt, device=x.device)
+    inv = torch.zeros(n, 3, dtype=dt, device=x.device)
+    started = torch.zeros(n, dtype=torch.bool, device=x.device)
+    p, i, d = coeffs
+    b = ((p + i + d) / order, -(p + 2 * d) / order, d / order)
+    x, x_prev = x.clone(), x.clone()
+    while True:
+        rows = torch.nonzero(s < t_end - 1e-5).flatten()
+        if rows.numel() == 0:
+            break
+        xa, sa = x[rows], s[rows]
+        ta = torch.clamp(sa + h[rows], max=t_end)
+        sb, tb = sa.reshape(-1, *dims).to(x.dtype), ta.reshape(-1, *dims).to(x.dtype)
+        eps_s = eps(xa, sb)
+        x_low, x_high = _pair(eps, xa, eps_s, sb, tb, order)
+        delta = torch.maximum(x_low.abs(), x_prev[rows].abs()).mul_(rtol).clamp_(min=atol)
+        error = ((x_low - x_high) / delta).flatten(1).double().pow(2).mean(1).sqrt()
+        if not bool(torch.isfinite(error).all()):
+            raise ModelError("dpm_adaptive: the score gave non-finite values")
+        e = 1 / (error + 1e-8)
+        fresh = ~started[rows]
+        inv[rows[fresh]] = e[fresh, None].expand(-1, 3)
+        started[rows] = True
+        inv[rows, 0] = e
+        prev = inv[rows]
+        factor = 1 + torch.atan(prev[:, 0] ** b[0] * prev[:, 1] ** b[1] * prev[:, 2] ** b[2] - 1)
+        ok = factor >= accept_safety
+        done = rows[ok]
+        inv[done, 2], inv[done, 1] = inv[done, 1], inv[done, 0]
+        h[rows] = h[rows] * factor
+        x[done], x_prev[done], s[done] = x_high[ok], x_low[ok], ta[ok]
+        info["steps"] += 1
+        info["n_accept"] += int(ok.sum())
+        info["n_reject"] += int((~ok).sum())
+        if callback is not None:
+            callback({"i": info["steps"] - 1, "x": x, "rows": rows, "accepted": ok, "error": error, **info})
+    if denoise_at_end:
+        sb = s.reshape(-1, *dims).to(x.dtype)
+        x = x - torch.exp(-sb) * eps(x, sb)
+    return x
+
+
+def _exp(v: Any) -> Any:
+    return torch.exp(v) if isinstance(v, Tensor) else math.exp(v)
+
+
+def _expm1(v: Any) -> Any:
+    return torch.expm1(v) if isinstance(v, Tensor) else math.expm1(v)
+
+
+def _pair(eps: Any, x: Tensor, eps_s: Tensor, s: Any, t: Any, order: int) -> tuple[Tensor, Tensor]:
+    """(x_low, x_high) of one attempt from lambda s to t: (DPM-Solver-1, -2) or (-2, -3); s and t
+    floats, or per-row tensors shaped to broadcast against x."""
     h = t - s
-    sigma_t = math.exp(-t)
-    em1 = math.expm1(h)
+    sigma_t = _exp(-t)
+    em1 = _expm1(h)
     x1 = x - (sigma_t * em1) * eps_s
     r1 = 0.5 if order == 2 else 1 / 3
     s1 = s + r1 * h
-    eps_r1 = eps(x - (math.exp(-s1) * math.expm1(r1 * h)) * eps_s, s1)
+    eps_r1 = eps(x - (_exp(-s1) * _expm1(r1 * h)) * eps_s, s1)
     x2 = x1 - (sigma_t / (2 * r1) * em1) * (eps_r1 - eps_s)
     if order == 2:
         return x1, x2
     r2 = 2 / 3
     s2 = s + r2 * h
-    sigma_s2, em2 = math.exp(-s2), math.expm1(r2 * h)
+    sigma_s2, em2 = _exp(-s2), _expm1(r2 * h)
     u2 = x - (sigma_s2 * em2) * eps_s - (sigma_s2 * (r2 / r1) * (em2 / (r2 * h) - 1)) * (eps_r1 - eps_s)
     eps_r2 = eps(u2, s2)
     x3 = x1 - (sigma_t / r2 * (em1 / h - 1)) * (eps_r2 - eps_s)
