@@ -83,6 +83,11 @@ def test_ode_log_prob_options() -> None:
     hutch = ode(score, sde, (16, 2), generator=torch.Generator().manual_seed(1), dtype=F64, return_log_prob=True,
                 exact_trace=False, n_probes=4)
     assert float((hutch.log_prob - both.log_prob).abs().mean()) < 0.5
+    seen = []
+    traj = ode(score, sde, (16, 2), generator=torch.Generator().manual_seed(1), dtype=F64, return_log_prob=True,
+               return_trajectory=True, n_snapshots=5, callback=seen.append)
+    assert traj.trajectory.shape == (5, 16, 2) and torch.equal(traj.trajectory[-1], traj.samples)
+    assert len(seen) == traj.nfe and torch.equal(traj.log_prob, both.log_prob)
     with pytest.raises(ConfigError, match="denoise"):
         ode(score, sde, (4, 2), return_log_prob=True, denoise=True)
 
