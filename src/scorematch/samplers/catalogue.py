@@ -140,6 +140,12 @@ class Sampler:
     def option_names(self) -> list[str]:
         return [o.name for o in self.options]
 
+    @property
+    def schedule_option(self) -> str | None:
+        """The option the run layer spends on the schedule instead of passing it on: a denoising
+        sampler's ``n_steps`` (its noise levels), an unconditional chain's ``step_size``."""
+        return {DENOISING: "n_steps", UNCONDITIONAL: "step_size"}.get(self.family)
+
     def option(self, name: str) -> Option:
         return next(o for o in self.options if o.name == name)
 
@@ -164,7 +170,7 @@ def _check_entry(e: Sampler) -> None:
     if not isinstance(e.function, Lazy):
         params = inspect.signature(e.function).parameters
         takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        passed = [o.name for o in e.options if not (e.family == DENOISING and o.name == "n_steps")]
+        passed = [o.name for o in e.options if o.name != e.schedule_option]
         missing = [k for k in passed if k not in params and not takes_any]
         if missing:
             raise ConfigError(f"sampler {e.name!r}: its function takes no option(s) {', '.join(missing)}")
@@ -255,10 +261,9 @@ def sample(name: str, score_fn: Any, x: Any, schedule: Any, **kwargs: Any) -> An
     e = entry(name)
     common = {"generator", "callback", "progress", "return_trajectory"}
     options = {k: v for k, v in kwargs.items() if k not in common}
-    wrong = sorted(set(options) - set(e.option_names()) | ({"n_steps"} & set(options) if e.family == DENOISING
-                                                            else set()))
+    own = [o for o in e.option_names() if o != e.schedule_option]
+    wrong = sorted(set(options) - set(own))
     if wrong:
-        own = [o for o in e.option_names() if not (e.family == DENOISING and o == "n_steps")]
         valid = ", ".join(own) if own else "none"
         raise ConfigError(f"option(s) {', '.join(wrong)} do not apply to the {name} sampler (its options: {valid})")
     return e.function(score_fn, x, schedule, **kwargs)

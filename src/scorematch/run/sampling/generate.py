@@ -248,7 +248,7 @@ def _sample(space: ModelSpace, data: dict[str, Any], n: int, e: catalogue.Sample
 
     if e.family == catalogue.UNCONDITIONAL:
         scale = max(1e-6, (hi - lo) / 10)
-        step = opts.pop("step_size") if "step_size" in opts else 0.01 * scale**2
+        step = opts.pop(e.schedule_option) if e.schedule_option in opts else 0.01 * scale**2
         args: tuple[Any, ...] = (model, uniform_start(), step)
     elif e.family == catalogue.NCSN_LEVELS:
         opts = {"eps": schedule["eps"], "steps_per_sigma": schedule["steps_per_sigma"], **opts}
@@ -256,8 +256,8 @@ def _sample(space: ModelSpace, data: dict[str, Any], n: int, e: catalogue.Sample
     elif e.family == catalogue.DENOISING:
         view = noise_view(score, kind, schedule)
         own = schedule["sigmas"] if kind == catalogue.KIND_NCSN else None
-        sigmas = noise_levels(e.name, options.get("n_steps"), view, own)
-        opts.pop("n_steps", None)
+        sigmas = noise_levels(e.name, options.get(e.schedule_option), view, own)
+        opts.pop(e.schedule_option, None)
         args = (view, view.prior_sample(shape, generator=g, dtype=space.dtype, device=space.device), sigmas)
     else:
         sde, score_fn = time_sde(score, kind, schedule)
