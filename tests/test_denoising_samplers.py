@@ -38,7 +38,8 @@ F64 = torch.float64
 DENOISING = {e.name: e.resolved() for e in catalogue.entries(catalogue.DENOISING)}
 #: those that step along the grid they are given (one picks its own steps between its ends and counts
 #: its evaluations itself: tests/test_dpmpp_sde.py)
-ON_THE_GRID = {e.name: e.resolved() for e in catalogue.entries(catalogue.DENOISING) if "n_steps" in e.option_names()}
+ON_THE_GRID = {e.name: e.resolved() for e in catalogue.entries(catalogue.DENOISING)
+               if e.schedule_option in e.option_names()}
 N = 2000
 SIGMA_MAX, SIGMA_MIN = 80.0, 0.002
 

@@ -364,7 +364,8 @@ def _register_builtins() -> None:
                 nfe=lambda n, o: _plus_denoise(n * (1 + o.get("n_corrector", 1)), o),
                 nfe_text="N (1 + n_corrector) + 1", default_steps=500),
         Sampler(name="ode", function=_fn("sde", "ode"), family=SCORE_SDE,
-                summary="probability-flow ODE dx = [f - 1/2 g^2 s] dt, adaptive solver (also likelihoods)",
+                summary="probability-flow ODE dx = [f - 1/2 g^2 s] dt, adaptive solver (with --log-prob also each "
+                        "sample's log-likelihood)",
                 options=(Option("rtol", 1e-5, float, "relative tolerance of the adaptive solver (default 1e-5)"),
                          Option("atol", 1e-5, float, "absolute tolerance of the adaptive solver (default 1e-5)"),
                          Option("method", "dopri5", str, "torchdiffeq solver", flag=False),

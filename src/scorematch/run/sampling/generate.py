@@ -215,7 +215,7 @@ def noise_levels(name: str, n_steps: Any, view: Any, levels: Sequence[float] | N
     takes them (``own_levels``), which are then the grid, followed by 0: the network was trained
     at those levels only (docs/samplers/sampling-a-run.md)."""
     e = catalogue.entry(name)
-    if "n_steps" not in e.option_names():  # the sampler picks its steps: the grid gives its range
+    if e.schedule_option not in e.option_names():  # the sampler picks its steps: the grid gives its range
         return None if view is None else e.grid(None, view.sigma_min, view.sigma_max)
     if n_steps is None:
         if levels is not None and e.own_levels:
