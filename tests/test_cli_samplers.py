@@ -368,6 +368,17 @@ def test_the_adaptive_sampler_prints_and_records_its_evaluations(runs, tmp_path,
     assert counts[1] > counts[0]
 
 
+def test_eval_records_the_evaluations_of_the_adaptive_sampler(runs):
+    from scorematch.run.reporting.evaluate import evaluate
+
+    seen: list[dict] = []
+    model = load(runs["edm"])
+    generate(model, model.run_info, 64, sampler="dpm_adaptive", seed=1, callback=seen.append)
+    res = evaluate(runs["edm"], n=64, seed=1, sampler="dpm_adaptive", likelihood=False, save=False)
+    assert res["sampling_nfe"] == seen[-1]["nfe"]  # the samples eval draws: generate's, same seed
+    assert "sampling_nfe" not in evaluate(runs["edm"], n=64, seed=1, sampler="heun", likelihood=False, save=False)
+
+
 def test_one_tolerance_flag_serves_the_ode_sampler_too(runs, tmp_path, capsys):
     out = tmp_path / "s.npz"
     rc, _, err = run_cli(["sample", runs["ve"], "--sampler", "ode", "--rtol", 1e-3, "--atol", 1e-3, "--n", 16,
