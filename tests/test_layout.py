@@ -175,6 +175,8 @@ CATALOGUE_MODULES = {"samplers/catalogue.py", "objectives/catalogue.py", "object
 #: string constants equal to a method name that name something else, each with the reason
 OTHER_MEANINGS = {
     ("sde.py", "euler"): "torchdiffeq's fixed-step solver of the ODE_METHODS list, not the sampler",
+    ("samplers/dpmpp_sde.py", "heun"): "a solver_type of DPM-Solver++(2M) SDE (its second-order correction, as "
+                                       "k-diffusion names it), not the sampler",
 }
 
 

@@ -72,6 +72,7 @@ def _check_npz(out: Path | None) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
     from scorematch.files import write_npz
@@ -86,7 +87,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     drawn = draw(args.run, out, n=args.n, sampler=args.sampler, seed=args.seed, options=_sampler_options(args),
                  label=args.label, guidance=args.guidance, inpaint=args.inpaint, inpaint_method=args.inpaint_method,
                  particles=args.particles, resample=args.resample, device=pick_device(args.device), threads=threads,
-                 progress=not args.no_progress, claim=args.out is not None, force=args.force)
+                 progress=not args.no_progress, claim=args.out is not None, force=args.force,
+                 log_prob=args.log_prob)
     if not drawn.is_main:
         return 0
     x = drawn.samples
@@ -95,10 +97,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
         from scorematch.errors import SamplingError
 
         raise SamplingError(nonfinite_advice(bad, len(x), drawn.sampler, drawn.model))
-    write_npz(out, samples=x.numpy(), exclusive=args.out is not None)
+    arrays = {"samples": x.numpy()}
+    if drawn.log_prob is not None:
+        arrays["log_prob"] = drawn.log_prob.numpy()
+    if drawn.nfe is not None:
+        arrays["nfe"] = np.asarray(drawn.nfe, dtype=np.int64)
+    write_npz(out, exclusive=args.out is not None, **arrays)
     note = f", {bad} of them NaN/inf" if bad else ""
     print(f"wrote {out} (samples: {tuple(x.shape)}{note}"
-          f"{f', from {drawn.world_size} processes' if drawn.world_size > 1 else ''})")
+          f"{f', from {drawn.world_size} processes' if drawn.world_size > 1 else ''}"
+          f"{f', {drawn.nfe} score evaluations' if drawn.nfe is not None else ''})")
+    if drawn.log_prob is not None:
+        print(f"mean log-likelihood: {float(drawn.log_prob.mean()):.6g} (log_prob in {out})")
     if drawn.model.run_info["data"]["kind"] == "image":
         from scorematch.plotting import save_image_grid
 

@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=None,
                    help="a new output file, written exactly as named; it must end in .npz (default: RUN/samples.npz, "
                         "replaced)")
+    s.add_argument("--log-prob", action="store_true", help=log_prob_help())
     s.add_argument("--allow-nonfinite", action="store_true",
                    help="write the samples even when some are NaN/inf (default: refuse, exit 2, say what to try)")
     s.add_argument("--nproc", type=_int, default=None,
@@ -243,6 +244,16 @@ def sampler_help() -> str:
             continue
         defaults.append(f"{kind}: {name}" + "".join(f", {k} {v}" for k, v in settings.items()))
     return f"{families}. Default, measured fastest to good samples: {'; '.join(defaults)}"
+
+
+def log_prob_help() -> str:
+    """The help of --log-prob: the samplers that return log-likelihoods, from the sampler catalogue."""
+    from scorematch.samplers import catalogue as C
+
+    able = " | ".join(e.name for e in C.entries() if e.log_prob) or "none"
+    return (f"also each sample's log-likelihood under the model, in the same solve (--sampler {able}): array "
+            "'log_prob' of the .npz (data units; the density at the solver's end point, before the final "
+            "denoising step, which is then left out), its mean printed")
 
 
 def sampler_flags() -> list[str]:

@@ -95,9 +95,12 @@ def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | N
     from scorematch.run.sampling.generate import generate
 
     t0 = time.perf_counter()
+    report: dict[str, Any] = {}
     samples = generate(model, model.run_info, n, sampler=sampler, seed=seed, progress=progress,
-                       warn_nonfinite=False, **sampler_options)
+                       warn_nonfinite=False, report=report, **sampler_options)
     results["sampling_seconds"] = time.perf_counter() - t0
+    if "nfe" in report:  # a sampler that picks its own steps says how many evaluations it took
+        results["sampling_nfe"] = int(report["nfe"])
     results["nonfinite_samples"] = count_nonfinite(samples)
     if results["nonfinite_samples"]:
         say(f"scorematch eval: {results['nonfinite_samples']} of {n} samples are NaN/inf; the sample metrics "

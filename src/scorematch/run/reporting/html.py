@@ -74,6 +74,7 @@ _EVAL_HELP = {
     "jacobian_asymmetry": "||J - J^T||_F / ||J||_F of the learned field (0: conservative)",
     "test_log_likelihood": "mean test log-likelihood via the probability-flow ODE",
     "likelihood_nfe": "score evaluations of the likelihood ODE",
+    "sampling_nfe": "score evaluations the sampler took (a sampler that picks its own steps)",
     "bits_per_dim": "test negative log-likelihood in bits per dimension",
 }
 

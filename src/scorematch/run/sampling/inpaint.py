@@ -132,7 +132,7 @@ def check_method(method: str | None, sampler: str | None, options: dict[str, Any
                               "--n-steps and --particles")
     else:
         sampler = sampler or catalogue.DEFAULT_DENOISING
-        denoising = [e.name for e in catalogue.entries(catalogue.DENOISING)]
+        denoising = [e.name for e in catalogue.entries(catalogue.DENOISING) if e.schedule_option in e.option_names()]
         if sampler not in denoising:
             raise ConfigError(f"inpainting by {method} runs a denoising sampler ({', '.join(denoising)}), "
                               f"got --sampler {sampler}")
