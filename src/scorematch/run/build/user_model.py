@@ -3,8 +3,10 @@
 The protocol a module follows to be trained by ``scorematch.train(cfg, model=module)``:
 
 - it is an ``nn.Module``; class attribute ``conditioning`` is ``"none"`` (s(x)), ``"sigma"``
-  (s(x, sigma), sigma of shape (n,): objective ncsn) or ``"time"`` (s(x, t), t of shape (n,):
-  objective sde), default ``"none"``; ``kind`` is ``"score"`` or ``"energy"``, default ``"score"``;
+  (s(x, sigma), sigma of shape (n,): objectives ncsn and edm) or ``"time"`` (s(x, t), t of shape
+  (n,): objective sde), default ``"none"``; ``kind`` is ``"score"`` or ``"energy"``, default
+  ``"score"``; for edm, ``EDMPrecond(F, sigma_data=...)`` wraps a user's network F, and a module
+  with a ``denoise(x, sigma)`` method is trained through it (docs/your-model.md states it all);
 - ``score(x[, c])`` returns the score, shaped like x; without a ``score`` method, ``forward`` is
   the score (kind ``"score"``) or the energy E(x) of shape (n,) (kind ``"energy"``, s = -grad E);
 - ``config``, a dict of JSON values, holds its constructor's keyword arguments, so that
@@ -39,7 +41,7 @@ from scorematch.run.folder import checkpoint as ckpt
 
 CONDITIONINGS = ("none", "sigma", "time")
 KINDS = ("score", "energy")
-NEEDS = {"ncsn": "sigma", "sde": "time"}
+NEEDS = {"ncsn": "sigma", "edm": "sigma", "sde": "time"}
 MEMORY_DATA = "data.npy"
 BARE_FORMAT = 1
 
@@ -52,24 +54,33 @@ class ForwardScore(nn.Module):
         self.module = module
         self.conditioning = getattr(module, "conditioning", "none")
         self.kind = getattr(module, "kind", "score")
-        if hasattr(module, "dim"):
-            self.dim = module.dim
+        for name in ("dim", "n_classes", "null_label", "sigma_data"):
+            if hasattr(module, name):
+                setattr(self, name, getattr(module, name))
 
     def forward(self, x: torch.Tensor, *condition: torch.Tensor) -> torch.Tensor:
         return self.module(x, *condition)
 
     def score(self, x: torch.Tensor, *condition: torch.Tensor) -> torch.Tensor:
-        if self.kind == "energy":
-            return neg_grad_sum(lambda y: self.module(y, *condition), x)
         return self.module(x, *condition)
+
+
+class ForwardEnergy(ForwardScore):
+    """A module of kind "energy" without ``score``: its forward is E(x), shape (n,), and s = -grad E."""
+
+    def score(self, x: torch.Tensor, *condition: torch.Tensor) -> torch.Tensor:
+        return neg_grad_sum(lambda y: self.module(y, *condition), x)
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
 
 
 def adapt(module: nn.Module) -> nn.Module:
-    """``module`` itself when it has ``score``, else ``ForwardScore(module)``."""
-    return module if callable(getattr(_compile.uncompiled(module), "score", None)) else ForwardScore(module)
+    """``module`` itself when it has ``score``, else ``ForwardScore(module)`` (``ForwardEnergy`` for kind
+    "energy"): only an energy model has ``energy``, so MALA refuses a score model in one line."""
+    if callable(getattr(_compile.uncompiled(module), "score", None)):
+        return module
+    return ForwardEnergy(module) if getattr(module, "kind", "score") == "energy" else ForwardScore(module)
 
 
 def user_class(model: nn.Module) -> nn.Module:
@@ -128,6 +139,8 @@ def import_class(path: str) -> type:
 def rebuild(spec: dict[str, Any]) -> nn.Module:
     """The module a run.json / config.json model description names, freshly constructed."""
     name, config = spec["name"], spec.get("config") or {}
+    if name == "EDMPrecond" and ":" in str(config.get("net", "")):
+        return _rebuild_precond(config)
     if ":" not in name:
         try:
             return build_model(name, config)
@@ -141,6 +154,18 @@ def rebuild(spec: dict[str, Any]) -> nn.Module:
             f"{name}(**{json.dumps(config)}) failed ({type(err).__name__}: {err}); its config attribute must "
             "hold the keyword arguments that rebuild it"
         ) from None
+
+
+def _rebuild_precond(config: dict[str, Any]) -> nn.Module:
+    """``EDMPrecond`` around a user's network F, from the config it records: {"net": "module:QualName",
+    "net_config": F's constructor arguments, "sigma_data"}."""
+    from scorematch.models.edm import EDMPrecond
+
+    net = rebuild({"name": config["net"], "config": config.get("net_config") or {}})
+    try:
+        return EDMPrecond(user_class(net), sigma_data=config.get("sigma_data", 0.5))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"run.json has an EDMPrecond config this version cannot build ({err})") from None
 
 
 def check_model(model: nn.Module, ds: Dataset, objective: str) -> nn.Module:
@@ -158,10 +183,13 @@ def check_model(model: nn.Module, ds: Dataset, objective: str) -> nn.Module:
     if cond != need:
         raise ModelError(f"objective {objective!r} needs a {need}-conditioned model; "
                          f"{type(user_class(model)).__name__}.conditioning is {cond!r}")
+    if callable(getattr(model, "denoise", None)) and not callable(getattr(model, "score", None)):
+        raise ModelError(f"{type(user_class(model)).__name__} has denoise but no score: add score(x, sigma) "
+                         "returning (denoise(x, sigma) - x) / sigma**2, which the samplers call")
     adapted = adapt(model)
     _check_output(adapted, ds, cond)
     spec = spec_of(adapted)
-    if ":" in spec["name"]:
+    if ":" in spec["name"] or ":" in str(spec["config"].get("net", "")):
         _warn_if_not_rebuildable(adapted, spec)
     return adapted
 
@@ -185,7 +213,7 @@ def _check_output(model: nn.Module, ds: Dataset, cond: str) -> None:
 
 def _warn_if_not_rebuildable(model: nn.Module, spec: dict[str, Any]) -> None:
     why = ""
-    if "<locals>" in spec["name"]:
+    if "<locals>" in spec["name"] or "<locals>" in str(spec["config"].get("net", "")):
         why = "it is defined inside a function"
     else:
         try:
