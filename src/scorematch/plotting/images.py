@@ -111,10 +111,12 @@ def annealing_rows(
     n_per_row: int = 8,
     sigmas: Sequence[float] | torch.Tensor | None = None,
     max_rows: int | None = None,
+    title: str = "one row per noise level",
 ) -> Figure:
-    """The annealed-Langevin trajectory figure: one row per snapshot of
+    """A sampler's trajectory over noise levels as a figure: one row per snapshot, e.g. of
     ``annealed_langevin(..., return_trajectory=True)`` (shape (L+1[+1], n, C, H, W): x_0, x
-    after each noise level, then the denoised x), the first ``n_per_row`` chains per row.
+    after each noise level, then the denoised x) or of a denoising sampler, the first
+    ``n_per_row`` chains per row, under ``title`` (name the sampler there).
 
     Rows are labelled init / sigma_i / denoised when ``sigmas`` (length L) is given, else by
     snapshot index; ``max_rows`` keeps that many evenly spaced rows (first and last included).
@@ -156,5 +158,5 @@ def annealing_rows(
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
-    ax.set_title("annealed Langevin: one row per noise level", fontsize=10)
+    ax.set_title(title, fontsize=10)
     return _save(fig, path)
