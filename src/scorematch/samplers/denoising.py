@@ -11,7 +11,8 @@ SDE model into one), ``x`` the start already at the scale of sigmas[0] (x ~ N(0,
 for sigma_0 >> the data's scale: the caller draws it), ``sigmas`` strictly descending with only
 the last allowed to be 0 (``scorematch.noise.karras_sigmas``). ``callback`` is called once per
 step with a dict {i, sigma, sigma_hat, sigma_next, x, denoised} (x and denoised at sigma_hat,
-before the step), ``progress`` shows a tqdm bar on stderr. Each returns the final x, or
+before the step), ``progress`` shows the progress on stderr (``scorematch._progress``: a tqdm bar
+on a terminal, a line every 10 s otherwise). Each returns the final x, or
 (x, trajectory) with ``return_trajectory``: the start and the state after every step,
 shape (N + 1, *x.shape). All run under ``torch.no_grad()``.
 
@@ -27,9 +28,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from scorematch import _checks
+from scorematch._progress import progress as progress_bar
 from scorematch._random import randn_like
 from scorematch.errors import ConfigError
 from scorematch.samplers.langevin import check_trajectory_size
@@ -56,7 +57,7 @@ class _Loop:
         if callback is not None and not callable(callback):
             raise ConfigError(f"callback must be callable with one dict argument, got {type(callback).__name__}")
         self.callback = callback
-        self.bar = tqdm(total=self.steps, desc=name, disable=not progress)
+        self.bar = progress_bar(self.steps, name, progress)
         self.traj: list[Tensor] | None = None
         if return_trajectory:
             check_trajectory_size(self.steps + 1, self.x, name)
@@ -74,12 +75,14 @@ class _Loop:
                            "sigma_next": self.levels[i + 1], "x": x, "denoised": x + sigma_hat**2 * s})
 
     def done(self, i: int, x: Tensor) -> None:
-        self.bar.update(1)
+        if self.bar is not None:
+            self.bar.update(1)
         if self.traj is not None:
             self.traj.append(x.clone())
 
     def finish(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
         return (x, torch.stack(self.traj)) if self.traj is not None else x
 
 
