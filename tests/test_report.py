@@ -254,6 +254,7 @@ def test_ncsn_report_has_levels_annealing_and_grids(ncsn_report):
     check_self_contained(text, page)
     imgs = dict(zip([a["alt"] for a in page.images()], check_images(page, NCSN_FIGURES), strict=True))
     with Image.open(run / "samples" / "step_00000030.png") as grid:
+        assert grid.size == (11 * 62, 11 * 62)  # 6 x 6 digits of 8 x 8 pixels, each pixel 11 x 11 in the PNG
         assert imgs["samples at step 30"].size == grid.size  # the file itself, embedded unchanged
         assert np.array_equal(np.asarray(imgs["samples at step 30"]), np.asarray(grid))
     check_config(page, run)

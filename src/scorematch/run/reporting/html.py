@@ -277,8 +277,8 @@ def _grids(run: Path) -> str:
         if size is None:
             continue
         step = p.stem.removeprefix("step_").lstrip("0") or "0"
-        scale = max(1, 260 // max(1, size[0]))
-        out.append(_figure(data, f"samples at step {step}", f"step {step}", width=size[0] * scale))
+        width = size[0] * max(1, 260 // max(1, size[0])) if size[0] < 260 else 260  # about 260 pixels wide
+        out.append(_figure(data, f"samples at step {step}", f"step {step}", width=width))
     out.append("</div>")
     return "\n".join(out)
 
