@@ -74,6 +74,7 @@ def test_the_page_has_one_example_per_conditioning():
     assert any("labels" in b[0][1] and "class_conditional=True" in b[1][1] for b in EXAMPLES.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("heading", [h for h in EXAMPLES if "preconditioned" not in h])
 def test_each_example_trains_and_samples(heading, tmp_path, monkeypatch):
     ns = run_example(heading, tmp_path, monkeypatch)
