@@ -32,6 +32,7 @@ from PIL import Image
 import scorematch
 from scorematch.cli import main
 from scorematch.run.reporting.evaluate import evaluate
+from scorematch.run.reporting.features import ROWS
 from scorematch.run.reporting.html import write_report
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -179,6 +180,11 @@ def check_eval(page: Page, results: dict) -> None:
     assert rows["metric"][:2] == ["value", "meaning"]
     for key, value in results.items():
         if key == "run":
+            continue
+        if key == "image_metrics":  # one row per metric: value +/- se (real vs real: baseline +/- se)
+            for name, row, _ in (r for r in ROWS if r[0] in value):
+                assert rows[row][0].startswith(f"{value[name]['value']:.4g} +/- "), (row, rows[row])
+                assert f"real vs real: {value[name]['baseline']:.4g}" in rows[row][0], (row, rows[row])
             continue
         cell = rows[key][0]
         if isinstance(value, float):

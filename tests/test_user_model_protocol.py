@@ -133,6 +133,12 @@ def test_precond_of_a_user_network_is_the_edm_formula(gen):
         EDMPrecond(Net(), {"dim": 2})
 
 
+def test_a_network_of_the_running_script_is_refused_inside_edmprecond_too(tmp_path):
+    main_net = type("MainNet", (Net,), {"__module__": "__main__"})
+    with pytest.raises(ModelError, match="MainNet is defined in the script being run"):
+        scorematch.save(EDMPrecond(main_net(), sigma_data=1.0), tmp_path / "m")
+
+
 def test_edm_takes_a_sigma_conditioned_model_and_refuses_others_in_one_line(tmp_path):
     x = toy("gmm2d").sample(300, torch.Generator().manual_seed(0))
     res = scorematch.train(model=SigmaScore(2, 16), data=x, objective="edm", out=tmp_path / "a", **FAST)

@@ -24,11 +24,16 @@ from scorematch.plotting import (
     trajectories,
 )
 from scorematch.plotting._base import DPI, PathLike, _new_figure
+from scorematch.run.folder.outdir import claim_folder
 from scorematch.run.folder.validate import check_seed
+from scorematch.run.system.limits import check_request
+
+#: the files ``run_figures`` may write
+FIGURE_NAMES = ("loss.png", "samples.png", "annealing.png", "score_field.png", "trajectory.png", "density.png")
 
 
 def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, seed: int = 0,
-                device: str = "cpu", progress: bool = False) -> list[Path]:
+                device: str = "cpu", progress: bool = False, force: bool = False) -> list[Path]:
     """All figures of a run folder, written as PNGs into ``out`` (default RUN/plots); the model
     runs on ``device``, ``progress`` shows the sampler's progress.
 
@@ -38,6 +43,8 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
     trajectory.png (Langevin / annealed-Langevin chains); for images: samples.png (a grid) and
     annealing.png (one row per noise level). No symbolic link is followed inside ``out`` (or
     inside the run folder for RUN/plots), and the folder is checked writable before any work.
+    An ``out`` folder must be new, empty or one this function wrote before; else it is refused,
+    or with ``force`` the files of the names it writes are renamed NAME.orig first.
     """
     from scorematch.density import density_grid
     from scorematch.run.build.loading import data_score, held_out, load
@@ -51,6 +58,9 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
     root = Path(out) if out is not None else run
     model = load(run, device=device)
     dev = next(model.parameters()).device
+    check_request(model, n, model.run_info["data"]["sample_shape"], dev)
+    if out is not None:
+        claim_folder(folder, force, FIGURE_NAMES)
     if progress:
         say(start_line("plot", dev, torch.get_num_threads(), model))
     probe_writable(folder / "loss.png", root=root)

@@ -23,6 +23,7 @@ from typing import Any
 
 from scorematch.errors import CheckpointError, ScoreMatchError
 from scorematch.files import OutputError, probe_writable, write_json, write_text
+from scorematch.run.folder.outdir import claim_file
 from scorematch.run.folder.runfiles import parse_loss_row, read_loss_lines
 from scorematch.run.folder.validate import check_seed, read_file, read_json
 
@@ -250,7 +251,11 @@ def _eval_section(results: dict[str, Any] | None, note: str) -> str:
     if results:
         order = {k: i for i, k in enumerate(_EVAL_HELP)}
         keys = sorted((k for k in results if k != "run"), key=lambda k: (order.get(k, len(order)), k))
-        rows = [(k, results[k], _EVAL_HELP.get(k, "")) for k in keys]
+        rows = [(k, results[k], _EVAL_HELP.get(k, "")) for k in keys if k != "image_metrics"]
+        if "image_metrics" in results:
+            from scorematch.run.reporting.features import image_metric_lines
+
+            rows += image_metric_lines(results["image_metrics"])
         out.append(_table(rows, ("metric", "value", "meaning")))
     return "\n".join(out)
 
@@ -322,8 +327,9 @@ def _toc(sections: list[tuple[str, str]]) -> str:
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, n: int = 500, seed: int = 0,
-                 evaluate: bool = True, device: str = "cpu", progress: bool = False) -> Path:
+                 evaluate: bool = True, device: str = "cpu", progress: bool = False, force: bool = False) -> Path:
     """Write the HTML report of a run folder to ``out`` (default RUN/report.html); returns its path.
+    An ``out`` that exists is refused (``force``: renamed NAME.orig first); it is created exclusively.
 
     ``n`` samples (seed ``seed``) are drawn for the figures and, when the run has no eval.json
     newer than its weights and ``evaluate`` is True, for ``scorematch.run.reporting.evaluate.evaluate`` (which
@@ -342,6 +348,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, n: int = 50
     cfg = config.to_dict()
     info = read_run_info(run, config)
     target = Path(out) if out is not None else run / "report.html"
+    if out is not None:
+        claim_file(target, force)
     probe_writable(target)
 
     results, note = _evaluation(run, n, seed, evaluate, device, progress)
@@ -392,5 +400,5 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, n: int = 50
         f"<style>{_CSS}</style></head>",
         "<body>", *body, "</body>", "</html>", "",
     ])
-    write_text(target, page)  # atomic, never through a symbolic link; mode from the umask
+    write_text(target, page, exclusive=out is not None)  # atomic, never through a link; mode from the umask
     return target

@@ -17,6 +17,7 @@ from scorematch.run.build.loading import load
 from scorematch.run.sampling.generate import check_label, generate, resolve_sampler
 from scorematch.run.sampling.inpaint import check_request, inpaint_run, read_inpaint_file
 from scorematch.run.system import distributed as D
+from scorematch.run.system import limits
 from scorematch.run.system.environment import say, start_line
 from scorematch.samplers import catalogue
 
@@ -42,9 +43,12 @@ class Drawn:
 def draw(run: Path, out: Path, n: int | None = None, sampler: str | None = None, seed: int = 0,
          options: dict[str, Any] | None = None, label: int | str | None = None, guidance: float | None = None,
          inpaint: Path | None = None, inpaint_method: str | None = None, particles: int | None = None,
-         resample: int | None = None, device: Any = "cpu", threads: int = 1, progress: bool = True) -> Drawn:
+         resample: int | None = None, device: Any = "cpu", threads: int = 1, progress: bool = True,
+         claim: bool = False, force: bool = False) -> Drawn:
     """Samples of the run folder ``run`` (``generate``), or with ``inpaint`` (an .npz of x and mask)
-    its rows filled in (``inpaint_run``); ``out`` is probed for writing first (rank 0). Under
+    its rows filled in (``inpaint_run``); ``out`` is probed for writing first (rank 0), and with
+    ``claim`` it (and its image grid FILE.png for image runs) must not exist unless ``force``
+    (then it is renamed aside). The request is checked against the memory before any work. Under
     torchrun the processes share the work and are shut down here, on success and on error."""
     ctx, device = D.init_from_env(device)
     options = dict(options or {})
@@ -53,6 +57,10 @@ def draw(run: Path, out: Path, n: int | None = None, sampler: str | None = None,
         model = load(run, device=device)
         info = model.run_info
         shape = tuple(info["data"]["sample_shape"])
+        if claim:
+            D.on_main(lambda: _claim_files(out, info, force), ctx)
+        if inpaint is None:
+            limits.check_request(model, DEFAULT_N if n is None else n, shape, device, options)
         if inpaint is not None:
             if ctx.enabled:
                 raise ConfigError("--inpaint runs in one process; drop --nproc")
@@ -81,6 +89,15 @@ def draw(run: Path, out: Path, n: int | None = None, sampler: str | None = None,
         return Drawn(x if ctx.is_main else None, name, model, ctx.world_size)
     finally:
         D.shutdown(ctx, clean=done)
+
+
+def _claim_files(out: Path, info: dict[str, Any], force: bool) -> None:
+    """``sample --out FILE.npz`` (and FILE.png beside it for images) must be new, or ``force``."""
+    from scorematch.run.folder.outdir import claim_file
+
+    claim_file(out, force)
+    if info["data"]["kind"] == "image":
+        claim_file(out.with_suffix(".png"), force, flag="--out (its image grid)")
 
 
 def nonfinite_advice(bad: int, n: int, name: str, model: Any) -> str:

@@ -30,13 +30,13 @@ from scorematch._checks import positive_int
 from scorematch.errors import ConfigError, ScoreMatchWarning
 from scorematch.run.folder.validate import check_seed
 from scorematch.run.sampling.space import ModelSpace, noise_view, space_of, time_sde, unwrap
-from scorematch.run.system.limits import check_sampling
+from scorematch.run.system.limits import MAX_STEPS, check_sampling
 from scorematch.samplers import catalogue
 
 #: the classifier-free guidance weight w of a class-conditional model sampled with a label
 DEFAULT_GUIDANCE = 1.0
 #: at most this many noise levels for a denoising sampler (each one is a step)
-MAX_LEVELS = 10**6
+MAX_LEVELS = MAX_STEPS
 
 
 def model_kind(model: nn.Module, run_info: dict[str, Any] | None = None) -> str:
@@ -154,7 +154,7 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
     name, options = resolve_sampler(model, sampler, options, run_info)
     label, w = check_label(model, run_info, label, guidance)
     space = space_of(model, run_info)
-    check_sampling(n, space.sample_shape, space.device)
+    check_sampling(n, space.sample_shape, space.device, space.inner, options)
     out = _sample(space, run_info["data"], n, catalogue.entry(name), space.generator(seed), return_trajectory,
                   progress, callback, options, label, w)
     x, traj = (out if return_trajectory else (out, None))

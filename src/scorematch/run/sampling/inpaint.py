@@ -113,7 +113,7 @@ def read_inpaint_file(path: str | Path, sample_shape: tuple[int, ...], kind: str
         raise DataError(f"{p}: the known pixels must lie in [0, 1] like the run's images, got [{xk.min():.4g}, "
                         f"{xk.max():.4g}]; divide 8-bit images by 255")
     x32 = np.where(known, x, 0).astype(np.float32)
-    return torch.from_numpy(x32), torch.from_numpy(np.ascontiguousarray(known))
+    return torch.from_numpy(x32), torch.from_numpy(np.array(known, copy=True))  # writable: torch warns otherwise
 
 
 def check_method(method: str | None, sampler: str | None, options: dict[str, Any], particles: int | None,
