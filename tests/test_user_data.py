@@ -157,6 +157,7 @@ def relative_run(tmp_path, capsys, monkeypatch):
     return tmp_path / "a" / "run"
 
 
+@pytest.mark.slow
 def test_run_evaluates_plots_and_reports_from_another_directory(relative_run, tmp_path, capsys):
     info = json.loads((relative_run / "run.json").read_text())["data"]
     data = tmp_path / "a" / "d.npy"

@@ -105,7 +105,7 @@ def plain(model: nn.Module) -> nn.Module:
     if _compile.is_compiled(model):
         return model._orig_mod
     if isinstance(model, custom.ForwardScore) and _compile.is_compiled(model.module):
-        return custom.ForwardScore(model.module._orig_mod)
+        return type(model)(model.module._orig_mod)
     return model
 
 

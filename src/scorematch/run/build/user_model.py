@@ -6,6 +6,8 @@ The protocol a module follows to be trained by ``scorematch.train(cfg, model=mod
   (s(x, sigma), sigma of shape (n,)) or ``"time"`` (s(x, t), t of shape (n,)), default
   ``"none"``: the conditioning its objective's catalogue entry names
   (``scorematch.objectives.catalogue``); ``kind`` is ``"score"`` or ``"energy"``, default ``"score"``;
+  for edm, ``EDMPrecond(F, sigma_data=...)`` wraps a user's network F, and a module with a
+  ``denoise(x, sigma)`` method is trained through it (docs/your-model.md states it all);
 - ``score(x[, c])`` returns the score, shaped like x; without a ``score`` method, ``forward`` is
   the score (kind ``"score"``) or the energy E(x) of shape (n,) (kind ``"energy"``, s = -grad E);
 - ``config``, a dict of JSON values, holds its constructor's keyword arguments, so that
@@ -87,24 +89,33 @@ class ForwardScore(nn.Module):
         self.module = module
         self.conditioning = getattr(module, "conditioning", "none")
         self.kind = getattr(module, "kind", "score")
-        if hasattr(module, "dim"):
-            self.dim = module.dim
+        for name in ("dim", "n_classes", "null_label", "sigma_data"):
+            if hasattr(module, name):
+                setattr(self, name, getattr(module, name))
 
     def forward(self, x: torch.Tensor, *condition: torch.Tensor) -> torch.Tensor:
         return self.module(x, *condition)
 
     def score(self, x: torch.Tensor, *condition: torch.Tensor) -> torch.Tensor:
-        if self.kind == "energy":
-            return neg_grad_sum(lambda y: self.module(y, *condition), x)
         return self.module(x, *condition)
+
+
+class ForwardEnergy(ForwardScore):
+    """A module of kind "energy" without ``score``: its forward is E(x), shape (n,), and s = -grad E."""
+
+    def score(self, x: torch.Tensor, *condition: torch.Tensor) -> torch.Tensor:
+        return neg_grad_sum(lambda y: self.module(y, *condition), x)
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
 
 
 def adapt(module: nn.Module) -> nn.Module:
-    """``module`` itself when it has ``score``, else ``ForwardScore(module)``."""
-    return module if callable(getattr(_compile.uncompiled(module), "score", None)) else ForwardScore(module)
+    """``module`` itself when it has ``score``, else ``ForwardScore(module)`` (``ForwardEnergy`` for kind
+    "energy"): only an energy model has ``energy``, so MALA refuses a score model in one line."""
+    if callable(getattr(_compile.uncompiled(module), "score", None)):
+        return module
+    return ForwardEnergy(module) if getattr(module, "kind", "score") == "energy" else ForwardScore(module)
 
 
 def user_class(model: nn.Module) -> nn.Module:
@@ -120,17 +131,25 @@ def class_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+def _refuse_main(name: str) -> None:
+    raise ModelError(
+        f"{name} is defined in the script being run (__main__), so scorematch.load could "
+        "never find it again: define the class in a module (e.g. my_models.py next to the script), import it "
+        "from there and train or save again"
+    )
+
+
 def spec_of(model: nn.Module) -> dict[str, Any]:
     """The run.json model description {"name", "config"} of a built-in or a user's module."""
     inner = user_class(model)
     if MODEL_REGISTRY.get(type(inner).__name__) is type(inner):
-        return model_spec(inner)
+        spec = model_spec(inner)
+        net = str(spec["config"].get("net", ""))  # EDMPrecond around a user's network names its class
+        if net.startswith("__main__:"):
+            _refuse_main(net.partition(":")[2])
+        return spec
     if type(inner).__module__ == "__main__":
-        raise ModelError(
-            f"{type(inner).__name__} is defined in the script being run (__main__), so scorematch.load could "
-            "never find it again: define the class in a module (e.g. my_models.py next to the script), import it "
-            "from there and train or save again"
-        )
+        _refuse_main(type(inner).__name__)
     config = getattr(inner, "config", None)
     config = {} if config is None else config
     try:
@@ -188,6 +207,8 @@ def import_class(path: str) -> type:
 def rebuild(spec: dict[str, Any]) -> nn.Module:
     """The module a run.json / config.json model description names, freshly constructed."""
     name, config = spec["name"], spec.get("config") or {}
+    if name == "EDMPrecond" and ":" in str(config.get("net", "")):
+        return _rebuild_precond(config)
     if ":" not in name:
         try:
             return build_model(name, config)
@@ -201,6 +222,18 @@ def rebuild(spec: dict[str, Any]) -> nn.Module:
             f"{name}(**{json.dumps(config)}) failed ({type(err).__name__}: {err}); its config attribute must "
             "hold the keyword arguments that rebuild it"
         ) from None
+
+
+def _rebuild_precond(config: dict[str, Any]) -> nn.Module:
+    """``EDMPrecond`` around a user's network F, from the config it records: {"net": "module:QualName",
+    "net_config": F's constructor arguments, "sigma_data"}."""
+    from scorematch.models.edm import EDMPrecond
+
+    net = rebuild({"name": config["net"], "config": config.get("net_config") or {}})
+    try:
+        return EDMPrecond(user_class(net), sigma_data=config.get("sigma_data", 0.5))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"run.json has an EDMPrecond config this version cannot build ({err})") from None
 
 
 def check_model(model: nn.Module, ds: Dataset, objective: str) -> nn.Module:
@@ -221,10 +254,13 @@ def check_model(model: nn.Module, ds: Dataset, objective: str) -> nn.Module:
     if next(model.parameters(), None) is None:
         raise ModelError(f"{type(user_class(model)).__name__} has no parameters to train; give a module with "
                          "trainable weights (nn.Linear, nn.Parameter, ...)")
+    if callable(getattr(model, "denoise", None)) and not callable(getattr(model, "score", None)):
+        raise ModelError(f"{type(user_class(model)).__name__} has denoise but no score: add score(x, sigma) "
+                         "returning (denoise(x, sigma) - x) / sigma**2, which the samplers call")
     adapted = adapt(model)
     _check_output(adapted, ds, cond)
     spec = spec_of(adapted)
-    if ":" in spec["name"]:
+    if ":" in spec["name"] or ":" in str(spec["config"].get("net", "")):
         _warn_if_not_rebuildable(adapted, spec)
     return adapted
 
@@ -268,7 +304,7 @@ def _call(fn: Any, args: tuple[torch.Tensor, ...], what: str, called: str) -> An
 
 def _warn_if_not_rebuildable(model: nn.Module, spec: dict[str, Any]) -> None:
     why = ""
-    if "<locals>" in spec["name"]:
+    if "<locals>" in spec["name"] or "<locals>" in str(spec["config"].get("net", "")):
         why = "it is defined inside a function"
     else:
         try:

@@ -49,7 +49,7 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
     from scorematch.density import density_grid
     from scorematch.run.build.loading import data_score, held_out, load
     from scorematch.run.folder.runfiles import read_loss_csv
-    from scorematch.run.sampling.generate import generate
+    from scorematch.run.sampling.generate import generate, resolve_sampler
     from scorematch.run.system.environment import say, start_line
 
     check_seed("seed", seed)
@@ -78,13 +78,17 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
         if steps:
             emit(loss_curves(steps, series, title=f"training loss ({model.run_info['config']['objective']})"),
                  "loss.png")
+    sampler, _ = resolve_sampler(model, None, None, model.run_info)  # the one generate runs
     x, traj = generate(model, model.run_info, n, seed=seed, return_trajectory=True, progress=progress)
     x, traj = x.cpu(), traj.cpu() if traj is not None else None
     if full.kind == "image":
         emit(image_grid(x[:64].cpu(), title="samples"), "samples.png")
+        if traj is not None and traj.dim() == 3 and traj.shape[-1] == x[0].numel():  # a flat model's states
+            traj = traj.reshape(*traj.shape[:2], *x.shape[1:])
         if traj is not None and traj.dim() == 5:
             sig = model.run_info["schedule"].get("sigmas")
-            emit(annealing_rows(traj.cpu(), sigmas=sig, max_rows=12), "annealing.png")
+            emit(annealing_rows(traj.cpu(), sigmas=sig, max_rows=12, title=f"{sampler}: one row per noise level"),
+                 "annealing.png")
         return written
     d = x.shape[1]
     if d > 2:
@@ -103,7 +107,7 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
     if d == 2:
         fields = {"learned": score} if full.dist is None else {"true": full.dist.score, "learned": score}
         emit(compare_fields(fields, lims, data=data), "score_field.png")
-        emit(trajectories(traj.cpu(), data=data, title="sampler chains"), "trajectory.png")
+        emit(trajectories(traj.cpu(), data=data, title=f"{sampler} chains"), "trajectory.png")
     else:
         emit(histogram_steps(traj.cpu(), [0, len(traj) // 10, len(traj) // 2, len(traj) - 1],
                              true_pdf=(lambda t: full.dist.log_prob(t.reshape(-1, 1)).exp())
