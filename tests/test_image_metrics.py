@@ -69,6 +69,16 @@ def test_feature_frechet_from_samples_approaches_the_closed_form():
     assert feature_frechet(x, y) == pytest.approx(exact, rel=0.03)
 
 
+def test_feature_frechet_with_fewer_rows_than_dimensions_is_exact():
+    """n1 + n2 < d: the restriction to the span of the centred rows changes nothing."""
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(7, 40, generator=gen, dtype=torch.float64)
+    y = 0.5 + 2 * torch.randn(9, 40, generator=gen, dtype=torch.float64)
+    full = frechet_distance(x.mean(0), torch.cov(x.T), y.mean(0), torch.cov(y.T))
+    # (the d x d route takes square roots of round-off eigenvalues ~1e-16, hence 1e-7)
+    assert feature_frechet(x, y) == pytest.approx(full, rel=1e-7)
+
+
 def test_kid_equals_the_unbiased_mmd_by_brute_force():
     gen = torch.Generator().manual_seed(3)
     x, y = torch.randn(6, 3, generator=gen), torch.randn(5, 3, generator=gen) + 0.3

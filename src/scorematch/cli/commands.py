@@ -1,5 +1,6 @@
 """What each command does once its arguments are parsed: ``cmd_train``, ``cmd_sample``,
-``cmd_eval``, ``cmd_plot``, ``cmd_report``. Each imports the run layer (and torch) only when called."""
+``cmd_eval``, ``cmd_plot``, ``cmd_report``, ``cmd_ema`` (table runs go to ``scorematch.cli.tables``). Each
+imports the run layer (and torch) only when called."""
 
 from __future__ import annotations
 
@@ -27,12 +28,15 @@ def _threads(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from scorematch.run.training.loop import train
-
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if f.name in TRAIN_HELP and getattr(args, f.name) is not None}
     if args.no_progress:
         overrides["progress"] = False
+    from scorematch.cli.tables import cmd_train_table, wants_table
+
+    if wants_table(args):
+        _threads(args)
+        return cmd_train_table(args, overrides)
     if args.resume is not None:
         if args.out is not None and args.out != args.resume:
             raise ConfigError(f"--out cannot be used with --resume: a resumed run continues in its own folder "
@@ -42,6 +46,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                               f"{args.resume}/config.json (flags such as --steps, --lr, --grad-clip may change them)")
         if args.force:
             raise ConfigError("--force cannot be used with --resume (it is for a new run in a non-empty folder)")
+        from scorematch.run.training.loop import train
+
         _threads(args)
         result = train(resume=args.resume, **overrides)
     else:
@@ -54,6 +60,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             out = Path("runs") / f"{Path(cfg.data).stem.replace(':', '_')}-{cfg.objective}-s{cfg.seed}"
             if os.environ.get("RANK", "0") == "0":
                 print(f"scorematch: no --out given: writing the run to {out}", file=sys.stderr)
+        from scorematch.run.training.loop import train  # torch: after the config is checked
+
         _threads(args)
         result = train(base, out=out, force=args.force, **overrides)
     if os.environ.get("RANK", "0") == "0":
@@ -70,13 +78,20 @@ def _check_npz(out: Path | None) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
     from scorematch.files import write_npz
     from scorematch.run.sampling.draw import draw, nonfinite_advice
     from scorematch.run.sampling.generate import count_nonfinite
     from scorematch.run.system.environment import pick_device
+    from scorematch.run.tables.folder import is_table_run
 
+    if is_table_run(args.run):
+        from scorematch.cli.tables import cmd_sample_table
+
+        _threads(args)
+        return cmd_sample_table(args)
     _check_npz(args.out)
     _check_conditional_flags(args)
     out = args.out or args.run / "samples.npz"
@@ -84,7 +99,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     drawn = draw(args.run, out, n=args.n, sampler=args.sampler, seed=args.seed, options=_sampler_options(args),
                  label=args.label, guidance=args.guidance, inpaint=args.inpaint, inpaint_method=args.inpaint_method,
                  particles=args.particles, resample=args.resample, device=pick_device(args.device), threads=threads,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, claim=args.out is not None, force=args.force,
+                 log_prob=args.log_prob)
     if not drawn.is_main:
         return 0
     x = drawn.samples
@@ -93,10 +109,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
         from scorematch.errors import SamplingError
 
         raise SamplingError(nonfinite_advice(bad, len(x), drawn.sampler, drawn.model))
-    write_npz(out, samples=x.numpy())
+    arrays = {"samples": x.numpy()}
+    if drawn.log_prob is not None:
+        arrays["log_prob"] = drawn.log_prob.numpy()
+    if drawn.nfe is not None:
+        arrays["nfe"] = np.asarray(drawn.nfe, dtype=np.int64)
+    write_npz(out, exclusive=args.out is not None, **arrays)
     note = f", {bad} of them NaN/inf" if bad else ""
     print(f"wrote {out} (samples: {tuple(x.shape)}{note}"
-          f"{f', from {drawn.world_size} processes' if drawn.world_size > 1 else ''})")
+          f"{f', from {drawn.world_size} processes' if drawn.world_size > 1 else ''}"
+          f"{f', {drawn.nfe} score evaluations' if drawn.nfe is not None else ''})")
+    if drawn.log_prob is not None:
+        print(f"mean log-likelihood: {float(drawn.log_prob.mean()):.6g} (log_prob in {out})")
     if drawn.model.run_info["data"]["kind"] == "image":
         from scorematch.plotting import save_image_grid
 
@@ -120,11 +144,16 @@ def _check_conditional_flags(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from scorematch.run.reporting.evaluate import evaluate
     from scorematch.run.system.environment import pick_device
+    from scorematch.run.tables.folder import is_table_run
 
     _threads(args)
+    if is_table_run(args.run):
+        from scorematch.cli.tables import cmd_eval_table
+
+        return cmd_eval_table(args)
     res = evaluate(args.run, n=args.n, seed=args.seed, sampler=args.sampler, likelihood=args.likelihood,
-                   out=args.out, device=pick_device(args.device), progress=not args.no_progress,
-                   **_sampler_options(args))
+                   out=args.out, device=pick_device(args.device), progress=not args.no_progress, force=args.force,
+                   inception_weights=args.inception_weights, **_sampler_options(args))
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
@@ -132,10 +161,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for k, v in res.items():
         if k == "file":
             continue
+        if k == "image_metrics":
+            from scorematch.run.reporting.features import image_metric_lines
+
+            for name, text, _ in image_metric_lines(v):
+                print(f"{name:<{width}}  {text}")
+            continue
         val = f"{v:.6g}" if isinstance(v, float) else (
             "[" + ", ".join(f"{u:.3f}" for u in v) + "]" if isinstance(v, list) else str(v))
         print(f"{k:<{width}}  {val}")
     print(f"(written to {res['file']})")
+    return 0
+
+
+def cmd_ema(args: argparse.Namespace) -> int:
+    from scorematch.run.training.posthoc import posthoc_run
+
+    out = posthoc_run(args.run, args.sigma_rel, args.out)
+    print(f"post-hoc EMA sigma_rel {args.sigma_rel:g} of {args.run}: {out} "
+          f"(a run folder: scorematch sample {out})")
     return 0
 
 
@@ -151,7 +195,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     load_config(args.run)
     _threads(args)
     for p in run_figures(args.run, out=args.out, n=args.n, seed=args.seed, device=pick_device(args.device),
-                         progress=not args.no_progress):
+                         progress=not args.no_progress, force=args.force):
         print(f"wrote {p}")
     return 0
 
@@ -159,9 +203,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from scorematch.run.reporting.html import write_report
     from scorematch.run.system.environment import pick_device
+    from scorematch.run.tables.folder import is_table_run
 
     _threads(args)
+    if is_table_run(args.run):
+        from scorematch.run.tables.report import write_table_report
+
+        print(f"wrote {write_table_report(args.run, out=args.out, n=args.n, seed=args.seed)}")
+        return 0
     path = write_report(args.run, out=args.out, n=args.n, seed=args.seed, evaluate=not args.no_eval,
-                        device=pick_device(args.device), progress=not args.no_progress)
+                        device=pick_device(args.device), progress=not args.no_progress, force=args.force)
     print(f"wrote {path}")
     return 0

@@ -3,6 +3,7 @@ gives the feature space, in which generated images are compared with held-out re
 
     FeatureNet / train_feature_net   a small CNN classifier (its penultimate layer: the features)
     features_and_probs               features (float64) and softmax probabilities of images
+    bootstrap_se                     a metric's standard error by the bootstrap
     frechet_distance                 closed-form Frechet distance between two Gaussians
     feature_frechet                  the Frechet distance of Gaussians fitted to two feature sets
     kid                              Kernel Inception Distance: unbiased MMD^2, cubic polynomial kernel
@@ -19,6 +20,7 @@ another data set (ImageNet).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -191,8 +193,19 @@ def moments(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def feature_frechet(f1: torch.Tensor, f2: torch.Tensor) -> float:
-    """The Frechet distance between the Gaussians fitted (mean, unbiased covariance) to two feature sets."""
-    return frechet_distance(*moments(f1), *moments(f2))
+    """The Frechet distance between the Gaussians fitted (mean, unbiased covariance) to two feature
+    sets. With fewer rows than dimensions (n1 + n2 < d) both covariances live in the span of the
+    centred rows: they are restricted to an orthonormal basis of it (exact, and an r x r instead of
+    a d x d eigendecomposition, r <= n1 + n2)."""
+    mu1, c1 = moments(f1)
+    mu2, c2 = moments(f2)
+    if len(f1) + len(f2) >= mu1.numel():
+        return frechet_distance(mu1, c1, mu2, c2)
+    centred = torch.cat([f1.flatten(1).double() - mu1, f2.flatten(1).double().to(mu1.device) - mu2])
+    q, _ = torch.linalg.qr(centred.T)
+    zero = torch.zeros(q.shape[1], dtype=torch.float64)
+    spread = frechet_distance(zero, q.T @ c1 @ q, zero, q.T @ c2 @ q)
+    return float((mu1 - mu2).pow(2).sum()) + spread
 
 
 def kid(f1: torch.Tensor, f2: torch.Tensor) -> float:
@@ -223,7 +236,8 @@ def confident_rate(probs: torch.Tensor, threshold: float = CONFIDENCE) -> tuple[
     return r, math.sqrt(r * (1.0 - r) / len(p))
 
 
-def _bootstrap_se(metric, x: torch.Tensor, y: torch.Tensor, reps: int, gen: torch.Generator) -> float:
+def bootstrap_se(metric: Callable[[torch.Tensor, torch.Tensor], float], x: torch.Tensor, y: torch.Tensor,
+                 reps: int, gen: torch.Generator) -> float:
     """Standard deviation of ``metric`` over ``reps`` bootstrap resamples (rows with replacement) of both sets."""
     vals = []
     for _ in range(reps):
@@ -240,7 +254,7 @@ def compare_features(reference: torch.Tensor, other: torch.Tensor, generator: to
     standard errors: FD's by the bootstrap (``bootstrap`` resamples), KID's and precision/recall's
     from ``n_subsets`` disjoint subsets (``subset_estimates``)."""
     fd = feature_frechet(reference, other)
-    fd_se = _bootstrap_se(feature_frechet, reference, other, positive_int("bootstrap", bootstrap, 2), generator)
+    fd_se = bootstrap_se(feature_frechet, reference, other, positive_int("bootstrap", bootstrap, 2), generator)
     kid_value = kid(reference, other)
     _, kid_se = subset_estimates(kid, reference, other, n_subsets, generator)
     precision, recall = precision_recall(reference, other, k=k)

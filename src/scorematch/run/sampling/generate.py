@@ -30,13 +30,13 @@ from scorematch._checks import positive_int
 from scorematch.errors import ConfigError, ScoreMatchWarning
 from scorematch.run.folder.validate import check_seed
 from scorematch.run.sampling.space import ModelSpace, noise_view, space_of, time_sde, unwrap
-from scorematch.run.system.limits import check_sampling
+from scorematch.run.system.limits import MAX_STEPS, check_sampling
 from scorematch.samplers import catalogue
 
 #: the classifier-free guidance weight w of a class-conditional model sampled with a label
 DEFAULT_GUIDANCE = 1.0
 #: at most this many noise levels for a denoising sampler (each one is a step)
-MAX_LEVELS = 10**6
+MAX_LEVELS = MAX_STEPS
 
 
 def model_kind(model: nn.Module, run_info: dict[str, Any] | None = None) -> str:
@@ -135,6 +135,7 @@ def count_nonfinite(x: torch.Tensor) -> int:
 def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | None = None, seed: int = 0,
              return_trajectory: bool = False, progress: bool = False, callback: Callable[[dict], None] | None = None,
              warn_nonfinite: bool = True, label: int | str | None = None, guidance: float | None = None,
+             return_log_prob: bool = False, report: dict[str, Any] | None = None,
              **options: Any) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """n samples from ``model`` (a module with ``score``) using ``run_info`` (run.json contents).
 
@@ -148,16 +149,35 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
     shape (n, *sample_shape) in data space, and the trajectory too when ``return_trajectory``.
     Samples with NaN or inf entries are returned as they are, with a ScoreMatchWarning giving their
     count (unless ``warn_nonfinite`` is False: the caller reports them).
+
+    ``report`` (a dict) is filled with what the sampler gives beside the samples: for a sampler
+    whose entry has ``info`` (the solver picks its steps), its counts (``nfe``, the score
+    evaluations, and the others it reports); with ``return_log_prob`` (only for a sampler whose
+    entry has ``log_prob``, else a ConfigError) ``log_prob``, each sample's log-density under the
+    model in data space, (n,) float64: the sampler's, in the model's space, plus log |dz/dx| =
+    -sum log sd for a model trained on standardised data (image samples are clamped to [0, 1]
+    after, the density is of the point before).
     """
     n = positive_int("n", n)
     check_seed("seed", seed)
     name, options = resolve_sampler(model, sampler, options, run_info)
+    e = catalogue.entry(name)
+    if return_log_prob:
+        check_log_prob(e.name)
     label, w = check_label(model, run_info, label, guidance)
     space = space_of(model, run_info)
-    check_sampling(n, space.sample_shape, space.device)
-    out = _sample(space, run_info["data"], n, catalogue.entry(name), space.generator(seed), return_trajectory,
-                  progress, callback, options, label, w)
-    x, traj = (out if return_trajectory else (out, None))
+    check_sampling(n, space.sample_shape, space.device, space.inner, options)
+    out = _sample(space, run_info["data"], n, e, space.generator(seed), return_trajectory, progress, callback,
+                  options, label, w, return_log_prob)
+    parts = list(out) if isinstance(out, tuple) else [out]
+    info = parts.pop() if e.info else None
+    lp = parts.pop() if return_log_prob else None
+    x, traj = parts[0], (parts[1] if return_trajectory else None)
+    if report is not None:
+        report.update(info or {})
+        if lp is not None:
+            log_det = -float(space.outer.std.double().log().sum()) if space.outer is not None else 0.0
+            report["log_prob"] = lp.detach().double().cpu() + log_det
     x = space.to_data_space(x.detach())
     traj = space.to_data_space(traj.detach()) if traj is not None else None
     if run_info["data"].get("kind") == "image":
@@ -167,6 +187,15 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
         warnings.warn(f"{bad} of {n} samples have NaN or inf entries (sampler {name}); try a smaller step, more "
                       "steps, or a model trained on standardised data", ScoreMatchWarning, stacklevel=2)
     return (x, traj) if return_trajectory else x
+
+
+def check_log_prob(name: str) -> None:
+    """ConfigError unless sampler ``name`` returns log-likelihoods (its entry's ``log_prob``)."""
+    able = [e.name for e in catalogue.entries() if e.log_prob]
+    if not catalogue.entry(name).log_prob:
+        raise ConfigError(f"--log-prob needs a sampler that returns the log-likelihood of its samples "
+                          f"({', '.join(able) or 'none'}); sampler {name!r} does not: add --sampler "
+                          f"{' | '.join(able)}")
 
 
 def conditioned_score(model: nn.Module, label: int | None, guidance: float) -> Any:
@@ -186,6 +215,8 @@ def noise_levels(name: str, n_steps: Any, view: Any, levels: Sequence[float] | N
     takes them (``own_levels``), which are then the grid, followed by 0: the network was trained
     at those levels only (docs/samplers/sampling-a-run.md)."""
     e = catalogue.entry(name)
+    if e.schedule_option not in e.option_names():  # the sampler picks its steps: the grid gives its range
+        return None if view is None else e.grid(None, view.sigma_min, view.sigma_max)
     if n_steps is None:
         if levels is not None and e.own_levels:
             return torch.tensor([*levels, 0.0], dtype=torch.float64)
@@ -198,10 +229,12 @@ def noise_levels(name: str, n_steps: Any, view: Any, levels: Sequence[float] | N
 
 def _sample(space: ModelSpace, data: dict[str, Any], n: int, e: catalogue.Sampler, g: torch.Generator,
             return_trajectory: bool, progress: bool, callback: Callable[[dict], None] | None,
-            options: dict[str, Any], label: int | None = None,
-            guidance: float = 0.0) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+            options: dict[str, Any], label: int | None = None, guidance: float = 0.0,
+            return_log_prob: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """``generate`` in the model's own space and shape: the start and the schedule of the
-    sampler's family (see ``scorematch.samplers.catalogue``), then one call of the sampler."""
+    sampler's family (see ``scorematch.samplers.catalogue``), then one call of the sampler (with
+    ``return_log_prob`` and, for an entry with ``info``, ``return_info``: its result has one more
+    element each, the info dict last)."""
     model, kind, schedule = space.inner, space.kind, space.schedule
     shape = (n, *space.work_shape)
     lo, hi = float(data["lo"]), float(data["hi"])
@@ -229,5 +262,9 @@ def _sample(space: ModelSpace, data: dict[str, Any], n: int, e: catalogue.Sample
     else:
         sde, score_fn = time_sde(score, kind, schedule)
         args = (score_fn, sde.prior_sample(shape, generator=g, dtype=space.dtype, device=space.device), sde)
+    if return_log_prob:
+        opts["return_log_prob"] = True
+    if e.info:
+        opts["return_info"] = True
     return e.function(*args, generator=g, callback=callback, progress=progress, return_trajectory=return_trajectory,
                       **opts)
