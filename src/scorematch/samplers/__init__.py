@@ -19,9 +19,21 @@
 The denoising samplers (heun ... continuous_langevin) take ``(score_fn, x, sigmas)``: see
 ``scorematch.samplers.denoising``; ``guided`` and ``inpaint`` (``scorematch.samplers.conditional``)
 wrap a score for classifier-free guidance and for inpainting / imputation.
+
+Every sampler takes ``generator``: a torch.Generator, or per-row generators (``RowGenerators``, or
+a list of torch.Generators, one per row, as diffusers takes them). With per-row generators row i
+of the start and of every noise draw comes from generator i alone, so
+``RowGenerators.from_seed(seed, n, start)`` makes sample i depend on (seed, start + i) only: the
+first k samples of n are those of k, whatever the batch. The stochastic denoising and SDE samplers
+take ``brownian=True`` for the increments of one Brownian path per row (a Brownian tree) instead
+of fresh noise, so that at one seed the sample converges as the steps grow. ``CountedScore``
+counts a score's evaluations and ``evaluations`` gives the count of each sampler.
 """
 
+from scorematch._brownian import BrownianTree
+from scorematch._random import RowGenerators, row_seed
 from scorematch.samplers.conditional import guided, inpaint, inpaint_sde, inpaint_smc, replace_known
+from scorematch.samplers.counting import CountedScore, evaluations
 from scorematch.samplers.denoising import (
     DENOISING_SAMPLERS,
     continuous_langevin,
@@ -49,8 +61,9 @@ SAMPLER_NAMES = ("langevin", "mala", "annealed", "euler_maruyama", "reverse_diff
                  "heun", "euler", "euler_ancestral", "ddim", "dpm_solver", "continuous_langevin")
 
 __all__ = [
-    "DENOISING_SAMPLERS", "MALAResult", "ODEResult", "SAMPLER_NAMES", "annealed", "annealed_langevin",
-    "continuous_langevin", "ddim", "dpm_solver", "euler", "euler_ancestral", "euler_maruyama", "guided",
-    "heun", "inpaint", "inpaint_sde", "inpaint_smc", "langevin", "langevin_corrector", "mala", "ode", "pc",
-    "replace_known", "reverse_diffusion", "sample",
+    "DENOISING_SAMPLERS", "BrownianTree", "CountedScore", "MALAResult", "ODEResult", "RowGenerators",
+    "SAMPLER_NAMES", "annealed", "annealed_langevin", "continuous_langevin", "ddim", "dpm_solver", "euler",
+    "euler_ancestral", "euler_maruyama", "evaluations", "guided", "heun", "inpaint", "inpaint_sde", "inpaint_smc",
+    "langevin", "langevin_corrector", "mala", "ode", "pc", "replace_known", "reverse_diffusion", "row_seed",
+    "sample",
 ]

@@ -30,7 +30,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from scorematch import _checks
-from scorematch._random import randn_like
+from scorematch._brownian import step_noise
+from scorematch._random import Generators
 from scorematch.errors import ConfigError
 from scorematch.samplers.langevin import check_trajectory_size
 
@@ -42,15 +43,21 @@ Callback = Callable[[dict[str, Any]], None]
 
 
 class _Loop:
-    """What every denoising sampler shares: the checked score, per-row sigma vectors, the
-    callback, the progress bar and the trajectory."""
+    """What every denoising sampler shares: the checked score, per-row sigma vectors, the step
+    noise, the callback, the progress bar and the trajectory."""
 
     def __init__(self, name: str, score_fn: Any, x: Tensor, sigmas: Tensor | Sequence[float],
-                 callback: Callback | None, progress: bool, return_trajectory: bool) -> None:
+                 callback: Callback | None, progress: bool, return_trajectory: bool,
+                 generator: Generators = None, brownian: bool = False) -> None:
         self.score = _checks.score_callable(score_fn, "score_fn(x, sigma)")
         self.x = _checks.batch("x", x).detach()
         sig = _checks.sampler_sigmas(sigmas)
         self.levels: list[float] = sig.tolist()
+        positive = [v for v in self.levels if v > 0]
+        # the Brownian path runs in log sigma over [log sigma_min, log(sqrt(2) sigma_max)] (room for
+        # churn's sigma_hat <= sqrt(2) sigma): the same path for every grid with these end points
+        self._log_lo, self._log_hi = math.log(min(positive)), math.log(max(positive)) + 0.5 * math.log(2)
+        self._noise = step_noise(generator, bool(brownian), self._log_lo, self._log_hi)
         self.steps = len(self.levels) - 1
         self.rows = sig.to(device=self.x.device, dtype=self.x.dtype)[:, None].expand(-1, self.x.shape[0])
         if callback is not None and not callable(callback):
@@ -61,6 +68,15 @@ class _Loop:
         if return_trajectory:
             check_trajectory_size(self.steps + 1, self.x, name)
             self.traj = [self.x.clone()]
+
+    def noise(self, x: Tensor, sigma_a: float, sigma_b: float) -> Tensor:
+        """z ~ N(0, I) for the step from sigma_a to sigma_b: a fresh draw, or the Brownian path's
+        increment (W(log sigma_b) - W(log sigma_a)) / sqrt(|log sigma_b - log sigma_a|), a sigma of
+        0 taken as the grid's smallest positive one."""
+        def log(v: float) -> float:
+            return math.log(v) if v > 0 else self._log_lo
+
+        return self._noise(x, log(sigma_a), log(sigma_b))
 
     def sigma_rows(self, i: int, value: float) -> Tensor:
         """sigma as a per-row tensor (n,): the grid's own row when value is sigma_i."""
@@ -102,12 +118,14 @@ def _churn_options(s_churn: float, s_tmin: float | None, s_tmax: float | None,
 
 
 def _karras(name: str, second_order: bool, score_fn: Any, x: Tensor, sigmas: Tensor | Sequence[float],
-            generator: torch.Generator | None, callback: Callback | None, progress: bool,
+            generator: Generators, callback: Callback | None, progress: bool,
             return_trajectory: bool, s_churn: float, s_tmin: float | None, s_tmax: float | None,
-            s_noise: float | None) -> Tensor | tuple[Tensor, Tensor]:
+            s_noise: float | None, brownian: bool) -> Tensor | tuple[Tensor, Tensor]:
     """EDM Algorithm 2 (Algorithm 1 when s_churn = 0) with Heun or Euler steps."""
     churn, tmin, tmax, noise = _churn_options(s_churn, s_tmin, s_tmax, s_noise)
-    run = _Loop(name, score_fn, x, sigmas, callback, progress, return_trajectory)
+    if brownian and churn == 0:
+        raise ConfigError("brownian noise only applies with stochastic churn (s_churn > 0)")
+    run = _Loop(name, score_fn, x, sigmas, callback, progress, return_trajectory, generator, brownian)
     x, score, levels = run.x, run.score, run.levels
     gamma_max = min(churn / run.steps, math.sqrt(2) - 1)
     with torch.no_grad():
@@ -115,8 +133,10 @@ def _karras(name: str, second_order: bool, score_fn: Any, x: Tensor, sigmas: Ten
             sigma, sigma_next = levels[i], levels[i + 1]
             sigma_hat = sigma
             if churn > 0:
-                z = randn_like(x, generator)  # drawn every step, as EDM and k-diffusion do
                 gamma = gamma_max if tmin <= sigma <= tmax else 0.0
+                # fresh noise is drawn every step, as EDM and k-diffusion do; a Brownian path only
+                # where it is used
+                z = None if brownian and gamma == 0 else run.noise(x, sigma, sigma * (1 + gamma))
                 if gamma > 0:
                     sigma_hat = sigma * (1 + gamma)
                     x = x + (noise * math.sqrt(sigma_hat**2 - sigma**2)) * z
@@ -138,7 +158,7 @@ def heun(
     score_fn: Any,
     x: Tensor,
     sigmas: Tensor | Sequence[float],
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     s_churn: float = 0.0,
@@ -146,6 +166,7 @@ def heun(
     s_tmax: float | None = None,
     s_noise: float | None = None,
     return_trajectory: bool = False,
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Heun's second-order method on the probability-flow ODE in sigma (Karras et al. 2022,
     Algorithm 1; with ``s_churn > 0`` their Algorithm 2). Step i, with d(x, sigma) = -sigma s(x, sigma):
@@ -157,17 +178,18 @@ def heun(
 
     the last step an Euler step (x') when sigma_{i+1} = 0. NFE 2N - 1 with the final 0 (18 Karras
     steps: 35). ``s_tmin``, ``s_tmax`` (default 0, inf) and ``s_noise`` (default 1) only apply with
-    churn; with churn one z is drawn every step.
+    churn; with churn one z is drawn every step. ``brownian=True`` (with churn) takes z from a
+    Brownian path per row instead of fresh draws (see ``euler_ancestral``).
     """
     return _karras("heun", True, score_fn, x, sigmas, generator, callback, progress, return_trajectory,
-                   s_churn, s_tmin, s_tmax, s_noise)
+                   s_churn, s_tmin, s_tmax, s_noise, brownian)
 
 
 def euler(
     score_fn: Any,
     x: Tensor,
     sigmas: Tensor | Sequence[float],
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     s_churn: float = 0.0,
@@ -175,25 +197,28 @@ def euler(
     s_tmax: float | None = None,
     s_noise: float | None = None,
     return_trajectory: bool = False,
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Euler's method on the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma:
 
         x_{i+1} = x_i + (sigma_{i+1} - sigma_i) (x_i - D(x_i, sigma_i)) / sigma_i
                 = x_i + sigma_i (sigma_i - sigma_{i+1}) s(x_i, sigma_i).
 
-    NFE N. ``s_churn`` etc. add Algorithm 2's churn as in ``heun``.
+    NFE N. ``s_churn`` etc. add Algorithm 2's churn as in ``heun``; ``brownian`` as in ``heun``.
     """
     return _karras("euler", False, score_fn, x, sigmas, generator, callback, progress, return_trajectory,
-                   s_churn, s_tmin, s_tmax, s_noise)
+                   s_churn, s_tmin, s_tmax, s_noise, brownian)
 
 
 def _ancestral(name: str, score_fn: Any, x: Tensor, sigmas: Tensor | Sequence[float], eta: float,
-               s_noise: float, generator: torch.Generator | None, callback: Callback | None, progress: bool,
-               return_trajectory: bool) -> Tensor | tuple[Tensor, Tensor]:
+               s_noise: float, generator: Generators, callback: Callback | None, progress: bool,
+               return_trajectory: bool, brownian: bool) -> Tensor | tuple[Tensor, Tensor]:
     """x_{i+1} = x_i + (sigma_down - sigma_i) d_i + s_noise sigma_up z with
     sigma_up = min(sigma_{i+1}, eta sigma_{i+1} sqrt(1 - sigma_{i+1}^2 / sigma_i^2)),
     sigma_down = sqrt(sigma_{i+1}^2 - sigma_up^2)."""
-    run = _Loop(name, score_fn, x, sigmas, callback, progress, return_trajectory)
+    if brownian and eta == 0:
+        raise ConfigError("brownian noise only applies with eta > 0")
+    run = _Loop(name, score_fn, x, sigmas, callback, progress, return_trajectory, generator, brownian)
     x, score, levels = run.x, run.score, run.levels
     with torch.no_grad():
         for i in range(run.steps):
@@ -204,7 +229,7 @@ def _ancestral(name: str, score_fn: Any, x: Tensor, sigmas: Tensor | Sequence[fl
             run.report(i, x, sigma, s)
             x = torch.add(x, s, alpha=sigma * (sigma - down))
             if up > 0:
-                x = x.add_(randn_like(x, generator), alpha=s_noise * up)
+                x = x.add_(run.noise(x, sigma, sigma_next), alpha=s_noise * up)
             run.done(i, x)
     return run.finish(x)
 
@@ -220,12 +245,13 @@ def euler_ancestral(
     score_fn: Any,
     x: Tensor,
     sigmas: Tensor | Sequence[float],
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     eta: float = 1.0,
     s_noise: float | None = None,
     return_trajectory: bool = False,
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Ancestral sampling with Euler steps: step down to sigma_down by the ODE, then add noise
     sigma_up so that sigma_down^2 + sigma_up^2 = sigma_{i+1}^2:
@@ -235,24 +261,30 @@ def euler_ancestral(
 
     eta = 1 (default) is the ancestral (DDPM-like) step, eta = 0 the Euler step; ``s_noise``
     (default 1) only applies with eta > 0. No noise is added on a last step to sigma = 0. NFE N.
+
+    ``brownian=True`` takes z of step i from one Brownian path W per row (a Brownian tree,
+    ``scorematch._brownian``) in log sigma, z_i = (W(log sigma_{i+1}) - W(log sigma_i)) /
+    sqrt(|log sigma_{i+1} - log sigma_i|) instead of a fresh draw: the noise of a coarse grid is
+    the sum of that of a fine one, so at one seed the sample converges as the steps grow.
     """
     eta = _eta(eta)
     if eta == 0 and s_noise is not None:
         raise ConfigError("s_noise only applies with eta > 0")
     noise = 1.0 if s_noise is None else _checks.positive("s_noise", s_noise)
     return _ancestral("euler_ancestral", score_fn, x, sigmas, eta, noise, generator, callback, progress,
-                      return_trajectory)
+                      return_trajectory, brownian)
 
 
 def ddim(
     score_fn: Any,
     x: Tensor,
     sigmas: Tensor | Sequence[float],
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     eta: float = 0.0,
     return_trajectory: bool = False,
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """DDIM (Song, Meng & Ermon 2021) in the VE view. DDIM's step on x_vp = a x with
     a_i^2 = 1 / (1 + sigma_i^2),
@@ -266,16 +298,18 @@ def ddim(
         sigma_up = eta sigma_{i+1} sqrt(1 - sigma_{i+1}^2 / sigma_i^2), sigma_down^2 = sigma_{i+1}^2 - sigma_up^2:
 
     the Euler step for eta = 0 and ``euler_ancestral``'s step for 0 < eta <= 1. NFE N.
+    ``brownian`` (eta > 0) as in ``euler_ancestral``.
     """
     eta = _eta(eta, 1.0)
-    return _ancestral("ddim", score_fn, x, sigmas, eta, 1.0, generator, callback, progress, return_trajectory)
+    return _ancestral("ddim", score_fn, x, sigmas, eta, 1.0, generator, callback, progress, return_trajectory,
+                      brownian)
 
 
 def dpm_solver(
     score_fn: Any,
     x: Tensor,
     sigmas: Tensor | Sequence[float],
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     order: int = 2,
@@ -348,10 +382,11 @@ def continuous_langevin(
     score_fn: Any,
     x: Tensor,
     sigmas: Tensor | Sequence[float],
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     return_trajectory: bool = False,
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """The continuous-noise recipe of the tutorial notes on score matching: with
     sigma(t) = sigma_min + t (sigma_max - sigma_min), run dx = s(x, sigma(t)) dt + sqrt(2 sigma(t)) dw
@@ -363,8 +398,10 @@ def continuous_langevin(
     With ``scorematch.noise.linear_sigmas(n, sigma_min, sigma_max)`` every dt_k = 1 / (n - 1), the
     recipe exactly. It is Langevin dynamics at temperature sigma(t) for a total time 1, not the
     reverse of a noising process: see the docs page for how it compares with the VE SDE. NFE N.
+    ``brownian`` as in ``euler_ancestral``.
     """
-    run = _Loop("continuous_langevin", score_fn, x, sigmas, callback, progress, return_trajectory)
+    run = _Loop("continuous_langevin", score_fn, x, sigmas, callback, progress, return_trajectory, generator,
+                brownian)
     x, score, levels = run.x, run.score, run.levels
     span = levels[0] - levels[-1]
     with torch.no_grad():
@@ -373,19 +410,19 @@ def continuous_langevin(
             dt = (sigma - levels[i + 1]) / span
             s = score(x, run.rows[i])
             run.report(i, x, sigma, s)
-            x = torch.add(x, s, alpha=dt).add_(randn_like(x, generator), alpha=math.sqrt(2 * sigma * dt))
+            x = torch.add(x, s, alpha=dt).add_(run.noise(x, sigma, levels[i + 1]), alpha=math.sqrt(2 * sigma * dt))
             run.done(i, x)
     return run.finish(x)
 
 
 #: the denoising samplers by name, with the options each accepts besides the common ones
 DENOISING_SAMPLERS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
-    "heun": (heun, ("s_churn", "s_tmin", "s_tmax", "s_noise")),
-    "euler": (euler, ("s_churn", "s_tmin", "s_tmax", "s_noise")),
-    "euler_ancestral": (euler_ancestral, ("eta", "s_noise")),
-    "ddim": (ddim, ("eta",)),
+    "heun": (heun, ("s_churn", "s_tmin", "s_tmax", "s_noise", "brownian")),
+    "euler": (euler, ("s_churn", "s_tmin", "s_tmax", "s_noise", "brownian")),
+    "euler_ancestral": (euler_ancestral, ("eta", "s_noise", "brownian")),
+    "ddim": (ddim, ("eta", "brownian")),
     "dpm_solver": (dpm_solver, ("order",)),
-    "continuous_langevin": (continuous_langevin, ()),
+    "continuous_langevin": (continuous_langevin, ("brownian",)),
 }
 
 
@@ -394,7 +431,7 @@ def sample(
     score_fn: Any,
     x: Tensor,
     sigmas: Tensor | Sequence[float],
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     return_trajectory: bool = False,

@@ -19,7 +19,7 @@ import torch
 from scorematch import _compile
 from scorematch._checks import batch, descending_sigmas, positive, positive_int
 from scorematch._progress import progress as progress_bar
-from scorematch._random import rand_like, randn_like
+from scorematch._random import Generators, rand_like, randn_like
 from scorematch.errors import ConfigError
 from scorematch.objectives._common import as_score_fn
 
@@ -47,7 +47,7 @@ def langevin(
     x0: torch.Tensor,
     step_size: float,
     n_steps: int,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     return_trajectory: bool = False,
     trajectory_every: int = 1,
     noise: bool = True,
@@ -101,7 +101,7 @@ def mala(
     x0: torch.Tensor,
     step_size: float,
     n_steps: int,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     return_trajectory: bool = False,
     trajectory_every: int = 1,
     callback: Callback | None = None,
@@ -167,7 +167,7 @@ def annealed_langevin(
     eps: float,
     steps_per_sigma: int,
     denoise: bool = True,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     return_trajectory: bool = False,
     progress: bool = False,
     callback: Callback | None = None,

@@ -28,8 +28,9 @@ import torch
 from torch import Tensor
 
 from scorematch import _checks
+from scorematch._brownian import StepNoise, step_noise
 from scorematch._progress import progress as progress_bar
-from scorematch._random import randn_like
+from scorematch._random import Generators, randn_like
 from scorematch.errors import ConfigError
 from scorematch.sde import ODE_METHODS, SDE
 
@@ -74,7 +75,7 @@ def _check_sde(sde: SDE) -> SDE:
 def _start(
     sde: SDE,
     shape_or_x0: Sequence[int] | Tensor,
-    generator: torch.Generator | None,
+    generator: Generators,
     dtype: torch.dtype | None,
     device: torch.device | str | None,
 ) -> Tensor:
@@ -170,22 +171,18 @@ def _tweedie(score: ScoreFn, sde: SDE, x: Tensor, eps_t: float) -> Tensor:
     return (x + std.pow(2) * score(x, t)) / _bc(sde.mean_coeff(t), x)
 
 
-def _em_step(
-    score: ScoreFn, sde: SDE, x: Tensor, t: Tensor, dt: float, generator: torch.Generator | None
-) -> Tensor:
+def _em_step(score: ScoreFn, sde: SDE, x: Tensor, t: Tensor, dt: float, z: Tensor) -> Tensor:
     """x <- x - [f(x, t) - g(t)^2 s(x, t)] dt + g(t) sqrt(dt) z (reverse time, dt > 0)."""
     g = _bc(sde.diffusion(t), x)
     drift = sde.drift(x, t) - g.pow(2) * score(x, t)
-    return x - drift * dt + g * math.sqrt(dt) * randn_like(x, generator)
+    return x - drift * dt + g * math.sqrt(dt) * z
 
 
-def _rd_step(
-    score: ScoreFn, sde: SDE, x: Tensor, t: Tensor, dt: float, generator: torch.Generator | None
-) -> Tensor:
+def _rd_step(score: ScoreFn, sde: SDE, x: Tensor, t: Tensor, dt: float, z: Tensor) -> Tensor:
     """x <- x - f_dt + g_dt^2 s(x, t) + g_dt z with (f_dt, g_dt) = sde.discretize(x, t, dt)."""
     f, g = sde.discretize(x, t, dt)
     g = _bc(g, x)
-    return x - f + g.pow(2) * score(x, t) + g * randn_like(x, generator)
+    return x - f + g.pow(2) * score(x, t) + g * z
 
 
 def _langevin(
@@ -196,7 +193,7 @@ def _langevin(
     dt: float,
     snr: float,
     n_corrector: int,
-    generator: torch.Generator | None,
+    generator: Generators,
     per_sample_step: bool,
 ) -> Tensor:
     alpha = _bc(sde.langevin_alpha(t, dt), x)
@@ -222,7 +219,7 @@ def langevin_corrector(
     dt: float,
     snr: float = 0.16,
     n_corrector: int = 1,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     per_sample_step: bool = False,
 ) -> Tensor:
     """Langevin corrector at time t with the signal-to-noise step rule (Song et al. 2021, Alg. 4/5).
@@ -253,7 +250,7 @@ def _run(
     n_steps: int,
     eps_t: float,
     denoise: bool,
-    generator: torch.Generator | None,
+    generator: Generators,
     return_trajectory: bool,
     trajectory_every: int | None,
     progress: bool,
@@ -264,6 +261,7 @@ def _run(
     dtype: torch.dtype | None,
     device: torch.device | str | None,
     callback: Callback | None = None,
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     score = _score_callable(score_fn)
     n_steps = _checks.positive_int("n_steps", n_steps)
@@ -273,12 +271,13 @@ def _run(
     traj.begin(x)
     dt = (sde.T - eps_t) / n_steps
     step = _rd_step if predictor == "reverse_diffusion" else _em_step
+    noise: StepNoise = step_noise(generator, bool(brownian), eps_t, sde.T)
     bar = progress_bar(n_steps, "pc" if n_corrector else predictor, progress)
     for k in range(n_steps):
         t = torch.full((x.shape[0],), sde.T - k * dt, dtype=x.dtype, device=x.device)
         if n_corrector:
             x = _langevin(score, sde, x, t, dt, snr, n_corrector, generator, per_sample_step)
-        x = step(score, sde, x, t, dt, generator)
+        x = step(score, sde, x, t, dt, noise(x, sde.T - k * dt, sde.T - (k + 1) * dt))
         traj.step(k + 1, x, n_steps)
         if callback is not None:
             callback({"i": k, "x": x, "t": sde.T - k * dt})
@@ -299,13 +298,14 @@ def euler_maruyama(
     n_steps: int = 500,
     eps_t: float = 1e-3,
     denoise: bool = True,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     return_trajectory: bool = False,
     trajectory_every: int | None = None,
     progress: bool = False,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     callback: Callback | None = None,
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Euler-Maruyama on the reverse SDE dx = [f - g^2 s] dt + g dw_bar from t = 1 to eps_t.
 
@@ -313,11 +313,14 @@ def euler_maruyama(
     sde.prior_sample(shape) or from the given tensor.  NFE = n_steps (+1 with denoise).
     Returns samples, or (samples, trajectory) with ``return_trajectory``: trajectory of shape
     (S, *x.shape) holding the start, the state every ``trajectory_every`` steps (default: about
-    100 snapshots) and the returned samples last.
+    100 snapshots) and the returned samples last. ``brownian=True`` takes the increments
+    sqrt(dt) z = W(t) - W(t - dt) of one Brownian path per row over [eps_t, T] (a Brownian tree,
+    ``scorematch._brownian``) instead of fresh draws, so that at one seed the sample converges
+    as n_steps grows.
     """
     return _run(score_fn, sde, shape_or_x0, n_steps, eps_t, denoise, generator,
                 return_trajectory, trajectory_every, progress, "euler_maruyama", 1.0, 0,
-                False, dtype, device, callback)
+                False, dtype, device, callback, brownian)
 
 
 @torch.no_grad()
@@ -328,23 +331,24 @@ def reverse_diffusion(
     n_steps: int = 500,
     eps_t: float = 1e-3,
     denoise: bool = True,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     return_trajectory: bool = False,
     trajectory_every: int | None = None,
     progress: bool = False,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     callback: Callback | None = None,
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Reverse-diffusion predictor (Song et al. 2021, Eq. 46): the forward chain run backwards.
 
     With (f_dt, g_dt) = sde.discretize(x, t, dt) (VE: the NCSN chain, g_dt^2 = sigma(t)^2 -
     sigma(t - dt)^2; VP: the DDPM chain), x_{t-dt} = x_t - f_dt + g_dt^2 s(x_t, t) + g_dt z.
-    NFE = n_steps (+1 with denoise).  Returns as ``euler_maruyama``.
+    NFE = n_steps (+1 with denoise).  Returns as ``euler_maruyama``; ``brownian`` as there.
     """
     return _run(score_fn, sde, shape_or_x0, n_steps, eps_t, denoise, generator,
                 return_trajectory, trajectory_every, progress, "reverse_diffusion", 1.0, 0,
-                False, dtype, device, callback)
+                False, dtype, device, callback, brownian)
 
 
 @torch.no_grad()
@@ -359,26 +363,31 @@ def pc(
     per_sample_step: bool = False,
     eps_t: float = 1e-3,
     denoise: bool = True,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     return_trajectory: bool = False,
     trajectory_every: int | None = None,
     progress: bool = False,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     callback: Callback | None = None,
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Predictor-corrector sampling (Song et al. 2021, Alg. 1): at each t_k, ``n_corrector``
     Langevin corrector steps (see ``langevin_corrector``, dt = (1 - eps_t) / n_steps), then one
     predictor step ("reverse_diffusion" or "euler_maruyama") from t_k to t_{k+1}.
 
-    NFE = n_steps * (1 + n_corrector) (+1 with denoise).  Returns as ``euler_maruyama``.
+    NFE = n_steps * (1 + n_corrector) (+1 with denoise).  Returns as ``euler_maruyama``;
+    ``brownian`` as there, for the predictor's noise (the corrector's is drawn afresh: it is a
+    Markov chain at a fixed t, not a step of the SDE).  With the default batch-wide step size a
+    row's step depends on the other rows of its batch; ``per_sample_step=True`` makes every row
+    independent of the others (per-row seeds then reproduce a row in any batch).
     """
     _checks.choice("predictor", predictor, _PREDICTORS)
     snr = _checks.positive("snr", snr)
     n_corrector = _checks.positive_int("n_corrector", n_corrector, minimum=0)
     return _run(score_fn, sde, shape_or_x0, n_steps, eps_t, denoise, generator,
                 return_trajectory, trajectory_every, progress, predictor, snr, n_corrector,
-                per_sample_step, dtype, device, callback)
+                per_sample_step, dtype, device, callback, brownian)
 
 
 @torch.no_grad()
@@ -392,7 +401,7 @@ def ode(
     options: dict[str, Any] | None = None,
     eps_t: float = 1e-3,
     denoise: bool = True,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     return_trajectory: bool = False,
     n_snapshots: int = 11,
     progress: bool = False,

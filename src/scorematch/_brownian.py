@@ -1,0 +1,182 @@
+"""Brownian-tree noise: the increments of one fixed Brownian path per row, so that a stochastic
+sampler run at one seed with more and more steps converges to one sample (the SDE's solution
+on that path) instead of drawing unrelated noise at every step count.
+
+The path W_r of row r on [t0, t1] is built by Levy's construction on a dyadic tree (the
+virtual Brownian tree of Li et al. 2020, the construction behind torchsde's BrownianTree):
+W_r(t0) = 0, W_r(t1) = sqrt(t1 - t0) z_root, and the midpoint m of a node's interval [a, b]
+
+    W_r(m) = (W_r(a) + W_r(b)) / 2 + sqrt((b - a) / 4) z_node,
+
+each z a standard normal that is a function of (the row's key, the node) alone, so a node's value
+never depends on which other nodes were visited, nor on the other rows: drawn from a torch
+generator seeded by (key, node) when a row has at least ``PER_ROW_DRAWS`` entries, else (small
+rows, where a generator call per row would dominate) by Box-Muller from a counter-based hash of
+(key, node, entry), computed for all rows at once. Below ``depth``
+levels (leaves of width (t1 - t0) / 2^depth) the path is interpolated linearly. A step from
+t_a to t_b takes z = (W(t_b) - W(t_a)) / sqrt(|t_b - t_a|), a standard normal per step,
+independent across disjoint steps, and the same path for every grid.
+
+Each row's key is one integer drawn from its own generator (per-row generators, see
+``scorematch._random``), or, with one torch.Generator, one integer drawn from it mixed with the
+row's position in the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from scorematch._random import Generators, per_row, randn_like
+from scorematch.errors import ConfigError
+
+#: levels of the tree: leaves of width (t1 - t0) / 2^DEPTH, below which the path is linear
+DEPTH = 20
+#: rows of at least this many entries draw a node's normals from a torch generator, smaller ones
+#: from the hash (a function of the row's shape only, so a row's path never depends on the batch)
+PER_ROW_DRAWS = 256
+_M64 = (1 << 64) - 1
+_M32 = 0xFFFFFFFF
+
+
+def _mix(*parts: int) -> int:
+    """A 63-bit seed from integers (splitmix64's finaliser applied after each part)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (p & _M64)) & _M64
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
+        h ^= h >> 31
+    return h >> 1
+
+
+def _mul32(x: Tensor, c: int) -> Tensor:
+    """x * c mod 2^32 for x in [0, 2^32) held in int64, without int64 overflow."""
+    lo = x * (c & 0xFFFF)
+    hi = torch.bitwise_and(x * (c >> 16), 0xFFFF).bitwise_left_shift_(16)
+    return lo.add_(hi).bitwise_and_(_M32)
+
+
+def _hash32(x: Tensor) -> Tensor:
+    """A 32-bit integer hash (Wellons' lowbias32) of x in [0, 2^32), elementwise."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def hashed_normals(keys: Tensor, salt: int, size: int) -> Tensor:
+    """(n, size) float64 standard normals, row r a function of (keys[r], salt) only: Box-Muller
+    on two 24-bit uniforms, each the hash of (the row's hashed key and salt) + a counter."""
+    row = _hash32(((_hash32((keys & _M32) ^ (salt & _M32)) + (keys >> 32)) & _M32) ^ (salt >> 32))
+    counter = torch.arange(2 * size, dtype=torch.int64, device=keys.device)
+    u = (_hash32((row[:, None] + counter) & _M32) >> 8).double().add_(0.5).mul_(2.0**-24)
+    return torch.sqrt(-2 * torch.log(u[:, :size])) * torch.cos((2 * math.pi) * u[:, size:])
+
+
+class BrownianTree:
+    """One Brownian path per row of ``like`` on [t0, t1], queried as ``tree(t_a, t_b)``: the
+    standardised increment (W(t_b) - W(t_a)) / sqrt(|t_b - t_a|), shaped like ``like``.
+
+    Times outside [t0, t1] are clamped into it. The path from the root to the last point asked
+    for is kept, so a sampler's steps (neighbouring times) create about
+    ``depth - log2(steps)`` new nodes each.
+    """
+
+    def __init__(self, like: Tensor, t0: float, t1: float, generator: Generators = None,
+                 depth: int = DEPTH) -> None:
+        t0, t1 = float(t0), float(t1)
+        if not (math.isfinite(t0) and math.isfinite(t1) and t1 > t0):
+            raise ConfigError(f"a Brownian tree needs finite times t0 < t1, got {t0}, {t1}")
+        self.t0, self.t1, self.depth = t0, t1, int(depth)
+        self.shape, self.dtype = tuple(like.shape), like.dtype
+        rows = per_row(generator)
+        if rows is not None:
+            if len(rows) != like.shape[0]:
+                raise ConfigError(f"{len(rows)} per-row generators for a batch of {like.shape[0]} rows")
+            self.keys = [int(torch.randint(0, 2**62, (), generator=g, device=g.device)) for g in rows]
+            device = rows.device
+        else:
+            device = generator.device if generator is not None else torch.device("cpu")
+            base = int(torch.randint(0, 2**62, (), generator=generator, device=device))
+            self.keys = [_mix(base, i) for i in range(like.shape[0])]
+        self.device = device
+        self._scratch = torch.Generator(device=device)
+        self._size = math.prod(self.shape[1:])
+        self._key_tensor = torch.tensor(self.keys, dtype=torch.int64, device=device)
+        self._end = self._node(0, 0) * math.sqrt(t1 - t0)  # W(t1)
+        self._path: list[tuple[int, Tensor, Tensor]] = []  # (index, W(a), W(b)) per level below the root
+        self._last: dict[float, Tensor] = {}
+
+    def _node(self, level: int, index: int) -> Tensor:
+        """The standard normal of node (level, index), row by row from the rows' keys."""
+        if self._size < PER_ROW_DRAWS:
+            z = hashed_normals(self._key_tensor, _mix(level, index), self._size)
+            return z.to(self.dtype).reshape(self.shape)
+        out = torch.empty(self.shape, dtype=self.dtype, device=self.device)
+        g = self._scratch
+        for r, key in enumerate(self.keys):
+            g.manual_seed(_mix(key, level, index))
+            torch.randn(self.shape[1:], generator=g, out=out[r])
+        return out
+
+    def value(self, t: float) -> Tensor:
+        """W(t), t clamped into [t0, t1]."""
+        t = min(max(float(t), self.t0), self.t1)
+        if t in self._last:
+            return self._last[t]
+        span = self.t1 - self.t0
+        u = (t - self.t0) / span  # in [0, 1]
+        w_a, w_b = torch.zeros_like(self._end), self._end
+        index = 0
+        for level in range(self.depth):
+            child = 2 * index + (1 if u * 2 ** (level + 1) >= 2 * index + 1 else 0)
+            child = min(child, 2 ** (level + 1) - 1)
+            if level < len(self._path) and self._path[level][0] == child:
+                _, w_a, w_b = self._path[level]
+            else:
+                width = span / 2**level
+                mid = 0.5 * (w_a + w_b) + math.sqrt(width / 4) * self._node(level + 1, index)
+                w_a, w_b = (w_a, mid) if child == 2 * index else (mid, w_b)
+                del self._path[level:]
+                self._path.append((child, w_a, w_b))
+            index = child
+        frac = u * 2**self.depth - index
+        w = torch.lerp(w_a, w_b, min(max(frac, 0.0), 1.0))
+        if len(self._last) >= 4:
+            self._last.pop(next(iter(self._last)))
+        self._last[t] = w
+        return w
+
+    def __call__(self, t_a: float, t_b: float) -> Tensor:
+        """(W(t_b) - W(t_a)) / sqrt(|t_b - t_a|) after clamping both into [t0, t1]."""
+        a = min(max(float(t_a), self.t0), self.t1)
+        b = min(max(float(t_b), self.t0), self.t1)
+        if a == b:
+            raise ConfigError(f"a Brownian increment needs two distinct times in [{self.t0}, {self.t1}], "
+                              f"got {t_a} and {t_b}")
+        return (self.value(b) - self.value(a)) / math.sqrt(abs(b - a))
+
+
+#: ``noise(x, t_a, t_b)``: a standard normal shaped like x for the step from t_a to t_b
+StepNoise = Callable[[Tensor, float, float], Tensor]
+
+
+def step_noise(generator: Generators, brownian: bool, t0: float, t1: float, depth: int = DEPTH) -> StepNoise:
+    """The noise of a sampler's steps: fresh draws ``randn_like(x, generator)`` at every call, or
+    with ``brownian`` the increments of a ``BrownianTree`` over [t0, t1] built at the first call
+    (from ``generator``, on the batch of that call)."""
+    if not brownian:
+        return lambda x, t_a, t_b: randn_like(x, generator)
+    tree: list[BrownianTree] = []
+
+    def draw(x: Tensor, t_a: float, t_b: float) -> Tensor:
+        if not tree:
+            tree.append(BrownianTree(x, t0, t1, generator, depth))
+        return tree[0](t_a, t_b).to(device=x.device, dtype=x.dtype)
+
+    return draw

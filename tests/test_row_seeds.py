@@ -1,0 +1,242 @@
+"""Per-row generators, Brownian-tree noise and exact evaluation counts, for every sampler, on a
+Gaussian whose noisy scores are closed forms: data N(0, I) in 2-D, so the noisy marginal at
+noise level sigma is N(0, (1 + sigma^2) I) and s(x, sigma) = -x / (1 + sigma^2)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from scorematch._random import RowGenerators, rand, randn, randn_like, row_seed
+from scorematch.errors import ConfigError
+from scorematch.noise import geometric_sigmas, karras_sigmas, linear_sigmas
+from scorematch.samplers import (
+    SAMPLER_NAMES,
+    BrownianTree,
+    CountedScore,
+    annealed_langevin,
+    euler_ancestral,
+    euler_maruyama,
+    evaluations,
+    inpaint_smc,
+    langevin,
+    mala,
+    ode,
+    pc,
+    reverse_diffusion,
+    sample,
+)
+from scorematch.sde import VESDE
+
+F64 = torch.float64
+SDE = VESDE(sigma_min=0.01, sigma_max=10.0)
+
+
+def sigma_score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    return -x / (1 + sigma.to(x).pow(2)[:, None])
+
+
+def time_score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return sigma_score(x, SDE.marginal_std(t))
+
+
+def energy(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x.pow(2).sum(1)
+
+
+#: steps of each sampler in these tests (small, so that every sampler runs in milliseconds)
+STEPS = 6
+
+
+def run(name: str, score, n: int, generator, steps: int = STEPS, **opts):
+    """Sampler ``name`` on n rows, the start drawn from ``generator`` as the run layer does."""
+    if name in ("langevin", "mala", "annealed"):
+        x0 = -3 + 6 * rand((n, 2), generator, dtype=F64)
+        if name == "langevin":
+            return langevin(score, x0, 0.05, steps, generator=generator)
+        if name == "mala":
+            return mala(score, x0, 0.05, steps, generator=generator).samples
+        return annealed_langevin(score, x0, geometric_sigmas(5.0, 0.1, 3), 0.05, steps, generator=generator)
+    if name in ("euler_maruyama", "reverse_diffusion", "pc", "ode"):
+        fn = {"euler_maruyama": euler_maruyama, "reverse_diffusion": reverse_diffusion, "pc": pc, "ode": ode}[name]
+        if name == "ode":
+            return ode(score, SDE, (n, 2), generator=generator, dtype=F64, rtol=1e-7, atol=1e-7).samples
+        extra = {"per_sample_step": True} if name == "pc" else {}
+        return fn(score, SDE, (n, 2), n_steps=steps, generator=generator, dtype=F64, **extra, **opts)
+    grid = (linear_sigmas(steps + 1, 0.01, 10.0) if name == "continuous_langevin"
+            else karras_sigmas(steps, 0.01, 10.0))
+    x0 = 10.0 * randn((n, 2), generator, dtype=F64)
+    options = {"euler_ancestral": {}, "ddim": {"eta": 1.0}, "heun": {"s_churn": 5.0},
+               "euler": {"s_churn": 5.0}}.get(name, {})
+    return sample(name, score, x0, grid, generator=generator, **options, **opts)
+
+
+def score_for(name: str):
+    if name == "mala":
+        return energy
+    if name in ("euler_maruyama", "reverse_diffusion", "pc", "ode"):
+        return time_score
+    if name == "langevin":
+        return lambda x: -x
+    return sigma_score
+
+
+def test_row_seeds_are_distinct_and_fixed():
+    seeds = {row_seed(s, i) for s in range(20) for i in range(50)}
+    assert len(seeds) == 1000  # seed + index would collide (row 1 of seed 0 = row 0 of seed 1)
+    assert row_seed(7, 3) == row_seed(7, 3) < 2**63
+
+
+def test_a_draw_with_a_slice_is_that_slice_of_the_draw():
+    x = torch.zeros(10, 3, 4)
+    full = randn_like(x, RowGenerators.from_seed(5, 10))
+    part = RowGenerators.from_seed(5, 10)[3:7]
+    assert part.indices == (3, 4, 5, 6)
+    assert torch.equal(randn_like(x[:4], part), full[3:7])
+    shifted = RowGenerators.from_seed(5, 4, start=6)
+    assert torch.equal(randn_like(x[:4], shifted), full[6:])
+    # a list of generators, as diffusers takes them: row i from generator i alone
+    gens = [torch.Generator().manual_seed(row_seed(5, i)) for i in range(10)]
+    assert torch.equal(randn_like(x, gens), full)
+
+
+def test_per_row_generators_must_match_the_rows():
+    with pytest.raises(ConfigError, match="3 per-row generators for a draw of shape"):
+        randn_like(torch.zeros(4, 2), RowGenerators.from_seed(0, 3))
+    x0 = torch.zeros(8, 2)
+    with pytest.raises(ConfigError, match="one torch.Generator"):
+        inpaint_smc(sigma_score, x0, [1.0, 0.0], x0, torch.tensor([True, False]), particles=4,
+                    generator=RowGenerators.from_seed(0, 8))
+
+
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
+def test_the_first_rows_do_not_depend_on_n_or_the_batch(name):
+    """Rows 0..3 of a call on 12 rows equal a call on 4 rows and the same rows sampled in two
+    batches (4..11 from start 4); ode's adaptive steps are shared by its batch, so there the rows
+    agree to the solver's tolerance."""
+    score = score_for(name)
+    full = run(name, score, 12, RowGenerators.from_seed(3, 12))
+    first = run(name, score, 4, RowGenerators.from_seed(3, 4))
+    rest = run(name, score, 8, RowGenerators.from_seed(3, 8, start=4))
+    assert full.shape == (12, 2) and torch.isfinite(full).all()
+    if name == "ode":
+        torch.testing.assert_close(first, full[:4], rtol=0, atol=1e-5)
+        torch.testing.assert_close(rest, full[4:], rtol=0, atol=1e-5)
+    else:
+        assert torch.equal(first, full[:4])
+        assert torch.equal(rest, full[4:])
+    other = run(name, score, 4, RowGenerators.from_seed(4, 4))
+    assert (other - first).abs().max() > 1e-3  # another seed gives other samples
+
+
+def test_pc_with_the_batch_wide_step_couples_the_rows():
+    """pc's default step size is a batch mean (the reference rule), so a row depends on its batch."""
+    a = pc(time_score, SDE, (12, 2), n_steps=STEPS, generator=RowGenerators.from_seed(3, 12), dtype=F64)
+    b = pc(time_score, SDE, (4, 2), n_steps=STEPS, generator=RowGenerators.from_seed(3, 4), dtype=F64)
+    assert (a[:4] - b).abs().max() > 1e-6
+
+
+def test_brownian_tree_is_a_brownian_path():
+    """W(t) has variance t - t0, increments over disjoint intervals are uncorrelated, and the
+    values do not depend on the order of the queries or on the other rows."""
+    like = torch.zeros(20000, 1, dtype=F64)
+    tree = BrownianTree(like, 0.0, 2.0, torch.Generator().manual_seed(0))
+    w07, w15 = tree.value(0.7), tree.value(1.5)
+    assert abs(w07.var().item() - 0.7) < 0.03 and abs(w15.var().item() - 1.5) < 0.06
+    assert abs((w07 * (w15 - w07)).mean().item()) < 0.03
+    again = BrownianTree(like, 0.0, 2.0, torch.Generator().manual_seed(0))
+    assert torch.equal(again.value(1.5), w15) and torch.equal(again.value(0.7), w07)
+    rows = BrownianTree(torch.zeros(6, 3), 0, 1, RowGenerators.from_seed(2, 6)).value(0.3)
+    tail = BrownianTree(torch.zeros(2, 3), 0, 1, RowGenerators.from_seed(2, 2, start=4)).value(0.3)
+    assert torch.equal(rows[4:], tail)
+
+
+def _gap(brownian: bool, coarse: int, fine: int, name: str = "euler_ancestral") -> float:
+    """Mean |x_coarse - x_fine| at one seed (200 rows, per-row generators)."""
+    out = []
+    for steps in (coarse, fine):
+        g = RowGenerators.from_seed(11, 200)
+        if name == "euler_ancestral":
+            x0 = 10.0 * randn((200, 2), g, dtype=F64)
+            out.append(euler_ancestral(sigma_score, x0, karras_sigmas(steps, 0.01, 10.0), generator=g,
+                                       brownian=brownian))
+        else:
+            out.append(euler_maruyama(time_score, SDE, (200, 2), n_steps=steps, generator=g, dtype=F64,
+                                      brownian=brownian))
+    return (out[0] - out[1]).abs().mean().item()
+
+
+@pytest.mark.parametrize("name", ["euler_ancestral", "euler_maruyama"])
+def test_brownian_noise_converges_as_the_steps_grow(name):
+    """At one seed, 100 and 1000 steps land close together with Brownian-tree noise and far apart
+    with fresh noise (independent draws: the two samples are about as far as two samples of the
+    data, mean |diff| 2/sqrt(pi) = 1.13 per coordinate of N(0, I)). Measured: fresh 1.05 and
+    1.06, Brownian 0.029 (euler_ancestral) and 0.041 (euler_maruyama), 25-35 times closer."""
+    fresh, tree = _gap(False, 100, 1000, name), _gap(True, 100, 1000, name)
+    assert 0.9 < fresh < 1.3
+    assert tree < fresh / 15
+
+
+@pytest.mark.parametrize("name", ["heun", "euler", "ddim", "continuous_langevin", "reverse_diffusion", "pc"])
+def test_brownian_noise_runs_on_every_stochastic_sampler(name):
+    g = RowGenerators.from_seed(1, 6)
+    a = run(name, score_for(name), 6, g, brownian=True)
+    b = run(name, score_for(name), 6, RowGenerators.from_seed(1, 6), brownian=True)
+    assert torch.equal(a, b) and torch.isfinite(a).all()
+
+
+def test_brownian_needs_noise():
+    x0 = torch.zeros(2, 2)
+    with pytest.raises(ConfigError, match="churn"):
+        sample("heun", sigma_score, x0, [1.0, 0.0], brownian=True)
+    with pytest.raises(ConfigError, match="eta > 0"):
+        sample("ddim", sigma_score, x0, [1.0, 0.0], brownian=True)
+
+
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
+@pytest.mark.parametrize("steps", [1, 2, 5, 13])
+def test_evaluation_counts_match_the_formula(name, steps):
+    """Every sampler's calls of its score, counted, equal ``evaluations`` (heun: 2N - 1 with the
+    final 0), at several step counts; ode reports its own count, which is the counted one."""
+    if name == "continuous_langevin" and steps == 1:
+        steps = 2
+    method = "energy" if name == "mala" else "score"
+    counted = CountedScore(score_for(name), method)
+    g = torch.Generator().manual_seed(0)
+    if name == "ode":
+        res = ode(counted, SDE, (3, 2), generator=g, dtype=F64)
+        assert res.nfe == counted.calls > 10
+        assert evaluations("ode") is None
+        return
+    run(name, counted, 3, g, steps=steps)
+    settings = {"n_steps": steps, "steps_per_sigma": steps, "sigmas": geometric_sigmas(5.0, 0.1, 3)}
+    if name in ("heun", "euler", "euler_ancestral", "ddim", "dpm_solver"):
+        settings["sigmas"] = karras_sigmas(steps, 0.01, 10.0)
+    if name == "continuous_langevin":
+        settings["sigmas"] = linear_sigmas(steps + 1, 0.01, 10.0)
+    expected = evaluations(name, **settings)
+    assert counted.calls == expected
+    if name == "heun":
+        assert expected == 2 * steps - 1
+    if name == "pc":
+        assert expected == 2 * steps + 1
+
+
+def test_heun_without_a_final_zero_takes_2n():
+    counted = CountedScore(sigma_score)
+    sample("heun", counted, torch.zeros(2, 2), [4.0, 2.0, 1.0])
+    assert counted.calls == evaluations("heun", sigmas=[4.0, 2.0, 1.0]) == 4
+
+
+def test_a_counted_score_forwards_the_model():
+    class Model(torch.nn.Module):
+        sigma_min = 0.5
+
+        def score(self, x, sigma):
+            return -x
+
+    counted = CountedScore(Model())
+    assert counted.sigma_min == 0.5 and math.isclose(float(counted(torch.ones(1, 1), None)), -1.0)
+    assert counted.calls == 1
