@@ -97,7 +97,7 @@ def _train_run(data: Any, objective: str, sde: str | None, steps: int, seed: int
     """``scorematch.train`` into a temporary folder: (the trained module, run.json)."""
     import json
 
-    from scorematch.run.training import train
+    from scorematch.run.training.loop import train
 
     opts = {"sde": sde} if sde else {}
     with tempfile.TemporaryDirectory(prefix="nfe_quality_") as tmp:
@@ -156,7 +156,7 @@ def train_edm(x: Tensor, net: str, net_config: dict[str, Any], steps: int, seed:
     from scorematch.models import EDMPrecond
     from scorematch.models.edm import estimate_sigma_data
     from scorematch.objectives import edm
-    from scorematch.run.training import ema_with_warmup
+    from scorematch.run.training.loop import ema_with_warmup
 
     torch.manual_seed(seed)
     model = EDMPrecond(net, net_config, sigma_data=estimate_sigma_data(x))

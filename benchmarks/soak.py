@@ -34,7 +34,7 @@ def open_fds() -> int:
 
 def in_process(runs: int) -> list[dict[str, float]]:
     import scorematch
-    from scorematch.run.generate import generate
+    from scorematch.run.sampling.generate import generate
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

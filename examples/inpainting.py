@@ -18,7 +18,7 @@ bandwidth 1) to exact draws next to that of a second exact draw, and the score e
 
 Then digits: an EDM model (``scorematch.train(data="digits", objective="edm", model="time_mlp")``,
 an MLP on the flattened 8x8 images) fills in the lower half of held-out digits given the upper
-half (``scorematch.run.inpaint.inpaint_run``) by sequential Monte Carlo and by replacement with
+half (``scorematch.run.sampling.inpaint.inpaint_run``) by sequential Monte Carlo and by replacement with
 Heun. Figure ``digits.png``: held-out digits, their upper halves, and both completions. Summary:
 per method, the mean squared error of the filled half against the truth, and how often a
 logistic regression trained on the other digits reads the completed digit as its true class
@@ -42,7 +42,7 @@ from scorematch.data import Dataset, load_digits, train_test_split
 from scorematch.distributions import toy
 from scorematch.metrics import mmd
 from scorematch.noise import karras_sigmas
-from scorematch.run.inpaint import inpaint_run
+from scorematch.run.sampling.inpaint import inpaint_run
 from scorematch.samplers import heun, inpaint, inpaint_smc
 
 NAME = "inpainting"

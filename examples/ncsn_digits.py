@@ -31,7 +31,7 @@ from sklearn.linear_model import LogisticRegression
 import scorematch
 from scorematch.data import load_digits
 from scorematch.plotting import annealing_rows, save_image_grid
-from scorematch.run.generate import generate
+from scorematch.run.sampling.generate import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "docs" / "figures"

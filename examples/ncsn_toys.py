@@ -38,7 +38,7 @@ import scorematch
 from scorematch.distributions import toy
 from scorematch.metrics import median_bandwidth, mmd, mode_weights
 from scorematch.noise import eps_for_schedule
-from scorematch.run.generate import generate
+from scorematch.run.sampling.generate import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 TOYS = ("imbalanced", "8gaussians", "moons", "swissroll", "checkerboard", "rings")

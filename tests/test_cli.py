@@ -95,7 +95,7 @@ def test_train_help_covers_every_exposed_config_field(capsys, monkeypatch):
     """TRAIN_HELP names TrainConfig fields only, and every one of them has its flag and text."""
     import dataclasses
 
-    from scorematch.run.config import TrainConfig
+    from scorematch.run.folder.config import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     assert set(TRAIN_HELP) <= fields

@@ -22,8 +22,8 @@ from cli_helpers import assert_one_line_error, run_cli
 from scorematch.cli import main
 from scorematch.distributions import toy
 from scorematch.metrics import mmd, mode_weights
-from scorematch.run.generate import DEFAULT_SAMPLER, DEFAULT_STEPS, generate, model_kind, sampler_options
-from scorematch.run.loading import load
+from scorematch.run.build.loading import load
+from scorematch.run.sampling.generate import DEFAULT_SAMPLER, DEFAULT_STEPS, generate, model_kind, sampler_options
 from scorematch.samplers import DENOISING_SAMPLERS
 
 TINY = ["--data", "gmm2d", "--hidden", "16", "--depth", "1", "--n-data", "500", "--batch-size", "64",
@@ -82,7 +82,7 @@ def test_the_default_sampler_of_each_kind(runs):
 def test_the_defaults_are_those_the_nfe_benchmark_decided():
     """KIND_DEFAULTS = the decisions in benchmarks/results/nfe_quality.json (dpm_solver_3m is
     dpm_solver with order 3); NCSN keeps its run's own annealed schedule."""
-    from scorematch.run.generate import KIND_DEFAULTS
+    from scorematch.run.sampling.generate import KIND_DEFAULTS
 
     decided = json.loads((Path(__file__).parents[1] / "benchmarks/results/nfe_quality.json").read_text())
     for d in decided["decisions"]:
@@ -96,7 +96,7 @@ def test_the_defaults_are_those_the_nfe_benchmark_decided():
 
 def test_the_help_names_the_default_of_each_kind():
     from scorematch.cli.parser import SAMPLER_HELP
-    from scorematch.run.generate import KIND_DEFAULTS
+    from scorematch.run.sampling.generate import KIND_DEFAULTS
 
     text = " ".join(SAMPLER_HELP.split())
     for kind, word in (("ve", "VE"), ("vp", "VP"), ("subvp", "sub-VP"), ("edm", "EDM")):

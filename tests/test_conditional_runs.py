@@ -23,10 +23,10 @@ from PIL import Image
 
 from scorematch.cli import main
 from scorematch.data import load_digits, load_image_folder, resolve_data
-from scorematch.run.config import TrainConfig
-from scorematch.run.distributed import DistContext, shard
-from scorematch.run.setup import make_loss
-from scorematch.run.training import _batch, setup
+from scorematch.run.build.parts import make_loss
+from scorematch.run.folder.config import TrainConfig
+from scorematch.run.system.distributed import DistContext, shard
+from scorematch.run.training.loop import _batch, setup
 
 
 def write_classes(root: Path, counts: dict[str, int], size: int = 8) -> Path:
@@ -136,7 +136,7 @@ def test_labels_follow_their_rows_on_every_process_and_are_dropped_at_the_set_ra
 def test_a_users_model_must_take_the_classes(tmp_path):
     from scorematch.errors import ConfigError
     from scorematch.models.images import NCSNUNet
-    from scorematch.run.training import train
+    from scorematch.run.training.loop import train
 
     kw = dict(data="digits", objective="ncsn", class_conditional=True, steps=1, batch_size=8, progress=False)
     with pytest.raises(ConfigError, match="n_classes = 10.*it has n_classes = 0"):
@@ -149,7 +149,7 @@ def test_a_users_model_must_take_the_classes(tmp_path):
 def test_a_resumed_class_conditional_run_reproduces_the_uninterrupted_one(tmp_path):
     from safetensors.torch import load_file
 
-    from scorematch.run.training import train
+    from scorematch.run.training.loop import train
 
     kw = dict(data="digits", objective="edm", model="time_mlp", hidden=16, depth=1, class_conditional=True,
               batch_size=32, progress=False, checkpoint_every=10)

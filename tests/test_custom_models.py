@@ -22,7 +22,7 @@ from scorematch import objectives as O
 from scorematch import samplers
 from scorematch.errors import CheckpointError, ConfigError, DataError, ModelError, ScoreMatchWarning
 from scorematch.models import ScoreMLP, Standardized
-from scorematch.run.generate import generate
+from scorematch.run.sampling.generate import generate
 
 FAST = dict(steps=30, batch_size=64, n_data=500, progress=False, device="cpu", seed=0, checkpoint_every=15)
 TESTS = Path(__file__).resolve().parent

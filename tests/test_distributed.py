@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 import scorematch
 from scorematch.errors import ConfigError
-from scorematch.run.distributed import DistContext, shard
+from scorematch.run.system.distributed import DistContext, shard
 
 # the DDP runs share one xdist worker (make test uses --dist loadgroup), so two gloo process
 # groups never start at the same moment on the 2 CI cores
@@ -66,7 +66,7 @@ def test_ddp_resume_reproduces_an_uninterrupted_ddp_run(tmp_path: Path) -> None:
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
     # both ranks' noise generators are in the checkpoint
-    from scorematch.run.checkpoint import latest_checkpoint
+    from scorematch.run.folder.checkpoint import latest_checkpoint
 
     tensors, meta = latest_checkpoint(tmp_path / "part" / "checkpoints")
     assert meta["world_size"] == 2 and {"rng.noise.0", "rng.noise.1"} <= set(tensors)
@@ -102,7 +102,7 @@ def test_ssm_inside_ddp_takes_the_autograd_path_and_its_gradient(tmp_path: Path)
     from scorematch.autodiff import _inside_ddp, _score_network
     from scorematch.models import ScoreMLP
     from scorematch.objectives import ssm
-    from scorematch.run.distributed import ScoreModule
+    from scorematch.run.system.distributed import ScoreModule
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:

@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 import scorematch
 from scorematch.errors import ConfigError, ScoreMatchError, TrainingError
 from scorematch.files import OutputError
-from scorematch.run import checkpoint as ckpt
-from scorematch.run.config import TrainConfig, from_dict, load_config
+from scorematch.run.folder import checkpoint as ckpt
+from scorematch.run.folder.config import TrainConfig, from_dict, load_config
 from scorematch.samplers import annealed_langevin, langevin
 
 

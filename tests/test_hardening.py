@@ -26,8 +26,8 @@ from safetensors.torch import load_file, save_file
 import scorematch
 from scorematch.cli import main
 from scorematch.errors import CheckpointError
-from scorematch.run import checkpoint as ckpt
-from scorematch.run import manifest
+from scorematch.run.folder import checkpoint as ckpt
+from scorematch.run.folder import manifest
 
 TINY = ["--data", "gmm2d", "--objective", "dsm", "--batch-size", "32", "--hidden", "16", "--depth", "1",
         "--n-data", "300", "--device", "cpu", "--seed", "2", "--no-progress"]

@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import scorematch
-from scorematch.run import checkpoint as ckpt
+from scorematch.run.folder import checkpoint as ckpt
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ddp")]
 

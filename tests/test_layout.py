@@ -14,7 +14,7 @@ PKG = ROOT / "src" / "scorematch"
 
 #: layer of each top-level module or subpackage (errors and checks at the bottom, the CLI on top)
 LAYERS = {
-    "errors": 1, "_checks": 1, "_random": 1, "_brownian": 1, "_compile": 1, "_progress": 1, "files": 1,
+    "errors": 1, "_version": 1, "_checks": 1, "_random": 1, "_brownian": 1, "_compile": 1, "_progress": 1, "files": 1,
     "distributions": 2, "models": 2, "noise": 2, "sde": 2, "autodiff": 2, "denoise": 2,
     "objectives": 3, "samplers": 3, "likelihood": 3, "density": 3, "metrics": 3, "data": 3, "plotting": 3,
     "run": 4,
@@ -89,15 +89,38 @@ def test_no_import_circle():
 
 
 def test_run_layer_modules_import_only_those_listed_before_them():
-    """scorematch/run/__init__.py lists its modules bottom to top; each imports only earlier ones."""
+    """scorematch/run/__init__.py lists its modules bottom to top (``part.module``); each imports
+    only earlier ones, and every module of run/ is listed."""
     doc = importlib.import_module("scorematch.run").__doc__
-    order = re.findall(r"^    (\w+)\s", doc, flags=re.M)
-    assert set(order) == {p.stem for p in (PKG / "run").glob("*.py") if p.stem != "__init__"}
+    order = re.findall(r"^    (\w+\.\w+)\s", doc, flags=re.M)
+    on_disk = {".".join(p.relative_to(PKG / "run").with_suffix("").parts) for p in (PKG / "run").rglob("*.py")
+               if p.stem != "__init__"}
+    assert set(order) == on_disk
     graph = _imports(_modules())
     for i, name in enumerate(order):
-        deps = {d.split(".")[2] for d in graph[f"scorematch.run.{name}"] if d.startswith("scorematch.run.")}
+        deps = {".".join(d.split(".")[2:4]) for d in graph[f"scorematch.run.{name}"]
+                if d.startswith("scorematch.run.") and d.count(".") >= 3}
         later = deps - set(order[:i])
         assert not later, f"scorematch.run.{name} imports {sorted(later)}, listed after it"
+
+
+def test_run_parts_are_folders():
+    """run/ shows its parts: no module directly in run/, each part a folder with a docstring."""
+    loose = [p.name for p in (PKG / "run").glob("*.py") if p.stem != "__init__"]
+    assert not loose, f"modules directly in run/: {loose}"
+    for part in (p for p in (PKG / "run").iterdir() if p.is_dir() and p.name != "__pycache__"):
+        assert importlib.import_module(f"scorematch.run.{part.name}").__doc__, part.name
+
+
+def test_nothing_imports_the_package_root():
+    """The version comes from the leaf module scorematch._version: no module imports names from the
+    package root (which imports the run layer lazily)."""
+    mods, bad = _modules(), []
+    for m, f in mods.items():
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "scorematch" and not node.level:
+                bad += [f"{m}: {a.name}" for a in node.names if f"scorematch.{a.name}" not in mods]
+    assert not bad, f"modules importing from the package root: {sorted(set(bad))}"
 
 
 def test_circle_detector_sees_a_circle(tmp_path, monkeypatch):

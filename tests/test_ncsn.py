@@ -22,8 +22,8 @@ from scorematch.cli import main as cli_main
 from scorematch.data import load_digits
 from scorematch.distributions import toy
 from scorematch.metrics import mmd, mode_weights
-from scorematch.run.config import TrainConfig
-from scorematch.run.generate import generate
+from scorematch.run.folder.config import TrainConfig
+from scorematch.run.sampling.generate import generate
 from scorematch.samplers import langevin
 
 CPU = {"device": "cpu", "progress": False}

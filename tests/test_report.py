@@ -31,8 +31,8 @@ from PIL import Image
 
 import scorematch
 from scorematch.cli import main
-from scorematch.run.evaluate import evaluate
-from scorematch.run.report import write_report
+from scorematch.run.reporting.evaluate import evaluate
+from scorematch.run.reporting.html import write_report
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -234,7 +234,7 @@ def test_dsm_report_is_self_contained_with_config_eval_and_figures(dsm_report):
     assert results["n_samples"] == 200 and results["seed"] == 2 and "fisher_divergence" in results
     check_eval(page, results)
     words = page.all_text
-    assert "Computed now by scorematch.run.evaluate" in words
+    assert "Computed now by scorematch.run.reporting.evaluate" in words
     for heading in ("Configuration", "Training loss", "Evaluation", "Score field and density", "Samples",
                     "Sampler trajectory"):
         assert heading in words

@@ -27,10 +27,10 @@ from safetensors.torch import load_file
 
 import scorematch
 from scorematch.errors import ScoreMatchError
-from scorematch.run import checkpoint as ckpt
-from scorematch.run import manifest
-from scorematch.run.logs import CsvLog
-from scorematch.run.runinfo import read_loss_csv
+from scorematch.run.folder import checkpoint as ckpt
+from scorematch.run.folder import manifest
+from scorematch.run.folder.runfiles import read_loss_csv
+from scorematch.run.training.logs import CsvLog
 
 TINY = dict(data="gmm2d", objective="dsm", batch_size=32, hidden=8, depth=1, n_data=300, device="cpu",
             progress=False, log_every=1)

@@ -24,8 +24,8 @@ from scorematch.cli import main
 from scorematch.density import density_grid
 from scorematch.distributions import toy
 from scorematch.metrics import mmd, mode_weights
-from scorematch.run.loading import data_score as _unconditional_score
-from scorematch.run.loading import held_out, load
+from scorematch.run.build.loading import data_score as _unconditional_score
+from scorematch.run.build.loading import held_out, load
 
 MMD_BANDWIDTH = 1.0
 N_SAMPLES = 600

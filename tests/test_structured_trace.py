@@ -265,7 +265,7 @@ def test_through_ddp_the_reducer_sees_the_gradients(tmp_path: Path, gen: torch.G
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from scorematch.run.distributed import ScoreModule
+    from scorematch.run.system.distributed import ScoreModule
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:

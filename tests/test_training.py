@@ -26,7 +26,7 @@ from scorematch.errors import CheckpointError, ConfigError
 from scorematch.metrics import fisher_divergence
 from scorematch.models import Standardized
 from scorematch.models.mlp import EnergyMLP, ScoreMLP
-from scorematch.run.config import TrainConfig, load_config
+from scorematch.run.folder.config import TrainConfig, load_config
 
 #: the small, fast setting of the loop-mechanics tests (resume, checkpoints, round trips)
 TINY = dict(data="gmm2d", objective="dsm", batch_size=64, hidden=32, depth=2, n_data=1000,

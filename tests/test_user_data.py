@@ -178,7 +178,7 @@ def test_changed_data_is_refused_with_one_clear_line(relative_run, tmp_path, cap
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert "changed since it was trained" in err and "restore the original data or train a new run" in err
     with pytest.raises(DataChangedError):
-        from scorematch.run.loading import held_out
+        from scorematch.run.build.loading import held_out
 
         held_out(relative_run)
 
@@ -204,7 +204,7 @@ def test_log_likelihood_of_a_standardised_model_is_in_data_units():
     """x ~ N(mu, diag(sd^2)) with z = (x - mu)/sd ~ N(0, I) learned exactly: the reported test
     log-likelihood is log N(x; mu, sd^2) = log N(z; 0, I) - sum log sd (here about -17.5 per
     point, against about -2.8 for z)."""
-    from scorematch.run.evaluate import _likelihood
+    from scorematch.run.reporting.evaluate import _likelihood
     from scorematch.sde import VESDE
 
     sde = VESDE(0.01, 20.0)
@@ -263,7 +263,7 @@ def test_moons_baseline_is_shuffled_train_versus_held_out(tmp_path, capsys):
     assert abs(res["baseline_mmd"]) < 4 * res["baseline_mmd_se"] + 1e-3
     assert res["baseline_precision"] > 0.9 and res["baseline_recall"] > 0.9
     assert res["mmd"] > res["baseline_mmd"] + 3 * res["mmd_se"]  # 5 training steps: far from the data
-    from scorematch.run.loading import held_out
+    from scorematch.run.build.loading import held_out
 
     full, test = held_out(run)
     h = median_bandwidth(test[:500], test[500:1000])

@@ -12,6 +12,7 @@ Layers, each importing only the ones below it:
 The mathematical contract is conventions.md: every public function quotes its equation.
 """
 
+from scorematch._version import __version__
 from scorematch.errors import (
     CheckpointError,
     ConfigError,
@@ -25,8 +26,6 @@ from scorematch.errors import (
     TrainingError,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
     "CheckpointError", "ConfigError", "DataChangedError", "DataError", "DataNotFoundError", "ModelError",
     "SamplingError", "ScoreMatchError", "ScoreMatchWarning", "TrainingError", "__version__", "load", "save",
@@ -37,15 +36,15 @@ __all__ = [
 def __getattr__(name: str):
     """``scorematch.train``, ``load`` and ``save`` import the training stack on first use."""
     if name == "train":
-        from scorematch.run.training import train
+        from scorematch.run.training.loop import train
 
         return train
     if name == "load":
-        from scorematch.run.loading import load
+        from scorematch.run.build.loading import load
 
         return load
     if name == "save":
-        from scorematch.run.custom import save
+        from scorematch.run.build.user_model import save
 
         return save
     raise AttributeError(f"module 'scorematch' has no attribute {name!r}")

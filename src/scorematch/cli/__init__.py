@@ -26,14 +26,14 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
 
 
 def main(argv: list[str] | None = None) -> int:
-    from scorematch.run.launcher import ARGV_ENV
+    from scorematch.run.system.launcher import ARGV_ENV
 
     if argv is None and len(sys.argv) == 1 and ARGV_ENV in os.environ:
         argv = json.loads(os.environ[ARGV_ENV])
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "nproc", None) is not None and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        from scorematch.run.launcher import check_nproc, launch
+        from scorematch.run.system.launcher import check_nproc, launch
 
         try:
             if check_nproc(args.nproc) > 1:  # the processes get the same arguments and ignore --nproc
@@ -77,8 +77,8 @@ def _report_error(err: ScoreMatchError, rank: int) -> None:
     """One line on stderr; under several processes rank 0 prints, the others hand their message
     to the launcher (which prints it when rank 0 had none) or, under torchrun, print only the
     errors that rank 0 may not have seen (a lost peer)."""
-    from scorematch.run.distributed import CollectiveError
-    from scorematch.run.launcher import ERRORS_ENV
+    from scorematch.run.system.distributed import CollectiveError
+    from scorematch.run.system.launcher import ERRORS_ENV
 
     msg = "scorematch: error: " + " ".join(str(err).split("\n"))
     if rank == 0 or int(os.environ.get("WORLD_SIZE", "1")) <= 1:

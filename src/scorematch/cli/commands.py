@@ -13,7 +13,7 @@ from typing import Any
 
 from scorematch.cli.parser import SAMPLER_FLAGS, TRAIN_HELP
 from scorematch.errors import ConfigError
-from scorematch.run.config import TrainConfig
+from scorematch.run.folder.config import TrainConfig
 
 
 def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -21,13 +21,13 @@ def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _threads(args: argparse.Namespace) -> int:
-    from scorematch.run.environment import set_threads
+    from scorematch.run.system.environment import set_threads
 
     return set_threads(args.threads)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from scorematch.run.training import train
+    from scorematch.run.training.loop import train
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if f.name in TRAIN_HELP and getattr(args, f.name) is not None}
@@ -45,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         _threads(args)
         result = train(resume=args.resume, **overrides)
     else:
-        from scorematch.run.config import from_dict, load_config
+        from scorematch.run.folder.config import from_dict, load_config
 
         base = load_config(args.config) if args.config is not None else None
         cfg = from_dict({**(base.to_dict() if base else {}), **overrides})
@@ -83,10 +83,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from scorematch.files import probe_writable, write_npz
-    from scorematch.run import distributed as D
-    from scorematch.run.environment import pick_device, say, start_line
-    from scorematch.run.generate import check_label, count_nonfinite, generate, resolve_sampler
-    from scorematch.run.loading import load
+    from scorematch.run.build.loading import load
+    from scorematch.run.sampling.generate import check_label, count_nonfinite, generate, resolve_sampler
+    from scorematch.run.system import distributed as D
+    from scorematch.run.system.environment import pick_device, say, start_line
 
     _check_npz(args.out)
     _check_conditional_flags(args)
@@ -153,8 +153,8 @@ def _inpaint(args: argparse.Namespace, model: Any, options: dict[str, Any], out:
              threads: int) -> tuple[Any, str]:
     """The rows of --inpaint FILE filled in: checked (file, flags, label) before anything is written."""
     from scorematch.files import probe_writable
-    from scorematch.run.environment import say, start_line
-    from scorematch.run.inpaint import check_request, inpaint_run, read_inpaint_file
+    from scorematch.run.sampling.inpaint import check_request, inpaint_run, read_inpaint_file
+    from scorematch.run.system.environment import say, start_line
 
     info = model.run_info
     method, sampler, _, _ = check_request(model, info, args.inpaint_method, args.sampler, options, args.particles,
@@ -170,8 +170,8 @@ def _inpaint(args: argparse.Namespace, model: Any, options: dict[str, Any], out:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from scorematch.run.environment import pick_device
-    from scorematch.run.evaluate import evaluate
+    from scorematch.run.reporting.evaluate import evaluate
+    from scorematch.run.system.environment import pick_device
 
     _threads(args)
     res = evaluate(args.run, n=args.n, seed=args.seed, sampler=args.sampler, likelihood=args.likelihood,
@@ -193,9 +193,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from scorematch.errors import CheckpointError
-    from scorematch.run.config import load_config
-    from scorematch.run.environment import pick_device
-    from scorematch.run.figures import run_figures
+    from scorematch.run.folder.config import load_config
+    from scorematch.run.reporting.figures import run_figures
+    from scorematch.run.system.environment import pick_device
 
     # check the run folder before run_figures creates RUN/plots (it would create RUN too)
     if not Path(args.run).is_dir():
@@ -209,8 +209,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from scorematch.run.environment import pick_device
-    from scorematch.run.report import write_report
+    from scorematch.run.reporting.html import write_report
+    from scorematch.run.system.environment import pick_device
 
     _threads(args)
     path = write_report(args.run, out=args.out, n=args.n, seed=args.seed, evaluate=not args.no_eval,

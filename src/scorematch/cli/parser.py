@@ -9,8 +9,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from scorematch import __version__
-from scorematch.run.config import MODEL_NAMES, SDE_NAMES, TrainConfig
+from scorematch._version import __version__
+from scorematch.run.folder.config import MODEL_NAMES, SDE_NAMES, TrainConfig
 
 #: help text of every TrainConfig field that is a CLI flag (the flag is --field-name)
 TRAIN_HELP: dict[str, str] = {

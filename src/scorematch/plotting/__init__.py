@@ -1,6 +1,6 @@
 """Plotting primitives: arrays, score functions and models in, matplotlib figures out.
 
-Nothing here knows about run folders (the figures of a run are ``scorematch.run.figures``).
+Nothing here knows about run folders (the figures of a run are ``scorematch.run.reporting.figures``).
 Every function builds a ``matplotlib.figure.Figure`` directly (no pyplot, no global state),
 draws into ``ax`` when one is given, returns the figure, and writes a PNG when ``path`` is
 given. Score functions are any score_fn(x) -> tensor shaped like x, or a module with

@@ -89,7 +89,7 @@ def git_commit() -> str | None:
 
 def describe(device: torch.device, threads: int) -> dict[str, Any]:
     """The software and hardware of this process: the ``environment`` of run.json."""
-    from scorematch import __version__
+    from scorematch._version import __version__
 
     name = str(device)
     if device.type == "cuda":

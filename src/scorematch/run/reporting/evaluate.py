@@ -30,10 +30,10 @@ import torch
 from scorematch.data import train_test_split
 from scorematch.files import probe_writable, write_json
 from scorematch.models import Standardized
-from scorematch.run.environment import say, start_line
-from scorematch.run.generate import count_nonfinite, resolve_sampler
-from scorematch.run.loading import data_score, held_out, load
-from scorematch.run.validate import check_seed
+from scorematch.run.build.loading import data_score, held_out, load
+from scorematch.run.folder.validate import check_seed
+from scorematch.run.sampling.generate import count_nonfinite, resolve_sampler
+from scorematch.run.system.environment import say, start_line
 
 N_SUBSETS = 5
 PR_NEIGHBOURS = 3
@@ -71,7 +71,7 @@ def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | N
     dist = full.dist
     if dist is not None and model.conditioning == "none":
         results["fisher_divergence"] = _fisher(model, dist, n, g)
-    from scorematch.run.generate import generate
+    from scorematch.run.sampling.generate import generate
 
     t0 = time.perf_counter()
     samples = generate(model, model.run_info, n, sampler=sampler, seed=seed, progress=progress,

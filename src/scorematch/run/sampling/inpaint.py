@@ -34,7 +34,8 @@ from torch import nn
 from scorematch._checks import choice, positive_int
 from scorematch.errors import ConfigError, DataError
 from scorematch.models import Standardized
-from scorematch.run.generate import (
+from scorematch.run.folder.validate import check_seed, read_file
+from scorematch.run.sampling.generate import (
     DENOISING,
     check_label,
     check_options,
@@ -43,8 +44,7 @@ from scorematch.run.generate import (
     noise_levels,
     noise_view,
 )
-from scorematch.run.limits import check_sampling
-from scorematch.run.validate import check_seed, read_file
+from scorematch.run.system.limits import check_sampling
 
 INPAINT_METHODS = ("smc", "replace", "repaint")
 #: particles per row of x for smc, its number of noise levels, and RePaint's repeats per step

@@ -35,7 +35,7 @@ from scorematch.errors import CheckpointError, ModelError, ScoreMatchWarning
 from scorematch.files import atomic_write, write_json
 from scorematch.models import MODEL_REGISTRY, Standardized, build_model, model_spec
 from scorematch.models.mlp import neg_grad_sum
-from scorematch.run import checkpoint as ckpt
+from scorematch.run.folder import checkpoint as ckpt
 
 CONDITIONINGS = ("none", "sigma", "time")
 KINDS = ("score", "energy")

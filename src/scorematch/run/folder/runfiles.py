@@ -1,10 +1,10 @@
 """The files of a run folder other than weights: run.json and loss.csv, read and validated.
 
-A run folder holds ``config.json`` (``scorematch.run.config``), ``run.json`` (model class and
+A run folder holds ``config.json`` (``scorematch.run.folder.config``), ``run.json`` (model class and
 constructor config; data source, fingerprint, shape, range and standardisation; noise
 schedule; and the environment it ran in: versions, device, threads, wall time per phase),
-``weights.safetensors`` and ``checkpoints/`` (``scorematch.run.checkpoint``), ``manifest.json``
-(``scorematch.run.manifest``), ``loss.csv``, and on request ``samples/``, ``plots/``,
+``weights.safetensors`` and ``checkpoints/`` (``scorematch.run.folder.checkpoint``), ``manifest.json``
+(``scorematch.run.folder.manifest``), ``loss.csv``, and on request ``samples/``, ``plots/``,
 ``eval.json`` and ``report.html``.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from scorematch.errors import CheckpointError
-from scorematch.run import manifest
-from scorematch.run.config import TrainConfig
-from scorematch.run.validate import check_run_info, parse_json, read_file
+from scorematch.run.folder import manifest
+from scorematch.run.folder.config import TrainConfig
+from scorematch.run.folder.validate import check_run_info, parse_json, read_file
 
 RUN_JSON = "run.json"
 LOSS_CSV = "loss.csv"

@@ -16,7 +16,7 @@ of an uninterrupted run (the data and noise generators are part of the checkpoin
 ``grad_clip`` and the other ``RESUME_SETTINGS`` may change then, recorded in the config's history.
 
 ``train(cfg, model=module, data=x)`` trains a user's own module (the protocol of
-``scorematch.run.custom``) on data in memory (a tensor, NumPy array or torch Dataset, written
+``scorematch.run.build.user_model``) on data in memory (a tensor, NumPy array or torch Dataset, written
 to RUN/data.npy). Vector data is standardised (``standardize="auto"``): the model sees
 z = (x - mu) / sd, and the returned model (``scorematch.models.Standardized``) answers in data
 units.
@@ -40,16 +40,10 @@ from torch.optim.swa_utils import AveragedModel
 
 from scorematch.data import Dataset, dequantize, quantization_levels
 from scorematch.errors import CheckpointError, ConfigError, DataError, TrainingError
-from scorematch.run import checkpoint as ckpt
-from scorematch.run import custom, folder, inputs, limits, manifest
-from scorematch.run import distributed as D
-from scorematch.run import environment as env
-from scorematch.run import validate as V
-from scorematch.run.config import TrainConfig, from_dict, validate
-from scorematch.run.loading import run_info, split_prefix, wrap_standardized
-from scorematch.run.logs import CsvLog, progress_bar, sample_grid, tensorboard
-from scorematch.run.runinfo import LOSS_CSV, read_run_info
-from scorematch.run.setup import (
+from scorematch.run.build import start as inputs
+from scorematch.run.build import user_model as custom
+from scorematch.run.build.loading import run_info, split_prefix, wrap_standardized
+from scorematch.run.build.parts import (
     LossFn,
     build_for,
     check_labelled,
@@ -60,6 +54,16 @@ from scorematch.run.setup import (
     make_schedule,
     model_input,
 )
+from scorematch.run.folder import checkpoint as ckpt
+from scorematch.run.folder import manifest
+from scorematch.run.folder import outdir as folder
+from scorematch.run.folder import validate as V
+from scorematch.run.folder.config import TrainConfig, from_dict, validate
+from scorematch.run.folder.runfiles import LOSS_CSV, read_run_info
+from scorematch.run.system import distributed as D
+from scorematch.run.system import environment as env
+from scorematch.run.system import limits
+from scorematch.run.training.logs import CsvLog, progress_bar, sample_grid, tensorboard
 
 
 @dataclass
@@ -127,7 +131,7 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume:
     a new or empty folder, a scorematch run that stopped before its first checkpoint (started
     again), or, with ``force``, any folder (files named like a run's are renamed NAME.orig).
     A setting the objective or model would ignore is refused. Under torchrun it trains with DDP
-    (``scorematch.run.distributed``); rank 0 writes the run folder.
+    (``scorematch.run.system.distributed``); rank 0 writes the run folder.
     """
     timer = env.PhaseTimer()
     if isinstance(model, str):  # the config field: train(model="energy")
@@ -176,7 +180,7 @@ def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, d
     """Data, noise schedule, model, loss, optimizer, EMA and generators of a run; restored from
     the newest usable checkpoint when ``resuming`` (``was``: the previous values of the settings
     this resume changes, recorded in the config's history). ``model`` and ``data``: a user's
-    module and data in memory (``scorematch.run.inputs``). Writes nothing. Sizes that cannot
+    module and data in memory (``scorematch.run.build.start``). Writes nothing. Sizes that cannot
     fit in memory and settings the model would ignore (``given``) are refused before allocating."""
     torch.manual_seed(cfg.seed)
     _check_toy_size(cfg)

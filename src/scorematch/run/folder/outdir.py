@@ -19,11 +19,11 @@ from typing import Any
 
 from scorematch.errors import CheckpointError, ConfigError, ScoreMatchError
 from scorematch.files import folder_lock, is_temporary, remove_files, remove_stale_temporaries, rename_aside
-from scorematch.run import checkpoint as ckpt
-from scorematch.run import distributed as D
-from scorematch.run import manifest
-from scorematch.run.config import RESUME_SETTINGS, TrainConfig
-from scorematch.run.validate import note
+from scorematch.run.folder import checkpoint as ckpt
+from scorematch.run.folder import manifest
+from scorematch.run.folder.config import RESUME_SETTINGS, TrainConfig
+from scorematch.run.folder.validate import note
+from scorematch.run.system import distributed as D
 
 #: what a run writes into its folder; --force renames the user's files of these names
 RUN_FILES = ("config.json", "run.json", manifest.MANIFEST, "weights.safetensors", "loss.csv", "checkpoints",

@@ -1,7 +1,7 @@
 """Data-parallel training on PyTorch's DistributedDataParallel, launched by torchrun.
 
 ``torchrun --nproc_per_node=N -m scorematch train ...`` (or ``scorematch train --nproc N``, whose
-launcher, ``scorematch.run.launcher``, sets the same environment) starts N processes; each one
+launcher, ``scorematch.run.system.launcher``, sets the same environment) starts N processes; each one
 calls ``init_from_env``, which joins the process group (gloo on CPU, NCCL on CUDA) from the
 environment variables, with a timeout on every collective operation. Every rank
 draws the same global batch of indices from the shared data generator and trains on its own
@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from scorematch.errors import ConfigError, ScoreMatchError, TrainingError
-from scorematch.run.launcher import ARGV_ENV, launch
+from scorematch.run.system.launcher import ARGV_ENV, launch
 
 __all__ = ["ARGV_ENV", "CollectiveError", "DistContext", "init_from_env", "launch", "on_main", "shard", "wrap"]
 #: seconds a collective operation waits for the other processes (far below gloo's 30 minutes)

@@ -9,8 +9,8 @@ from typing import Any
 
 from scorematch.errors import CheckpointError
 from scorematch.files import atomic_write, ensure_folder, open_append, output_error
-from scorematch.run.config import TrainConfig
-from scorematch.run.runinfo import loss_header, parse_loss_row, read_loss_lines
+from scorematch.run.folder.config import TrainConfig
+from scorematch.run.folder.runfiles import loss_header, parse_loss_row, read_loss_lines
 
 
 def progress_bar(cfg: TrainConfig, start: int) -> Any:
@@ -83,7 +83,7 @@ def sample_grid(model: Any, schedule: dict[str, Any], ds: Any, run_dir: Path, se
     """RUN/samples/step_N.png: 36 samples of ``model`` (an image run's EMA model during training)
     drawn with the default sampler of its kind."""
     from scorematch.plotting import save_image_grid
-    from scorematch.run.generate import generate
+    from scorematch.run.sampling.generate import generate
 
     was_training = model.training
     model.eval()

@@ -13,12 +13,14 @@ from torch import nn
 from scorematch.data import Dataset, Standardization
 from scorematch.errors import CheckpointError
 from scorematch.models import Standardized
-from scorematch.run import checkpoint as ckpt
-from scorematch.run import custom, limits, manifest
-from scorematch.run.config import TrainConfig
-from scorematch.run.runinfo import read_run_info
-from scorematch.run.setup import needed_conditioning
-from scorematch.run.validate import note
+from scorematch.run.build import user_model as custom
+from scorematch.run.build.parts import needed_conditioning
+from scorematch.run.folder import checkpoint as ckpt
+from scorematch.run.folder import manifest
+from scorematch.run.folder.config import TrainConfig
+from scorematch.run.folder.runfiles import read_run_info
+from scorematch.run.folder.validate import note
+from scorematch.run.system import limits
 
 
 def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -34,7 +36,7 @@ def load(path: str | Path, ema: bool = True, device: str | torch.device = "cpu")
 
     A run trained on standardised data gives a ``scorematch.models.Standardized`` (its
     ``.model`` is the network, which saw z = (x - mu) / sd). A user's own class is rebuilt from
-    its import path and ``config`` (see ``scorematch.run.custom``). Loads the EMA weights by
+    its import path and ``config`` (see ``scorematch.run.build.user_model``). Loads the EMA weights by
     default (what sampling should use); never unpickles anything. config.json, run.json and
     weights.safetensors are validated field by field and checked against the run's manifest;
     weights that fail are reported and the newest checkpoint that verifies is used instead.

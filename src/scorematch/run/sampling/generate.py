@@ -32,8 +32,8 @@ from torch import nn
 from scorematch._checks import choice, positive_int
 from scorematch.errors import ConfigError, ScoreMatchWarning
 from scorematch.models import Standardized
-from scorematch.run.limits import check_sampling
-from scorematch.run.validate import check_seed
+from scorematch.run.folder.validate import check_seed
+from scorematch.run.system.limits import check_sampling
 from scorematch.samplers import DENOISING_SAMPLERS, SAMPLER_NAMES
 
 #: the default sampler of each kind of model (``model_kind``) and the settings it runs with when no

@@ -5,9 +5,9 @@ optimizer moments, RNG states) and ``step_XXXXXXXX.json``: its manifest (the SHA
 tensor file and of the JSON state) and the state (step, world size, Adam's hyper-parameters).
 Both are written to a temporary file, fsynced and renamed, so a crash leaves either the old or
 the new checkpoint, never half of one. On load both checksums are verified, every field of
-the state is checked (``scorematch.run.validate``) and every tensor against the model it is
+the state is checked (``scorematch.run.folder.validate``) and every tensor against the model it is
 loaded into (``check_fits``); a checkpoint that fails is reported and the previous one is used.
-``weights.safetensors`` is checksummed in the run folder's manifest (``scorematch.run.manifest``).
+``weights.safetensors`` is checksummed in the run folder's manifest (``scorematch.run.folder.manifest``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from safetensors.torch import save as st_save
 
 from scorematch.errors import CheckpointError, TrainingError
 from scorematch.files import OutputError, atomic_write, probe_writable, remove_files, write_json
-from scorematch.run import manifest
-from scorematch.run.validate import check_checkpoint_state, note, parse_json, read_file
+from scorematch.run.folder import manifest
+from scorematch.run.folder.validate import check_checkpoint_state, note, parse_json, read_file
 
 CHECKPOINT_FORMAT = 2
 _STEP = re.compile(r"^step_(\d{8,12})\.json$")

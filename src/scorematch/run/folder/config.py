@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from scorematch import __version__
+from scorematch._version import __version__
 from scorematch.errors import CheckpointError, ConfigError
-from scorematch.run.validate import check_schedule, check_seed, parse_json, read_file
+from scorematch.run.folder.validate import check_schedule, check_seed, parse_json, read_file
 
 MODEL_NAMES = ("auto", "mlp", "energy", "ncsn_mlp", "unet", "time_mlp", "time_unet")
 SDE_NAMES = ("ve", "vp", "subvp")

@@ -24,10 +24,10 @@ from scorematch.data import (
     train_test_split,
 )
 from scorematch.data.arrays import csv_header_of
-from scorematch.run import custom
-from scorematch.run.config import TrainConfig
-from scorematch.run.loading import run_data
-from scorematch.run.setup import build_for
+from scorematch.run.build import user_model as custom
+from scorematch.run.build.loading import run_data
+from scorematch.run.build.parts import build_for
+from scorematch.run.folder.config import TrainConfig
 
 
 @dataclasses.dataclass
@@ -71,7 +71,7 @@ def prepare_model(cfg: TrainConfig, ds: Dataset, info: dict[str, Any] | None,
                   model: nn.Module | None) -> tuple[nn.Module, nn.Module]:
     """(plain, trained): the module whose weights are saved and averaged, and the one the loss
     calls (the same, or its compiled form). A user's module is checked against the protocol of
-    ``scorematch.run.custom``; on resume without one, the class run.json names is rebuilt."""
+    ``scorematch.run.build.user_model``; on resume without one, the class run.json names is rebuilt."""
     if model is None and info is not None and ":" in info["model"]["name"]:
         model = custom.rebuild(info["model"])
     if model is None:

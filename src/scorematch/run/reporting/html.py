@@ -1,7 +1,7 @@
 """A run folder as one self-contained HTML page: ``scorematch report RUN``.
 
 The page holds the configuration, the training-loss curves (per noise level for NCSN runs),
-the evaluation table, the figures of ``scorematch.run.figures.run_figures`` (score field, density,
+the evaluation table, the figures of ``scorematch.run.reporting.figures.run_figures`` (score field, density,
 samples, sampler trajectory or annealing rows) and the periodic sample grids of RUN/samples/.
 Every image is embedded as a base64 PNG data URI and the style sheet is inline: the file has no
 JavaScript and no reference to anything outside itself, so it can be mailed or archived alone.
@@ -22,8 +22,8 @@ from typing import Any
 
 from scorematch.errors import CheckpointError, ScoreMatchError
 from scorematch.files import OutputError, probe_writable, write_json, write_text
-from scorematch.run.runinfo import parse_loss_row, read_loss_lines
-from scorematch.run.validate import check_seed, read_file, read_json
+from scorematch.run.folder.runfiles import parse_loss_row, read_loss_lines
+from scorematch.run.folder.validate import check_seed, read_file, read_json
 
 __all__ = ["write_report"]
 
@@ -223,10 +223,10 @@ def _evaluation(run: Path, n: int, seed: int, evaluate: bool, device: str = "cpu
     if fresh:
         return cached, "From eval.json (written after the current weights)."
     if evaluate:
-        from scorematch.run.evaluate import evaluate as run_eval
+        from scorematch.run.reporting.evaluate import evaluate as run_eval
 
         results = run_eval(run, n=n, seed=seed, device=device, progress=progress, save=False)
-        note = f"Computed now by scorematch.run.evaluate (n={n}, seed={seed})."
+        note = f"Computed now by scorematch.run.reporting.evaluate (n={n}, seed={seed})."
         try:  # eval.json is missing or older than the weights: the report refreshes it
             results["file"] = str(path)
             write_json(path, results, root=run)
@@ -305,13 +305,13 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, n: int = 50
     """Write the HTML report of a run folder to ``out`` (default RUN/report.html); returns its path.
 
     ``n`` samples (seed ``seed``) are drawn for the figures and, when the run has no eval.json
-    newer than its weights and ``evaluate`` is True, for ``scorematch.run.evaluate.evaluate`` (which
+    newer than its weights and ``evaluate`` is True, for ``scorematch.run.reporting.evaluate.evaluate`` (which
     also writes RUN/eval.json).
     """
-    from scorematch import __version__
-    from scorematch.run.figures import run_figures
-    from scorematch.run.manifest import run_config
-    from scorematch.run.runinfo import read_run_info
+    from scorematch._version import __version__
+    from scorematch.run.folder.manifest import run_config
+    from scorematch.run.folder.runfiles import read_run_info
+    from scorematch.run.reporting.figures import run_figures
 
     check_seed("seed", seed)
     run = Path(run_dir)

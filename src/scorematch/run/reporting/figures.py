@@ -1,7 +1,7 @@
 """The figures of a run folder: ``scorematch plot RUN`` and the report's images.
 
 Built from the plotting primitives of ``scorematch.plotting`` with the run's model
-(``scorematch.run.loading.load``), held-out data and samples (``scorematch.run.generate``).
+(``scorematch.run.build.loading.load``), held-out data and samples (``scorematch.run.sampling.generate``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from scorematch.plotting import (
     trajectories,
 )
 from scorematch.plotting._base import DPI, PathLike, _new_figure
-from scorematch.run.validate import check_seed
+from scorematch.run.folder.validate import check_seed
 
 
 def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, seed: int = 0,
@@ -40,10 +40,10 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
     inside the run folder for RUN/plots), and the folder is checked writable before any work.
     """
     from scorematch.density import density_grid
-    from scorematch.run.environment import say, start_line
-    from scorematch.run.generate import generate
-    from scorematch.run.loading import data_score, held_out, load
-    from scorematch.run.runinfo import read_loss_csv
+    from scorematch.run.build.loading import data_score, held_out, load
+    from scorematch.run.folder.runfiles import read_loss_csv
+    from scorematch.run.sampling.generate import generate
+    from scorematch.run.system.environment import say, start_line
 
     check_seed("seed", seed)
     run = Path(run_dir)

@@ -9,7 +9,7 @@ An update is crash-safe in three atomic writes: the manifest first accepts the o
 hash of each file, then the files are replaced, then the manifest keeps only the new hashes;
 a kill at any point leaves every file matching its manifest entry.
 
-A checkpoint carries its own manifest (``scorematch.run.checkpoint``): the SHA-256 of its
+A checkpoint carries its own manifest (``scorematch.run.folder.checkpoint``): the SHA-256 of its
 tensor file and of its JSON state.
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 
 from scorematch.errors import CheckpointError
 from scorematch.files import atomic_write, write_json
-from scorematch.run.config import TrainConfig, parse_config
-from scorematch.run.validate import parse_json, read_file
+from scorematch.run.folder.config import TrainConfig, parse_config
+from scorematch.run.folder.validate import parse_json, read_file
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1

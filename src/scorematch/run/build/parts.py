@@ -19,7 +19,7 @@ from torch import nn
 from scorematch.data import Dataset, Standardization
 from scorematch.errors import ConfigError
 from scorematch.models.mlp import EnergyMLP, NoiseConditionalMLP, ScoreMLP
-from scorematch.run.config import TrainConfig
+from scorematch.run.folder.config import TrainConfig
 
 
 def needed_conditioning(objective: str) -> str:

@@ -1,0 +1,1 @@
+"""Evaluation, figures and the HTML report of a run folder."""

@@ -1,0 +1,1 @@
+"""Samples and inpainting from a trained run, with the defaults of its kind of model."""
