@@ -10,9 +10,9 @@ W_r(t0) = 0, W_r(t1) = sqrt(t1 - t0) z_root, and the midpoint m of a node's inte
 
 each z a standard normal that is a function of (the row's key, the node) alone, so a node's value
 never depends on which other nodes were visited, nor on the other rows: drawn from a torch
-generator seeded by (key, node) when a row has at least ``PER_ROW_DRAWS`` entries, else (small
-rows, where a generator call per row would dominate) by Box-Muller from a counter-based hash of
-(key, node, entry), computed for all rows at once. Below ``depth``
+generator seeded by (key, node) when a row has at least ``PER_ROW_GENERATOR_MIN`` entries, else
+(small rows, where a generator call per row would dominate) by Box-Muller from a counter-based
+hash of (key, node, entry), computed for all rows at once (``scorematch._random``). Below ``depth``
 levels (leaves of width (t1 - t0) / 2^depth) the path is interpolated linearly. A step from
 t_a to t_b takes z = (W(t_b) - W(t_a)) / sqrt(|t_b - t_a|), a standard normal per step,
 independent across disjoint steps, and the same path for every grid.
@@ -30,16 +30,20 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scorematch._random import Generators, per_row, randn_like
+from scorematch._random import (
+    PER_ROW_GENERATOR_MIN,
+    Generators,
+    box_muller,
+    hashed_uniforms,
+    per_row,
+    randints,
+    randn_like,
+)
 from scorematch.errors import ConfigError
 
 #: levels of the tree: leaves of width (t1 - t0) / 2^DEPTH, below which the path is linear
 DEPTH = 20
-#: rows of at least this many entries draw a node's normals from a torch generator, smaller ones
-#: from the hash (a function of the row's shape only, so a row's path never depends on the batch)
-PER_ROW_DRAWS = 256
 _M64 = (1 << 64) - 1
-_M32 = 0xFFFFFFFF
 
 
 def _mix(*parts: int) -> int:
@@ -51,31 +55,6 @@ def _mix(*parts: int) -> int:
         h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
         h ^= h >> 31
     return h >> 1
-
-
-def _mul32(x: Tensor, c: int) -> Tensor:
-    """x * c mod 2^32 for x in [0, 2^32) held in int64, without int64 overflow."""
-    lo = x * (c & 0xFFFF)
-    hi = torch.bitwise_and(x * (c >> 16), 0xFFFF).bitwise_left_shift_(16)
-    return lo.add_(hi).bitwise_and_(_M32)
-
-
-def _hash32(x: Tensor) -> Tensor:
-    """A 32-bit integer hash (Wellons' lowbias32) of x in [0, 2^32), elementwise."""
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
-
-
-def hashed_normals(keys: Tensor, salt: int, size: int) -> Tensor:
-    """(n, size) float64 standard normals, row r a function of (keys[r], salt) only: Box-Muller
-    on two 24-bit uniforms, each the hash of (the row's hashed key and salt) + a counter."""
-    row = _hash32(((_hash32((keys & _M32) ^ (salt & _M32)) + (keys >> 32)) & _M32) ^ (salt >> 32))
-    counter = torch.arange(2 * size, dtype=torch.int64, device=keys.device)
-    u = (_hash32((row[:, None] + counter) & _M32) >> 8).double().add_(0.5).mul_(2.0**-24)
-    return torch.sqrt(-2 * torch.log(u[:, :size])) * torch.cos((2 * math.pi) * u[:, size:])
 
 
 class BrownianTree:
@@ -98,7 +77,8 @@ class BrownianTree:
         if rows is not None:
             if len(rows) != like.shape[0]:
                 raise ConfigError(f"{len(rows)} per-row generators for a batch of {like.shape[0]} rows")
-            self.keys = [int(torch.randint(0, 2**62, (), generator=g, device=g.device)) for g in rows]
+            pair = randints((len(rows), 2), 2**31, rows)
+            self.keys = [(int(a) << 31) | int(b) for a, b in pair.tolist()]
             device = rows.device
         else:
             device = generator.device if generator is not None else torch.device("cpu")
@@ -108,20 +88,27 @@ class BrownianTree:
         self._scratch = torch.Generator(device=device)
         self._size = math.prod(self.shape[1:])
         self._key_tensor = torch.tensor(self.keys, dtype=torch.int64, device=device)
-        self._end = self._node(0, 0) * math.sqrt(t1 - t0)  # W(t1)
+        self._end = self._nodes([(0, 0)])[0] * math.sqrt(t1 - t0)  # W(t1)
         self._path: list[tuple[int, Tensor, Tensor]] = []  # (index, W(a), W(b)) per level below the root
         self._last: dict[float, Tensor] = {}
 
-    def _node(self, level: int, index: int) -> Tensor:
-        """The standard normal of node (level, index), row by row from the rows' keys."""
-        if self._size < PER_ROW_DRAWS:
-            z = hashed_normals(self._key_tensor, _mix(level, index), self._size)
-            return z.to(self.dtype).reshape(self.shape)
-        out = torch.empty(self.shape, dtype=self.dtype, device=self.device)
+    def _nodes(self, nodes: list[tuple[int, int]]) -> list[Tensor]:
+        """The standard normals of ``nodes`` (level, index), each a function of the rows' keys and
+        the node alone: small rows hashed all at once, large ones row by row from torch generators."""
+        if self._size < PER_ROW_GENERATOR_MIN:
+            salts = torch.tensor([_mix(level, index) for level, index in nodes], dtype=torch.int64,
+                                 device=self.device)
+            z = box_muller(hashed_uniforms(self._key_tensor[:, None], salts[None, :], 2 * self._size))
+            z = z.to(self.dtype)
+            return [z[:, j].reshape(self.shape) for j in range(len(nodes))]
+        out = []
         g = self._scratch
-        for r, key in enumerate(self.keys):
-            g.manual_seed(_mix(key, level, index))
-            torch.randn(self.shape[1:], generator=g, out=out[r])
+        for level, index in nodes:
+            z = torch.empty(self.shape, dtype=self.dtype, device=self.device)
+            for r, key in enumerate(self.keys):
+                g.manual_seed(_mix(key, level, index))
+                torch.randn(self.shape[1:], generator=g, out=z[r])
+            out.append(z)
         return out
 
     def value(self, t: float) -> Tensor:
@@ -131,21 +118,27 @@ class BrownianTree:
             return self._last[t]
         span = self.t1 - self.t0
         u = (t - self.t0) / span  # in [0, 1]
-        w_a, w_b = torch.zeros_like(self._end), self._end
+        children = []  # the dyadic interval holding u at every level below the root
         index = 0
         for level in range(self.depth):
-            child = 2 * index + (1 if u * 2 ** (level + 1) >= 2 * index + 1 else 0)
-            child = min(child, 2 ** (level + 1) - 1)
-            if level < len(self._path) and self._path[level][0] == child:
-                _, w_a, w_b = self._path[level]
-            else:
-                width = span / 2**level
-                mid = 0.5 * (w_a + w_b) + math.sqrt(width / 4) * self._node(level + 1, index)
-                w_a, w_b = (w_a, mid) if child == 2 * index else (mid, w_b)
-                del self._path[level:]
-                self._path.append((child, w_a, w_b))
-            index = child
-        frac = u * 2**self.depth - index
+            index = min(2 * index + (1 if u * 2 ** (level + 1) >= 2 * index + 1 else 0), 2 ** (level + 1) - 1)
+            children.append(index)
+        keep = 0
+        while keep < min(len(self._path), self.depth) and self._path[keep][0] == children[keep]:
+            keep += 1
+        del self._path[keep:]
+        if keep:
+            w_a, w_b = self._path[keep - 1][1], self._path[keep - 1][2]
+        else:
+            w_a, w_b = torch.zeros_like(self._end), self._end
+        # the midpoint of the parent (level, index) of each missing child is node (level + 1, index)
+        parents = [(level, children[level - 1] if level else 0) for level in range(keep, self.depth)]
+        noises = self._nodes([(level + 1, index) for level, index in parents]) if parents else []
+        for (level, index), z in zip(parents, noises, strict=True):
+            mid = 0.5 * (w_a + w_b) + math.sqrt(span / 2**level / 4) * z
+            w_a, w_b = (w_a, mid) if children[level] == 2 * index else (mid, w_b)
+            self._path.append((children[level], w_a, w_b))
+        frac = u * 2**self.depth - children[-1]
         w = torch.lerp(w_a, w_b, min(max(frac, 0.0), 1.0))
         if len(self._last) >= 4:
             self._last.pop(next(iter(self._last)))

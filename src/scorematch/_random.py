@@ -15,6 +15,7 @@ Every draw function takes as ``generator`` either
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -37,68 +38,124 @@ def row_seed(seed: int, index: int) -> int:
     return int.from_bytes(digest, "little") & _SEED_MASK
 
 
-class RowGenerators(Sequence):
-    """One torch.Generator per row of a batch, with the seed each row was given.
+#: rows of at least this many entries draw from a torch.Generator of their own; smaller rows from
+#: a counter-based hash of (row seed, draw number, entry), computed for all rows at once (a torch
+#: call per row would cost more than the draw). It depends on the row's shape only, never on the
+#: batch.
+PER_ROW_GENERATOR_MIN = 256
+_M32 = 0xFFFFFFFF
 
-    ``RowGenerators.from_seed(seed, n, start=0)`` seeds row i with ``row_seed(seed, start + i)``.
-    Indexing with a slice (``rows[a:b]``, ``rows.rows(index)``) gives the generators of those rows,
-    the same objects: drawing with a slice advances the rows' own streams, so a batch or a process's
-    shard keeps the mapping row -> seed. ``seeds`` holds each row's seed and ``indices`` its index
-    within the call (start + i) when known.
+
+class _RowState:
+    """What the rows of a call share with every slice of them: seeds, draw counters and the
+    torch.Generators (made on first use)."""
+
+    def __init__(self, seeds: list[int] | None, generators: list[torch.Generator] | None,
+                 indices: list[int] | None, device: torch.device) -> None:
+        self.seeds, self.indices, self.device = seeds, indices, device
+        self.generators: list[torch.Generator | None] = (list(generators) if generators is not None
+                                                          else [None] * len(seeds or []))
+        n = len(self.generators)
+        self.counters = torch.zeros(n, dtype=torch.int64, device=device)
+        self.keys = None if seeds is None else torch.tensor(seeds, dtype=torch.int64, device=device)
+
+    def generator(self, i: int) -> torch.Generator:
+        g = self.generators[i]
+        if g is None:
+            g = self.generators[i] = make_generator(self.seeds[i], self.device)
+        return g
+
+
+class RowGenerators(Sequence):
+    """Random streams of the rows of a batch, one per row, each known by its seed.
+
+    ``RowGenerators.from_seed(seed, n, start=0)`` gives row i the seed ``row_seed(seed, start + i)``;
+    ``RowGenerators(list_of_torch_generators)`` takes one torch.Generator per row (as diffusers
+    does). A draw gives row i values that depend on row i's stream alone: for rows of at least
+    ``PER_ROW_GENERATOR_MIN`` entries from row i's own torch.Generator, for smaller rows (built
+    from seeds) from a counter-based hash of (row seed, draw number). Slicing (``rows[a:b]``,
+    ``rows.rows(index)``) gives a view of those rows that shares their state: drawing with a
+    slice advances those rows' streams, so a batch or a process's shard keeps the mapping
+    row -> seed. ``seeds`` and ``indices`` (start + i) are known for rows built from a seed.
     """
 
     def __init__(self, generators: Sequence[torch.Generator], seeds: Sequence[int] | None = None,
-                 indices: Sequence[int] | None = None) -> None:
-        gens = list(generators)
-        if not gens or not all(isinstance(g, torch.Generator) for g in gens):
-            raise ConfigError("per-row generators must be a non-empty list of torch.Generator objects")
-        devices = {g.device for g in gens}
-        if len(devices) > 1:
-            raise ConfigError(f"per-row generators must all be on one device, got {sorted(map(str, devices))}")
-        self._gens = gens
-        self.seeds = None if seeds is None else tuple(int(s) for s in seeds)
-        self.indices = None if indices is None else tuple(int(i) for i in indices)
-        for name, v in (("seeds", self.seeds), ("indices", self.indices)):
-            if v is not None and len(v) != len(gens):
-                raise ConfigError(f"{len(v)} {name} for {len(gens)} generators")
+                 indices: Sequence[int] | None = None, *, _state: _RowState | None = None,
+                 _rows: list[int] | None = None) -> None:
+        if _state is None:
+            gens = list(generators)
+            if not gens or not all(isinstance(g, torch.Generator) for g in gens):
+                raise ConfigError("per-row generators must be a non-empty list of torch.Generator objects")
+            devices = {g.device for g in gens}
+            if len(devices) > 1:
+                raise ConfigError(f"per-row generators must all be on one device, got {sorted(map(str, devices))}")
+            for name, v in (("seeds", seeds), ("indices", indices)):
+                if v is not None and len(v) != len(gens):
+                    raise ConfigError(f"{len(v)} {name} for {len(gens)} generators")
+            _state = _RowState(None if seeds is None else [int(x) for x in seeds], gens,
+                               None if indices is None else [int(i) for i in indices], gens[0].device)
+            _rows = list(range(len(gens)))
+        self._state, self._rows = _state, list(_rows or [])
+        self._index = torch.tensor(self._rows, dtype=torch.int64, device=_state.device)
 
     @classmethod
     def from_seed(cls, seed: int, n: int, start: int = 0, device: torch.device | str = "cpu") -> RowGenerators:
-        """Generators of rows start .. start + n - 1 of a call with ``seed``, on ``device``."""
+        """The streams of rows start .. start + n - 1 of a call with ``seed``, on ``device``."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"n must be a positive integer, got {n!r}")
-        indices = range(start, start + n)
-        seeds = [row_seed(seed, i) for i in indices]
-        return cls([make_generator(s, device) for s in seeds], seeds, indices)
+        indices = list(range(start, start + n))
+        state = _RowState([row_seed(seed, i) for i in indices], None, indices, torch.device(device))
+        return cls([], _state=state, _rows=list(range(n)))
 
     @property
     def device(self) -> torch.device:
-        return self._gens[0].device
+        return self._state.device
+
+    @property
+    def seeds(self) -> tuple[int, ...] | None:
+        s = self._state.seeds
+        return None if s is None else tuple(s[i] for i in self._rows)
+
+    @property
+    def indices(self) -> tuple[int, ...] | None:
+        s = self._state.indices
+        return None if s is None else tuple(s[i] for i in self._rows)
 
     def __len__(self) -> int:
-        return len(self._gens)
+        return len(self._rows)
 
     def __iter__(self) -> Iterator[torch.Generator]:
-        return iter(self._gens)
+        return (self._state.generator(i) for i in self._rows)
 
     def __getitem__(self, item):  # type: ignore[no-untyped-def]
         if isinstance(item, slice):
             return self.rows(range(len(self))[item])
-        return self._gens[item]
+        return self._state.generator(self._rows[item])
 
     def rows(self, index: Sequence[int] | torch.Tensor) -> RowGenerators:
-        """The generators of rows ``index`` (a list, range or integer tensor), same objects."""
+        """The streams of rows ``index`` (a list, range or integer tensor), sharing their state."""
         idx = [int(i) for i in (index.tolist() if isinstance(index, torch.Tensor) else index)]
         if not idx:
             raise ConfigError("cannot take no rows of per-row generators")
-        pick = [self._gens[i] for i in idx]
-        seeds = None if self.seeds is None else [self.seeds[i] for i in idx]
-        indices = None if self.indices is None else [self.indices[i] for i in idx]
-        return RowGenerators(pick, seeds, indices)
+        return RowGenerators([], _state=self._state, _rows=[self._rows[i] for i in idx])
+
+    def hashed(self, entries: int) -> bool:
+        """Whether a draw of ``entries`` per row comes from the hash (rows built from seeds only)."""
+        return self._state.keys is not None and entries < PER_ROW_GENERATOR_MIN
+
+    def next_salts(self) -> torch.Tensor:
+        """The rows' draw numbers, then advanced by one (every draw advances them)."""
+        salts = self._state.counters[self._index].clone()
+        self._state.counters[self._index] += 1
+        return salts
+
+    def keys(self) -> torch.Tensor:
+        return self._state.keys[self._index]
 
     def __repr__(self) -> str:
-        span = f", rows {self.indices[0]}..{self.indices[-1]}" if self.indices else ""
-        return f"RowGenerators({len(self)} generators on {self.device}{span})"
+        ind = self.indices
+        span = f", rows {ind[0]}..{ind[-1]}" if ind else ""
+        return f"RowGenerators({len(self)} rows on {self.device}{span})"
 
 
 #: what every draw function accepts as ``generator``
@@ -143,17 +200,28 @@ def _draw(kind: str, shape: Sequence[int], generator: Generators, dtype: torch.d
         else:
             fn = torch.randn if kind == "randn" else torch.rand
             out = fn(shape, generator=generator, dtype=dtype, device=dev)
-    else:
-        _rows_for(rows, shape)
-        if kind == "randint":
-            out = torch.empty(shape, dtype=torch.int64, device=dev)
-            for i, g in enumerate(rows):
-                out[i] = torch.randint(0, high, shape[1:], generator=g, device=dev)
+        return out if device is None else out.to(device, non_blocking=True)
+    _rows_for(rows, shape)
+    entries = math.prod(shape[1:])
+    salts = rows.next_salts()
+    if rows.hashed(entries):
+        u = hashed_uniforms(rows.keys(), salts, entries * (2 if kind == "randn" else 1))
+        if kind == "randn":
+            flat = box_muller(u)
+        elif kind == "rand":
+            flat = u
         else:
-            out = torch.empty(shape, dtype=dtype, device=dev)
-            fn = torch.randn if kind == "randn" else torch.rand
-            for i, g in enumerate(rows):
-                fn(shape[1:], generator=g, out=out[i])
+            flat = (u * high).floor_().clamp_(max=high - 1).long()
+        out = flat.to(dtype if kind != "randint" else torch.int64).reshape(shape)
+    elif kind == "randint":
+        out = torch.empty(shape, dtype=torch.int64, device=dev)
+        for i, g in enumerate(rows):
+            out[i] = torch.randint(0, high, shape[1:], generator=g, device=dev)
+    else:
+        out = torch.empty(shape, dtype=dtype, device=dev)
+        fn = torch.randn if kind == "randn" else torch.rand
+        for i, g in enumerate(rows):
+            fn(shape[1:], generator=g, out=out[i])
     return out if device is None else out.to(device, non_blocking=True)
 
 
@@ -179,6 +247,12 @@ def randint(high: int, n: int, device: torch.device, generator: Generators = Non
     return _draw("randint", (n,), generator, None, device, high=high)
 
 
+def randints(shape: Sequence[int], high: int, generator: Generators = None,
+             device: torch.device | str | None = None) -> torch.Tensor:
+    """Integers uniform on {0, ..., high-1} of ``shape`` (first dimension the rows)."""
+    return _draw("randint", shape, generator, None, device, high=high)
+
+
 def rand_like(x: torch.Tensor, generator: Generators = None) -> torch.Tensor:
     """u ~ U[0, 1) shaped like ``x``."""
     return _draw("rand", x.shape, generator, x.dtype, x.device)
@@ -198,3 +272,40 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     else:
         g.manual_seed(int(seed))
     return g
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """x * c mod 2^32 for x in [0, 2^32) held in int64, without int64 overflow."""
+    lo = x * (c & 0xFFFF)
+    hi = torch.bitwise_and(x * (c >> 16), 0xFFFF).bitwise_left_shift_(16)
+    return lo.add_(hi).bitwise_and_(_M32)
+
+
+def hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (Wellons' lowbias32) of x in [0, 2^32), elementwise."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def hashed_uniforms(keys: torch.Tensor, salts: torch.Tensor | int, size: int) -> torch.Tensor:
+    """Float64 uniforms on (0, 1) of shape (*broadcast(keys, salts), size), each row a function of
+    its (key, salt) alone (keys 63-bit integers, salts integers < 2^63): two 32-bit words a, b
+    hashed from (key, salt), then entry j is (h + 1/2) / 2^32 with h = hash(hash(a + j) ^ b), so
+    two rows or draws repeat only when both words agree. The counter-based draws of small rows
+    and of Brownian-tree nodes."""
+    salts = torch.as_tensor(salts, dtype=torch.int64, device=keys.device)
+    k_lo, k_hi, s_lo, s_hi = keys & _M32, (keys >> 32) & _M32, salts & _M32, (salts >> 32) & _M32
+    a = hash32(((hash32(k_lo ^ s_lo) + k_hi) & _M32) ^ s_hi)
+    b = hash32(((hash32(k_hi ^ s_lo ^ 0x5BD1E995) + k_lo) & _M32) ^ s_hi)
+    counter = torch.arange(size, dtype=torch.int64, device=keys.device)
+    h = hash32(hash32((a[..., None] + counter) & _M32) ^ b[..., None])
+    return h.double().add_(0.5).mul_(2.0**-32)
+
+
+def box_muller(u: torch.Tensor) -> torch.Tensor:
+    """Standard normals from uniforms on (0, 1) in the last dimension (size 2m -> m)."""
+    m = u.shape[-1] // 2
+    return torch.sqrt(-2 * torch.log(u[..., :m])) * torch.cos((2 * math.pi) * u[..., m:])
