@@ -259,3 +259,6 @@ def test_a_counted_score_forwards_the_model():
     counted = CountedScore(Model())
     assert counted.sigma_min == 0.5 and math.isclose(float(counted(torch.ones(1, 1), None)), -1.0)
     assert counted.calls == 1
+    counted.score(torch.ones(1, 1), None)  # samplers that look for .score are counted too
+    sample("euler", counted, torch.zeros(2, 1), [2.0, 1.0, 0.0])
+    assert counted.calls == 4

@@ -212,7 +212,7 @@ def _draw(kind: str, shape: Sequence[int], generator: Generators, dtype: torch.d
             flat = u
         else:
             flat = (u * high).floor_().clamp_(max=high - 1).long()
-        out = flat.to(dtype if kind != "randint" else torch.int64).reshape(shape)
+        out = flat.to(torch.int64 if kind == "randint" else dtype or torch.get_default_dtype()).reshape(shape)
     elif kind == "randint":
         out = torch.empty(shape, dtype=torch.int64, device=dev)
         for i, g in enumerate(rows):

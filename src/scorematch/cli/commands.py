@@ -90,6 +90,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     _check_npz(args.out)
     _check_conditional_flags(args)
+    _check_rows(args)
     out = args.out or args.run / "samples.npz"
     threads = _threads(args)
     ctx, device = D.init_from_env(pick_device(args.device))
@@ -111,10 +112,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
                 say(start_line("sample", device, threads, model, tuple(info["data"]["sample_shape"]),
                                f"sampler {name}, n {n}" + (f", label {args.label}" if args.label is not None else "")))
             per_rank = -(-n // ctx.world_size)
-            x = generate(model, info, per_rank, sampler=name, seed=args.seed + ctx.rank,
+            # rank r draws samples K + r per_rank ..: the same rows as one process would draw
+            stats: dict[str, Any] = {}
+            x = generate(model, info, per_rank, sampler=name, seed=args.seed,
+                         start_index=args.start_index + ctx.rank * per_rank, batch_size=args.batch_size, stats=stats,
                          progress=ctx.is_main and not args.no_progress, warn_nonfinite=False, label=args.label,
                          guidance=args.guidance, **options)
             x = D.gather_rows(x.contiguous(), ctx)[:n].cpu()
+            evals = int(D.gather_rows(torch.tensor([stats["evaluations"]], device=device), ctx).max())
         done = True
     finally:
         D.shutdown(ctx, clean=done)
@@ -125,7 +130,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
         from scorematch.errors import SamplingError
 
         raise SamplingError(_nonfinite_message(bad, len(x), name, model))
-    write_npz(out, samples=x.numpy())
+    if args.inpaint is not None:
+        write_npz(out, samples=x.numpy())
+    else:
+        import numpy as np
+
+        write_npz(out, samples=x.numpy(), row_index=np.arange(args.start_index, args.start_index + len(x)),
+                  seed=np.int64(args.seed), score_evaluations=np.int64(evals))
+        print(f"score evaluations: {evals} per sample (sampler {name})")
     note = f", {bad} of them NaN/inf" if bad else ""
     print(f"wrote {out} (samples: {tuple(x.shape)}{note}"
           f"{f', from {ctx.world_size} processes' if ctx.enabled else ''})")
@@ -138,6 +150,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_rows(args: argparse.Namespace) -> None:
+    """--start-index an integer >= 0 (up to 2**62), --batch-size one >= 1."""
+    from scorematch._checks import positive_int
+    from scorematch.run.folder.validate import check_seed
+
+    check_seed("--start-index", args.start_index)
+    if args.batch_size is not None:
+        positive_int("--batch-size", args.batch_size)
+
+
 def _check_conditional_flags(args: argparse.Namespace) -> None:
     """Flags of --inpaint that do not apply without it, and --n with it."""
     if args.inpaint is None:
@@ -147,6 +169,9 @@ def _check_conditional_flags(args: argparse.Namespace) -> None:
                               f"{'ies' if len(given) == 1 else 'y'} with --inpaint FILE.npz")
     elif args.n is not None:
         raise ConfigError("--n does not apply with --inpaint: one sample is filled in per row of x")
+    elif args.start_index or args.batch_size is not None:
+        raise ConfigError("--start-index and --batch-size do not apply with --inpaint: one sample is filled in per "
+                          "row of x, all at once")
 
 
 def _inpaint(args: argparse.Namespace, model: Any, options: dict[str, Any], out: Path, device: Any,

@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the samples even when some are NaN/inf (default: refuse, exit 2, say what to try)")
     s.add_argument("--nproc", type=_int, default=None,
                    help="split sampling over N processes (torchrun) and gather the samples")
+    s.add_argument("--start-index", type=_int, default=0, metavar="K",
+                   help="first sample to draw: writes samples K .. K+n-1 of --seed, each the same as in any other call "
+                        "(sample i depends only on the seed and i, not on --n, --batch-size or --nproc; default: 0)")
+    s.add_argument("--batch-size", type=_int, default=None,
+                   help="draw the samples this many at a time (less memory; the same samples; default: all at once)")
     _add_common_flags(s)
     _add_sampler_flags(s)
     _add_conditional_flags(s)
@@ -196,7 +201,7 @@ SAMPLER_HELP = ("langevin | mala (unconditional models); annealed (NCSN); euler_
                 "annealed (the run's schedule); VE: dpm_solver, 10 steps; VP: dpm_solver, 50 steps, order 3; "
                 "sub-VP: dpm_solver, 50 steps; EDM: dpm_solver, 20 steps")
 SAMPLER_FLAGS = ("n_steps", "step_size", "eps", "steps_per_sigma", "snr", "s_churn", "s_tmin", "s_tmax", "s_noise",
-                 "eta", "order")
+                 "eta", "order", "brownian", "per_sample_step")
 
 
 def _add_sampler_flags(p: argparse.ArgumentParser) -> None:
@@ -219,6 +224,13 @@ def _add_sampler_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eta", type=float, help="euler_ancestral (default 1), ddim (default 0, in [0, 1]): share of "
                                              "each step's noise drawn afresh")
     g.add_argument("--order", type=_int, help="dpm_solver: 2 (DPM-Solver++(2M), default) or 3 (3M)")
+    g.add_argument("--brownian", action="store_true", default=None,
+                   help="euler_ancestral, ddim (--eta > 0), heun/euler (--s-churn > 0), continuous_langevin, "
+                        "euler_maruyama, reverse_diffusion, pc: noise from one Brownian path per sample (a Brownian "
+                        "tree), so that at one seed the samples converge as --n-steps grows (default: fresh noise)")
+    g.add_argument("--per-sample-step", action="store_true", default=None,
+                   help="pc: each sample's own corrector step size instead of the batch mean (then every sample is "
+                        "independent of the others drawn with it; unstable in low dimension)")
 
 
 def _add_conditional_flags(p: argparse.ArgumentParser) -> None:

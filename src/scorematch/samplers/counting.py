@@ -26,6 +26,7 @@ class CountedScore:
             raise ConfigError(f"score_fn must be callable or have a .{method} method")
         self._fn: Callable[..., Any] = fn
         self._wrapped = score_fn
+        self._method = method
         self.calls = 0
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -35,6 +36,8 @@ class CountedScore:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        if name == self._method:  # a sampler that looks for .score (or .energy) gets the counted call
+            return self.__call__
         return getattr(self._wrapped, name)
 
 

@@ -196,6 +196,7 @@ def _is_flat_model(model: nn.Module, shape: tuple[int, ...]) -> bool:
 def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | None = None, seed: int = 0,
              return_trajectory: bool = False, progress: bool = False, callback: Callable[[dict], None] | None = None,
              warn_nonfinite: bool = True, label: int | str | None = None, guidance: float | None = None,
+             start_index: int = 0, batch_size: int | None = None, stats: dict[str, Any] | None = None,
              **options: Any) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """n samples from ``model`` (a module with ``score``) using ``run_info`` (run.json contents).
 
@@ -209,15 +210,37 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
     guidance. Returns a tensor of shape (n, *sample_shape) in data space, and the trajectory too
     when ``return_trajectory``. Samples with NaN or inf entries are returned as they are, with a
     ScoreMatchWarning giving their count (unless ``warn_nonfinite`` is False: the caller reports them).
+
+    Per-sample seeds: row i of the result is sample ``start_index + i`` of ``seed``, drawn with its
+    own random stream (``scorematch.samplers.RowGenerators``), start and noise alike, so it does not
+    depend on ``n``, on ``batch_size`` (rows sampled that many at a time; default all at once) or on
+    how rows are split between processes. Two samplers couple the rows of a batch: ``ode``, whose
+    adaptive steps are shared by a batch (a row agrees to the solver's tolerance), and ``pc`` with its
+    default batch-wide step size (``per_sample_step=True`` makes its rows exact). ``stats``, a dict,
+    receives ``evaluations`` (score evaluations per sample: the calls of the score of one batch, the
+    most over the batches) and ``calls`` (all calls of the score, summed over the batches).
     """
     n = positive_int("n", n)
     check_seed("seed", seed)
+    check_seed("start_index", start_index)
+    batch = n if batch_size is None else positive_int("batch_size", batch_size)
     name, options = resolve_sampler(model, sampler, options, run_info)
     label, w = check_label(model, run_info, label, guidance)
     outer = model if isinstance(model, Standardized) else None
     inner = outer.model if outer is not None else model
-    out = _sample(inner, run_info, n, name, seed, return_trajectory, progress, callback, options, label, w)
-    x, traj = (out if return_trajectory else (out, None))
+    parts, trajs, counts = [], [], []
+    for a in range(0, n, batch):
+        m = min(batch, n - a)
+        out, calls = _sample(inner, run_info, m, name, (seed, start_index + a), return_trajectory,
+                             progress and a == 0, callback, options, label, w)
+        xa, ta = (out if return_trajectory else (out, None))
+        parts.append(xa)
+        trajs.append(ta)
+        counts.append(calls)
+    x = torch.cat(parts)
+    traj = torch.cat(trajs, dim=1) if return_trajectory else None
+    if stats is not None:
+        stats.update(evaluations=max(counts), calls=sum(counts), batches=len(counts))
     if outer is not None:
         x = outer.to_data_space(x)
         traj = outer.to_data_space(traj) if traj is not None else None
@@ -271,11 +294,14 @@ def noise_levels(name: str, n_steps: Any, view: Any, levels: Sequence[float] | N
     return karras_sigmas(n_steps, view.sigma_min, view.sigma_max)
 
 
-def _sample(model: nn.Module, run_info: dict[str, Any], n: int, name: str, seed: int, return_trajectory: bool,
-            progress: bool, callback: Callable[[dict], None] | None, options: dict[str, Any],
-            label: int | None = None, guidance: float = 0.0) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """``generate`` in the model's own space."""
+def _sample(model: nn.Module, run_info: dict[str, Any], n: int, name: str, rows: tuple[int, int],
+            return_trajectory: bool, progress: bool, callback: Callable[[dict], None] | None, options: dict[str, Any],
+            label: int | None = None, guidance: float = 0.0) -> tuple[Any, int]:
+    """``generate`` of rows ``rows = (seed, start)`` .. start + n - 1 in the model's own space, and the
+    number of score evaluations it made."""
     from scorematch import samplers
+    from scorematch._random import RowGenerators, rand
+    from scorematch.samplers import CountedScore
     from scorematch.sde import VESDE, get_sde, sigma_conditioned, ve_from_sigmas
 
     kind = model_kind(model, run_info)
@@ -285,7 +311,7 @@ def _sample(model: nn.Module, run_info: dict[str, Any], n: int, name: str, seed:
     p = next(model.parameters())
     device, dtype = p.device, p.dtype
     check_sampling(n, shape, device)
-    g = torch.Generator(device=device).manual_seed(int(seed))
+    g = RowGenerators.from_seed(rows[0], n, start=rows[1], device=device)
     flat = _is_flat_model(model, shape)
     work_shape = (math.prod(shape),) if flat else shape
     lo, hi = float(data["lo"]), float(data["hi"])
@@ -293,22 +319,25 @@ def _sample(model: nn.Module, run_info: dict[str, Any], n: int, name: str, seed:
 
     def uniform_start() -> torch.Tensor:
         """Langevin and NCSN start from a uniform box over the data range (SDEs from their prior)."""
-        return lo + (hi - lo) * torch.rand((n, *work_shape), generator=g, device=device, dtype=dtype)
+        return lo + (hi - lo) * rand((n, *work_shape), g, dtype=dtype, device=device)
 
     if name == "langevin":
         scale = max(1e-6, (hi - lo) / 10)
         opts = {"step_size": 0.01 * scale**2, "n_steps": 1000, **options}
-        out = samplers.langevin(model, uniform_start(), generator=g, return_trajectory=return_trajectory,
+        counted = CountedScore(model)
+        out = samplers.langevin(counted, uniform_start(), generator=g, return_trajectory=return_trajectory,
                                 **extra, **opts)
     elif name == "mala":
         scale = max(1e-6, (hi - lo) / 10)
         opts = {"step_size": 0.01 * scale**2, "n_steps": 1000, **options}
-        res = samplers.mala(model, uniform_start(), generator=g, return_trajectory=return_trajectory,
+        counted = CountedScore(model, "energy")
+        res = samplers.mala(counted, uniform_start(), generator=g, return_trajectory=return_trajectory,
                             **extra, **opts)
         out = (res.samples, res.trajectory) if return_trajectory else res.samples
     elif name == "annealed":
         opts = {"eps": schedule["eps"], "steps_per_sigma": schedule["steps_per_sigma"], **options}
-        out = samplers.annealed_langevin(score, uniform_start(), schedule["sigmas"], generator=g,
+        counted = CountedScore(score)
+        out = samplers.annealed_langevin(counted, uniform_start(), schedule["sigmas"], generator=g,
                                          return_trajectory=return_trajectory, **extra, **opts)
     elif name in DENOISING:
         view = noise_view(score, kind, schedule)
@@ -316,7 +345,8 @@ def _sample(model: nn.Module, run_info: dict[str, Any], n: int, name: str, seed:
         own = schedule["sigmas"] if kind == "ncsn" else None
         sigmas = noise_levels(name, opts.pop("n_steps", None), view, own)
         start = view.prior_sample((n, *work_shape), generator=g, dtype=dtype, device=device)
-        out = samplers.sample(name, view, start, sigmas, generator=g, return_trajectory=return_trajectory,
+        counted = CountedScore(view)
+        out = samplers.sample(name, counted, start, sigmas, generator=g, return_trajectory=return_trajectory,
                               **extra, **opts)
     else:
         if kind in ("ncsn", "edm"):
@@ -327,7 +357,8 @@ def _sample(model: nn.Module, run_info: dict[str, Any], n: int, name: str, seed:
             sde = get_sde(schedule["sde"], **{k: v for k, v in schedule.items() if k != "sde"})
             score_fn = score
         fn = getattr(samplers, name)
-        res = fn(score_fn, sde, (n, *work_shape), generator=g, return_trajectory=return_trajectory,
+        counted = CountedScore(score_fn)
+        res = fn(counted, sde, (n, *work_shape), generator=g, return_trajectory=return_trajectory,
                  device=device, dtype=dtype, **extra, **options)
         if name == "ode":
             out = (res.samples, res.trajectory) if return_trajectory else res.samples
@@ -337,4 +368,4 @@ def _sample(model: nn.Module, run_info: dict[str, Any], n: int, name: str, seed:
     x = x.reshape(n, *shape)
     if data.get("kind") == "image":
         x = x.clamp(0.0, 1.0)
-    return (x, traj) if return_trajectory else x
+    return ((x, traj) if return_trajectory else x), counted.calls
