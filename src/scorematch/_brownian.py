@@ -10,7 +10,7 @@ W_r(t0) = 0, W_r(t1) = sqrt(t1 - t0) z_root, and the midpoint m of a node's inte
 
 each z a standard normal that is a function of (the row's key, the node) alone, so a node's value
 never depends on which other nodes were visited, nor on the other rows: drawn from a torch
-generator seeded by (key, node) when a row has at least ``PER_ROW_GENERATOR_MIN`` entries, else
+generator seeded by (key, node) when a row has at least ``PER_ROW_GENERATOR_MIN`` entries (CPU), else
 (small rows, where a generator call per row would dominate) by Box-Muller from a counter-based
 hash of (key, node, entry), computed for all rows at once (``scorematch._random``). Below ``depth``
 levels (leaves of width (t1 - t0) / 2^depth) the path is interpolated linearly. A step from
@@ -35,6 +35,7 @@ from scorematch._random import (
     Generators,
     box_muller,
     hashed_uniforms,
+    key_words,
     per_row,
     randints,
     randn_like,
@@ -87,7 +88,7 @@ class BrownianTree:
         self.device = device
         self._scratch = torch.Generator(device=device)
         self._size = math.prod(self.shape[1:])
-        self._key_tensor = torch.tensor(self.keys, dtype=torch.int64, device=device)
+        self._words = key_words(torch.tensor(self.keys, dtype=torch.int64, device=device))
         self._end = self._nodes([(0, 0)])[0] * math.sqrt(t1 - t0)  # W(t1)
         self._path: list[tuple[int, Tensor, Tensor]] = []  # (index, W(a), W(b)) per level below the root
         self._last: dict[float, Tensor] = {}
@@ -95,10 +96,12 @@ class BrownianTree:
     def _nodes(self, nodes: list[tuple[int, int]]) -> list[Tensor]:
         """The standard normals of ``nodes`` (level, index), each a function of the rows' keys and
         the node alone: small rows hashed all at once, large ones row by row from torch generators."""
-        if self._size < PER_ROW_GENERATOR_MIN:
+        if self._size < PER_ROW_GENERATOR_MIN or self.device.type != "cpu":
             salts = torch.tensor([_mix(level, index) for level, index in nodes], dtype=torch.int64,
                                  device=self.device)
-            z = box_muller(hashed_uniforms(self._key_tensor[:, None], salts[None, :], 2 * self._size))
+            u = hashed_uniforms(self._words[:, None], salts[None, :], 2 * self._size,
+                                torch.float64 if self.dtype == torch.float64 else torch.float32)
+            z = box_muller(u)
             z = z.to(self.dtype)
             return [z[:, j].reshape(self.shape) for j in range(len(nodes))]
         out = []

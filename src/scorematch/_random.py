@@ -38,10 +38,10 @@ def row_seed(seed: int, index: int) -> int:
     return int.from_bytes(digest, "little") & _SEED_MASK
 
 
-#: rows of at least this many entries draw from a torch.Generator of their own; smaller rows from
-#: a counter-based hash of (row seed, draw number, entry), computed for all rows at once (a torch
-#: call per row would cost more than the draw). It depends on the row's shape only, never on the
-#: batch.
+#: on the CPU, rows of at least this many entries draw from a torch.Generator of their own;
+#: smaller rows (and all rows on other devices) from a counter-based hash of (row seed, draw
+#: number, entry), computed for all rows at once (a torch call per row would cost more than the
+#: draw). It depends on the row's shape and the device only, never on the batch.
 PER_ROW_GENERATOR_MIN = 256
 _M32 = 0xFFFFFFFF
 
@@ -57,7 +57,7 @@ class _RowState:
                                                           else [None] * len(seeds or []))
         n = len(self.generators)
         self.counters = torch.zeros(n, dtype=torch.int64, device=device)
-        self.keys = None if seeds is None else torch.tensor(seeds, dtype=torch.int64, device=device)
+        self.keys = None if seeds is None else key_words(torch.tensor(seeds, dtype=torch.int64, device=device))
 
     def generator(self, i: int) -> torch.Generator:
         g = self.generators[i]
@@ -140,8 +140,9 @@ class RowGenerators(Sequence):
         return RowGenerators([], _state=self._state, _rows=[self._rows[i] for i in idx])
 
     def hashed(self, entries: int) -> bool:
-        """Whether a draw of ``entries`` per row comes from the hash (rows built from seeds only)."""
-        return self._state.keys is not None and entries < PER_ROW_GENERATOR_MIN
+        """Whether a draw of ``entries`` per row comes from the hash (rows built from seeds only):
+        small rows, and every row off the CPU, where a generator call per row is a kernel launch."""
+        return self._state.keys is not None and (entries < PER_ROW_GENERATOR_MIN or self.device.type != "cpu")
 
     def next_salts(self) -> torch.Tensor:
         """The rows' draw numbers, then advanced by one (every draw advances them)."""
@@ -205,7 +206,9 @@ def _draw(kind: str, shape: Sequence[int], generator: Generators, dtype: torch.d
     entries = math.prod(shape[1:])
     salts = rows.next_salts()
     if rows.hashed(entries):
-        u = hashed_uniforms(rows.keys(), salts, entries * (2 if kind == "randn" else 1))
+        wide = dtype == torch.float64 or (dtype is None and torch.get_default_dtype() == torch.float64)
+        u = hashed_uniforms(rows.keys(), salts, entries * (2 if kind == "randn" else 1),
+                            torch.float64 if wide or kind == "randint" else torch.float32)
         if kind == "randn":
             flat = box_muller(u)
         elif kind == "rand":
@@ -274,35 +277,40 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     return g
 
 
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """x * c mod 2^32 for x in [0, 2^32) held in int64, without int64 overflow."""
-    lo = x * (c & 0xFFFF)
-    hi = torch.bitwise_and(x * (c >> 16), 0xFFFF).bitwise_left_shift_(16)
-    return lo.add_(hi).bitwise_and_(_M32)
-
-
 def hash32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash (Wellons' lowbias32) of x in [0, 2^32), elementwise."""
+    """A 32-bit integer hash of x in [0, 2^32), elementwise: xorshift-multiply rounds with
+    constants of Wellons' hash prospector (0x21f0aaad, 0x735a2d97), both below 2^31 so that every
+    product fits in int64."""
     x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
+    x = (x * 0x21F0AAAD) & _M32
     x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
+    x = (x * 0x735A2D97) & _M32
+    return x ^ (x >> 15)
 
 
-def hashed_uniforms(keys: torch.Tensor, salts: torch.Tensor | int, size: int) -> torch.Tensor:
-    """Float64 uniforms on (0, 1) of shape (*broadcast(keys, salts), size), each row a function of
-    its (key, salt) alone (keys 63-bit integers, salts integers < 2^63): two 32-bit words a, b
-    hashed from (key, salt), then entry j is (h + 1/2) / 2^32 with h = hash(hash(a + j) ^ b), so
-    two rows or draws repeat only when both words agree. The counter-based draws of small rows
-    and of Brownian-tree nodes."""
-    salts = torch.as_tensor(salts, dtype=torch.int64, device=keys.device)
-    k_lo, k_hi, s_lo, s_hi = keys & _M32, (keys >> 32) & _M32, salts & _M32, (salts >> 32) & _M32
-    a = hash32(((hash32(k_lo ^ s_lo) + k_hi) & _M32) ^ s_hi)
-    b = hash32(((hash32(k_hi ^ s_lo ^ 0x5BD1E995) + k_lo) & _M32) ^ s_hi)
-    counter = torch.arange(size, dtype=torch.int64, device=keys.device)
-    h = hash32(hash32((a[..., None] + counter) & _M32) ^ b[..., None])
-    return h.double().add_(0.5).mul_(2.0**-32)
+def key_words(keys: torch.Tensor) -> torch.Tensor:
+    """Two hashed 32-bit words per 63-bit key, shape (*keys.shape, 2): what ``hashed_uniforms``
+    needs of a key (computed once per row)."""
+    lo, hi = keys & _M32, (keys >> 32) & _M32
+    return torch.stack([hash32(lo ^ hash32(hi)), hash32(hi ^ 0x5BD1E995 ^ hash32(lo))], dim=-1)
+
+
+def hashed_uniforms(words: torch.Tensor, salts: torch.Tensor | int, size: int,
+                    dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Float64 uniforms on (0, 1) of shape (*broadcast(rows, salts), size), each row a function of
+    its key (``words = key_words(keys)``, shape (..., 2)) and salt (an integer < 2^63, e.g. a draw
+    number) alone: a = hash(w_0 ^ salt_lo), b = hash(w_1 ^ hash(salt_lo ^ hash(salt_hi))), entry
+    j = (hash((a + j) ^ b) + 1/2) / 2^32 (a counter-based generator: the hash of a counter under a
+    per-row, per-draw key); in another ``dtype`` than float64 its top 24 bits, (h_24 + 1/2) / 2^24.
+    The draws of small rows and of Brownian-tree nodes."""
+    salts = torch.as_tensor(salts, dtype=torch.int64, device=words.device)
+    s_lo, s_hi = salts & _M32, (salts >> 32) & _M32
+    a, b = hash32(words[..., 0] ^ s_lo), hash32(words[..., 1] ^ hash32(s_lo ^ hash32(s_hi)))
+    counter = torch.arange(size, dtype=torch.int64, device=words.device)
+    h = hash32(((a[..., None] + counter) & _M32) ^ b[..., None])
+    if dtype == torch.float64:
+        return h.double().add_(0.5).mul_(2.0**-32)
+    return (h >> 8).to(dtype).add_(0.5).mul_(2.0**-24)  # 24 bits: exact in float32, still inside (0, 1)
 
 
 def box_muller(u: torch.Tensor) -> torch.Tensor:
