@@ -7,6 +7,10 @@ torch.Generator for the batch (the sampler before per-sample seeds), from per-ro
 (``RowGenerators``: sample i from (seed, i) alone) and from per-row Brownian trees, on the 28x28
 image U-Net at batch 500 (target: per-row seeds at most 1.05x the one-generator step) and on
 the 2-D MLP at batch 2000. Also the noise draw alone, per step, in each mode.
+
+``--torchsde`` (with torchsde installed) times instead a 50-step walk down per-sample Brownian
+trees for 200 samples in 2-D: torchsde's ``BrownianInterval`` (one tree per sample, tol 1e-6,
+as k-diffusion's batched Brownian tree builds them) against scorematch's ``BrownianTree``.
 """
 
 from __future__ import annotations
@@ -98,14 +102,40 @@ def run(device: torch.device, steps: int, repeats: int) -> dict[str, Any]:
     return payload | {"markdown": render(payload)}
 
 
+def torchsde_walk(n: int = 200, steps: int = 50) -> dict[str, float]:
+    """ms per step of a walk down per-sample Brownian trees: torchsde's and scorematch's."""
+    import time
+
+    import torchsde
+
+    from scorematch._random import row_seed
+
+    grid = [1 - k / steps for k in range(steps + 1)]
+
+    def walk(f: Any) -> float:
+        t0 = time.process_time()
+        for k in range(steps):
+            f(grid[k + 1], grid[k])
+        return (time.process_time() - t0) / steps * 1e3
+
+    trees = [torchsde.BrownianInterval(t0=0.0, t1=1.0, size=(1, 2), entropy=row_seed(0, i), tol=1e-6,
+                                       halfway_tree=True) for i in range(n)]
+    own = BrownianTree(torch.zeros(n, 2), 0.0, 1.0, RowGenerators.from_seed(0, n))
+    return {"torchsde_ms": walk(lambda a, b: torch.cat([t(a, b) for t in trees])), "scorematch_ms": walk(own)}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     p.add_argument("--steps", type=int, default=4, help="sampler steps per timed run (default: 4)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per mode (default: 5)")
+    p.add_argument("--torchsde", action="store_true", help="time per-sample Brownian trees against torchsde's")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.torchsde:
+        print(torchsde_walk())
+        return
     device = torch.device(args.device)
     res = run(device, args.steps, args.repeats)
     suffix = "" if device.type == "cpu" else f"_{device.type}"
