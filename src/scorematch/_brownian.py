@@ -63,8 +63,8 @@ class BrownianTree:
     standardised increment (W(t_b) - W(t_a)) / sqrt(|t_b - t_a|), shaped like ``like``.
 
     Times outside [t0, t1] are clamped into it. The path from the root to the last point asked
-    for is kept, so a sampler's steps (neighbouring times) create about
-    ``depth - log2(steps)`` new nodes each.
+    for is kept (2 x ``depth`` tensors shaped like ``like``), so a sampler's steps (neighbouring
+    times) create about ``depth - log2(steps)`` new nodes each.
     """
 
     def __init__(self, like: Tensor, t0: float, t1: float, generator: Generators = None,
