@@ -25,10 +25,11 @@ from scorematch.run.sampling.generate import generate
 from scorematch.samplers import SAMPLER_NAMES, evaluations
 
 try:  # one entry per sampler where the catalogue exists
-    from scorematch.samplers.catalogue import SAMPLERS as _CATALOGUE
+    from scorematch.samplers import catalogue as _catalogue
 
-    NAMES = tuple(_CATALOGUE)
+    NAMES = tuple(_catalogue.names())
 except ImportError:
+    _catalogue = None
     NAMES = SAMPLER_NAMES
 
 #: the run each sampler needs, and flags that keep it to a few milliseconds
@@ -105,6 +106,10 @@ def test_the_evaluations_printed_and_recorded_are_the_samplers(runs, name, tmp_p
     assert evals == expected
     if name == "heun":
         assert evals == 2 * 6 - 1
+    if _catalogue is not None:  # the formula of the sampler's catalogue entry, N its steps (annealed: levels)
+        n = len(schedule["sigmas"]) if name == "annealed" else steps
+        want = _catalogue.entry(name).nfe(n, {"steps_per_sigma": 2} if name == "annealed" else {})
+        assert want is None or evals == want
 
 
 def test_generate_in_batches_counts_every_batch(runs):
