@@ -33,7 +33,7 @@ def dsm_step(model: torch.nn.Module, params: list[torch.Tensor], x: torch.Tensor
 
 def langevin_step(model: torch.nn.Module, x: torch.Tensor) -> Any:
     g = torch.Generator().manual_seed(0)
-    return lambda: samplers.langevin(model, x, 1e-3, 10, generator=g)
+    return lambda: samplers.langevin(model, x, 1e-3, n_steps=10, generator=g)
 
 
 def run(hidden: int, depth: int, batches: list[int]) -> dict[str, Any]:

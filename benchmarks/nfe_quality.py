@@ -171,10 +171,10 @@ def run_sampler(subject: Subject, kind: str, setting: float, n: int, seed: int) 
     else:
         fn, sde = Counted(subject.time_score), subject.sde
         if kind == "ode":
-            x = ode(fn, sde, shape, rtol=setting, atol=setting, generator=g, dtype=dtype).samples
+            x = ode(fn, shape, sde, rtol=setting, atol=setting, generator=g, dtype=dtype)
         else:
             sampler = {"euler_maruyama": euler_maruyama, "reverse_diffusion": reverse_diffusion, "pc": pc}[kind]
-            x = sampler(fn, sde, shape, n_steps=int(setting), generator=g, dtype=dtype)
+            x = sampler(fn, shape, sde, n_steps=int(setting), generator=g, dtype=dtype)
     return x, fn.calls, time.process_time() - t0
 
 

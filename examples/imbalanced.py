@@ -52,9 +52,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     sigmas = geometric_sigmas(SIGMA_MAX, SIGMA_MIN, LEVELS)
     n_evals = LEVELS * steps_per_level
-    x_plain, traj = langevin(dist.score, x0, ETA, n_evals, generator=gen, return_trajectory=True,
+    x_plain, traj = langevin(dist.score, x0, ETA, n_steps=n_evals, generator=gen, return_trajectory=True,
                              trajectory_every=max(1, n_evals // 100))
-    x_annealed = annealed_langevin(dist.noisy_score, x0, sigmas, EPS, steps_per_level, generator=gen)
+    x_annealed = annealed_langevin(dist.noisy_score, x0, sigmas, eps=EPS, steps_per_sigma=steps_per_level,
+                                   generator=gen)
 
     fig = Figure(figsize=(10.5, 5.0), layout="constrained")
     ax_plain, ax_annealed = fig.subplots(1, 2)

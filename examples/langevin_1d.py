@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     results = {}
     for label, noise in (("with_noise", True), ("without_noise", False)):
-        x, traj = langevin(dist.score, x0, args.step_size, N_STEPS, generator=gen, return_trajectory=True,
+        x, traj = langevin(dist.score, x0, args.step_size, n_steps=N_STEPS, generator=gen, return_trajectory=True,
                            noise=noise)
         name = "histograms.png" if noise else "histograms_no_noise.png"
         plotting.histogram_steps(traj, list(SHOWN), true_pdf=true_pdf, path=out / name)

@@ -299,11 +299,11 @@ def test_folder_that_is_not_a_run(command, tmp_path, capsys):
 def test_annealed_sampler_on_unconditional_model(run, tmp_path, capsys):
     out = tmp_path / "s.npz"
     rc, _, err = run_cli(["sample", run, "--sampler", "annealed", "--n", "10", "--out", out], capsys)
-    assert_one_line_error(rc, err, "sampler 'annealed' needs a noise- or time-conditional model",
+    assert_one_line_error(rc, err, "sampler 'annealed' is for noise-conditional NCSN models",
                           "unconditional", "--sampler langevin")
     assert not out.exists()
     rc, _, err = run_cli(["sample", run, "--sampler", "mala", "--n", "10", "--out", out], capsys)
-    assert_one_line_error(rc, err, "mala needs an energy model")
+    assert_one_line_error(rc, err, "sampler 'mala' is for energy models", "--sampler langevin")
     rc, _, err = run_cli(["sample", run, "--sampler", "gibbs", "--n", "10", "--out", out], capsys)
     assert_one_line_error(rc, err, "unknown sampler 'gibbs'", "langevin")
     assert not out.exists()

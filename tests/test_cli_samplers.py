@@ -23,8 +23,10 @@ from scorematch.cli import main
 from scorematch.distributions import toy
 from scorematch.metrics import mmd, mode_weights
 from scorematch.run.build.loading import load
-from scorematch.run.sampling.generate import DEFAULT_SAMPLER, DEFAULT_STEPS, generate, model_kind, sampler_options
-from scorematch.samplers import DENOISING_SAMPLERS
+from scorematch.run.sampling.generate import generate, model_kind, sampler_options
+from scorematch.samplers import catalogue
+
+DENOISING_SAMPLERS = [e.name for e in catalogue.entries(catalogue.DENOISING)]
 
 TINY = ["--data", "gmm2d", "--hidden", "16", "--depth", "1", "--n-data", "500", "--batch-size", "64",
         "--steps", "150", "--device", "cpu", "--no-progress"]
@@ -76,17 +78,16 @@ def test_an_ncsn_run_is_sampled_at_its_own_levels_unless_n_steps_is_given(runs, 
 
 def test_the_default_sampler_of_each_kind(runs):
     assert {model_kind(load(runs[k])) for k in KINDS} == {"ncsn", "ve", "vp", "edm"}
-    assert set(DEFAULT_SAMPLER) == {"score", "energy", "ncsn", "edm", "ve", "vp", "subvp"}
+    assert {kind: catalogue.default_for(kind)[0] for kind in catalogue.KINDS}.keys() == {
+        "score", "energy", "ncsn", "edm", "ve", "vp", "subvp"}
 
 
 def test_the_defaults_are_those_the_nfe_benchmark_decided():
-    """KIND_DEFAULTS = the decisions in benchmarks/results/nfe_quality.json (dpm_solver_3m is
-    dpm_solver with order 3); NCSN keeps its run's own annealed schedule."""
-    from scorematch.run.sampling.generate import KIND_DEFAULTS
-
+    """The catalogue's default of each kind = the decisions in benchmarks/results/nfe_quality.json
+    (dpm_solver_3m is dpm_solver with order 3); NCSN keeps its run's own annealed schedule."""
     decided = json.loads((Path(__file__).parents[1] / "benchmarks/results/nfe_quality.json").read_text())
     for d in decided["decisions"]:
-        name, opts = KIND_DEFAULTS[d["kind"]]
+        name, opts = catalogue.default_for(d["kind"])
         if d["sampler"] == "annealed":
             assert (name, opts) == ("annealed", {})
             continue
@@ -95,21 +96,18 @@ def test_the_defaults_are_those_the_nfe_benchmark_decided():
 
 
 def test_the_help_names_the_default_of_each_kind():
-    from scorematch.cli.parser import SAMPLER_HELP
-    from scorematch.run.sampling.generate import KIND_DEFAULTS
+    from scorematch.cli.parser import sampler_help
 
-    text = " ".join(SAMPLER_HELP.split())
-    for kind, word in (("ve", "VE"), ("vp", "VP"), ("subvp", "sub-VP"), ("edm", "EDM")):
-        name, opts = KIND_DEFAULTS[kind]
-        order = f", order {opts['order']}" if "order" in opts else ""
-        assert f"{word}: {name}, {opts['n_steps']} steps{order}" in text, kind
-    assert f"NCSN: {KIND_DEFAULTS['ncsn'][0]} (the run's schedule)" in text
+    text = " ".join(sampler_help().split())
+    assert "vp: dpm_solver, order 3, n_steps 50" in text and "edm: dpm_solver, n_steps 20" in text
+    for kind in catalogue.KINDS:
+        name, opts = catalogue.default_for(kind)
+        assert f"{kind}: {name}" + "".join(f", {k} {v}" for k, v in opts.items()) in text, kind
 
 
-def test_options_of_each_sampler_are_n_steps_and_its_own():
-    for name, (_, own) in DENOISING_SAMPLERS.items():
-        assert sampler_options(name) == ["n_steps", *own]
-        assert name in DEFAULT_STEPS
+def test_options_of_each_denoising_sampler_are_n_steps_and_its_own():
+    for e in catalogue.entries(catalogue.DENOISING):
+        assert sampler_options(e.name)[0] == "n_steps" and e.default_steps >= e.min_steps
 
 
 @pytest.mark.parametrize("sampler,flag,valid", [
@@ -159,7 +157,7 @@ def test_churn_and_ancestral_options_reach_the_sampler(runs):
 
 def test_the_samplers_of_before_give_the_library_numbers(runs):
     """annealed on NCSN and pc on a VE model: generate = the library function with the start drawn
-    from the same per-row generators (rows 0..39 of the seed), bit for bit (in the model's
+    from the same per-row generators (samples 0..39 of the seed), bit for bit (in the model's
     standardised space)."""
     from scorematch import samplers
     from scorematch._random import rand
@@ -176,7 +174,7 @@ def test_the_samplers_of_before_give_the_library_numbers(runs):
     model = load(runs["ve"])
     s = model.run_info["schedule"]
     sde = get_sde("ve", sigma_min=s["sigma_min"], sigma_max=s["sigma_max"])
-    want = samplers.pc(model.model, sde, (40, 2), generator=samplers.RowGenerators.from_seed(6, 40), n_steps=30)
+    want = samplers.pc(model.model, (40, 2), sde, generator=samplers.RowGenerators.from_seed(6, 40), n_steps=30)
     assert torch.equal(generate(model, model.run_info, 40, sampler="pc", seed=6, n_steps=30),
                        model.to_data_space(want))
 

@@ -69,6 +69,7 @@ def test_user_score_module_trains_loads_resumes_and_samples(tmp_path):
     (lambda: ForwardEnergy(2, 16), "dsm"),
     (lambda: SigmaScore(2, 16), "ncsn"),
     (lambda: TimeScore(2, 16), "sde"),
+    (lambda: SigmaScore(2, 16), "edm"),  # a sigma-conditioned score, used through D = x + sigma^2 s(x, sigma)
 ])
 def test_energy_noise_and_time_conditional_user_modules(module, objective, tmp_path):
     run = tmp_path / "run"
@@ -225,13 +226,13 @@ def test_samplers_run_a_compiled_model_compiled(name):
     if name == "langevin":
         m = ScoreMLP(2, 8, 1)
         c = torch.compile(m, backend=backend)
-        a = samplers.langevin(c, torch.zeros(8, 2), 0.01, 5, generator=torch.Generator().manual_seed(0))
-        b = samplers.langevin(m, torch.zeros(8, 2), 0.01, 5, generator=torch.Generator().manual_seed(0))
+        a = samplers.langevin(c, torch.zeros(8, 2), 0.01, n_steps=5, generator=torch.Generator().manual_seed(0))
+        b = samplers.langevin(m, torch.zeros(8, 2), 0.01, n_steps=5, generator=torch.Generator().manual_seed(0))
     elif name == "annealed":
         m = SigmaScore(2, 8)
         c = torch.compile(m, backend=backend)
-        a = samplers.annealed_langevin(c, torch.zeros(8, 2), [1.0, 0.1], 0.01, 3, generator=g)
-        b = samplers.annealed_langevin(m, torch.zeros(8, 2), [1.0, 0.1], 0.01, 3,
+        a = samplers.annealed_langevin(c, torch.zeros(8, 2), [1.0, 0.1], eps=0.01, steps_per_sigma=3, generator=g)
+        b = samplers.annealed_langevin(m, torch.zeros(8, 2), [1.0, 0.1], eps=0.01, steps_per_sigma=3,
                                        generator=torch.Generator().manual_seed(0))
     else:
         from scorematch.sde import VESDE
@@ -239,8 +240,8 @@ def test_samplers_run_a_compiled_model_compiled(name):
         m = TimeScore(2, 8)
         c = torch.compile(m, backend=backend)
         sde = VESDE(0.01, 5.0)
-        a = samplers.pc(c, sde, (8, 2), n_steps=4, generator=g)
-        b = samplers.pc(m, sde, (8, 2), n_steps=4, generator=torch.Generator().manual_seed(0))
+        a = samplers.pc(c, (8, 2), sde, n_steps=4, generator=g)
+        b = samplers.pc(m, (8, 2), sde, n_steps=4, generator=torch.Generator().manual_seed(0))
     assert backend.graphs >= 1
     torch.testing.assert_close(a, b)
 
@@ -266,15 +267,15 @@ def test_every_sampler_calls_back_every_step_with_its_state():
 
     gm = toy("gmm2d")
     seen: list[dict] = []
-    samplers.langevin(gm.score, torch.zeros(4, 2), 0.01, 7, callback=seen.append)
+    samplers.langevin(gm.score, torch.zeros(4, 2), 0.01, n_steps=7, callback=seen.append)
     assert [d["i"] for d in seen] == list(range(7)) and seen[-1]["x"].shape == (4, 2)
     seen.clear()
-    res = samplers.mala(lambda y: -gm.log_prob(y), torch.zeros(4, 2), 0.01, 5, callback=seen.append)
-    assert len(seen) == 5 and torch.equal(seen[-1]["x"], res.samples)
-    assert seen[-1]["acceptance_rate"] == pytest.approx(res.acceptance_rate)
+    x = samplers.mala(lambda y: -gm.log_prob(y), torch.zeros(4, 2), 0.01, n_steps=5, callback=seen.append)
+    assert len(seen) == 5 and torch.equal(seen[-1]["x"], x)
+    assert 0 <= seen[-1]["acceptance_rate"] <= 1 and seen[-1]["nfe"] == 6
     seen.clear()
-    samplers.annealed_langevin(lambda y, s: gm.noisy_score(y, s[0]), torch.zeros(4, 2), [2.0, 1.0, 0.5], 0.01, 2,
-                               callback=seen.append)
+    samplers.annealed_langevin(lambda y, s: gm.noisy_score(y, s[0]), torch.zeros(4, 2), [2.0, 1.0, 0.5], eps=0.01,
+                               steps_per_sigma=2, callback=seen.append)
     assert [(d["i"], d["level"], d["sigma"]) for d in seen] == [
         (0, 0, 2.0), (1, 0, 2.0), (2, 1, 1.0), (3, 1, 1.0), (4, 2, 0.5), (5, 2, 0.5)]
     sde = VESDE(0.01, 5.0)
@@ -284,12 +285,14 @@ def test_every_sampler_calls_back_every_step_with_its_state():
 
     for fn in (samplers.euler_maruyama, samplers.reverse_diffusion, samplers.pc):
         seen.clear()
-        fn(score, sde, (4, 2), n_steps=5, callback=seen.append)
+        fn(score, (4, 2), sde, n_steps=5, callback=seen.append)
         assert [d["i"] for d in seen] == list(range(5))
+        assert [d["nfe"] for d in seen] == [k * (2 if fn is samplers.pc else 1) for k in range(1, 6)]
         assert seen[0]["t"] == pytest.approx(1.0) and seen[-1]["t"] < seen[0]["t"]
     seen.clear()
-    out = samplers.ode(score, sde, (4, 2), callback=seen.append)
-    assert len(seen) == out.nfe - 1  # every velocity evaluation, then the denoising step
+    samplers.ode(score, (4, 2), sde, callback=seen.append)
+    # every velocity evaluation, then the denoising step
+    assert [d["nfe"] for d in seen] == list(range(1, len(seen) + 1)) and seen[-1]["t"] == pytest.approx(1e-3)
     assert seen[0]["t"] == pytest.approx(1.0)
 
 
@@ -297,9 +300,9 @@ def test_sampler_progress_prints_lines_when_stderr_is_not_a_terminal(capsys, mon
     from scorematch import _progress
 
     monkeypatch.setattr(_progress, "LOG_EVERY_S", 0.0)
-    samplers.langevin(lambda y: -y, torch.zeros(3, 2), 0.01, 4, progress=True)
+    samplers.langevin(lambda y: -y, torch.zeros(3, 2), 0.01, n_steps=4, progress=True)
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("langevin: 1/4 steps (25%), ") and "ETA" in lines[0]
     assert lines[-1].startswith("langevin: 4/4 steps (100%), ") and "took" in lines[-1]
-    samplers.langevin(lambda y: -y, torch.zeros(3, 2), 0.01, 4)  # progress=False by default: silent
+    samplers.langevin(lambda y: -y, torch.zeros(3, 2), 0.01, n_steps=4)  # progress=False by default: silent
     assert capsys.readouterr().err == ""

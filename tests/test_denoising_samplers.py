@@ -23,7 +23,7 @@ from scorematch.errors import ConfigError
 from scorematch.metrics import mmd, mode_weights
 from scorematch.noise import geometric_sigmas, karras_sigmas, linear_sigmas
 from scorematch.samplers import (
-    DENOISING_SAMPLERS,
+    catalogue,
     continuous_langevin,
     ddim,
     dpm_solver,
@@ -34,6 +34,8 @@ from scorematch.samplers import (
 )
 
 F64 = torch.float64
+#: the denoising samplers of the catalogue, name -> function
+DENOISING = {e.name: e.resolved() for e in catalogue.entries(catalogue.DENOISING)}
 N = 2000
 SIGMA_MAX, SIGMA_MIN = 80.0, 0.002
 
@@ -75,7 +77,7 @@ def test_karras_sigmas_rejects_bad_input(args) -> None:
                                     [math.inf, 1.0], [2.0, 0.0, 1.0], [[2.0, 1.0]]])
 def test_samplers_validate_sigmas(sigmas) -> None:
     x = torch.zeros(3, 2)
-    for fn, _ in DENOISING_SAMPLERS.values():
+    for fn in DENOISING.values():
         with pytest.raises(ConfigError):
             fn(lambda y, s: -y, x, sigmas)
 
@@ -277,13 +279,14 @@ def test_callback_trajectory_progress_and_images(capsys) -> None:
     score = gaussian_score(0.5)
     x = 3.0 * torch.randn(4, 1, 3, 3, generator=torch.Generator().manual_seed(0))
     sig = karras_sigmas(5, 0.01, 3.0)
-    for name, (fn, _) in DENOISING_SAMPLERS.items():
+    for name, fn in DENOISING.items():
         got = []
         out, traj = fn(score, x, sig, generator=torch.Generator().manual_seed(0), callback=got.append,
                        progress=True, return_trajectory=True)
         assert out.shape == x.shape and traj.shape == (6, *x.shape) and torch.equal(traj[-1], out)
         assert torch.equal(traj[0], x)
         assert [d["i"] for d in got] == list(range(5))
+        assert got[-1]["nfe"] == catalogue.entry(name).nfe(5, {})  # the last step is the last evaluation
         d = got[2]
         assert set(d) >= {"i", "sigma", "sigma_next", "x", "denoised"}
         assert d["sigma"] == pytest.approx(float(sig[2])) and d["sigma_next"] == pytest.approx(float(sig[3]))
@@ -300,6 +303,10 @@ def test_nfe_and_reproducibility() -> None:
         score = Counted(mix.noisy_score)
         heun(score, x0, sig)
         assert score.calls == (15 if sig[-1] == 0 else 14)
+    for e in catalogue.entries(catalogue.DENOISING):  # the catalogue's NFE formula, on a grid ending in 0
+        score = Counted(mix.noisy_score)
+        e.resolved()(score, x0, karras_sigmas(8, 0.01, 20.0))
+        assert score.calls == e.nfe(8, {}), e.name
     for name in ("euler_ancestral", "continuous_langevin"):
         a = sample(name, mix.noisy_score, x0, karras_sigmas(8, 0.01, 20.0), generator=torch.Generator().manual_seed(4))
         b = sample(name, mix.noisy_score, x0, karras_sigmas(8, 0.01, 20.0), generator=torch.Generator().manual_seed(4))

@@ -33,7 +33,7 @@ from scorematch.errors import ConfigError, DataError, ModelError
 from scorematch.metrics import mmd, mode_weights
 from scorematch.models import NoiseConditionalMLP, build_model, model_spec
 from scorematch.models.edm import EDMPrecond, edm_coefficients, estimate_sigma_data
-from scorematch.objectives import OBJECTIVE_NAMES, edm, edm_per_sample, edm_sigmas, edm_weight
+from scorematch.objectives import catalogue, edm, edm_per_sample, edm_sigmas, edm_weight
 
 F64 = torch.float64
 
@@ -187,7 +187,7 @@ def test_edm_objective_contract(gen, make_gen):
     rows, sigma = edm_per_sample(m, x, generator=make_gen(2))
     rows2, _ = edm_per_sample(m, x, sigma_data=1.0, generator=make_gen(2))
     torch.testing.assert_close(rows2 / rows, edm_weight(sigma, 1.0) / edm_weight(sigma, 0.5))
-    assert "edm" in OBJECTIVE_NAMES
+    assert "edm" in catalogue.names() and catalogue.entry("edm").conditioning == "sigma"
     # a score model (or a wrapped one, as under DDP) is used through D = x~ + sigma^2 s(x~, sigma)
     torch.testing.assert_close(edm(m.score, x, sigma_data=0.5, generator=make_gen(4)),
                                edm(m, x, generator=make_gen(4)))

@@ -11,21 +11,15 @@ import torch
 
 from scorematch._random import RowGenerators, rademacher_like, rand, randn, randn_like, row_seed
 from scorematch.errors import ConfigError
-from scorematch.noise import geometric_sigmas, karras_sigmas, linear_sigmas
+from scorematch.noise import geometric_sigmas, karras_sigmas
 from scorematch.samplers import (
-    SAMPLER_NAMES,
     BrownianTree,
     CountedScore,
-    annealed_langevin,
+    catalogue,
     euler_ancestral,
     euler_maruyama,
-    evaluations,
     inpaint_smc,
-    langevin,
-    mala,
-    ode,
     pc,
-    reverse_diffusion,
     sample,
 )
 from scorematch.sde import VESDE
@@ -50,23 +44,28 @@ def energy(x: torch.Tensor) -> torch.Tensor:
 STEPS = 6
 
 
+NAMES = tuple(catalogue.names())
+SDE_FAMILY = {n for n in NAMES if catalogue.entry(n).family == catalogue.SCORE_SDE}
+DENOISING = {n for n in NAMES if catalogue.entry(n).family == catalogue.DENOISING}
+
+
 def run(name: str, score, n: int, generator, steps: int = STEPS, **opts):
     """Sampler ``name`` on n rows, the start drawn from ``generator`` as the run layer does."""
-    if name in ("langevin", "mala", "annealed"):
+    e = catalogue.entry(name)
+    if e.family == catalogue.UNCONDITIONAL:
         x0 = -3 + 6 * rand((n, 2), generator, dtype=F64)
-        if name == "langevin":
-            return langevin(score, x0, 0.05, steps, generator=generator)
-        if name == "mala":
-            return mala(score, x0, 0.05, steps, generator=generator).samples
-        return annealed_langevin(score, x0, geometric_sigmas(5.0, 0.1, 3), 0.05, steps, generator=generator)
-    if name in ("euler_maruyama", "reverse_diffusion", "pc", "ode"):
-        fn = {"euler_maruyama": euler_maruyama, "reverse_diffusion": reverse_diffusion, "pc": pc, "ode": ode}[name]
-        if name == "ode":
-            return ode(score, SDE, (n, 2), generator=generator, dtype=F64, rtol=1e-7, atol=1e-7).samples
-        extra = {"per_sample_step": True} if name == "pc" else {}
-        return fn(score, SDE, (n, 2), n_steps=steps, generator=generator, dtype=F64, **extra, **opts)
-    grid = (linear_sigmas(steps + 1, 0.01, 10.0) if name == "continuous_langevin"
-            else karras_sigmas(steps, 0.01, 10.0))
+        return sample(name, score, x0, 0.05, n_steps=steps, generator=generator)
+    if e.family == catalogue.NCSN_LEVELS:
+        x0 = -3 + 6 * rand((n, 2), generator, dtype=F64)
+        return sample(name, score, x0, geometric_sigmas(5.0, 0.1, 3), eps=0.05, steps_per_sigma=steps,
+                      generator=generator)
+    if e.family == catalogue.SCORE_SDE:
+        x0 = SDE.prior_sample((n, 2), generator, dtype=F64)
+        if "n_steps" not in e.option_names():  # the adaptive ODE
+            return sample(name, score, x0, SDE, generator=generator, rtol=1e-7, atol=1e-7)
+        extra = {"per_sample_step": True} if "per_sample_step" in e.option_names() else {}
+        return sample(name, score, x0, SDE, n_steps=steps, generator=generator, **extra, **opts)
+    grid = e.grid(steps, 0.01, 10.0)
     x0 = 10.0 * randn((n, 2), generator, dtype=F64)
     options = {"euler_ancestral": {}, "ddim": {"eta": 1.0}, "heun": {"s_churn": 5.0},
                "euler": {"s_churn": 5.0}}.get(name, {})
@@ -74,13 +73,10 @@ def run(name: str, score, n: int, generator, steps: int = STEPS, **opts):
 
 
 def score_for(name: str):
-    if name == "mala":
-        return energy
-    if name in ("euler_maruyama", "reverse_diffusion", "pc", "ode"):
-        return time_score
-    if name == "langevin":
-        return lambda x: -x
-    return sigma_score
+    e = catalogue.entry(name)
+    if e.conditioning == "none":  # langevin takes s(x) = -x, mala the energy |x|^2 / 2 of N(0, I)
+        return energy if name == "mala" else (lambda x: -x)
+    return time_score if e.conditioning == "time" else sigma_score
 
 
 def test_row_seeds_are_distinct_and_fixed():
@@ -130,7 +126,7 @@ def test_per_row_generators_must_match_the_rows():
                     generator=RowGenerators.from_seed(0, 8))
 
 
-@pytest.mark.parametrize("name", SAMPLER_NAMES)
+@pytest.mark.parametrize("name", NAMES)
 def test_the_first_rows_do_not_depend_on_n_or_the_batch(name):
     """Rows 0..3 of a call on 12 rows equal a call on 4 rows and the same rows sampled in two
     batches (4..11 from start 4); ode's adaptive steps are shared by its batch, so there the rows
@@ -152,8 +148,8 @@ def test_the_first_rows_do_not_depend_on_n_or_the_batch(name):
 
 def test_pc_with_the_batch_wide_step_couples_the_rows():
     """pc's default step size is a batch mean (the reference rule), so a row depends on its batch."""
-    a = pc(time_score, SDE, (12, 2), n_steps=STEPS, generator=RowGenerators.from_seed(3, 12), dtype=F64)
-    b = pc(time_score, SDE, (4, 2), n_steps=STEPS, generator=RowGenerators.from_seed(3, 4), dtype=F64)
+    a = pc(time_score, (12, 2), SDE, n_steps=STEPS, generator=RowGenerators.from_seed(3, 12), dtype=F64)
+    b = pc(time_score, (4, 2), SDE, n_steps=STEPS, generator=RowGenerators.from_seed(3, 4), dtype=F64)
     assert (a[:4] - b).abs().max() > 1e-6
 
 
@@ -182,7 +178,7 @@ def _gap(brownian: bool, coarse: int, fine: int, name: str = "euler_ancestral") 
             out.append(euler_ancestral(sigma_score, x0, karras_sigmas(steps, 0.01, 10.0), generator=g,
                                        brownian=brownian))
         else:
-            out.append(euler_maruyama(time_score, SDE, (200, 2), n_steps=steps, generator=g, dtype=F64,
+            out.append(euler_maruyama(time_score, (200, 2), SDE, n_steps=steps, generator=g, dtype=F64,
                                       brownian=brownian))
     return (out[0] - out[1]).abs().mean().item()
 
@@ -214,39 +210,38 @@ def test_brownian_needs_noise():
         sample("ddim", sigma_score, x0, [1.0, 0.0], brownian=True)
 
 
-@pytest.mark.parametrize("name", SAMPLER_NAMES)
+@pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("steps", [1, 2, 5, 13])
 def test_evaluation_counts_match_the_formula(name, steps):
-    """Every sampler's calls of its score, counted, equal ``evaluations`` (heun: 2N - 1 with the
-    final 0), at several step counts; ode reports its own count, which is the counted one."""
-    if name == "continuous_langevin" and steps == 1:
-        steps = 2
+    """Every sampler's calls of its score, counted, equal its catalogue entry's ``nfe`` (heun:
+    2N - 1 with the final 0; pc: 2N + 1), at several step counts; the adaptive ode has no formula,
+    and the count its callback reports is the counted one."""
+    e = catalogue.entry(name)
+    if e.min_steps is not None and steps < e.min_steps:
+        steps = e.min_steps
     method = "energy" if name == "mala" else "score"
     counted = CountedScore(score_for(name), method)
     g = torch.Generator().manual_seed(0)
-    if name == "ode":
-        res = ode(counted, SDE, (3, 2), generator=g, dtype=F64)
-        assert res.nfe == counted.calls > 10
-        assert evaluations("ode") is None
+    seen: list[int] = []
+    if e.family == catalogue.SCORE_SDE and "n_steps" not in e.option_names():  # the adaptive ODE
+        sample(name, counted, SDE.prior_sample((3, 2), g, dtype=F64), SDE, generator=g,
+               callback=lambda info: seen.append(info["nfe"]))
+        assert counted.calls > 10 and seen and counted.calls - seen[-1] <= 2  # the last callback, then Tweedie
         return
     run(name, counted, 3, g, steps=steps)
-    settings = {"n_steps": steps, "steps_per_sigma": steps, "sigmas": geometric_sigmas(5.0, 0.1, 3)}
-    if name in ("heun", "euler", "euler_ancestral", "ddim", "dpm_solver"):
-        settings["sigmas"] = karras_sigmas(steps, 0.01, 10.0)
-    if name == "continuous_langevin":
-        settings["sigmas"] = linear_sigmas(steps + 1, 0.01, 10.0)
-    expected = evaluations(name, **settings)
-    assert counted.calls == expected
+    n = 3 if e.family == catalogue.NCSN_LEVELS else steps  # annealed: the formula counts its 3 levels
+    options = {"steps_per_sigma": steps} if e.family == catalogue.NCSN_LEVELS else {}
+    assert counted.calls == e.nfe(n, options)
     if name == "heun":
-        assert expected == 2 * steps - 1
+        assert counted.calls == 2 * steps - 1
     if name == "pc":
-        assert expected == 2 * steps + 1
+        assert counted.calls == 2 * steps + 1
 
 
 def test_heun_without_a_final_zero_takes_2n():
     counted = CountedScore(sigma_score)
     sample("heun", counted, torch.zeros(2, 2), [4.0, 2.0, 1.0])
-    assert counted.calls == evaluations("heun", sigmas=[4.0, 2.0, 1.0]) == 4
+    assert counted.calls == 4  # two Heun steps, neither to 0
 
 
 def test_a_counted_score_forwards_the_model():

@@ -3,7 +3,7 @@
 Sample i of ``--seed S`` is the same in every call: the first k rows of ``--n k`` and of
 ``--n 4k`` sampled in batches of 5 agree, and ``--start-index K`` redraws rows K...; the
 file records the rows' indices, the seed and the score evaluations per sample, which equal
-the sampler's formula (``scorematch.samplers.evaluations``). Rows agree to float32 rounding (the
+the sampler's formula (its catalogue entry's ``nfe``). Rows agree to float32 rounding (the
 network's batched arithmetic gives a row's score to ~1e-7 relative, which the steps carry: 1e-5
 here) and, for ode, whose adaptive steps are shared by a batch, to the solver's tolerance
 (1e-3 relative to samples of scale 10 from these untrained models). The same rows from 2
@@ -19,18 +19,11 @@ import pytest
 from cli_helpers import assert_one_line_error, run_cli
 
 import scorematch
-from scorematch.noise import karras_sigmas, linear_sigmas
 from scorematch.run.build.loading import load
 from scorematch.run.sampling.generate import generate
-from scorematch.samplers import SAMPLER_NAMES, evaluations
+from scorematch.samplers import catalogue
 
-try:  # one entry per sampler where the catalogue exists
-    from scorematch.samplers import catalogue as _catalogue
-
-    NAMES = tuple(_catalogue.names())
-except ImportError:
-    _catalogue = None
-    NAMES = SAMPLER_NAMES
+NAMES = tuple(catalogue.names())
 
 #: the run each sampler needs, and flags that keep it to a few milliseconds
 RUN_OF = {"langevin": "score", "mala": "energy", "annealed": "ncsn"}
@@ -64,7 +57,7 @@ def draw(runs, name: str, tmp_path: Path, capsys, *flags) -> dict[str, np.ndarra
 
 
 def test_every_sampler_is_covered():
-    assert set(NAMES) <= set(FLAGS) and set(SAMPLER_NAMES) <= set(FLAGS)
+    assert set(NAMES) <= set(FLAGS)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -88,28 +81,20 @@ def test_the_evaluations_printed_and_recorded_are_the_samplers(runs, name, tmp_p
     assert f"score evaluations: {evals} per sample (sampler {name})" in res["text"]
     model = load(runs[RUN_OF.get(name, "ve")])
     schedule = model.run_info["schedule"]
-    steps = int(FLAGS[name][1]) if FLAGS[name] else None
-    if name == "ode":
+    e = catalogue.entry(name)
+    if e.family == catalogue.SCORE_SDE and "n_steps" not in e.option_names():  # the adaptive ODE
         stats: dict = {}
-        generate(model, model.run_info, 2, sampler="ode", seed=7, stats=stats)
-        assert evals == stats["evaluations"] > 10  # adaptive: the solver's count, +1 for the denoising step
+        generate(model, model.run_info, 2, sampler=name, seed=7, stats=stats)
+        assert evals == stats["evaluations"] > 10  # the solver's count, +1 for the denoising step
         return
-    if name == "annealed":
-        expected = evaluations(name, sigmas=schedule["sigmas"], steps_per_sigma=2)
+    if e.family == catalogue.NCSN_LEVELS:
+        expected = e.nfe(len(schedule["sigmas"]), {"steps_per_sigma": 2})
         assert expected == 4 * 2 + 1
-    elif name in ("langevin", "mala", "euler_maruyama", "reverse_diffusion", "pc"):
-        expected = evaluations(name, n_steps=steps)
-    elif name == "continuous_langevin":  # the formula needs the grid's form only (its length, a final 0)
-        expected = evaluations(name, sigmas=linear_sigmas(steps, 0.01, 1.0))
     else:
-        expected = evaluations(name, sigmas=karras_sigmas(steps, 0.01, 1.0))
+        expected = e.nfe(int(FLAGS[name][1]), {})
     assert evals == expected
     if name == "heun":
         assert evals == 2 * 6 - 1
-    if _catalogue is not None:  # the formula of the sampler's catalogue entry, N its steps (annealed: levels)
-        n = len(schedule["sigmas"]) if name == "annealed" else steps
-        want = _catalogue.entry(name).nfe(n, {"steps_per_sigma": 2} if name == "annealed" else {})
-        assert want is None or evals == want
 
 
 def test_generate_in_batches_counts_every_batch(runs):

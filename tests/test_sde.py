@@ -228,7 +228,7 @@ def _assert_moments(x: torch.Tensor, tol_se: float = 5.0) -> None:
 def test_euler_maruyama_samples_the_gaussian(name):
     sde = SDES[name]
     g = torch.Generator().manual_seed(11)
-    x = euler_maruyama(gaussian_score(sde, MU, S2), sde, (N, 2), n_steps=400, generator=g,
+    x = euler_maruyama(gaussian_score(sde, MU, S2), (N, 2), sde, n_steps=400, generator=g,
                        dtype=torch.float64)
     _assert_moments(x)
 
@@ -237,7 +237,7 @@ def test_euler_maruyama_samples_the_gaussian(name):
 def test_reverse_diffusion_samples_the_gaussian(name):
     sde = SDES[name]
     g = torch.Generator().manual_seed(12)
-    x = reverse_diffusion(gaussian_score(sde, MU, S2), sde, (N, 2), n_steps=400, generator=g,
+    x = reverse_diffusion(gaussian_score(sde, MU, S2), (N, 2), sde, n_steps=400, generator=g,
                           dtype=torch.float64)
     _assert_moments(x)
 
@@ -250,7 +250,7 @@ def test_pc_samples_the_gaussian(name, predictor):
     # 0.16); snr = 0.05 keeps that bias (0.25%) well below the Monte-Carlo error.
     sde = SDES[name]
     g = torch.Generator().manual_seed(13)
-    x = pc(gaussian_score(sde, MU, S2), sde, (N, 2), n_steps=200, snr=0.05, predictor=predictor,
+    x = pc(gaussian_score(sde, MU, S2), (N, 2), sde, n_steps=200, snr=0.05, predictor=predictor,
            generator=g, dtype=torch.float64)
     _assert_moments(x)
 
@@ -266,41 +266,42 @@ def test_ode_samples_the_gaussian_and_counts_nfe(name):
         return score(x, t)
 
     g = torch.Generator().manual_seed(14)
-    res = ode(counted, sde, (N, 2), generator=g, dtype=torch.float64)
-    _assert_moments(res.samples)
-    assert res.nfe == calls[0]
-    assert res.trajectory is None
+    seen: list[dict] = []
+    x = ode(counted, (N, 2), sde, generator=g, dtype=torch.float64, callback=seen.append)
+    _assert_moments(x)
+    assert isinstance(x, torch.Tensor)
+    assert seen[-1]["nfe"] == calls[0] == len(seen)
 
 
 def test_ode_is_the_exact_gaussian_flow_map():
     """For N(mu, s2 I) the flow maps x_1 to m(t) mu + sqrt(v_t / v_1) (x_1 - m(1) mu)."""
     sde = VPSDE()
     x1 = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    res = ode(gaussian_score(sde, MU, S2), sde, x1, rtol=1e-8, atol=1e-8, eps_t=1e-3,
-              denoise=False, return_trajectory=True, n_snapshots=5)
+    x, traj = ode(gaussian_score(sde, MU, S2), x1, sde, rtol=1e-8, atol=1e-8, eps_t=1e-3,
+                  denoise=False, return_trajectory=True, n_snapshots=5)
     ts = torch.linspace(1.0, 1e-3, 5, dtype=torch.float64)
     m = sde.mean_coeff(ts)
     v = m**2 * S2 + sde.marginal_std(ts) ** 2
     expect = m[:, None, None] * MU + (v / v[0]).sqrt()[:, None, None] * (x1 - m[0] * MU)
-    torch.testing.assert_close(res.trajectory, expect, atol=1e-6, rtol=0)
-    torch.testing.assert_close(res.samples, expect[-1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(traj, expect, atol=1e-6, rtol=0)
+    torch.testing.assert_close(x, expect[-1], atol=1e-6, rtol=0)
 
 
 def test_sampler_trajectory_and_reproducibility():
     sde = VESDE()
     score = gaussian_score(sde, MU, S2)
     x0 = sde.prior_sample((7, 2), torch.Generator().manual_seed(2), dtype=torch.float64)
-    a, traj = euler_maruyama(score, sde, x0, n_steps=10, trajectory_every=3, return_trajectory=True,
+    a, traj = euler_maruyama(score, x0, sde, n_steps=10, trajectory_every=3, return_trajectory=True,
                              generator=torch.Generator().manual_seed(5))
     assert traj.shape == (2 + 9 // 3, 7, 2)
     assert torch.equal(traj[0], x0) and torch.equal(traj[-1], a)
-    b = euler_maruyama(score, sde, x0, n_steps=10, generator=torch.Generator().manual_seed(5))
+    b = euler_maruyama(score, x0, sde, n_steps=10, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
     with pytest.raises(ConfigError, match="GiB"):
-        pc(score, sde, (100000, 3, 64, 64), n_steps=1000, return_trajectory=True,
+        pc(score, (100000, 3, 64, 64), sde, n_steps=1000, return_trajectory=True,
            trajectory_every=1)
     with pytest.raises(ConfigError):
-        pc(score, sde, (4, 2), predictor="ancestral")
+        pc(score, (4, 2), sde, predictor="ancestral")
 
 
 def test_langevin_corrector_step_rule():
@@ -328,9 +329,9 @@ def test_ode_with_ncsn_adapter_samples_the_gaussian():
     def ncsn(x, sigma):
         return -(x - MU) / (S2 + sigma[:, None] ** 2)
 
-    res = ode(sigma_conditioned(ncsn, sde), sde, (N, 2), dtype=torch.float64,
-              generator=torch.Generator().manual_seed(4))
-    _assert_moments(res.samples)
+    x = ode(sigma_conditioned(ncsn, sde), (N, 2), sde, dtype=torch.float64,
+            generator=torch.Generator().manual_seed(4))
+    _assert_moments(x)
 
 
 # --------------------------------------------------------------------------- continuous DSM

@@ -176,9 +176,9 @@ def checks(s: Setup) -> dict[str, str]:
                 g = torch.Generator(device=dev).manual_seed(s.seed)
                 fn = sigma_conditioned(score, sde)
                 if n_corr:
-                    ours = samplers.pc(fn, sde, prior, n_steps=s.n_steps, snr=s.snr, denoise=False, generator=g)
+                    ours = samplers.pc(fn, prior, sde, n_steps=s.n_steps, snr=s.snr, denoise=False, generator=g)
                 else:
-                    ours = samplers.reverse_diffusion(fn, sde, prior, n_steps=s.n_steps, denoise=False, generator=g)
+                    ours = samplers.reverse_diffusion(fn, prior, sde, n_steps=s.n_steps, denoise=False, generator=g)
                 res.append((peer, _moments(ours)))
             (pa, oa), (pn, on) = res
             se = pa[1] * (2 / n_vals) ** 0.5  # standard error of the pooled variance
@@ -220,7 +220,8 @@ def checks(s: Setup) -> dict[str, str]:
                         torch.manual_seed(s.seed)
                         peer = _ncsn_run(ald, score, x0, timesteps=timesteps, steps=steps)
                         torch.manual_seed(s.seed)
-                        ours = samplers.annealed_langevin(score, x0, sig, s.eps, steps, denoise=False)
+                        ours = samplers.annealed_langevin(score, x0, sig, eps=s.eps, steps_per_sigma=steps,
+                                                      denoise=False)
                     parts.append((peer, ours))
                 (pa, oa), (pn, on) = parts
                 diff_a, diff_n = float((pa - oa).abs().max()), float((pn - on).abs().max())

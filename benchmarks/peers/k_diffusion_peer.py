@@ -263,7 +263,7 @@ def checks(s: Setup) -> dict[str, str]:
 
     sig = _ve_sigmas(sampling, s, s.n_steps)
     kd_x = sampling.sample_euler_ancestral(gauss_denoiser, start, sig, disable=True, noise_sampler=noise_sampler)
-    sm_x = samplers.reverse_diffusion(gauss_score, s.sde, start, n_steps=s.n_steps, denoise=False, generator=g)
+    sm_x = samplers.reverse_diffusion(gauss_score, start, s.sde, n_steps=s.n_steps, denoise=False, generator=g)
 
     # each chain is linear in x here, x' = a x + b z: its exact variance after the run (the
     # discretisation bias, apart from sampling noise)

@@ -39,19 +39,21 @@ def operations(s: Setup) -> dict[str, Op]:
 
     @torch.no_grad()
     def annealed_step() -> torch.Tensor:
-        return samplers.annealed_langevin(s.nc_net, x, s.sigmas[-1:], s.eps, 1, denoise=False, generator=g)
+        return samplers.annealed_langevin(s.nc_net, x, s.sigmas[-1:], eps=s.eps, steps_per_sigma=1, denoise=False,
+                                          generator=g)
 
     @torch.no_grad()
     def annealed_run() -> torch.Tensor:
-        return samplers.annealed_langevin(s.nc_net, x, s.sigmas, s.eps, s.steps_per_sigma, denoise=False, generator=g)
+        return samplers.annealed_langevin(s.nc_net, x, s.sigmas, eps=s.eps, steps_per_sigma=s.steps_per_sigma,
+                                          denoise=False, generator=g)
 
     @torch.no_grad()
     def reverse_sde() -> torch.Tensor:
-        return samplers.reverse_diffusion(score_t, s.sde, prior, n_steps=s.n_steps, denoise=False, generator=g)
+        return samplers.reverse_diffusion(score_t, prior, s.sde, n_steps=s.n_steps, denoise=False, generator=g)
 
     @torch.no_grad()
     def pc() -> torch.Tensor:
-        return samplers.pc(score_t, s.sde, prior, n_steps=s.n_steps, snr=s.snr, denoise=False, generator=g)
+        return samplers.pc(score_t, prior, s.sde, n_steps=s.n_steps, snr=s.snr, denoise=False, generator=g)
 
     nfe: list[int] = []
 

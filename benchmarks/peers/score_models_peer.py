@@ -399,8 +399,8 @@ def checks(s: Setup) -> dict[str, str]:
     g = gen(seed)
     start = torch.randn((n, *x.shape[1:]), generator=g, device=s.device).to(x) * s.sigma_max
     sm_x = seeded(lambda: _quiet(lambda: gm.sample([n, *x.shape[1:]], steps=s.n_steps)), seed)
-    em_x = samplers.euler_maruyama(gauss_score, s.sde, start, n_steps=s.n_steps, denoise=False, generator=g)
-    rd_x = samplers.reverse_diffusion(gauss_score, s.sde, start, n_steps=s.n_steps, denoise=False, generator=g)
+    em_x = samplers.euler_maruyama(gauss_score, start, s.sde, n_steps=s.n_steps, denoise=False, generator=g)
+    rd_x = samplers.reverse_diffusion(gauss_score, start, s.sde, n_steps=s.n_steps, denoise=False, generator=g)
 
     def stats(y: torch.Tensor) -> str:
         return f"mean {float(y.mean()):+.4f}, variance {float(y.var(0).mean()):.4f}"

@@ -173,7 +173,8 @@ def checks(s: Setup) -> dict[str, str]:
     levels = _samplers(s)
     ga, gb = same_seed()
     a_t = levels[-1].sample(x, n_steps=1, generator=ga)
-    b_t = samplers.annealed_langevin(s.nc_net, x, s.sigmas[-1:], s.eps, 1, denoise=False, generator=gb)
+    b_t = samplers.annealed_langevin(s.nc_net, x, s.sigmas[-1:], eps=s.eps, steps_per_sigma=1, denoise=False,
+                                     generator=gb)
     step = float((b_t - x).abs().max())
     out["annealed_step"] = (
         f"same noise (same seed): max |x' - x'_scorematch| = {float((a_t - b_t).abs().max()):.2e} "
@@ -183,7 +184,8 @@ def checks(s: Setup) -> dict[str, str]:
     y = x
     for sampler in levels:
         y = sampler.sample(y, n_steps=s.steps_per_sigma, generator=ga)
-    b_r = samplers.annealed_langevin(s.nc_net, x, s.sigmas, s.eps, s.steps_per_sigma, denoise=False, generator=gb)
+    b_r = samplers.annealed_langevin(s.nc_net, x, s.sigmas, eps=s.eps, steps_per_sigma=s.steps_per_sigma,
+                                     denoise=False, generator=gb)
     out["annealed_run"] = (
         f"same noise (same seed): max |x_T - x_T,scorematch| = {float((y - b_r).abs().max()):.2e}, "
         f"max |x_T| = {float(b_r.abs().max()):.3g}"

@@ -90,9 +90,7 @@ def log_prob(
     ``score_fn`` is a time-conditional score function s(x, t) or a module with ``.score(x, t)``;
     x is (n, D) or (n, C, H, W).  ``exact_trace`` (default: D <= 16) uses the exact Jacobian
     trace, in the network's widths for a score network with linear ends under a VE, VP or sub-VP
-    SDE (see the module docstring): at D = 784 (batch 256, one CPU thread) a whole solve took 0.6x
-    the Hutchinson one for a network with one hidden-to-hidden layer (680 evaluations against 962,
-    each 15% cheaper) and 8.6x for TimeMLP's default depth 3 (its h x h x h products); otherwise the
+    SDE (see the module docstring; its cost against Hutchinson's: docs/benchmarks.md); otherwise the
     Hutchinson-Skilling estimator averages ``n_probes`` Rademacher probes per row, fixed for the
     whole solve and drawn from ``generator`` (unbiased for the divergence).
     ``method``/``options`` go to torchdiffeq.odeint (fixed-grid solvers need

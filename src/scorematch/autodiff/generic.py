@@ -19,8 +19,8 @@ from torch.utils.checkpoint import checkpoint
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
 #: rows (basis vectors x batch) pushed through the network at once by the batched methods: on
-#: CPU a few thousand keep the activations in cache (measured: 16 dims x 256 rows at D=784 beat
-#: 64 and 4 dims); on CUDA a large block fills the device.
+#: CPU a few thousand keep the activations in cache (docs/benchmarks.md); on CUDA a large block
+#: fills the device.
 _CPU_ROWS = 4096
 _CUDA_ELEMENTS = 2**24
 

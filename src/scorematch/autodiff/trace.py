@@ -17,14 +17,10 @@ TRACE_METHODS = ("auto", "structured", "jvp", "vjp", "loop")
 
 
 def auto_trace_method(d: int, device: torch.device) -> str:
-    """The generic exact-trace method that measured fastest for this dimension and device.
-
-    Measured on CPU (benchmarks/objectives.py, one thread, SiLU MLP 784-256-256-784, batch 256):
-    the batched reverse mode took 707x a forward+backward, forward mode 841x and the
-    per-dimension loop 860x, i.e. reverse mode is 1.2x faster than either (1.07x than the loop
-    in an earlier run on the same machine); at D = 2 (2-128-128-2, batch 1024) reverse mode and
-    the loop are within 5% of each other. Networks with linear ends take the structured trace
-    instead (``prefer_structured``), hundreds of times faster at D = 784.
+    """The generic exact-trace method for this dimension and device: the batched reverse mode
+    (``vjp``), the fastest of reverse mode, forward mode and the per-dimension loop on CPU
+    (docs/benchmarks.md, "Measurements behind the code's choices"). Networks with linear ends take
+    the structured trace instead (``prefer_structured``).
     """
     return "vjp"
 
@@ -33,15 +29,11 @@ def prefer_structured(p: StructuredPlan, d: int) -> bool:
     """Whether ``auto`` takes the structured trace over the generic one for data dimension d.
 
     Always for a score chain with at most one hidden-to-hidden layer and an energy chain with
-    none: their traces cost O(n h^2) and O(n h), and measured faster than the generic trace
-    from D = 2 on (one CPU thread, batch 1024, width 128: 1.6x for ScoreMLP depth 1 and 2,
-    2.8x for EnergyMLP depth 1). Deeper chains cost O(n h^3) per step: taken when D >= h/2,
-    h the widest layer (measured, batch 256, width 128: ScoreMLP depth 3 at D = 64 1.4x faster
-    than the generic trace, at D = 32 and batch 1024 1.5x slower; depth 4 at D = 128 2.1x
-    faster; EnergyMLP depth 2 at D = 64 2.5x, depth 3 at D = 128 1.8x faster; EnergyMLP
-    depth 2, width 256, batch 64 at D = 32 2.5x slower, at D = 128 1.6x faster). An inner map
-    that torch.func differentiates (not a Chain) takes h Jacobian-vector products through it:
-    taken when D >= h.
+    none: their traces cost O(n h^2) and O(n h), against O(n D) network passes. Deeper chains
+    cost O(n h^3) per step: taken when D >= h/2, h the widest layer. An inner map that
+    torch.func differentiates (not a Chain) takes h Jacobian-vector products through it: taken
+    when D >= h. The thresholds are measured (docs/benchmarks.md, "Measurements behind the
+    code's choices").
     """
     if p.depth == 0:
         return d >= p.width

@@ -25,9 +25,8 @@ def score_and_vjv(
     score function; ``"jvp"``: forward mode, (s, J v) = jvp(s, x, v), slower on CPU.
     ``"auto"``: vjp for a score network (an nn.Module that is not an energy model, or its
     ``score`` method), autograd for everything else: energy scores -grad E (torch.func's nested
-    grad costs more than the extra product: an energy MLP's SSM step took 12.4 ms by vjp, 11.6
-    ms by autograd), modules inside DistributedDataParallel, plain functions, and any module
-    torch.func fails on. All are differentiable in theta.
+    grad costs more than the extra product: docs/benchmarks.md), modules inside
+    DistributedDataParallel, plain functions, and any module torch.func fails on. All are differentiable in theta.
     """
     choice("vjv method", method, ("auto", "vjp", "autograd", "jvp"))
     if method == "auto":

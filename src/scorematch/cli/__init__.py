@@ -63,8 +63,7 @@ def run() -> None:
     """The ``scorematch`` program: ``main()``, then exit with its status. A process of a
     multi-process run (WORLD_SIZE > 1) flushes its output and leaves with ``os._exit``: the
     threads of gloo's process group, already left, could otherwise abort the interpreter's
-    finalisation (SIGABRT, "terminate called without an active exception"; seen in 1 of 15
-    2-process runs on a loaded 2-core machine)."""
+    finalisation (SIGABRT, "terminate called without an active exception")."""
     status = main()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         sys.stdout.flush()

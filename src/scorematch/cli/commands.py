@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scorematch.cli.parser import SAMPLER_FLAGS, TRAIN_HELP
+from scorematch.cli.parser import TRAIN_HELP, sampler_flags
 from scorematch.errors import ConfigError
 from scorematch.run.folder.config import TrainConfig
 
 
 def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in SAMPLER_FLAGS if getattr(args, k, None) is not None}
+    return {k: getattr(args, k) for k in sampler_flags() if getattr(args, k, None) is not None}
 
 
 def _threads(args: argparse.Namespace) -> int:
@@ -69,79 +69,43 @@ def _check_npz(out: Path | None) -> None:
                           f"ending in .npz, e.g. {out.with_suffix('.npz')}")
 
 
-def _nonfinite_message(bad: int, n: int, name: str, model: Any) -> str:
-    step = {"langevin": "--step-size", "mala": "--step-size", "annealed": "--eps"}.get(name)
-    tips = ["a smaller " + step if step else "more --n-steps", "more steps" if step else "another sampler (ode)"]
-    if getattr(model, "run_info", {}).get("data", {}).get("kind") == "vector" \
-            and not model.run_info["data"].get("standardize"):
-        tips.insert(0, "training on standardised data (train --standardize auto)")
-    return (f"{bad} of {n} samples are NaN or inf (sampler {name}); nothing was written. Try "
-            f"{', '.join(tips)}; --allow-nonfinite writes them anyway")
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from scorematch.files import probe_writable, write_npz
-    from scorematch.run.build.loading import load
-    from scorematch.run.sampling.generate import check_label, count_nonfinite, generate, resolve_sampler
-    from scorematch.run.system import distributed as D
-    from scorematch.run.system.environment import pick_device, say, start_line
+    from scorematch.files import write_npz
+    from scorematch.run.sampling.draw import draw, nonfinite_advice
+    from scorematch.run.sampling.generate import count_nonfinite
+    from scorematch.run.system.environment import pick_device
 
     _check_npz(args.out)
     _check_conditional_flags(args)
     _check_rows(args)
     out = args.out or args.run / "samples.npz"
     threads = _threads(args)
-    ctx, device = D.init_from_env(pick_device(args.device))
-    done = False
-    try:
-        model = load(args.run, device=device)
-        info = model.run_info
-        options = _sampler_options(args)
-        if args.inpaint is not None:
-            if ctx.enabled:
-                raise ConfigError("--inpaint runs in one process; drop --nproc")
-            x, name = _inpaint(args, model, options, out, device, threads)
-        else:
-            n = 1000 if args.n is None else args.n
-            D.on_main(lambda: probe_writable(out), ctx)
-            name, options = resolve_sampler(model, args.sampler, options)
-            check_label(model, info, args.label, args.guidance)
-            if ctx.is_main:
-                say(start_line("sample", device, threads, model, tuple(info["data"]["sample_shape"]),
-                               f"sampler {name}, n {n}" + (f", label {args.label}" if args.label is not None else "")))
-            per_rank = -(-n // ctx.world_size)
-            # rank r draws samples K + r per_rank ..: the same rows as one process would draw
-            stats: dict[str, Any] = {}
-            x = generate(model, info, per_rank, sampler=name, seed=args.seed,
-                         start_index=args.start_index + ctx.rank * per_rank, batch_size=args.batch_size, stats=stats,
-                         progress=ctx.is_main and not args.no_progress, warn_nonfinite=False, label=args.label,
-                         guidance=args.guidance, **options)
-            x = D.gather_rows(x.contiguous(), ctx)[:n].cpu()
-            evals = int(D.gather_rows(torch.tensor([stats["evaluations"]], device=device), ctx).max())
-        done = True
-    finally:
-        D.shutdown(ctx, clean=done)
-    if not ctx.is_main:
+    drawn = draw(args.run, out, n=args.n, sampler=args.sampler, seed=args.seed, options=_sampler_options(args),
+                 label=args.label, guidance=args.guidance, inpaint=args.inpaint, inpaint_method=args.inpaint_method,
+                 particles=args.particles, resample=args.resample, device=pick_device(args.device), threads=threads,
+                 progress=not args.no_progress, start_index=args.start_index, batch_size=args.batch_size)
+    if not drawn.is_main:
         return 0
+    x = drawn.samples
     bad = count_nonfinite(x)
     if bad and not args.allow_nonfinite:
         from scorematch.errors import SamplingError
 
-        raise SamplingError(_nonfinite_message(bad, len(x), name, model))
-    if args.inpaint is not None:
+        raise SamplingError(nonfinite_advice(bad, len(x), drawn.sampler, drawn.model))
+    if drawn.evaluations is None:
         write_npz(out, samples=x.numpy())
     else:
         import numpy as np
 
         write_npz(out, samples=x.numpy(), row_index=np.arange(args.start_index, args.start_index + len(x)),
-                  seed=np.int64(args.seed), score_evaluations=np.int64(evals))
-        print(f"score evaluations: {evals} per sample (sampler {name})")
+                  seed=np.int64(args.seed), score_evaluations=np.int64(drawn.evaluations))
+        print(f"score evaluations: {drawn.evaluations} per sample (sampler {drawn.sampler})")
     note = f", {bad} of them NaN/inf" if bad else ""
     print(f"wrote {out} (samples: {tuple(x.shape)}{note}"
-          f"{f', from {ctx.world_size} processes' if ctx.enabled else ''})")
-    if info["data"]["kind"] == "image":
+          f"{f', from {drawn.world_size} processes' if drawn.world_size > 1 else ''})")
+    if drawn.model.run_info["data"]["kind"] == "image":
         from scorematch.plotting import save_image_grid
 
         png = out.with_suffix(".png")
@@ -172,26 +136,6 @@ def _check_conditional_flags(args: argparse.Namespace) -> None:
     elif args.start_index or args.batch_size is not None:
         raise ConfigError("--start-index and --batch-size do not apply with --inpaint: one sample is filled in per "
                           "row of x, all at once")
-
-
-def _inpaint(args: argparse.Namespace, model: Any, options: dict[str, Any], out: Path, device: Any,
-             threads: int) -> tuple[Any, str]:
-    """The rows of --inpaint FILE filled in: checked (file, flags, label) before anything is written."""
-    from scorematch.files import probe_writable
-    from scorematch.run.sampling.inpaint import check_request, inpaint_run, read_inpaint_file
-    from scorematch.run.system.environment import say, start_line
-
-    info = model.run_info
-    method, sampler, _, _ = check_request(model, info, args.inpaint_method, args.sampler, options, args.particles,
-                                          args.resample, args.label, args.guidance)
-    x, mask = read_inpaint_file(args.inpaint, tuple(info["data"]["sample_shape"]), info["data"]["kind"])
-    probe_writable(out)
-    say(start_line("sample", device, threads, model, tuple(info["data"]["sample_shape"]),
-                   f"inpainting {x.shape[0]} rows by {method}{f' with {sampler}' if sampler else ''}"))
-    filled = inpaint_run(model, info, x, mask, method=method, sampler=sampler, seed=args.seed,
-                         particles=args.particles, resample=args.resample, label=args.label,
-                         guidance=args.guidance, progress=not args.no_progress, **options)
-    return filled.cpu(), f"inpaint {method}"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -10,13 +10,15 @@ import dataclasses
 from pathlib import Path
 
 from scorematch._version import __version__
+from scorematch.objectives import catalogue as objective_catalogue
 from scorematch.run.folder.config import MODEL_NAMES, SDE_NAMES, TrainConfig
+from scorematch.samplers import catalogue as sampler_catalogue
 
 #: help text of every TrainConfig field that is a CLI flag (the flag is --field-name)
 TRAIN_HELP: dict[str, str] = {
     "data": "toy name, 'digits', mnist:DIR, fashion-mnist:DIR, cifar10:DIR, images:DIR (labelled when every image "
             "is in a sub-folder per class), or a .npy/.npz/.csv file of shape (n, D)",
-    "objective": "esm | esm_kde | ism | ssm | ssm_vr | dsm | ncsn | sde | edm",
+    "objective": " | ".join(objective_catalogue.names()),
     "model": f"{' | '.join(MODEL_NAMES)}; auto picks the model the objective needs (edm: time_mlp for vectors, "
              "time_unet for images, as the network F inside the EDM preconditioning)",
     "steps": "total training steps (with --resume: continue up to this many)",
@@ -126,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Draw samples; writes an .npz with the array 'samples' (data space; "
                                    "images in [0, 1] as (n, C, H, W)) and, for images, a PNG grid beside it.")
     s.add_argument("run", type=Path, help="run folder")
-    s.add_argument("--sampler", default=None, help=SAMPLER_HELP)
+    s.add_argument("--sampler", default=None, help=sampler_help())
     s.add_argument("--n", type=_int, default=None, help="number of samples (default: 1000; with --inpaint: one per "
                                                         "row of x)")
     s.add_argument("--seed", type=_int, default=0, help="sampler seed (default: 0)")
@@ -155,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", type=Path, help="run folder")
     e.add_argument("--n", type=_int, default=2000, help="number of samples to draw (default: 2000)")
     e.add_argument("--seed", type=_int, default=0, help="seed (default: 0)")
-    e.add_argument("--sampler", default=None, help="sampler to evaluate: " + SAMPLER_HELP)
+    e.add_argument("--sampler", default=None, help="sampler to evaluate: " + sampler_help())
     e.add_argument("--likelihood", action="store_true", default=None,
                    help="also compute the test log-likelihood through the probability-flow ODE")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -194,43 +196,50 @@ def _add_common_flags(p: argparse.ArgumentParser, device: bool = True) -> None:
                    help="no progress (default: a bar with rate and ETA on a terminal, a line every 10 s otherwise)")
 
 
-SAMPLER_HELP = ("langevin | mala (unconditional models); annealed (NCSN); euler_maruyama | reverse_diffusion | pc | "
-                "ode (score-SDE samplers); heun | euler | euler_ancestral | ddim | dpm_solver | continuous_langevin "
-                "(denoising samplers over Karras noise levels, or an NCSN run's own levels, for every NCSN, SDE "
-                "and EDM model). Default, measured fastest to good samples: unconditional: langevin; NCSN: "
-                "annealed (the run's schedule); VE: dpm_solver, 10 steps; VP: dpm_solver, 50 steps, order 3; "
-                "sub-VP: dpm_solver, 50 steps; EDM: dpm_solver, 20 steps")
-SAMPLER_FLAGS = ("n_steps", "step_size", "eps", "steps_per_sigma", "snr", "s_churn", "s_tmin", "s_tmax", "s_noise",
-                 "eta", "order", "brownian", "per_sample_step")
+def sampler_help() -> str:
+    """The help of --sampler: the samplers by family and the default of each model kind, from the
+    sampler catalogue."""
+    from scorematch.samplers import catalogue as C
+
+    families = "; ".join(f"{' | '.join(e.name for e in C.entries(f))} ({C.FAMILY_TEXT[f]})" for f in C.FAMILIES
+                         if C.entries(f))
+    defaults = []
+    for kind in C.KINDS:
+        try:
+            name, settings = C.default_for(kind)
+        except Exception:  # noqa: BLE001 - a kind without a default is left out of the help
+            continue
+        defaults.append(f"{kind}: {name}" + "".join(f", {k} {v}" for k, v in settings.items()))
+    return f"{families}. Default, measured fastest to good samples: {'; '.join(defaults)}"
+
+
+def sampler_flags() -> list[str]:
+    """The sampler options that are command-line flags (--name-with-dashes), in catalogue order."""
+    from scorematch.samplers import catalogue as C
+
+    names: list[str] = []
+    for e in C.entries():
+        names += [o.name for o in e.options if o.flag and o.name not in names]
+    return names
 
 
 def _add_sampler_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per sampler option of the catalogue; its help says which samplers take it and its
+    default in each."""
+    from scorematch.samplers import catalogue as C
+
     g = p.add_argument_group("sampler options (defaults from the run; an option of another sampler is refused)")
-    g.add_argument("--n-steps", type=_int, help="steps of langevin/mala/euler_maruyama/reverse_diffusion/pc; number "
-                   "of noise levels of the denoising samplers (default: heun, dpm_solver 18; euler, ddim 50; "
-                   "euler_ancestral 100; continuous_langevin 1000; an NCSN run: its own levels; a model kind's "
-                   "default sampler: its steps above)")
-    g.add_argument("--step-size", type=float, help="Langevin step size eta (eta-form)")
-    g.add_argument("--eps", type=float, help="annealed Langevin eps (alpha-form, Algorithm 1)")
-    g.add_argument("--steps-per-sigma", type=_int, help="annealed Langevin steps per noise level T")
-    g.add_argument("--snr", type=float, help="signal-to-noise ratio of the PC corrector")
-    g.add_argument("--s-churn", type=float, help="heun/euler: stochastic churn of EDM Algorithm 2 (default 0: "
-                                                 "Algorithm 1, deterministic)")
-    g.add_argument("--s-tmin", type=float, help="heun/euler with --s-churn: lowest sigma that gets churn (default 0)")
-    g.add_argument("--s-tmax", type=float, help="heun/euler with --s-churn: highest sigma that gets churn "
-                                                "(default: no limit)")
-    g.add_argument("--s-noise", type=float, help="heun/euler with --s-churn, euler_ancestral: scale of the added "
-                                                 "noise (default 1)")
-    g.add_argument("--eta", type=float, help="euler_ancestral (default 1), ddim (default 0, in [0, 1]): share of "
-                                             "each step's noise drawn afresh")
-    g.add_argument("--order", type=_int, help="dpm_solver: 2 (DPM-Solver++(2M), default) or 3 (3M)")
-    g.add_argument("--brownian", action="store_true", default=None,
-                   help="euler_ancestral, ddim (--eta > 0), heun/euler (--s-churn > 0), continuous_langevin, "
-                        "euler_maruyama, reverse_diffusion, pc: noise from one Brownian path per sample (a Brownian "
-                        "tree), so that at one seed the samples converge as --n-steps grows (default: fresh noise)")
-    g.add_argument("--per-sample-step", action="store_true", default=None,
-                   help="pc: each sample's own corrector step size instead of the batch mean (then every sample is "
-                        "independent of the others drawn with it; unstable in low dimension)")
+    for name in sampler_flags():
+        uses = [(e.name, e.option(name)) for e in C.entries() if name in e.option_names()]
+        texts: dict[str, list[str]] = {}
+        for sampler, o in uses:
+            texts.setdefault(o.help, []).append(sampler)
+        typ = uses[0][1].type
+        helptext = "; ".join(f"{', '.join(who)}: {text}" for text, who in texts.items())
+        if typ is bool:  # a switch: on when given (its default is off)
+            g.add_argument("--" + name.replace("_", "-"), action="store_true", default=None, help=helptext)
+            continue
+        g.add_argument("--" + name.replace("_", "-"), type=_int if typ is int else typ, help=helptext)
 
 
 def _add_conditional_flags(p: argparse.ArgumentParser) -> None:
@@ -249,7 +258,8 @@ def _add_conditional_flags(p: argparse.ArgumentParser) -> None:
                    help="smc (default): sequential Monte Carlo, the one of the three that converges to the exact "
                         "conditional p(x_unknown | x_known) (on a 2-D mixture it matches it where replacement puts "
                         "up to 37%% of the samples in the wrong mode); replace: replacement with --sampler (default "
-                        "heun), fast, approximate; repaint: replacement with RePaint resampling (--resample)")
+                        f"{sampler_catalogue.DEFAULT_DENOISING}), fast, approximate; repaint: replacement with "
+                        "RePaint resampling (--resample)")
     g.add_argument("--particles", type=_int, default=None,
                    help="--inpaint-method smc: particles per row of x, one of them returned (default: 32)")
     g.add_argument("--resample", type=_int, default=None,

@@ -86,18 +86,11 @@ class NCSNUNet(nn.Module):
     a middle block, a 3x3 conv at the coarse size then nearest upsampling to the
     skip's exact size, concatenated skip connections, and a zero-initialised 3x3
     conv out to C channels. No batch statistics: row i of the output depends on
-    row i of the input only. Defaults: ~415k parameters; one training step on a
-    batch of 128 8x8 digits takes ~39 ms on 2 CPU threads.
+    row i of the input only. Defaults: ~415k parameters.
 
-    Default ``conditioning="embedding"``, chosen by measurement
-    (``benchmarks/ncsn_image_step.py --compare``): sklearn digits (1797 x 1 x 8 x 8,
-    pixels / 16), 1500 train / 297 held-out, 10 geometric sigmas from 5 (the
-    largest pairwise distance is 4.81) to 0.01, per-row loss 1/2 ||sigma s + z||^2,
-    default net, Adam lr 1e-3, batch 128, 1500 steps, 2 seeds. Held-out loss,
-    mean over the levels: embedding 7.87, divide 8.38 (seed spread <= 0.08);
-    per level, embedding vs divide: sigma 5: 0.150 vs 0.379, 1.26: 1.29 vs 1.59,
-    0.158: 8.24 vs 8.70, 0.01: 17.69 vs 18.80; embedding is lower at all 10
-    levels for both seeds. At large sigma the optimum sigma s ~ (mean - x~)/sigma
+    Default ``conditioning="embedding"``: its held-out loss on digits is lower than
+    ``divide``'s at every noise level (``benchmarks/ncsn_image_step.py --compare``;
+    docs/benchmarks.md). At large sigma the optimum sigma s ~ (mean - x~)/sigma
     depends on sigma, which an unconditional f can only guess from ||x||.
 
     Args:

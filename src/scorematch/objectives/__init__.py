@@ -15,20 +15,50 @@ with exactly the 1/2 factors of conventions.md:
 
 ``dsm``, ``ncsn``, ``sde_dsm`` and ``edm`` take ``labels=`` for class-conditional models;
 ``drop_labels`` is the label dropout of classifier-free guidance.
+
+What each objective is (its name, the model it trains, the settings it reads, its schedule and
+loss in a run) is written once, in ``scorematch.objectives.catalogue``; the names here are
+imported on first use, so that reading the catalogue (the command line's help) imports no torch.
 """
 
-from scorematch.objectives.dsm import dsm, ncsn, ncsn_per_sample
-from scorematch.objectives.edm import edm, edm_per_sample, edm_sigmas, edm_weight
-from scorematch.objectives.esm import esm, esm_kde, kde_score
-from scorematch.objectives.ism import ism
-from scorematch.objectives.labels import drop_labels
-from scorematch.objectives.sde import sde_dsm
-from scorematch.objectives.ssm import ssm
+from __future__ import annotations
 
-#: names accepted by ``scorematch train --objective``
-OBJECTIVE_NAMES = ("esm", "esm_kde", "ism", "ssm", "ssm_vr", "dsm", "ncsn", "sde", "edm")
+import importlib
+import sys
+import types
+from typing import Any
 
-__all__ = [
-    "OBJECTIVE_NAMES", "drop_labels", "dsm", "edm", "edm_per_sample", "edm_sigmas", "edm_weight", "esm",
-    "esm_kde", "ism", "kde_score", "ncsn", "ncsn_per_sample", "sde_dsm", "ssm",
-]
+from scorematch.objectives import catalogue
+
+#: the helpers beside the catalogue's functions, by import path
+_HELPERS = ("labels:drop_labels", "edm:edm_per_sample", "edm:edm_sigmas", "edm:edm_weight", "esm:kde_score",
+            "dsm:ncsn_per_sample", "catalogue:LossData")
+_WHERE = {name: module for module, _, name in (h.partition(":") for h in _HELPERS)}
+for _e in catalogue.entries():
+    _module, _, _name = _e.function.path.partition(":")
+    _WHERE[_name] = _module.rsplit(".", 1)[1]
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'scorematch.objectives' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"scorematch.objectives.{_WHERE[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+class _Package(types.ModuleType):
+    """This package, whose functions keep their names when a submodule of the same name (the
+    module ``langevin`` of the function ``langevin``) is imported: the function wins, as it did
+    when the package imported every function at once."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and name in _WHERE:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -16,8 +16,10 @@ Its parts, bottom to top; each module imports only the library and the modules l
     build.user_model     a user's own module (the protocol), data given in memory, save/load of a bare model
     build.loading        load (the trained model), run_data and held_out (its data), data_score
     build.start          the data, its standardisation and the model a new or resumed run starts from
+    sampling.space       a trained model as the samplers see it: unwrapped, its shape, its noise process
     sampling.generate    samples of a trained model with any sampler, defaults from its run, classes and guidance
     sampling.inpaint     the unknown part of x filled in given the rest (an .npz of x and mask), three methods
+    sampling.draw        `scorematch sample` as one call: samples or inpainting, split over torchrun processes
     training.logs        loss.csv, TensorBoard, progress bar
     training.loop        train: set-up, one step, logging, checkpointing
     reporting.evaluate   scores and samples of a run against closed forms and held-out data

@@ -1,69 +1,91 @@
 """Samplers: each a function of a score function (never a method of a trainer).
 
-    ===================  =============================================================
-    langevin             x + eta s(x) + sqrt(2 eta) z
-    mala                 Langevin proposal + Metropolis-Hastings correction (energy models)
-    annealed_langevin    NCSN Algorithm 1 over sigma_1 > ... > sigma_L (alias ``annealed``)
-    euler_maruyama       reverse SDE dx = [f - g^2 s] dt + g dw_bar
-    reverse_diffusion    the reverse-diffusion predictor of the score-SDE paper
-    pc                   predictor-corrector (predictor + Langevin corrector with an SNR rule)
-    ode                  probability-flow ODE dx = [f - 1/2 g^2 s] dt, adaptive solver
-    heun                 EDM Algorithm 1/2: Heun on dx/dsigma = (x - D(x, sigma)) / sigma
-    euler                Euler on the same ODE in sigma
-    euler_ancestral      Euler step to sigma_down + noise sigma_up
-    ddim                 DDIM with eta, in the VE view
-    dpm_solver           DPM-Solver++(2M) / (3M), multistep
-    continuous_langevin  the tutorial notes' dx = s dt + sqrt(2 sigma(t)) dw
-    ===================  =============================================================
+Every sampler is called the same way, the shape of k-diffusion's and EDM's samplers:
 
-The denoising samplers (heun ... continuous_langevin) take ``(score_fn, x, sigmas)``: see
-``scorematch.samplers.denoising``; ``guided`` and ``inpaint`` (``scorematch.samplers.conditional``)
-wrap a score for classifier-free guidance and for inpainting / imputation.
+    x = sampler(score_fn, x, schedule, *, generator=None, callback=None, progress=False,
+                return_trajectory=False, **options)
 
-Every sampler takes ``generator``: a torch.Generator, or per-row generators (``RowGenerators``, or
-a list of torch.Generators, one per row, as diffusers takes them). With per-row generators row i
-of the start and of every noise draw comes from generator i alone, so
-``RowGenerators.from_seed(seed, n, start)`` makes sample i depend on (seed, start + i) only: the
-first k samples of n are those of k, whatever the batch. The stochastic denoising and SDE samplers
-take ``brownian=True`` for the increments of one Brownian path per row (a Brownian tree) instead
-of fresh noise, so that at one seed the sample converges as the steps grow. ``CountedScore``
-counts a score's evaluations and ``evaluations`` gives the count of each sampler.
+- ``score_fn``: the model or a callable; what it takes is the sampler's conditioning (s(x) for
+  langevin and mala, whose "score" is an energy for mala; s(x, sigma) for annealed Langevin and
+  the denoising samplers; s(x, t) for the score-SDE samplers), sigma and t of shape (n,);
+- ``x``: the start (n, ...), drawn by the caller where the method starts (the score-SDE samplers
+  also take a shape and draw it from the SDE's prior);
+- ``schedule``: what the steps run over: the step size eta (langevin, mala), the noise levels
+  sigma_1 > ... > sigma_L (annealed Langevin), the grid sigma_0 > ... > sigma_N >= 0 (the
+  denoising samplers) or the ``scorematch.sde.SDE`` (the score-SDE samplers);
+- ``generator``: every random draw: a torch.Generator, or per-row generators (``RowGenerators``,
+  or a list of torch.Generators, one per row, as diffusers takes them), row i of every draw then
+  from generator i alone, so that a sample does not depend on the batch it is drawn in
+  (``RowGenerators.from_seed(seed, n, start)``: sample i from (seed, start + i));
+  ``brownian=True`` (the stochastic samplers) takes the noise from one Brownian path per row;
+  ``progress``: a progress report on stderr;
+- ``callback(info)``: once per step, ``info`` a dict holding at least ``i`` (the step, 0-based),
+  ``nfe`` (score evaluations so far) and ``x``, plus what the sampler has: ``sigma`` or ``t``,
+  the denoising samplers' ``denoised`` (with x before the step, as k-diffusion's),
+  ``acceptance_rate`` (mala, over the steps so far);
+- the result: the samples, shaped like x, or ``(samples, trajectory)`` with
+  ``return_trajectory``, the trajectory stacked on a new first axis.
+
+The result is the samples themselves rather than a record type, so that samplers compose (one's
+output is another's start, ``inpaint`` wraps any of them) and numbers compare directly; what a
+run learns beside the samples (MALA's acceptance rate, the adaptive ODE's evaluations) comes
+through the one callback, which sees every step anyway. ``scorematch.samplers._loop`` holds the
+callback, progress and trajectory plumbing (with its memory guard) that every sampler shares.
+
+Which samplers there are, their options, defaults, the models they fit and their number of
+score evaluations: ``scorematch.samplers.catalogue`` (one entry each); ``sample(name, ...)`` runs
+one by name. ``guided`` and ``inpaint`` (``scorematch.samplers.conditional``) wrap a score for
+classifier-free guidance and for inpainting / imputation. The names here are imported on first
+use, so that reading the catalogue (the command line's help) imports no torch.
 """
 
-from scorematch._brownian import BrownianTree
-from scorematch._random import RowGenerators, row_seed
-from scorematch.samplers.conditional import guided, inpaint, inpaint_sde, inpaint_smc, replace_known
-from scorematch.samplers.counting import CountedScore, evaluations
-from scorematch.samplers.denoising import (
-    DENOISING_SAMPLERS,
-    continuous_langevin,
-    ddim,
-    dpm_solver,
-    euler,
-    euler_ancestral,
-    heun,
-    sample,
-)
-from scorematch.samplers.langevin import MALAResult, annealed_langevin, langevin, mala
-from scorematch.samplers.sde import (
-    ODEResult,
-    euler_maruyama,
-    langevin_corrector,
-    ode,
-    pc,
-    reverse_diffusion,
-)
+from __future__ import annotations
 
-annealed = annealed_langevin
+import importlib
+import sys
+import types
+from typing import Any
 
-#: names accepted by ``scorematch sample --sampler``
-SAMPLER_NAMES = ("langevin", "mala", "annealed", "euler_maruyama", "reverse_diffusion", "pc", "ode",
-                 "heun", "euler", "euler_ancestral", "ddim", "dpm_solver", "continuous_langevin")
+from scorematch._lazy import Lazy
+from scorematch.samplers import catalogue
 
-__all__ = [
-    "DENOISING_SAMPLERS", "BrownianTree", "CountedScore", "MALAResult", "ODEResult", "RowGenerators",
-    "SAMPLER_NAMES", "annealed", "annealed_langevin", "continuous_langevin", "ddim", "dpm_solver", "euler",
-    "euler_ancestral", "euler_maruyama", "evaluations", "guided", "heun", "inpaint", "inpaint_sde", "inpaint_smc",
-    "langevin", "langevin_corrector", "mala", "ode", "pc", "replace_known", "reverse_diffusion", "row_seed",
-    "sample",
-]
+#: the functions of the catalogue's entries (by their own names and the catalogue's), and the helpers
+_WHERE: dict[str, str] = {
+    "guided": "conditional", "inpaint": "conditional", "inpaint_sde": "conditional", "inpaint_smc": "conditional",
+    "replace_known": "conditional", "langevin_corrector": "sde", "sample": "catalogue",
+    "CountedScore": "counting", "RowGenerators": "streams", "row_seed": "streams", "BrownianTree": "streams",
+}
+for _e in catalogue.entries():
+    if isinstance(_e.function, Lazy):
+        _module, _, _name = _e.function.path.partition(":")
+        _WHERE[_name] = _WHERE[_e.name] = _module.rsplit(".", 1)[1]
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'scorematch.samplers' has no attribute {name!r}")
+    module = importlib.import_module(f"scorematch.samplers.{_WHERE[name]}")
+    if name in catalogue.CATALOGUE:
+        return catalogue.CATALOGUE[name].resolved()
+    return getattr(module, name)
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+class _Package(types.ModuleType):
+    """This package, whose functions keep their names when a submodule of the same name (the
+    module ``langevin`` of the function ``langevin``) is imported: the function wins, as it did
+    when the package imported every function at once."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and name in _WHERE:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+

@@ -169,7 +169,7 @@ def inpaint(
     completed batch (or (batch, trajectory) if the sampler returns one). Replacement is an
     approximation of the conditional: see ``inpaint_smc`` for a sampler that converges to it.
     """
-    from scorematch.samplers.denoising import DENOISING_SAMPLERS
+    from scorematch.samplers import catalogue
 
     known = _check_known(known, _checks.batch("x", x).shape)
     mask = _mask_like(mask, known)
@@ -180,9 +180,9 @@ def inpaint(
         if isinstance(out, tuple):
             return torch.where(mask, known, out[0]), out[1]
         return torch.where(mask, known, out)
-    if sampler not in [fn for fn, _ in DENOISING_SAMPLERS.values()]:
-        raise ConfigError("resample > 1 needs one of the denoising samplers (heun, euler, euler_ancestral, "
-                          "ddim, dpm_solver, continuous_langevin)")
+    denoising = catalogue.entries(catalogue.DENOISING)
+    if sampler not in [e.resolved() for e in denoising]:
+        raise ConfigError(f"resample > 1 needs one of the denoising samplers ({', '.join(e.name for e in denoising)})")
     unused = sorted({"callback", "progress", "return_trajectory"} & set(options))
     if unused:
         raise ConfigError(f"{', '.join(unused)} do not apply with resample > 1")
@@ -299,10 +299,11 @@ def inpaint_sde(
     **options: Any,
 ) -> Any:
     """The same for a time-conditional score and a score-SDE sampler (euler_maruyama,
-    reverse_diffusion, pc, ode): ``sampler(replace_known(score_fn, known, mask, sde), sde, start)``
+    reverse_diffusion, pc, ode): ``sampler(replace_known(score_fn, known, mask, sde), start, sde)``
     from start ~ the prior of ``sde`` (shape of ``known``), then the known values put back; for
     ``ode`` the known part's noise is drawn once (``fixed_noise``), so its field stays smooth.
-    Returns what the sampler returns (an ``ODEResult`` for ``ode``) with the samples completed."""
+    Returns what the sampler returns (the samples, or (samples, trajectory)) with the samples
+    completed."""
     if not isinstance(sde, SDE):
         raise ConfigError(f"sde must be a scorematch.sde.SDE, got {type(sde).__name__}")
     known = _checks.batch("known", known)
@@ -311,9 +312,7 @@ def inpaint_sde(
     from scorematch.samplers.sde import ode
 
     wrapped = replace_known(score_fn, known, mask, sde, generator, fixed_noise=sampler is ode)
-    out = sampler(wrapped, sde, start, generator=generator, **options)
-    if isinstance(out, tuple) and hasattr(out, "_replace"):  # ODEResult
-        return out._replace(samples=torch.where(mask, known, out.samples))
+    out = sampler(wrapped, start, sde, generator=generator, **options)
     if isinstance(out, tuple):
         return torch.where(mask, known, out[0]), out[1]
     return torch.where(mask, known, out)

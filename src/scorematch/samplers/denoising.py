@@ -4,16 +4,17 @@ D(x, sigma) = x + sigma^2 s(x, sigma) (Tweedie) and the probability-flow ODE in 
 
     dx/dsigma = (x - D(x, sigma)) / sigma = -sigma s(x, sigma).
 
-Each sampler is called as ``name(score_fn, x, sigmas, generator=None, callback=None,
-progress=False, ...)``: ``score_fn(x, sigma)`` a noise-conditional score (sigma of shape (n,);
-a model with ``.score`` works, and ``scorematch.denoise.sigma_view`` turns a time-conditional
-SDE model into one), ``x`` the start already at the scale of sigmas[0] (x ~ N(0, sigma_0^2 I)
-for sigma_0 >> the data's scale: the caller draws it), ``sigmas`` strictly descending with only
-the last allowed to be 0 (``scorematch.noise.karras_sigmas``). ``callback`` is called once per
-step with a dict {i, sigma, sigma_hat, sigma_next, x, denoised} (x and denoised at sigma_hat,
-before the step), ``progress`` shows a tqdm bar on stderr. Each returns the final x, or
-(x, trajectory) with ``return_trajectory``: the start and the state after every step,
-shape (N + 1, *x.shape). All run under ``torch.no_grad()``.
+Each sampler is called as ``name(score_fn, x, sigmas, *, generator=None, callback=None,
+progress=False, return_trajectory=False, **options)``: ``score_fn(x, sigma)`` a
+noise-conditional score (sigma of shape (n,); a model with ``.score`` works, and
+``scorematch.denoise.sigma_view`` turns a time-conditional SDE model into one), ``x`` the start
+already at the scale of sigmas[0] (x ~ N(0, sigma_0^2 I) for sigma_0 >> the data's scale: the
+caller draws it), ``sigmas`` strictly descending with only the last allowed to be 0
+(``scorematch.noise.karras_sigmas``). ``callback`` is called once per step with a dict
+{i, nfe, sigma, sigma_hat, sigma_next, x, denoised} (x and denoised at sigma_hat, before the
+step, as k-diffusion's), ``progress`` reports progress on stderr. Each returns the final x, or
+(x, trajectory) with ``return_trajectory``: the start and the state after every step, shape
+(N + 1, *x.shape). All run under ``torch.no_grad()``.
 
 Score evaluations (NFE) for N = len(sigmas) - 1 steps: heun 2N - 1 when the last sigma is 0
 (the last step is an Euler step), else 2N; every other sampler N.
@@ -27,24 +28,21 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from scorematch import _checks
 from scorematch._brownian import step_noise
 from scorematch._random import Generators
 from scorematch.errors import ConfigError
-from scorematch.samplers.langevin import check_trajectory_size
+from scorematch.samplers._loop import Callback, Loop
 
-__all__ = ["DENOISING_SAMPLERS", "continuous_langevin", "ddim", "dpm_solver", "euler", "euler_ancestral",
-           "heun", "sample"]
+__all__ = ["continuous_langevin", "ddim", "dpm_solver", "euler", "euler_ancestral", "heun"]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
-Callback = Callable[[dict[str, Any]], None]
 
 
 class _Loop:
-    """What every denoising sampler shares: the checked score, per-row sigma vectors, the step
-    noise, the callback, the progress bar and the trajectory."""
+    """What every denoising sampler shares: the checked score, per-row sigma vectors, and the
+    callback, progress and trajectory of ``scorematch.samplers._loop.Loop``."""
 
     def __init__(self, name: str, score_fn: Any, x: Tensor, sigmas: Tensor | Sequence[float],
                  callback: Callback | None, progress: bool, return_trajectory: bool,
@@ -60,14 +58,16 @@ class _Loop:
         self._noise = step_noise(generator, bool(brownian), self._log_lo, self._log_hi)
         self.steps = len(self.levels) - 1
         self.rows = sig.to(device=self.x.device, dtype=self.x.dtype)[:, None].expand(-1, self.x.shape[0])
-        if callback is not None and not callable(callback):
-            raise ConfigError(f"callback must be callable with one dict argument, got {type(callback).__name__}")
-        self.callback = callback
-        self.bar = tqdm(total=self.steps, desc=name, disable=not progress)
-        self.traj: list[Tensor] | None = None
-        if return_trajectory:
-            check_trajectory_size(self.steps + 1, self.x, name)
-            self.traj = [self.x.clone()]
+        self.loop = Loop(name, self.x, self.steps, callback, progress, return_trajectory, self.steps + 1)
+        self.loop.snapshot(self.x)
+        self.counted = self._count(self.score)
+
+    def _count(self, score: Any) -> Any:
+        def counted(x: Tensor, sigma: Tensor) -> Tensor:
+            self.loop.nfe += 1
+            return score(x, sigma)
+
+        return counted
 
     def noise(self, x: Tensor, sigma_a: float, sigma_b: float) -> Tensor:
         """z ~ N(0, I) for the step from sigma_a to sigma_b: a fresh draw, or the Brownian path's
@@ -85,18 +85,15 @@ class _Loop:
         return torch.full_like(self.rows[i], value)
 
     def report(self, i: int, x: Tensor, sigma_hat: float, s: Tensor) -> None:
-        if self.callback is not None:
-            self.callback({"i": i, "sigma": self.levels[i], "sigma_hat": sigma_hat,
-                           "sigma_next": self.levels[i + 1], "x": x, "denoised": x + sigma_hat**2 * s})
+        """Step i's callback, with x and the denoised x at sigma_hat before the step (k-diffusion's)."""
+        self.loop.step({"sigma": self.levels[i], "sigma_hat": sigma_hat, "sigma_next": self.levels[i + 1], "x": x,
+                        "denoised": x + sigma_hat**2 * s})
 
     def done(self, i: int, x: Tensor) -> None:
-        self.bar.update(1)
-        if self.traj is not None:
-            self.traj.append(x.clone())
+        self.loop.snapshot(x)
 
     def finish(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-        self.bar.close()
-        return (x, torch.stack(self.traj)) if self.traj is not None else x
+        return self.loop.finish(x)
 
 
 def _churn_options(s_churn: float, s_tmin: float | None, s_tmax: float | None,
@@ -120,13 +117,13 @@ def _churn_options(s_churn: float, s_tmin: float | None, s_tmax: float | None,
 def _karras(name: str, second_order: bool, score_fn: Any, x: Tensor, sigmas: Tensor | Sequence[float],
             generator: Generators, callback: Callback | None, progress: bool,
             return_trajectory: bool, s_churn: float, s_tmin: float | None, s_tmax: float | None,
-            s_noise: float | None, brownian: bool) -> Tensor | tuple[Tensor, Tensor]:
+            s_noise: float | None, brownian: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """EDM Algorithm 2 (Algorithm 1 when s_churn = 0) with Heun or Euler steps."""
     churn, tmin, tmax, noise = _churn_options(s_churn, s_tmin, s_tmax, s_noise)
     if brownian and churn == 0:
         raise ConfigError("brownian noise only applies with stochastic churn (s_churn > 0)")
     run = _Loop(name, score_fn, x, sigmas, callback, progress, return_trajectory, generator, brownian)
-    x, score, levels = run.x, run.score, run.levels
+    x, score, levels = run.x, run.counted, run.levels
     gamma_max = min(churn / run.steps, math.sqrt(2) - 1)
     with torch.no_grad():
         for i in range(run.steps):
@@ -158,6 +155,7 @@ def heun(
     score_fn: Any,
     x: Tensor,
     sigmas: Tensor | Sequence[float],
+    *,
     generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
@@ -178,10 +176,9 @@ def heun(
 
     the last step an Euler step (x') when sigma_{i+1} = 0. NFE 2N - 1 with the final 0 (18 Karras
     steps: 35). ``s_tmin``, ``s_tmax`` (default 0, inf) and ``s_noise`` (default 1) only apply with
-    churn; with churn one z is drawn every step. ``brownian=True`` (with churn) takes z from a
-    Brownian path per row instead of fresh draws (see ``euler_ancestral``).
+    churn; with churn one z is drawn every step.
     """
-    return _karras("heun", True, score_fn, x, sigmas, generator, callback, progress, return_trajectory,
+    return _karras(heun.__name__, True, score_fn, x, sigmas, generator, callback, progress, return_trajectory,
                    s_churn, s_tmin, s_tmax, s_noise, brownian)
 
 
@@ -189,6 +186,7 @@ def euler(
     score_fn: Any,
     x: Tensor,
     sigmas: Tensor | Sequence[float],
+    *,
     generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
@@ -204,22 +202,22 @@ def euler(
         x_{i+1} = x_i + (sigma_{i+1} - sigma_i) (x_i - D(x_i, sigma_i)) / sigma_i
                 = x_i + sigma_i (sigma_i - sigma_{i+1}) s(x_i, sigma_i).
 
-    NFE N. ``s_churn`` etc. add Algorithm 2's churn as in ``heun``; ``brownian`` as in ``heun``.
+    NFE N. ``s_churn`` etc. add Algorithm 2's churn as in ``heun``.
     """
-    return _karras("euler", False, score_fn, x, sigmas, generator, callback, progress, return_trajectory,
+    return _karras(euler.__name__, False, score_fn, x, sigmas, generator, callback, progress, return_trajectory,
                    s_churn, s_tmin, s_tmax, s_noise, brownian)
 
 
 def _ancestral(name: str, score_fn: Any, x: Tensor, sigmas: Tensor | Sequence[float], eta: float,
                s_noise: float, generator: Generators, callback: Callback | None, progress: bool,
-               return_trajectory: bool, brownian: bool) -> Tensor | tuple[Tensor, Tensor]:
+               return_trajectory: bool, brownian: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """x_{i+1} = x_i + (sigma_down - sigma_i) d_i + s_noise sigma_up z with
     sigma_up = min(sigma_{i+1}, eta sigma_{i+1} sqrt(1 - sigma_{i+1}^2 / sigma_i^2)),
     sigma_down = sqrt(sigma_{i+1}^2 - sigma_up^2)."""
     if brownian and eta == 0:
         raise ConfigError("brownian noise only applies with eta > 0")
     run = _Loop(name, score_fn, x, sigmas, callback, progress, return_trajectory, generator, brownian)
-    x, score, levels = run.x, run.score, run.levels
+    x, score, levels = run.x, run.counted, run.levels
     with torch.no_grad():
         for i in range(run.steps):
             sigma, sigma_next = levels[i], levels[i + 1]
@@ -245,6 +243,7 @@ def euler_ancestral(
     score_fn: Any,
     x: Tensor,
     sigmas: Tensor | Sequence[float],
+    *,
     generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
@@ -271,7 +270,7 @@ def euler_ancestral(
     if eta == 0 and s_noise is not None:
         raise ConfigError("s_noise only applies with eta > 0")
     noise = 1.0 if s_noise is None else _checks.positive("s_noise", s_noise)
-    return _ancestral("euler_ancestral", score_fn, x, sigmas, eta, noise, generator, callback, progress,
+    return _ancestral(euler_ancestral.__name__, score_fn, x, sigmas, eta, noise, generator, callback, progress,
                       return_trajectory, brownian)
 
 
@@ -279,6 +278,7 @@ def ddim(
     score_fn: Any,
     x: Tensor,
     sigmas: Tensor | Sequence[float],
+    *,
     generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
@@ -298,10 +298,9 @@ def ddim(
         sigma_up = eta sigma_{i+1} sqrt(1 - sigma_{i+1}^2 / sigma_i^2), sigma_down^2 = sigma_{i+1}^2 - sigma_up^2:
 
     the Euler step for eta = 0 and ``euler_ancestral``'s step for 0 < eta <= 1. NFE N.
-    ``brownian`` (eta > 0) as in ``euler_ancestral``.
     """
     eta = _eta(eta, 1.0)
-    return _ancestral("ddim", score_fn, x, sigmas, eta, 1.0, generator, callback, progress, return_trajectory,
+    return _ancestral(ddim.__name__, score_fn, x, sigmas, eta, 1.0, generator, callback, progress, return_trajectory,
                       brownian)
 
 
@@ -309,6 +308,7 @@ def dpm_solver(
     score_fn: Any,
     x: Tensor,
     sigmas: Tensor | Sequence[float],
+    *,
     generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
@@ -332,8 +332,8 @@ def dpm_solver(
     order = _checks.positive_int("order", order)
     if order not in (2, 3):
         raise ConfigError(f"dpm_solver order must be 2 or 3, got {order}")
-    run = _Loop(f"dpm_solver_{order}m", score_fn, x, sigmas, callback, progress, return_trajectory)
-    x, score, levels = run.x, run.score, run.levels
+    run = _Loop(f"{dpm_solver.__name__}_{order}m", score_fn, x, sigmas, callback, progress, return_trajectory)
+    x, score, levels = run.x, run.counted, run.levels
     history: list[tuple[Tensor, float]] = []  # (D_j, h_j) of the previous steps, newest first
     with torch.no_grad():
         for i in range(run.steps):
@@ -382,6 +382,7 @@ def continuous_langevin(
     score_fn: Any,
     x: Tensor,
     sigmas: Tensor | Sequence[float],
+    *,
     generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
@@ -398,11 +399,10 @@ def continuous_langevin(
     With ``scorematch.noise.linear_sigmas(n, sigma_min, sigma_max)`` every dt_k = 1 / (n - 1), the
     recipe exactly. It is Langevin dynamics at temperature sigma(t) for a total time 1, not the
     reverse of a noising process: see the docs page for how it compares with the VE SDE. NFE N.
-    ``brownian`` as in ``euler_ancestral``.
     """
-    run = _Loop("continuous_langevin", score_fn, x, sigmas, callback, progress, return_trajectory, generator,
+    run = _Loop(continuous_langevin.__name__, score_fn, x, sigmas, callback, progress, return_trajectory, generator,
                 brownian)
-    x, score, levels = run.x, run.score, run.levels
+    x, score, levels = run.x, run.counted, run.levels
     span = levels[0] - levels[-1]
     with torch.no_grad():
         for i in range(run.steps):
@@ -413,37 +413,3 @@ def continuous_langevin(
             x = torch.add(x, s, alpha=dt).add_(run.noise(x, sigma, levels[i + 1]), alpha=math.sqrt(2 * sigma * dt))
             run.done(i, x)
     return run.finish(x)
-
-
-#: the denoising samplers by name, with the options each accepts besides the common ones
-DENOISING_SAMPLERS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
-    "heun": (heun, ("s_churn", "s_tmin", "s_tmax", "s_noise", "brownian")),
-    "euler": (euler, ("s_churn", "s_tmin", "s_tmax", "s_noise", "brownian")),
-    "euler_ancestral": (euler_ancestral, ("eta", "s_noise", "brownian")),
-    "ddim": (ddim, ("eta", "brownian")),
-    "dpm_solver": (dpm_solver, ("order",)),
-    "continuous_langevin": (continuous_langevin, ("brownian",)),
-}
-
-
-def sample(
-    name: str,
-    score_fn: Any,
-    x: Tensor,
-    sigmas: Tensor | Sequence[float],
-    generator: Generators = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-    return_trajectory: bool = False,
-    **options: Any,
-) -> Tensor | tuple[Tensor, Tensor]:
-    """Run the denoising sampler ``name`` with its ``options``; an option another sampler takes
-    (e.g. ``eta`` for heun) is refused with a ConfigError naming the ones this sampler takes."""
-    _checks.choice("sampler", name, list(DENOISING_SAMPLERS))
-    fn, allowed = DENOISING_SAMPLERS[name]
-    wrong = sorted(set(options) - set(allowed))
-    if wrong:
-        valid = ", ".join(allowed) if allowed else "none"
-        raise ConfigError(f"option(s) {', '.join(wrong)} do not apply to the {name} sampler (its options: {valid})")
-    return fn(score_fn, x, sigmas, generator=generator, callback=callback, progress=progress,
-              return_trajectory=return_trajectory, **options)

@@ -1,8 +1,11 @@
 """Samplers of the score SDEs (Song et al. 2021): reverse-SDE predictors, the Langevin
 corrector, predictor-corrector and the probability-flow ODE.
 
-Each sampler is a function of a time-conditional score function ``score_fn(x, t)`` (or a module
-with ``.score(x, t)``), t of shape (n,), and runs under ``torch.no_grad()``.  The time grid is
+Each sampler is called as every sampler is (``scorematch.samplers``), ``name(score_fn, x, sde, *,
+generator, callback, progress, return_trajectory, **options)``: a time-conditional score function
+``score_fn(x, t)`` (or a module with ``.score(x, t)``), t of shape (n,); the start ``x`` (or a
+shape: x is then drawn from the SDE's prior, in ``dtype`` on ``device``); the ``SDE``. Each runs
+under ``torch.no_grad()``.  The time grid is
 t_k = 1 - k (1 - eps_t) / n_steps, k = 0..n_steps (dt = (1 - eps_t) / n_steps): step k evaluates
 the score at t_k and moves to t_{k+1}.  ``denoise=True`` ends with Tweedie's step at eps_t,
 x <- (x + std(eps_t)^2 s(x, eps_t)) / m(eps_t) = E[x_0 | x_eps_t], one more score evaluation.
@@ -10,56 +13,29 @@ x <- (x + std(eps_t)^2 s(x, eps_t)) / m(eps_t) = E[x_0 | x_eps_t], one more scor
 Number of score evaluations (NFE): euler_maruyama and reverse_diffusion n_steps (+1 with
 denoise), pc n_steps * (1 + n_corrector) (+1 with denoise); ``ode`` reports its own (adaptive).
 
-``progress=True`` shows a progress bar on stderr (plain periodic lines when stderr is not a
-terminal); ``callback(info)`` is called after every step with ``{"i", "x", "t"}`` (``ode``: at
-every evaluation of the velocity, ``i`` counting them).
-
-Return types: the SDE samplers return the samples tensor, or ``(samples, trajectory)`` with
-``return_trajectory=True``; ``ode`` returns ``ODEResult(samples, nfe, trajectory)``.
+``progress=True`` reports progress on stderr; ``callback(info)`` is called after every step
+with ``{"i", "nfe", "x", "t"}`` (``ode``: at every evaluation of the velocity, and once more
+after the denoising step, so the last call's ``nfe`` is the run's). Each returns the samples, or
+``(samples, trajectory)`` with ``return_trajectory=True``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from scorematch import _checks
-from scorematch._brownian import StepNoise, step_noise
-from scorematch._progress import progress as progress_bar
+from scorematch._brownian import step_noise
 from scorematch._random import Generators, randn_like
 from scorematch.errors import ConfigError
+from scorematch.samplers._loop import Callback, Loop, check_trajectory_size
 from scorematch.sde import ODE_METHODS, SDE
 
-__all__ = [
-    "ODEResult",
-    "euler_maruyama",
-    "reverse_diffusion",
-    "langevin_corrector",
-    "pc",
-    "ode",
-]
-
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
-#: ``callback({"i", "x", "t"})``: after every step (``ode``: every evaluation of the velocity)
-Callback = Callable[[dict], None]
-_MAX_TRAJECTORY_BYTES = 2 * 1024**3
-_PREDICTORS = ("reverse_diffusion", "euler_maruyama")
-
-
-class ODEResult(NamedTuple):
-    """Result of ``ode``: samples (shape of x), nfe (score evaluations), trajectory or None.
-
-    trajectory has shape (n_snapshots, *samples.shape), snapshot j at time
-    1 - j (1 - eps_t) / (n_snapshots - 1); its last entry is before the denoising step.
-    """
-
-    samples: Tensor
-    nfe: int
-    trajectory: Tensor | None = None
 
 
 def _score_callable(score_fn: Any) -> ScoreFn:
@@ -80,13 +56,13 @@ def _start(
     device: torch.device | str | None,
 ) -> Tensor:
     if isinstance(shape_or_x0, Tensor):
-        x = _checks.batch("shape_or_x0", shape_or_x0)
+        x = _checks.batch("x", shape_or_x0)
         return x.detach().to(dtype=dtype or x.dtype, device=device or x.device).clone()
     if not isinstance(shape_or_x0, Sequence | torch.Size) or not all(
         isinstance(s, int) and s > 0 for s in shape_or_x0
     ):
         raise ConfigError(
-            f"shape_or_x0 must be a shape tuple like (n, D) or a tensor, got {shape_or_x0!r}"
+            f"x must be the start tensor or a shape tuple like (n, D), got {shape_or_x0!r}"
         )
     return sde.prior_sample(tuple(shape_or_x0), generator=generator, dtype=dtype, device=device)
 
@@ -103,41 +79,6 @@ def _check_eps(eps_t: float, sde: SDE) -> float:
     return eps_t
 
 
-class _Trajectory:
-    """Snapshots: the start, every ``every``-th step strictly inside the run, and the result."""
-
-    def __init__(
-        self, spec: tuple[tuple[int, ...], torch.dtype], n_steps: int, every: int | None,
-        enabled: bool,
-    ) -> None:
-        self.enabled = enabled
-        if not enabled:
-            return
-        if every is None:
-            every = max(1, math.ceil(n_steps / 100))
-        self.every = _checks.positive_int("trajectory_every", every)
-        self.count = 2 + (n_steps - 1) // self.every
-        _check_trajectory_bytes(self.count, *spec)
-
-    def begin(self, x: Tensor) -> None:
-        if self.enabled:
-            self.data = torch.empty((self.count, *x.shape), dtype=x.dtype, device=x.device)
-            self.data[0] = x
-            self.j = 1
-
-    def step(self, k: int, x: Tensor, n_steps: int) -> None:
-        """Record the state after step k (1-based) if k is a multiple of ``every``, k < n_steps."""
-        if self.enabled and k < n_steps and k % self.every == 0:
-            self.data[self.j] = x
-            self.j += 1
-
-    def finish(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-        if not self.enabled:
-            return x
-        self.data[self.j] = x
-        return x, self.data
-
-
 def _spec(
     shape_or_x0: Sequence[int] | Tensor, dtype: torch.dtype | None
 ) -> tuple[tuple[int, ...], torch.dtype]:
@@ -148,20 +89,9 @@ def _spec(
         shape = tuple(int(s) for s in shape_or_x0)
     except (TypeError, ValueError):
         raise ConfigError(
-            f"shape_or_x0 must be a shape tuple like (n, D) or a tensor, got {shape_or_x0!r}"
+            f"x must be the start tensor or a shape tuple like (n, D), got {shape_or_x0!r}"
         ) from None
     return shape, dtype or torch.get_default_dtype()
-
-
-def _check_trajectory_bytes(count: int, shape: tuple[int, ...], dtype: torch.dtype) -> None:
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    need = count * math.prod(shape) * itemsize
-    if need > _MAX_TRAJECTORY_BYTES:
-        raise ConfigError(
-            f"the trajectory would need {need / 1024**3:.1f} GiB ({count} snapshots of "
-            f"{shape}); keep fewer snapshots (larger trajectory_every / smaller "
-            "n_snapshots) or sample fewer points"
-        )
 
 
 def _tweedie(score: ScoreFn, sde: SDE, x: Tensor, eps_t: float) -> Tensor:
@@ -244,73 +174,80 @@ def langevin_corrector(
 
 
 def _run(
+    label: str,
     score_fn: ScoreFn,
-    sde: SDE,
     shape_or_x0: Sequence[int] | Tensor,
+    sde: SDE,
+    step: Callable[..., Tensor],
     n_steps: int,
     eps_t: float,
     denoise: bool,
     generator: Generators,
+    callback: Callback | None,
+    progress: bool,
     return_trajectory: bool,
     trajectory_every: int | None,
-    progress: bool,
-    predictor: str,
-    snr: float,
-    n_corrector: int,
-    per_sample_step: bool,
     dtype: torch.dtype | None,
     device: torch.device | str | None,
-    callback: Callback | None = None,
+    corrector: tuple[float, int, bool] = (1.0, 0, False),
     brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
+    """The loop of the SDE samplers: at each t_k, ``n_corrector`` corrector steps then one
+    ``step``; the trajectory holds the start, the state every ``trajectory_every`` steps strictly
+    inside the run (default: about 100 snapshots) and the returned samples."""
     score = _score_callable(score_fn)
     n_steps = _checks.positive_int("n_steps", n_steps)
     eps_t = _check_eps(eps_t, sde)
-    traj = _Trajectory(_spec(shape_or_x0, dtype), n_steps, trajectory_every, return_trajectory)
+    every = _checks.positive_int("trajectory_every", max(1, math.ceil(n_steps / 100)) if trajectory_every is None
+                                 else trajectory_every)
+    snapshots = 2 + (n_steps - 1) // every
+    if return_trajectory:
+        check_trajectory_size(snapshots, *_spec(shape_or_x0, dtype), label)
     x = _start(sde, shape_or_x0, generator, dtype, device)
-    traj.begin(x)
+    snr, n_corrector, per_sample_step = corrector
+    loop = Loop(label, x, n_steps, callback, progress, return_trajectory, snapshots)
+    loop.snapshot(x)
     dt = (sde.T - eps_t) / n_steps
-    step = _rd_step if predictor == "reverse_diffusion" else _em_step
-    noise: StepNoise = step_noise(generator, bool(brownian), eps_t, sde.T)
-    bar = progress_bar(n_steps, "pc" if n_corrector else predictor, progress)
-    for k in range(n_steps):
-        t = torch.full((x.shape[0],), sde.T - k * dt, dtype=x.dtype, device=x.device)
-        if n_corrector:
-            x = _langevin(score, sde, x, t, dt, snr, n_corrector, generator, per_sample_step)
-        x = step(score, sde, x, t, dt, noise(x, sde.T - k * dt, sde.T - (k + 1) * dt))
-        traj.step(k + 1, x, n_steps)
-        if callback is not None:
-            callback({"i": k, "x": x, "t": sde.T - k * dt})
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    if denoise:
-        x = _tweedie(score, sde, x, eps_t)
-    return traj.finish(x)
+    noise = step_noise(generator, bool(brownian), eps_t, sde.T)
+    with loop:
+        for k in range(n_steps):
+            t = torch.full((x.shape[0],), sde.T - k * dt, dtype=x.dtype, device=x.device)
+            if n_corrector:
+                x = _langevin(score, sde, x, t, dt, snr, n_corrector, generator, per_sample_step)
+            x = step(score, sde, x, t, dt, noise(x, sde.T - k * dt, sde.T - (k + 1) * dt))
+            loop.nfe += 1 + n_corrector
+            if k + 1 < n_steps and (k + 1) % every == 0:
+                loop.snapshot(x)
+            loop.step({"x": x, "t": sde.T - k * dt})
+        if denoise:
+            x = _tweedie(score, sde, x, eps_t)
+            loop.nfe += 1
+    loop.snapshot(x)
+    return loop.finish(x)
 
 
 @torch.no_grad()
 def euler_maruyama(
     score_fn: ScoreFn,
+    x: Tensor | Sequence[int],
     sde: SDE,
-    shape_or_x0: Sequence[int] | Tensor,
+    *,
     n_steps: int = 500,
+    generator: Generators = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    return_trajectory: bool = False,
     eps_t: float = 1e-3,
     denoise: bool = True,
-    generator: Generators = None,
-    return_trajectory: bool = False,
     trajectory_every: int | None = None,
-    progress: bool = False,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-    callback: Callback | None = None,
     brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Euler-Maruyama on the reverse SDE dx = [f - g^2 s] dt + g dw_bar from t = 1 to eps_t.
 
-    x_{t-dt} = x_t - [f(x_t, t) - g(t)^2 s(x_t, t)] dt + g(t) sqrt(dt) z.  Starts from
-    sde.prior_sample(shape) or from the given tensor.  NFE = n_steps (+1 with denoise).
+    x_{t-dt} = x_t - [f(x_t, t) - g(t)^2 s(x_t, t)] dt + g(t) sqrt(dt) z.  Starts from ``x`` (or
+    sde.prior_sample(x) for a shape).  NFE = n_steps (+1 with denoise).
     Returns samples, or (samples, trajectory) with ``return_trajectory``: trajectory of shape
     (S, *x.shape) holding the start, the state every ``trajectory_every`` steps (default: about
     100 snapshots) and the returned samples last. ``brownian=True`` takes the increments
@@ -318,63 +255,64 @@ def euler_maruyama(
     ``scorematch._brownian``) instead of fresh draws, so that at one seed the sample converges
     as n_steps grows.
     """
-    return _run(score_fn, sde, shape_or_x0, n_steps, eps_t, denoise, generator,
-                return_trajectory, trajectory_every, progress, "euler_maruyama", 1.0, 0,
-                False, dtype, device, callback, brownian)
+    return _run(euler_maruyama.__name__, score_fn, x, sde, _em_step, n_steps, eps_t, denoise, generator, callback,
+                progress, return_trajectory, trajectory_every, dtype, device, brownian=brownian)
 
 
 @torch.no_grad()
 def reverse_diffusion(
     score_fn: ScoreFn,
+    x: Tensor | Sequence[int],
     sde: SDE,
-    shape_or_x0: Sequence[int] | Tensor,
+    *,
     n_steps: int = 500,
+    generator: Generators = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    return_trajectory: bool = False,
     eps_t: float = 1e-3,
     denoise: bool = True,
-    generator: Generators = None,
-    return_trajectory: bool = False,
     trajectory_every: int | None = None,
-    progress: bool = False,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-    callback: Callback | None = None,
     brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Reverse-diffusion predictor (Song et al. 2021, Eq. 46): the forward chain run backwards.
 
     With (f_dt, g_dt) = sde.discretize(x, t, dt) (VE: the NCSN chain, g_dt^2 = sigma(t)^2 -
     sigma(t - dt)^2; VP: the DDPM chain), x_{t-dt} = x_t - f_dt + g_dt^2 s(x_t, t) + g_dt z.
-    NFE = n_steps (+1 with denoise).  Returns as ``euler_maruyama``; ``brownian`` as there.
+    NFE = n_steps (+1 with denoise).  Returns as ``euler_maruyama``.
     """
-    return _run(score_fn, sde, shape_or_x0, n_steps, eps_t, denoise, generator,
-                return_trajectory, trajectory_every, progress, "reverse_diffusion", 1.0, 0,
-                False, dtype, device, callback, brownian)
+    return _run(reverse_diffusion.__name__, score_fn, x, sde, _rd_step, n_steps, eps_t, denoise, generator, callback,
+                progress, return_trajectory, trajectory_every, dtype, device, brownian=brownian)
 
 
 @torch.no_grad()
 def pc(
     score_fn: ScoreFn,
+    x: Tensor | Sequence[int],
     sde: SDE,
-    shape_or_x0: Sequence[int] | Tensor,
+    *,
     n_steps: int = 500,
+    generator: Generators = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    return_trajectory: bool = False,
     snr: float = 0.16,
     n_corrector: int = 1,
-    predictor: str = "reverse_diffusion",
+    predictor: str | None = None,
     per_sample_step: bool = False,
     eps_t: float = 1e-3,
     denoise: bool = True,
-    generator: Generators = None,
-    return_trajectory: bool = False,
     trajectory_every: int | None = None,
-    progress: bool = False,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-    callback: Callback | None = None,
     brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Predictor-corrector sampling (Song et al. 2021, Alg. 1): at each t_k, ``n_corrector``
     Langevin corrector steps (see ``langevin_corrector``, dt = (1 - eps_t) / n_steps), then one
-    predictor step ("reverse_diffusion" or "euler_maruyama") from t_k to t_{k+1}.
+    predictor step (``predictor``: the name of ``reverse_diffusion``, the default, or of
+    ``euler_maruyama``) from t_k to t_{k+1}.
 
     NFE = n_steps * (1 + n_corrector) (+1 with denoise).  Returns as ``euler_maruyama``;
     ``brownian`` as there, for the predictor's noise (the corrector's is drawn afresh: it is a
@@ -382,43 +320,48 @@ def pc(
     row's step depends on the other rows of its batch; ``per_sample_step=True`` makes every row
     independent of the others (per-row seeds then reproduce a row in any batch).
     """
-    _checks.choice("predictor", predictor, _PREDICTORS)
+    predictors = {reverse_diffusion.__name__: _rd_step, euler_maruyama.__name__: _em_step}
+    predictor = _checks.choice("predictor", reverse_diffusion.__name__ if predictor is None else predictor,
+                               list(predictors))
     snr = _checks.positive("snr", snr)
     n_corrector = _checks.positive_int("n_corrector", n_corrector, minimum=0)
-    return _run(score_fn, sde, shape_or_x0, n_steps, eps_t, denoise, generator,
-                return_trajectory, trajectory_every, progress, predictor, snr, n_corrector,
-                per_sample_step, dtype, device, callback, brownian)
+    return _run(pc.__name__ if n_corrector else predictor, score_fn, x, sde, predictors[predictor], n_steps, eps_t,
+                denoise, generator, callback, progress, return_trajectory, trajectory_every, dtype, device,
+                (snr, n_corrector, per_sample_step), brownian)
 
 
 @torch.no_grad()
 def ode(
     score_fn: ScoreFn,
+    x: Tensor | Sequence[int],
     sde: SDE,
-    shape_or_x0: Sequence[int] | Tensor,
+    *,
+    generator: Generators = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    return_trajectory: bool = False,
     rtol: float = 1e-5,
     atol: float = 1e-5,
     method: str = "dopri5",
     options: dict[str, Any] | None = None,
     eps_t: float = 1e-3,
     denoise: bool = True,
-    generator: Generators = None,
-    return_trajectory: bool = False,
     n_snapshots: int = 11,
-    progress: bool = False,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-    callback: Callback | None = None,
-) -> ODEResult:
+) -> Tensor | tuple[Tensor, Tensor]:
     """Probability-flow ODE dx/dt = f(x, t) - 1/2 g(t)^2 s(x, t), solved by torchdiffeq.odeint
     from t = 1 to eps_t (then Tweedie's step with ``denoise``).
 
     ``method`` is a torchdiffeq solver (ODE_METHODS); fixed-grid ones need
     ``options={"step_size": h}``.  The only randomness is the start
-    sde.prior_sample(shape, generator).  Times the adaptive solver probes past the end of
-    [eps_t, 1] (when a step overshoots before interpolating) are clamped into it.  Returns
-    ``ODEResult(samples, nfe, trajectory)``: nfe counts score evaluations (the solver's
-    function evaluations, +1 with denoise); trajectory (``return_trajectory``) is
-    (n_snapshots, *x.shape) at n_snapshots equally spaced times from 1 to eps_t, else None.
+    sde.prior_sample(shape, generator) when ``x`` is a shape.  Times the adaptive solver probes past
+    the end of [eps_t, 1] (when a step overshoots before interpolating) are clamped into it.
+    Returns the samples, or (samples, trajectory) with ``return_trajectory``: (n_snapshots,
+    *x.shape) at n_snapshots equally spaced times from 1 to eps_t (the last before the denoising
+    step). ``callback({"i", "nfe", "x", "t"})`` at every evaluation of the velocity and once more
+    after the denoising step: the last call's ``nfe`` counts the run's score evaluations (the
+    solver's function evaluations, +1 with denoise).
     """
     from torchdiffeq import odeint
 
@@ -427,35 +370,26 @@ def ode(
     _checks.choice("method", method, ODE_METHODS)
     rtol = _checks.positive("rtol", rtol)
     atol = _checks.positive("atol", atol)
+    snaps = _checks.positive_int("n_snapshots", n_snapshots, minimum=2) if return_trajectory else 2
     if return_trajectory:
-        snaps = _checks.positive_int("n_snapshots", n_snapshots, minimum=2)
-        _check_trajectory_bytes(snaps, *_spec(shape_or_x0, dtype))
-    x = _start(sde, shape_or_x0, generator, dtype, device)
+        check_trajectory_size(snaps, *_spec(x, dtype), ode.__name__)
+    x = _start(sde, x, generator, dtype, device)
     n = x.shape[0]
-    count = [0]
-    bar = progress_bar(None, "ode", progress, unit="evaluation")
+    loop = Loop(ode.__name__, x, None, callback, progress, False, snaps, unit="evaluation")
 
     def velocity(t: Tensor, y: Tensor) -> Tensor:
-        count[0] += 1
-        if bar is not None:
-            bar.update(1)
-        if callback is not None:
-            callback({"i": count[0] - 1, "x": y, "t": float(t)})
+        loop.nfe += 1
+        loop.step({"x": y, "t": float(t)})
         tv = t.to(y.dtype).clamp(eps_t, sde.T).expand(n)
         g2 = _bc(sde.diffusion(tv).pow(2), y)
         return sde.drift(y, tv) - 0.5 * g2 * score(y, tv)
 
-    if return_trajectory:
-        times = torch.linspace(sde.T, eps_t, snaps, dtype=x.dtype, device=x.device)
-    else:
-        times = torch.tensor([sde.T, eps_t], dtype=x.dtype, device=x.device)
-    try:
+    times = torch.linspace(sde.T, eps_t, snaps, dtype=x.dtype, device=x.device)
+    with loop:
         sol = odeint(velocity, x, times, rtol=rtol, atol=atol, method=method, options=options)
-    finally:
-        if bar is not None:
-            bar.close()
     out = sol[-1]
     if denoise:
         out = _tweedie(score, sde, out, eps_t)
-        count[0] += 1
-    return ODEResult(out, count[0], sol if return_trajectory else None)
+        loop.nfe += 1
+        loop.step({"x": out, "t": eps_t}, advance=0)
+    return (out, sol) if return_trajectory else out

@@ -1,15 +1,15 @@
 """What a training run is made of, built from its config: the model, the noise schedule, the loss.
 
 ``build_for`` picks and constructs the model the objective needs; ``make_schedule`` the noise
-levels (NCSN sigmas by NCSNv2's rules, DSM's sigma, the SDE's parameters, the KDE bandwidth,
-EDM's sigma_data, noise distribution and sampling range); ``make_loss`` the function
-(model, batch, generator, labels) -> (loss, per-row terms, level per row).
+levels and ``make_loss`` the function (model, batch, generator, labels) -> (loss, per-row terms,
+level per row), both as the objective's entry in ``scorematch.objectives.catalogue`` says.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -19,27 +19,29 @@ from torch import nn
 from scorematch.data import Dataset, Standardization
 from scorematch.errors import ConfigError
 from scorematch.models.mlp import EnergyMLP, NoiseConditionalMLP, ScoreMLP
+from scorematch.objectives import catalogue
 from scorematch.run.folder.config import TrainConfig
 
 
 def needed_conditioning(objective: str) -> str:
-    """The conditioning a model must have for ``objective``: "sigma" (NCSN, EDM), "time" (score
-    SDE) or "none"."""
-    return {"ncsn": "sigma", "edm": "sigma", "sde": "time"}.get(objective, "none")
+    """The conditioning a model must have for ``objective`` (its catalogue entry): "sigma", "time"
+    or "none"."""
+    return catalogue.entry(objective).conditioning
 
 
 def default_model_name(cfg: TrainConfig, ds: Dataset) -> str:
-    """The model an objective needs when ``--model auto``: NCSN -> noise-conditional, SDE ->
-    time-conditional, EDM -> a time-conditional network F inside ``EDMPrecond``, images ->
-    convolutional for those three, else a score MLP."""
+    """The model ``--model auto`` picks: the objective's built-in model for vector or image data
+    (its catalogue entry's ``models``)."""
     if cfg.model != "auto":
         return cfg.model
-    image = ds.kind == "image"
-    if cfg.objective == "ncsn":
-        return "unet" if image else "ncsn_mlp"
-    if cfg.objective in ("sde", "edm"):
-        return "time_unet" if image else "time_mlp"
-    return "mlp"
+    vector, image = catalogue.entry(cfg.objective).models
+    return image if ds.kind == "image" else vector
+
+
+def settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings of ``cfg`` that its objective reads (``catalogue.reads``), by name."""
+    values = dataclasses.asdict(cfg)
+    return {k: values[k] for k in catalogue.reads(cfg.objective, values) if k in values}
 
 
 def n_classes_of(ds: Dataset) -> int:
@@ -71,13 +73,14 @@ def check_labelled(cfg: TrainConfig, ds: Dataset, model: nn.Module | None = None
 
 
 def build_for(cfg: TrainConfig, ds: Dataset) -> nn.Module:
-    """Construct the model named by cfg.model (or its default) for data of ds.sample_shape; for
-    EDM, that network as F inside ``EDMPrecond`` (sigma_data from ``cfg.schedule``); with
+    """Construct the model named by cfg.model (or its default) for data of ds.sample_shape; for an
+    objective with a preconditioning (EDM), that network as F inside it (from ``cfg.schedule``); with
     ``class_conditional``, with ``n_classes`` of the data."""
     name = default_model_name(cfg, ds)
     shape = ds.sample_shape
     dim = math.prod(shape)
     needs = needed_conditioning(cfg.objective)
+    precondition = catalogue.entry(cfg.objective).precondition
     cls_kw = {"n_classes": n_classes_of(ds)} if cfg.class_conditional else {}
     if name in ("mlp", "energy"):
         cls = ScoreMLP if name == "mlp" else EnergyMLP
@@ -90,15 +93,12 @@ def build_for(cfg: TrainConfig, ds: Dataset) -> nn.Module:
         _need_image(ds, name)
         kw = {} if cfg.conditioning == "auto" else {"conditioning": cfg.conditioning}
         model = NCSNUNet(channels=shape[0], base=cfg.base_channels, **kw, **cls_kw)
-    elif cfg.objective == "edm" and name in ("time_mlp", "time_unet"):
-        from scorematch.models.edm import EDMPrecond
-
+    elif precondition is not None and name in ("time_mlp", "time_unet"):
         if name == "time_unet":
             _need_image(ds, name)
         net = ({"dim": dim, "hidden": cfg.hidden, "depth": cfg.depth, "activation": cfg.activation}
                if name == "time_mlp" else {"channels": shape[0], "base": cfg.base_channels})
-        model = EDMPrecond("TimeMLP" if name == "time_mlp" else "TimeUNet", {**net, **cls_kw},
-                           sigma_data=cfg.schedule["sigma_data"])
+        model = precondition("TimeMLP" if name == "time_mlp" else "TimeUNet", {**net, **cls_kw}, cfg.schedule)
     elif name == "time_mlp":
         from scorematch.models.time import TimeMLP
 
@@ -129,82 +129,13 @@ def model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1) if x.dim() > 2 and getattr(model, "dim", None) == x[0].numel() else x
 
 
-def kde_bandwidth(x: torch.Tensor) -> float:
-    """Scott's rule, h = n^(-1/(D+4)) * mean per-dimension standard deviation."""
-    x = x.flatten(1)
-    return float(x.shape[0] ** (-1.0 / (x.shape[1] + 4)) * x.std(0).mean())
-
-
-def default_steps_per_sigma(cfg: TrainConfig, dim: int) -> int:
-    """T of annealed Langevin: the config's, else 100 for D <= 4 (the NCSN paper's toy setting;
-    measured on the 2-D toys T = 5 gives 2-6x the MMD of T = 100) and 5 above (NCSNv2, images)."""
-    if cfg.steps_per_sigma is not None:
-        return cfg.steps_per_sigma
-    return 100 if dim <= 4 else 5
-
-
-def default_sigma_min(x: torch.Tensor) -> float:
-    """sigma_L of NCSN: 0.01 for images and other D > 4 data (NCSN/NCSNv2), and for D <= 4 the
-    single-sigma DSM default, 0.1 x the data's mean std: a low-dimensional density has full
-    support, so scores below that scale only add variance to the loss."""
-    return 0.01 if x.shape[1] > 4 else 0.1 * float(x.std(0).mean())
-
-
 def make_schedule(cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
-    """Noise schedule of the run: NCSN sigmas (propose_schedule unless given), DSM's sigma, SDE."""
-    from scorematch.noise import geometric_sigmas, propose_schedule
-
+    """Noise schedule of the run: the config's, else the objective's (its catalogue entry's
+    ``schedule`` from the settings it reads and the data), else empty."""
     if cfg.schedule:
         return cfg.schedule
-    x = ds.x.flatten(1)
-    if cfg.objective == "ncsn":
-        sigma_min = cfg.sigma_min or default_sigma_min(x)
-        steps = default_steps_per_sigma(cfg, x.shape[1])
-        proposal = propose_schedule(x, sigma_min=sigma_min, steps_per_sigma=steps,
-                                    n_levels=cfg.n_levels)
-        sigmas = proposal.sigmas
-        if cfg.sigma_max is not None:
-            sigmas = geometric_sigmas(cfg.sigma_max, sigma_min, cfg.n_levels or len(sigmas))
-        print(proposal.report(), file=sys.stderr)
-        from scorematch.noise import eps_for_schedule
-
-        gamma = float(sigmas[0] / sigmas[1]) if len(sigmas) > 1 else 1.0
-        eps = eps_for_schedule(gamma, float(sigmas[-1]), steps)
-        return {"sigmas": [float(s) for s in sigmas], "eps": eps, "steps_per_sigma": steps}
-    if cfg.objective == "dsm":
-        return {"sigma": cfg.sigma or 0.1 * float(x.std(0).mean())}
-    if cfg.objective == "esm_kde":
-        return {"bandwidth": cfg.bandwidth or kde_bandwidth(x)}
-    if cfg.objective == "edm":
-        return edm_schedule(cfg, ds.x)
-    if cfg.objective == "sde":
-        kw: dict[str, float] = {}
-        if cfg.sde == "ve":
-            sigma_max = cfg.sigma_max or float(torch.cdist(x[:2000], x[:2000]).max())
-            kw = {"sigma_min": cfg.sigma_min or 0.01, "sigma_max": sigma_max}
-        return {"sde": cfg.sde, **kw}
-    return {}
-
-
-def edm_schedule(cfg: TrainConfig, x: torch.Tensor) -> dict[str, float]:
-    """EDM's training and sampling settings for data x (in the model's space): sigma_data, the
-    standard deviation of all coordinates; P_mean (default -1.2 + ln(sigma_data / 0.5), EDM's
-    choice moved to the data's scale), P_std; and the sampling range: sigma_min default EDM's
-    0.002 scaled the same way (0.004 sigma_data), sigma_max default the larger of twice the
-    largest distance between two of (up to) 2000 training points and 20 times the norm of their
-    mean, so that the start N(0, sigma_max^2 I) covers the data and its offset from the origin
-    (measured better than EDM's 80 scaled by sigma_data / 0.5 for Heun at 18 levels on the 2-D
-    toys: docs/objectives/edm.md)."""
-    from scorematch.models.edm import estimate_sigma_data
-
-    sd = estimate_sigma_data(x)
-    p_mean = cfg.p_mean if cfg.p_mean is not None else -1.2 + math.log(sd / 0.5)
-    lo = cfg.sigma_min or 0.002 * sd / 0.5
-    flat = x.flatten(1)[:2000].double()
-    hi = cfg.sigma_max or max(2 * float(torch.cdist(flat, flat).max()), 20 * float(flat.mean(0).norm()))
-    if lo >= hi:
-        raise ConfigError(f"sigma_min {lo:.4g} must be below sigma_max {hi:.4g} (sigma_data is {sd:.4g})")
-    return {"sigma_data": sd, "p_mean": p_mean, "p_std": cfg.p_std, "sigma_min": lo, "sigma_max": hi}
+    build = catalogue.entry(cfg.objective).schedule
+    return {} if build is None else build(settings(cfg), ds.x)
 
 
 Rows = torch.Tensor | None
@@ -214,61 +145,27 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator, Labels], tuple[torc
 
 def make_loss(cfg: TrainConfig, ds: Dataset, schedule: dict[str, Any], device: torch.device,
               standardization: Standardization | None = None) -> LossFn:
-    """(model, batch, generator, labels) -> (loss, per-row terms or None, noise-level index per row or None).
+    """(model, batch, generator, labels) -> (loss, per-row terms or None, noise-level index per row or None),
+    the objective's catalogue entry's ``loss`` (or its function called with the settings it reads).
 
-    ``ds`` is the data the model sees; with a ``standardization`` z = (x - mu) / sd, ESM's
-    analytic target becomes the score of z, s_z(z) = sd * s_x(mu + sd z). ``labels`` (int64,
+    ``ds`` is the data the model sees; with a ``standardization`` z = (x - mu) / sd, a toy's
+    analytic score becomes the score of z, s_z(z) = sd * s_x(mu + sd z). ``labels`` (int64,
     (n,)) are None unless the run is class-conditional; then each is replaced by the null label
     with probability ``label_dropout`` (``scorematch.objectives.drop_labels``, the noise
     generator) before the model sees it."""
-    from scorematch import objectives as O
-
-    obj = cfg.objective
-    if obj == "esm":
-        if ds.dist is None:
-            raise ConfigError(
-                f"objective 'esm' needs the analytic score of the data, and {ds.name!r} has none; "
-                "use esm_kde (KDE target), ism, ssm, ssm_vr or dsm"
-            )
-        target = ds.dist.score
-        if standardization is not None:
-            st = standardization
-            target = lambda z: st.std.to(z) * ds.dist.score(st.inverse(z))  # noqa: E731
-        return lambda m, x, g, y=None: (O.esm(m, x, target), None, None)
-    if obj == "esm_kde":
-        reference = ds.x.flatten(1).to(device)
-        h = schedule["bandwidth"]
-        return lambda m, x, g, y=None: (O.esm_kde(m, x, reference, h, leave_one_out=True), None, None)
-    if obj == "ism":
-        return lambda m, x, g, y=None: (O.ism(m, x), None, None)
-    if obj in ("ssm", "ssm_vr"):
-        vr = obj == "ssm_vr"
-        return lambda m, x, g, y=None: (O.ssm(m, x, cfg.n_projections, cfg.projection, vr, generator=g), None, None)
-    if obj == "dsm":
-        sigma = schedule["sigma"]
-        return lambda m, x, g, y=None: (O.dsm(m, x, sigma, generator=g), None, None)
-    null = n_classes_of(ds)
-
-    def labels(y: Labels, g: torch.Generator) -> Labels:
-        return None if y is None else O.drop_labels(y, cfg.label_dropout, null, generator=g)
-
-    if obj == "ncsn":
-        sigmas = torch.tensor(schedule["sigmas"], device=device)
-
-        def ncsn_loss(m: nn.Module, x: torch.Tensor, g: torch.Generator, y: Labels = None):
-            rows, idx = O.ncsn_per_sample(m, x, sigmas, generator=g, labels=labels(y, g))
-            return rows.mean(), rows.detach(), idx
-
-        return ncsn_loss
-    if obj == "edm":
-        kw = {k: schedule[k] for k in ("sigma_data", "p_mean", "p_std")}
-        return lambda m, x, g, y=None: (O.edm(m, x, generator=g, labels=labels(y, g), **kw), None, None)
-    from scorematch.sde import get_sde
-
-    sde = get_sde(schedule["sde"], **{k: v for k, v in schedule.items() if k != "sde"})
-    weighting = cfg.likelihood_weighting
-    return lambda m, x, g, y=None: (O.sde_dsm(m, x, sde, likelihood_weighting=weighting, generator=g,
-                                              labels=labels(y, g)), None, None)
+    e = catalogue.entry(cfg.objective)
+    target = ds.dist.score if ds.dist is not None else None
+    if target is not None and standardization is not None:
+        st, dist = standardization, ds.dist
+        target = lambda z: st.std.to(z) * dist.score(st.inverse(z))  # noqa: E731
+    data = catalogue.LossData(x=ds.x, name=ds.name, score=target, null_label=n_classes_of(ds),
+                              label_dropout=cfg.label_dropout, device=device)
+    if e.loss is not None:
+        return e.loss(settings(cfg), schedule, data)
+    fn, kw = e.resolved(), {**settings(cfg), **schedule}
+    if "generator" in inspect.signature(fn).parameters:
+        return lambda m, x, g, y=None: (fn(m, x, generator=g, **kw), None, None)
+    return lambda m, x, g, y=None: (fn(m, x, **kw), None, None)
 
 
 def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], Any], None]:

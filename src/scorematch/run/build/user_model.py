@@ -3,8 +3,9 @@
 The protocol a module follows to be trained by ``scorematch.train(cfg, model=module)``:
 
 - it is an ``nn.Module``; class attribute ``conditioning`` is ``"none"`` (s(x)), ``"sigma"``
-  (s(x, sigma), sigma of shape (n,): objective ncsn) or ``"time"`` (s(x, t), t of shape (n,):
-  objective sde), default ``"none"``; ``kind`` is ``"score"`` or ``"energy"``, default ``"score"``;
+  (s(x, sigma), sigma of shape (n,)) or ``"time"`` (s(x, t), t of shape (n,)), default
+  ``"none"``: the conditioning its objective's catalogue entry names
+  (``scorematch.objectives.catalogue``); ``kind`` is ``"score"`` or ``"energy"``, default ``"score"``;
 - ``score(x[, c])`` returns the score, shaped like x; without a ``score`` method, ``forward`` is
   the score (kind ``"score"``) or the energy E(x) of shape (n,) (kind ``"energy"``, s = -grad E);
 - ``config``, a dict of JSON values, holds its constructor's keyword arguments, so that
@@ -35,11 +36,11 @@ from scorematch.errors import CheckpointError, ModelError, ScoreMatchWarning
 from scorematch.files import atomic_write, write_json
 from scorematch.models import MODEL_REGISTRY, Standardized, build_model, model_spec
 from scorematch.models.mlp import neg_grad_sum
+from scorematch.objectives import catalogue
 from scorematch.run.folder import checkpoint as ckpt
 
 CONDITIONINGS = ("none", "sigma", "time")
 KINDS = ("score", "energy")
-NEEDS = {"ncsn": "sigma", "sde": "time"}
 MEMORY_DATA = "data.npy"
 BARE_FORMAT = 1
 
@@ -154,7 +155,7 @@ def check_model(model: nn.Module, ds: Dataset, objective: str) -> nn.Module:
                          f"{', '.join(CONDITIONINGS)}, got {cond!r}")
     if kind not in KINDS:
         raise ModelError(f"{type(user_class(model)).__name__}.kind must be 'score' or 'energy', got {kind!r}")
-    need = NEEDS.get(objective, "none")
+    need = catalogue.entry(objective).conditioning
     if cond != need:
         raise ModelError(f"objective {objective!r} needs a {need}-conditioned model; "
                          f"{type(user_class(model)).__name__}.conditioning is {cond!r}")

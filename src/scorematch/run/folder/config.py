@@ -18,6 +18,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from scorematch._version import __version__
 from scorematch.errors import CheckpointError, ConfigError
+from scorematch.objectives import catalogue as objective_catalogue
 from scorematch.run.folder.validate import check_schedule, check_seed, parse_json, read_file
 
 MODEL_NAMES = ("auto", "mlp", "energy", "ncsn_mlp", "unet", "time_mlp", "time_unet")
@@ -30,7 +31,7 @@ class TrainConfig:
     """Everything that determines a run. Defaults train a small DSM score MLP on gmm2d."""
 
     data: str = "gmm2d"
-    objective: str = "dsm"
+    objective: str = objective_catalogue.DEFAULT
     model: str = "auto"
     steps: int = 2000
     batch_size: int = 256
@@ -143,9 +144,8 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Range checks on every field; raises ConfigError naming the field and the fix."""
     from scorematch._checks import choice, positive, positive_int
-    from scorematch.objectives import OBJECTIVE_NAMES
 
-    choice("objective", cfg.objective, OBJECTIVE_NAMES)
+    choice("objective", cfg.objective, objective_catalogue.names())
     choice("model", cfg.model, MODEL_NAMES)
     choice("sde", cfg.sde, SDE_NAMES)
     choice("projection", cfg.projection, ("gaussian", "rademacher"))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from scorematch.errors import CheckpointError, ConfigError, ScoreMatchError
+from scorematch.objectives import catalogue
 
 #: seeds are integers in [0, SEED_MAX]; ranks and steps are added to them, within torch's 64 bits
 SEED_MAX = 2**62
@@ -34,19 +35,8 @@ MAX_AXIS, MAX_NUMEL = 2**16, 2**26
 MAX_CLASSES = 2**16
 
 SDE_FIELDS = {"ve": ("sigma_min", "sigma_max"), "vp": ("beta_min", "beta_max"), "subvp": ("beta_min", "beta_max")}
-SCHEDULE_KEYS = {"ncsn": ("sigmas", "eps", "steps_per_sigma"), "dsm": ("sigma",), "esm_kde": ("bandwidth",),
-                 "edm": ("sigma_data", "p_mean", "p_std", "sigma_min", "sigma_max")}
-#: objectives whose model is noise- or time-conditional, and so can also be class-conditional
-CONDITIONAL_OBJECTIVES = ("ncsn", "sde", "edm")
-
-#: objectives (and, for the SDE noise range, SDEs) that use each setting; the others ignore it
-OBJECTIVE_SETTINGS: dict[str, tuple[str, ...]] = {
-    "sigma": ("dsm",), "sigma_max": ("ncsn", "sde:ve", "edm"), "sigma_min": ("ncsn", "sde:ve", "edm"),
-    "n_levels": ("ncsn",), "steps_per_sigma": ("ncsn",), "bandwidth": ("esm_kde",),
-    "n_projections": ("ssm", "ssm_vr"), "projection": ("ssm", "ssm_vr"), "sde": ("sde",),
-    "likelihood_weighting": ("sde",), "p_mean": ("edm",), "p_std": ("edm",),
-    "class_conditional": CONDITIONAL_OBJECTIVES, "label_dropout": CONDITIONAL_OBJECTIVES,
-}
+#: the settings of class-conditional training, which only noise- or time-conditional objectives read
+CLASS_SETTINGS = ("class_conditional", "label_dropout")
 #: models that use each architecture setting
 MODEL_SETTINGS: dict[str, tuple[str, ...]] = {
     "hidden": ("mlp", "energy", "ncsn_mlp", "time_mlp"), "depth": ("mlp", "energy", "ncsn_mlp", "time_mlp"),
@@ -203,9 +193,11 @@ def obj(where: str, v: Any, error: type[ScoreMatchError], keys: Iterable[str] | 
 
 def check_schedule(objective: str, schedule: Any, where: str, sde: str | None = None,
                    error: type[ScoreMatchError] = ConfigError) -> dict[str, Any]:
-    """The noise schedule of ``objective`` (NCSN sigmas/eps/T, DSM sigma, KDE bandwidth, SDE
-    name and range; empty for the others), every value in range."""
-    if objective == "sde":
+    """The noise schedule of ``objective``: the keys of its catalogue entry (``schedule_keys``,
+    e.g. NCSN sigmas/eps/T, DSM sigma, KDE bandwidth; empty for none), or an SDE's name and range
+    (``schedule_sde``), every value in range."""
+    e = catalogue.entry(objective) if objective in catalogue.names() else None
+    if e is not None and e.schedule_sde:
         s = obj(where, schedule, error, ("sde",), SDE_FIELDS["ve"] + SDE_FIELDS["vp"])
         name = s["sde"]
         if name not in SDE_FIELDS:
@@ -220,7 +212,7 @@ def check_schedule(objective: str, schedule: Any, where: str, sde: str | None = 
         if len(vals) == 2 and vals[allowed[0]] >= vals[allowed[1]]:
             raise error(f"{where}: {allowed[0]} must be below {allowed[1]}, got {vals}")
         return s
-    keys = SCHEDULE_KEYS.get(objective, ())
+    keys = e.schedule_keys if e is not None else ()
     s = obj(where, schedule, error, keys)
     for k in keys:
         if k == "p_mean":
@@ -231,7 +223,7 @@ def check_schedule(objective: str, schedule: Any, where: str, sde: str | None = 
             integer(f"{where}.steps_per_sigma", s[k], error, 1, 10**6)
         else:
             number(f"{where}.{k}", s[k], error, positive=True)
-    if objective == "edm" and s["sigma_min"] >= s["sigma_max"]:
+    if {"sigma_min", "sigma_max"} <= set(keys) and s["sigma_min"] >= s["sigma_max"]:
         raise error(f"{where}: sigma_min must be below sigma_max, got {s['sigma_min']} >= {s['sigma_max']}")
     return s
 
@@ -421,25 +413,46 @@ def check_checkpoint_state(state: Any, where: str, step: int, max_step: int) -> 
 # ----------------------------------------------------------------------------- settings
 
 
+def objective_settings() -> dict[str, list[str]]:
+    """Each setting some objective reads, with the objectives that read it (``"name KEY VALUE"``
+    where the objective reads it only under another setting's value), from the catalogue."""
+    out: dict[str, list[str]] = {}
+    for e in catalogue.entries():
+        for k in e.reads:
+            out.setdefault(k, []).append(e.name)
+        for k, (key, value) in e.reads_if.items():
+            out.setdefault(k, []).append(f"{e.name} {flag(key)} {value}")
+        if e.conditional:
+            for k in CLASS_SETTINGS:
+                out.setdefault(k, []).append(e.name)
+    return out
+
+
 def non_default(values: Mapping[str, Any]) -> set[str]:
     """The settings of ``values`` that differ from their defaults among those checked here."""
-    return {k for k in OBJECTIVE_SETTINGS if k in values and values[k] != _DEFAULTS.get(k)}
+    return {k for k in objective_settings() if k in values and values[k] != _DEFAULTS.get(k)}
 
 
 def check_settings_apply(objective: str, sde: str, given: Iterable[str]) -> None:
-    """Refuse settings (``given``: the ones a user set) that ``objective`` ignores."""
+    """Refuse settings (``given``: the ones a user set) that ``objective`` ignores (its catalogue
+    entry does not read them)."""
     given = set(given)
-    if "class_conditional" in given and objective not in CONDITIONAL_OBJECTIVES:
+    e = catalogue.entry(objective)
+    if "class_conditional" in given and not e.conditional:
+        conditional = [o.name for o in catalogue.entries() if o.conditional]
         raise ConfigError(f"--class-conditional needs a noise- or time-conditional model (objective "
-                          f"{', '.join(CONDITIONAL_OBJECTIVES)}); objective {objective!r} trains an unconditional one")
-    used = {objective, f"{objective}:{sde}"}
-    ignored = [k for k in sorted(given) if k in OBJECTIVE_SETTINGS and not used & set(OBJECTIVE_SETTINGS[k])]
+                          f"{', '.join(conditional)}); objective {objective!r} trains an unconditional one")
+    under = sorted({key for key, _ in e.reads_if.values()})  # the setting whose value decides (the SDE)
+    used = catalogue.reads(objective, {key: sde for key in under})
+    used |= set(CLASS_SETTINGS) if e.conditional else set()
+    readers = objective_settings()
+    ignored = [k for k in sorted(given) if k in readers and k not in used]
     if "label_dropout" in given and "class_conditional" not in given:
         raise ConfigError("--label-dropout only applies to a class-conditional run; add --class-conditional or "
                           "drop --label-dropout")
     if ignored:
-        who = "; ".join(f"{flag(k)} by {', '.join(OBJECTIVE_SETTINGS[k]).replace(':', ' ')}" for k in ignored)
-        target = f"objective {objective!r}" + (f" with --sde {sde}" if objective == "sde" else "")
+        who = "; ".join(f"{flag(k)} by {', '.join(readers[k])}" for k in ignored)
+        target = f"objective {objective!r}" + "".join(f" with {flag(key)} {sde}" for key in under)
         raise ConfigError(f"{', '.join(map(flag, ignored))} would be ignored by {target} (used: {who}); drop "
                           f"{'them' if len(ignored) > 1 else 'it'} or choose that objective")
 

@@ -29,10 +29,10 @@ import torch
 
 from scorematch.data import train_test_split
 from scorematch.files import probe_writable, write_json
-from scorematch.models import Standardized
 from scorematch.run.build.loading import data_score, held_out, load
 from scorematch.run.folder.validate import check_seed
 from scorematch.run.sampling.generate import count_nonfinite, resolve_sampler
+from scorematch.run.sampling.space import space_of, time_sde
 from scorematch.run.system.environment import say, start_line
 
 N_SUBSETS = 5
@@ -172,22 +172,14 @@ def _likelihood(model: torch.nn.Module, x: torch.Tensor, kind: str, levels: int,
     standardised model's likelihood is that of z = (x - mu)/sd plus log |dz/dx| = -sum log sd."""
     from scorematch.data import dequantize
     from scorematch.likelihood import bits_per_dim, log_prob
-    from scorematch.sde import VESDE, get_sde, sigma_conditioned, ve_from_sigmas
 
+    space = space_of(model, model.run_info)
+    net, outer = space.inner, space.outer
     log_det = 0.0
-    net = model
-    if isinstance(model, Standardized):
-        x = model.to_model_space(x)
-        log_det = -float(model.std.double().log().sum())
-        net = model.model
-    schedule = model.run_info["schedule"]
-    if net.conditioning == "sigma":
-        sde = (ve_from_sigmas(schedule["sigmas"]) if "sigmas" in schedule
-               else VESDE(sigma_min=schedule["sigma_min"], sigma_max=schedule["sigma_max"]))
-        score_fn = sigma_conditioned(net, sde)
-    else:
-        sde = get_sde(schedule["sde"], **{k: v for k, v in schedule.items() if k != "sde"})
-        score_fn = net
+    if outer is not None:
+        x = outer.to_model_space(x)
+        log_det = -float(outer.std.double().log().sum())
+    sde, score_fn = time_sde(net, space.kind, space.schedule)
     if kind == "image":
         x = dequantize(x, generator=g, levels=levels)
     xin = x.flatten(1) if getattr(net, "dim", None) == x[0].numel() and x.dim() > 2 else x

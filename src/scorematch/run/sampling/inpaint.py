@@ -22,7 +22,6 @@ A standardised run fills z = (x - mu) / sd and maps back; the known values are r
 from __future__ import annotations
 
 import io
-import math
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -33,18 +32,12 @@ from torch import nn
 
 from scorematch._checks import choice, positive_int
 from scorematch.errors import ConfigError, DataError
-from scorematch.models import Standardized
+from scorematch.objectives import catalogue as objective_catalogue
 from scorematch.run.folder.validate import check_seed, read_file
-from scorematch.run.sampling.generate import (
-    DENOISING,
-    check_label,
-    check_options,
-    conditioned_score,
-    model_kind,
-    noise_levels,
-    noise_view,
-)
+from scorematch.run.sampling.generate import check_label, conditioned_score, noise_levels
+from scorematch.run.sampling.space import noise_view, space_of
 from scorematch.run.system.limits import check_sampling
+from scorematch.samplers import catalogue
 
 INPAINT_METHODS = ("smc", "replace", "repaint")
 #: particles per row of x for smc, its number of noise levels, and RePaint's repeats per step
@@ -138,11 +131,12 @@ def check_method(method: str | None, sampler: str | None, options: dict[str, Any
                               f"{'es' if len(bad) == 1 else ''} not apply to --inpaint-method smc, which takes "
                               "--n-steps and --particles")
     else:
-        sampler = sampler or "heun"
-        if sampler not in DENOISING:
-            raise ConfigError(f"inpainting by {method} runs a denoising sampler ({', '.join(DENOISING)}), "
+        sampler = sampler or catalogue.DEFAULT_DENOISING
+        denoising = [e.name for e in catalogue.entries(catalogue.DENOISING)]
+        if sampler not in denoising:
+            raise ConfigError(f"inpainting by {method} runs a denoising sampler ({', '.join(denoising)}), "
                               f"got --sampler {sampler}")
-        check_options(sampler, options)
+        catalogue.check_options(sampler, options)
     if particles is not None and method != "smc":
         raise ConfigError(f"--particles only applies to --inpaint-method smc, not {method}")
     if resample is not None and method != "repaint":
@@ -152,7 +146,7 @@ def check_method(method: str | None, sampler: str | None, options: dict[str, Any
     if resample is not None:
         positive_int("resample", resample, minimum=2)
     if "n_steps" in options:
-        noise_levels(sampler or "heun", options["n_steps"], None)
+        noise_levels(sampler or catalogue.DEFAULT_DENOISING, options["n_steps"], None)
     return method, sampler
 
 
@@ -161,8 +155,9 @@ def check_request(model: nn.Module, run_info: dict[str, Any], method: str | None
                   label: int | str | None = None, guidance: float | None = None) -> tuple[str, str | None, Any, float]:
     """(method, sampler, class index, guidance) of an inpainting request, every setting checked
     against the method and the model before any work; ConfigError with the fix otherwise."""
-    if model_kind(model, run_info) in ("score", "energy"):
-        raise ConfigError("inpainting needs a noise- or time-conditional model (objective ncsn, sde or edm); this "
+    if space_of(model, run_info).kind not in catalogue.NOISE_CONDITIONAL:
+        conditional = ", ".join(e.name for e in objective_catalogue.entries() if e.conditional)
+        raise ConfigError(f"inpainting needs a noise- or time-conditional model (objective {conditional}); this "
                           "model is unconditional")
     method, sampler = check_method(method, sampler, options or {}, particles, resample)
     return (method, sampler, *check_label(model, run_info, label, guidance))
@@ -179,42 +174,33 @@ def inpaint_run(model: nn.Module, run_info: dict[str, Any], x: torch.Tensor, mas
     ``particles`` per row (smc, default 32), ``resample`` (repaint, default 10), and a class
     ``label`` with ``guidance`` for a class-conditional model."""
     check_seed("seed", seed)
-    kind = model_kind(model, run_info)
     method, sampler, label, w = check_request(model, run_info, method, sampler, options, particles, resample, label,
                                               guidance)
-    outer = model if isinstance(model, Standardized) else None
-    inner = outer.model if outer is not None else model
-    shape = tuple(run_info["data"]["sample_shape"])
+    space = space_of(model, run_info)
+    shape = space.sample_shape
     if tuple(x.shape[1:]) != shape or x.shape != mask.shape:
         raise DataError(f"x and mask must both have shape (n, {', '.join(map(str, shape))}), got "
                         f"{tuple(x.shape)} and {tuple(mask.shape)}")
-    param = next(inner.parameters())
-    device, dtype = param.device, param.dtype
     n = x.shape[0]
-    known = torch.where(mask, x, 0).to(device=device, dtype=dtype)
-    known = outer.to_model_space(known) if outer is not None else known
-    flat = len(shape) > 1 and getattr(inner, "dim", None) == math.prod(shape)
-    work = (n, math.prod(shape)) if flat else (n, *shape)
-    known, m = known.reshape(work), mask.to(device).reshape(work)
-    g = torch.Generator(device=device).manual_seed(int(seed))
-    view = noise_view(conditioned_score(inner, label, w), kind, run_info.get("schedule", {}))
+    known = space.to_model_space(torch.where(mask, x, 0).to(device=space.device, dtype=space.dtype))
+    m = mask.to(space.device).reshape(known.shape)
+    g = space.generator(seed)
+    view = noise_view(conditioned_score(space.inner, label, w), space.kind, space.schedule)
     opts = dict(options)
     steps = opts.pop("n_steps", DEFAULT_SMC_STEPS if method == "smc" else None)
-    own = run_info["schedule"]["sigmas"] if kind == "ncsn" and steps is None else None
-    sigmas = noise_levels(sampler or "heun", steps, view, own)
+    own = space.schedule["sigmas"] if space.kind == catalogue.KIND_NCSN and steps is None else None
+    sigmas = noise_levels(sampler or catalogue.DEFAULT_DENOISING, steps, view, own)
     if method == "smc":
         out = _smc(view, known, m, sigmas, particles, g, progress)
     else:
-        from scorematch.samplers import DENOISING_SAMPLERS, inpaint
+        from scorematch.samplers import inpaint
 
-        check_sampling(n, shape, device)
-        start = view.prior_sample(work, generator=g, dtype=dtype, device=device)
-        fn = DENOISING_SAMPLERS[sampler][0]
+        check_sampling(n, shape, space.device)
+        start = view.prior_sample(known.shape, generator=g, dtype=space.dtype, device=space.device)
         extra = {"progress": progress} if method == "replace" else {
             "resample": positive_int("resample", DEFAULT_RESAMPLE if resample is None else resample, minimum=2)}
-        out = inpaint(fn, view, start, sigmas, known, m, generator=g, **extra, **opts)
-    out = out.reshape(n, *shape)
-    out = outer.to_data_space(out) if outer is not None else out
+        out = inpaint(catalogue.entry(sampler).resolved(), view, start, sigmas, known, m, generator=g, **extra, **opts)
+    out = space.to_data_space(out)
     out = torch.where(mask.to(out.device), x.to(out), out)
     return out.clamp(0.0, 1.0) if run_info["data"].get("kind") == "image" else out
 
