@@ -402,8 +402,7 @@ def _register_builtins() -> None:
                 grid=_KARRAS),
         Sampler(name="continuous_langevin", function=_fn("denoising", "continuous_langevin"), family=DENOISING,
                 summary="the tutorial notes' dx = s dt + sqrt(2 sigma(t)) dw", options=(steps_option(1000), _BROWNIAN),
-                kinds=NOISE_CONDITIONAL, conditioning="sigma", nfe=lambda n, o: n - 1,
-                nfe_text="N - 1 (N levels, no final 0)",
+                kinds=NOISE_CONDITIONAL, conditioning="sigma", nfe=lambda n, o: n, nfe_text="N",
                 default_steps=1000, grid=_LINEAR, min_steps=2, own_levels=False),
     ):
         register(e)
