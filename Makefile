@@ -1,10 +1,11 @@
-# scorematch: `make demo` (install, then train, sample, evaluate and plot SSM-VR on the 2-D Gaussian mixture gmm2d), `make test`.
+# scorematch: `make demo` (install, then train, sample, evaluate and plot SSM-VR on the 2-D Gaussian mixture gmm2d), `make test`
+# (the test suite without the slow end-to-end tests), `make test-all` (every test: what CI runs).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO ?= demo-output
 
-.PHONY: install demo test lint bench bench-install bench-smoke docs clean
+.PHONY: install demo test test-all lint bench bench-install bench-smoke docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +22,11 @@ demo: install
 	$(VENV)/bin/scorematch plot $(DEMO)/gmm2d-ssm_vr --out $(DEMO)/plots
 	@echo "demo written to $(DEMO)/ (plots in $(DEMO)/plots)"
 
+# the tests marked slow (end-to-end runs that train for seconds each, subprocesses, DDP) are left out
 test: install
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow"
+
+test-all: install
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: install

@@ -5,16 +5,17 @@ compare: scorematch next to torchebm, score-models, diffusers and k-diffusion (`
 '.[bench]'`, see `make bench-install`; absent peers are empty cells), scaling: cost against D and
 N, objectives and samplers: scorematch next to the floor, likelihood: the exact probability-flow
 ODE log p against the Hutchinson estimate, nfe_quality: sample quality per score evaluation of
-every sampler on every model kind and the default sampler of each (CPU only, about half an hour).
+every sampler on every model kind and the default sampler of each (CPU only, about half an hour),
+image_metrics: the feature-space image metrics on real digits (CPU only).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from benchmarks import compare, likelihood, nfe_quality, objectives, readme, samplers, scaling
+from benchmarks import compare, image_metrics, likelihood, nfe_quality, objectives, readme, samplers, scaling
 
-ALL = ["compare", "scaling", "objectives", "samplers", "likelihood", "nfe_quality"]
+ALL = ["compare", "scaling", "objectives", "samplers", "likelihood", "nfe_quality", "image_metrics"]
 
 
 def main() -> None:
@@ -35,6 +36,8 @@ def main() -> None:
         samplers.main(common)
     if "likelihood" in args.only:
         likelihood.main(common)
+    if "image_metrics" in args.only and args.device == "cpu":
+        image_metrics.main(["--threads", str(args.threads)])
     if "nfe_quality" in args.only and args.device == "cpu":
         nfe_quality.main(["--threads", str(args.threads)])
     if args.device == "cpu":

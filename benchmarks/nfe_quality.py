@@ -8,7 +8,8 @@ reverse-diffusion predictor, predictor-corrector (one Langevin corrector, snr 0.
 probability-flow ODE (dopri5 at a ladder of tolerances) of Song et al. (2021); and the denoising
 samplers over Karras levels (``karras_sigmas(N, sigma_min, sigma_max)`` with the final 0): heun
 (Karras et al. 2022, Algorithm 1), euler, euler_ancestral, ddim (eta = 0), dpm_solver (DPM-Solver++
-2M and 3M, Lu et al. 2022) and the tutorial notes' continuous_langevin over the linear sigma(t).
+2M and 3M, Lu et al. 2022), its SDE variants dpmpp_2m_sde and dpmpp_3m_sde (eta = 1) and the tutorial
+notes' continuous_langevin over the linear sigma(t).
 
 Score functions (``benchmarks/nfe_subjects.py``):
 
@@ -72,11 +73,13 @@ MODE_GOOD = 0.03
 TOYS = ("gmm2d", "imbalanced")
 #: the samplers scorematch had before the denoising samplers, and those
 OLD = ("annealed", "annealed_eps5", "euler_maruyama", "reverse_diffusion", "pc", "ode")
-NEW = ("heun", "euler", "euler_ancestral", "ddim", "dpm_solver", "dpm_solver_3m", "continuous_langevin")
+NEW = ("heun", "euler", "euler_ancestral", "ddim", "dpm_solver", "dpm_solver_3m", "continuous_langevin",
+       "dpmpp_2m_sde", "dpmpp_3m_sde")
 #: kind -> (sampler name, options) of ``scorematch.samplers.sample``; ``_ncsn``: over the NCSN range
 DENOISING = {"heun": ("heun", {}), "euler": ("euler", {}), "euler_ancestral": ("euler_ancestral", {}),
              "ddim": ("ddim", {}), "dpm_solver": ("dpm_solver", {}), "dpm_solver_3m": ("dpm_solver", {"order": 3}),
              "continuous_langevin": ("continuous_langevin", {}),
+             "dpmpp_2m_sde": ("dpmpp_2m_sde", {}), "dpmpp_3m_sde": ("dpmpp_3m_sde", {}),
              "heun_ncsn": ("heun", {}), "dpm_solver_ncsn": ("dpm_solver", {}),
              "euler_levels": ("euler", {}), "heun_levels": ("heun", {}),
              "euler_ancestral_levels": ("euler_ancestral", {}), "dpm_solver_levels": ("dpm_solver", {})}

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 OLD = ("annealed", "annealed_eps5", "euler_maruyama", "reverse_diffusion", "pc", "ode")
-NEW = ("heun", "euler", "euler_ancestral", "ddim", "dpm_solver", "dpm_solver_3m", "continuous_langevin")
+NEW = ("heun", "euler", "euler_ancestral", "ddim", "dpm_solver", "dpm_solver_3m", "continuous_langevin",
+       "dpmpp_2m_sde", "dpmpp_3m_sde")
 LEVELS = ("euler_levels", "heun_levels", "euler_ancestral_levels", "dpm_solver_levels")
 ORDER = (*OLD, *NEW, "heun_ncsn", "dpm_solver_ncsn", *LEVELS)
 DETERMINISTIC = ("ode", "heun", "euler", "dpm_solver", "dpm_solver_3m")

@@ -30,3 +30,11 @@ def make_gen():
 def _seed_global_rng() -> None:
     """Seed the global RNG too (parameter initialisation of the models a test builds)."""
     torch.manual_seed(1234)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _feature_cache(tmp_path_factory) -> None:
+    """Feature networks of the image metrics are cached in a folder of this session, not the user's."""
+    import os
+
+    os.environ["SCOREMATCH_CACHE"] = str(tmp_path_factory.mktemp("scorematch-cache"))

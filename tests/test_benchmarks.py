@@ -108,8 +108,9 @@ def test_the_benchmarks_page_is_filled_from_the_results(tmp_path) -> None:
     (``python -m benchmarks.readme`` would change nothing); main() rewrites only pages with blocks."""
     text = readme.PAGE.read_text()
     refilled, filled = readme.fill(text)
-    assert sorted(filled) == ["compare", "likelihood", "nfe_quality_summary", "objectives", "row_seeds", "samplers",
-                              "scaling", "soak"]
+    assert sorted(filled) == ["compare", "image_metrics", "k_diffusion_sde", "likelihood", "likelihood_mixtures",
+                              "nfe_quality_summary", "objectives", "posthoc_ema", "row_seeds", "samplers", "scaling",
+                              "sde_multistep", "soak"]
     assert refilled == text, "docs/benchmarks.md differs from benchmarks/results/: run python -m benchmarks.readme"
 
     page, plain = tmp_path / "page.md", tmp_path / "plain.md"
@@ -199,7 +200,7 @@ def test_nfe_quality_smoke_counts_every_evaluation(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("name", ["compare", "compile", "likelihood", "nfe_quality", "objectives", "row_seeds",
-                                  "samplers", "scaling", "soak"])
+                                  "samplers", "scaling", "sde_multistep", "soak"])
 def test_every_benchmark_parses_its_command_line(name, capsys) -> None:
     """``python -m benchmarks.NAME --help`` answers (a clash of two options would raise instead)."""
     module = importlib.import_module(f"benchmarks.{name}")

@@ -165,7 +165,7 @@ def test_plot_writes_nonblank_pngs(run, tmp_path, capsys):
     written = [Path(line.removeprefix("wrote ")) for line in out.splitlines() if line.startswith("wrote ")]
     names = sorted(p.name for p in written)
     assert names == ["density.png", "loss.png", "samples.png", "score_field.png", "trajectory.png"]
-    assert sorted(p.name for p in folder.iterdir()) == names
+    assert sorted(p.name for p in folder.iterdir() if p.name != ".scorematch-output") == names
     for p in written:
         with Image.open(p) as im:
             im.load()
@@ -261,6 +261,7 @@ def test_bad_train_input_is_one_line_error_and_writes_nothing(case, tmp_path, ca
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_bad_input_through_python_m(tmp_path):
     out = tmp_path / "out"
     p = subprocess.run([sys.executable, "-m", "scorematch", "train", "--data", "gmm3d", "--steps", "5",
@@ -337,6 +338,7 @@ def test_resume_of_missing_run(tmp_path, capsys):
 # SIGTERM
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_exits_143_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--data", "gmm2d", "--objective", "dsm", "--batch-size", "32", "--hidden", "16", "--depth", "1",

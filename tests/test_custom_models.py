@@ -135,7 +135,8 @@ def test_class_defined_in_a_function_trains_with_a_warning_and_load_says_why(tmp
 def test_load_from_another_process_needs_the_class_importable(tmp_path):
     run = tmp_path / "r"
     scorematch.train(model=TinyScore(), data=blobs(200), out=run, **{**FAST, "steps": 3})
-    code = f"import scorematch; m = scorematch.load({str(run)!r}); print(type(m.model).__name__)"
+    code = f"import scorematch; m = scorematch.load({str(run)!r}, trust_model_module=True); " \
+           "print(type(m.model).__name__)"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode != 0 and "user_models:TinyScore cannot be imported" in p.stderr
@@ -151,7 +152,8 @@ def test_save_and_load_a_bare_model(tmp_path):
     torch.manual_seed(0)
     m = ScoreMLP(3, 16, 2)
     scorematch.save(m, tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "weights.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "manifest.json", "weights.safetensors"]
+    assert (tmp_path / "m" / "weights.safetensors").is_file()
     back = scorematch.load(tmp_path / "m")
     x = torch.randn(5, 3)
     assert type(back) is ScoreMLP and torch.equal(back.score(x), m.score(x))

@@ -11,8 +11,11 @@ with its loop and chain lengths cut to 20.
 from __future__ import annotations
 
 import math
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -222,8 +225,6 @@ def test_readme_python_block_runs():
 
 
 def _hooks():
-    pytest.importorskip("mkdocs")
-    pytest.importorskip("latex2mathml")
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("scorematch_docs_hooks", ROOT / "docs" / "hooks.py")
@@ -256,3 +257,42 @@ def test_docs_quotes_are_checked(caplog):
     with caplog.at_level("WARNING"):
         hooks.check_quotes(page.replace("s^*(x)", "s(x)"), "page.md")
     assert "not in docs/conventions.md" in caplog.text
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The documentation site, built once per test session as `make docs` builds it (strict: a
+    warning of docs/hooks.py, e.g. an equation latex2mathml cannot convert, fails the build)."""
+    out = tmp_path_factory.mktemp("site")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.mark.xdist_group("docs")
+def test_no_built_page_shows_raw_tex(site):
+    """Every equation of every page is MathML: outside <math> elements no page holds $$ or \\mathbb
+    (a display equation pymdownx.arithmatex did not mark stays as TeX in a paragraph)."""
+    pages = sorted(site.rglob("*.html"))
+    assert len(pages) > 30
+    raw = {}
+    for page in pages:
+        text = re.sub(r"<math\b.*?</math>", "", page.read_text(encoding="utf-8"), flags=re.S)
+        found = [t for t in ("$$", "\\mathbb") if t in text]
+        if found:
+            raw[str(page.relative_to(site))] = found
+    assert raw == {}
+    edm = (site / "objectives" / "edm" / "index.html").read_text(encoding="utf-8")
+    assert edm.count('<math xmlns="http://www.w3.org/1998/Math/MathML" display="block"') >= 5
+
+
+@pytest.mark.xdist_group("docs")
+def test_display_equations_scroll_inside_their_column(site):
+    """The stylesheet keeps a display equation within the content column (it scrolls sideways)."""
+    css = (site / "css" / "math.css").read_text(encoding="utf-8")
+    rule = re.search(r"div\.arithmatex \{(?P<body>[^}]*)\}", css)
+    assert rule and "max-width: 100%" in rule["body"] and "overflow-x: auto" in rule["body"]
+    assert re.search(r"\.md-content \{[^}]*min-width: 0", css)
+    page = (site / "objectives" / "edm" / "index.html").read_text(encoding="utf-8")
+    assert 'href="../../css/math.css"' in page

@@ -68,6 +68,7 @@ def test_the_gallery_has_its_scripts():
         assert name in (EXAMPLES / "README.md").read_text(), f"examples/README.md does not list {name}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", _scripts())
 def test_example_runs_tiny(script: str, tmp_path: Path):
     path = EXAMPLES / script

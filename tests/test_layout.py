@@ -17,7 +17,7 @@ PKG = ROOT / "src" / "scorematch"
 LAYERS = {
     "errors": 1, "_version": 1, "_lazy": 1, "_checks": 1, "_random": 1, "_brownian": 1, "_compile": 1, "_progress": 1,
     "files": 1,
-    "distributions": 2, "models": 2, "noise": 2, "sde": 2, "autodiff": 2, "denoise": 2,
+    "distributions": 2, "models": 2, "noise": 2, "sde": 2, "autodiff": 2, "denoise": 2, "ema": 2,
     "objectives": 3, "samplers": 3, "likelihood": 3, "density": 3, "metrics": 3, "data": 3, "plotting": 3,
     "run": 4,
     "cli": 5, "__main__": 5,
@@ -176,6 +176,8 @@ CATALOGUE_MODULES = {"samplers/catalogue.py", "objectives/catalogue.py", "object
 #: string constants equal to a method name that name something else, each with the reason
 OTHER_MEANINGS = {
     ("sde.py", "euler"): "torchdiffeq's fixed-step solver of the ODE_METHODS list, not the sampler",
+    ("samplers/dpmpp_sde.py", "heun"): "a solver_type of DPM-Solver++(2M) SDE (its second-order correction, as "
+                                       "k-diffusion names it), not the sampler",
 }
 
 
@@ -359,7 +361,8 @@ def test_a_toy_sampler_and_a_toy_objective_reach_the_command_line(tmp_path, caps
         assert calls["sampler"] == 1 and x.shape == (7, 2)
         # shrink 0: every sample is the origin of the model's space, mapped back to data space (the data mean)
         assert np.allclose(x, x[0], atol=1e-6) and np.abs(x[0]).max() < 0.3
-        rc, _, err = run_cli(["sample", run, "--sampler", "toy_sampler", "--eta", 0.1, "--out", out], capsys)
+        rc, _, err = run_cli(["sample", run, "--sampler", "toy_sampler", "--eta", 0.1, "--out", tmp_path / "t.npz"],
+                                  capsys)
         assert rc == 2 and "does not apply to sampler 'toy_sampler'" in err and "shrink" in err
     finally:
         objectives.unregister("toy_objective")

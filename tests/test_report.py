@@ -32,6 +32,7 @@ from PIL import Image
 import scorematch
 from scorematch.cli import main
 from scorematch.run.reporting.evaluate import evaluate
+from scorematch.run.reporting.features import ROWS
 from scorematch.run.reporting.html import write_report
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -180,6 +181,11 @@ def check_eval(page: Page, results: dict) -> None:
     for key, value in results.items():
         if key == "run":
             continue
+        if key == "image_metrics":  # one row per metric: value +/- se (real vs real: baseline +/- se)
+            for name, row, _ in (r for r in ROWS if r[0] in value):
+                assert rows[row][0].startswith(f"{value[name]['value']:.4g} +/- "), (row, rows[row])
+                assert f"real vs real: {value[name]['baseline']:.4g}" in rows[row][0], (row, rows[row])
+            continue
         cell = rows[key][0]
         if isinstance(value, float):
             assert float(cell) == pytest.approx(value, rel=1e-5, abs=1e-12), (key, cell)
@@ -254,11 +260,12 @@ def test_ncsn_report_has_levels_annealing_and_grids(ncsn_report):
     check_self_contained(text, page)
     imgs = dict(zip([a["alt"] for a in page.images()], check_images(page, NCSN_FIGURES), strict=True))
     with Image.open(run / "samples" / "step_00000030.png") as grid:
+        assert grid.size == (11 * 62, 11 * 62)  # 6 x 6 digits of 8 x 8 pixels, each pixel 11 x 11 in the PNG
         assert imgs["samples at step 30"].size == grid.size  # the file itself, embedded unchanged
         assert np.array_equal(np.asarray(imgs["samples at step 30"]), np.asarray(grid))
     check_config(page, run)
     check_eval(page, results)
-    assert "From eval.json" in page.all_text and "Annealed Langevin trajectory" in page.all_text
+    assert "From eval.json" in page.all_text and "Sampler trajectory: annealed" in page.all_text
     # the loss table: one row per noise level with its sigma, final = mean of the last row(s)
     sigmas = json.loads((run / "run.json").read_text())["schedule"]["sigmas"]
     rows = page.table("series")
@@ -269,6 +276,41 @@ def test_ncsn_report_has_levels_annealing_and_grids(ncsn_report):
         sigma_cell, final_cell, _ = rows[f"level {i}"]
         assert float(sigma_cell) == pytest.approx(s, rel=1e-5)
         assert float(final_cell) == pytest.approx(final[header.index(f"loss_level_{i}")], rel=1e-5)
+
+
+def check_order(page: Page) -> list[str]:
+    """The section ids in page order: a table of contents linking to each, results first, the
+    configuration last; returns the ids."""
+    ids = [a["id"] for t, a in page.tags if t == "h2" and "id" in a]
+    links = [a["href"] for t, a in page.tags if t == "a" and a.get("href", "").startswith("#")]
+    assert links == ["#" + i for i in ids]  # the contents, before the first section, in the same order
+    nav = next(k for k, (t, _) in enumerate(page.tags) if t == "nav")
+    first_section = next(k for k, (t, _) in enumerate(page.tags) if t == "section")
+    assert nav < first_section
+    assert ids[0] == "evaluation" and ids[1] == "samples" and ids[-2:] == ["loss", "config"]
+    return ids
+
+
+def test_results_come_first_and_the_configuration_last(dsm_report, ncsn_report):
+    dsm = check_order(Page(dsm_report[1].read_text(encoding="utf-8")))
+    assert dsm == ["evaluation", "samples", "field", "trajectory", "loss", "config"]
+    ncsn = check_order(Page(ncsn_report[1].read_text(encoding="utf-8")))
+    assert ncsn == ["evaluation", "samples", "trajectory", "loss", "config"]
+
+
+def test_the_trajectory_is_named_after_the_sampler_the_run_uses(tmp_path):
+    """An EDM run on images is sampled with DPM-Solver: its report says so, and never says annealed
+    Langevin."""
+    run = tmp_path / "edm"
+    scorematch.train(out=run, data="digits", objective="edm", model="time_mlp", hidden=16, depth=1, steps=5,
+                     batch_size=16, device="cpu", seed=0, progress=False)
+    page = Page(write_report(run, n=8, evaluate=False).read_text(encoding="utf-8"))
+    assert "trajectory" in check_order(page)
+    heading = next(h for h in page.text if h.startswith("Sampler trajectory"))
+    assert heading == "Sampler trajectory: dpm_solver (n_steps 20)"
+    assert "annealed" not in page.all_text.lower()
+    captions = [a["alt"] for t, a in page.tags if t == "img"]
+    assert "annealing" in captions and "Samples drawn with dpm_solver (n_steps 20)" in page.all_text
 
 
 def test_no_eval_stale_eval_and_escaping(ncsn_report, tmp_path):

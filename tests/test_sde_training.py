@@ -86,7 +86,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 def sample_mmd(run: Path, sampler: str, *options: str) -> tuple[float, torch.Tensor]:
     """`scorematch sample RUN --sampler NAME`: MMD^2 of the samples to the held-out split."""
     out = run / f"{sampler}.npz"
-    cli("sample", run, "--sampler", sampler, "--n", N_SAMPLES, "--out", out, *options)
+    cli("sample", run, "--sampler", sampler, "--n", N_SAMPLES, "--out", out, "--force", *options)  # may repeat
     x = torch.from_numpy(np.load(out)["samples"])
     assert x.shape == (N_SAMPLES, 2) and torch.isfinite(x).all()
     _, test = held_out(run)

@@ -157,6 +157,7 @@ def relative_run(tmp_path, capsys, monkeypatch):
     return tmp_path / "a" / "run"
 
 
+@pytest.mark.slow
 def test_run_evaluates_plots_and_reports_from_another_directory(relative_run, tmp_path, capsys):
     info = json.loads((relative_run / "run.json").read_text())["data"]
     data = tmp_path / "a" / "d.npy"
@@ -210,7 +211,7 @@ def test_log_likelihood_of_a_standardised_model_is_in_data_units():
     sde = VESDE(0.01, 20.0)
     mu, sd = torch.tensor([300.0, -5.0]), torch.tensor([80.0, 2.0])
     model = Standardized(ExactVEScore(sde), mu, sd)
-    model.run_info = {"schedule": {"sde": "ve", "sigma_min": 0.01, "sigma_max": 20.0}}
+    model.run_info = {"schedule": {"sde": "ve", "sigma_min": 0.01, "sigma_max": 20.0}, "data": {"sample_shape": [2]}}
     x = mu + sd * torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
     got = _likelihood(model, x, "vector", 256, torch.Generator().manual_seed(1))["test_log_likelihood"]
     exact = float(torch.distributions.Normal(mu, sd).log_prob(x).sum(1).mean())

@@ -295,7 +295,7 @@ def constant_images(n: int, c: int, h: int, w: int) -> torch.Tensor:
 def test_save_image_grid_places_image_k_in_its_cell(tmp_path, c):
     n, h, w, nrow, pad = 7, 5, 6, 3, 2
     images = constant_images(n, c, h, w)
-    path = plotting.save_image_grid(images, tmp_path / "grid.png", nrow=nrow)
+    path = plotting.save_image_grid(images, tmp_path / "grid.png", nrow=nrow, upscale=1)
     with Image.open(path) as img:
         assert img.mode == ("L" if c == 1 else "RGB")
         pixels = np.asarray(img).reshape(img.size[1], img.size[0], c)
@@ -385,3 +385,22 @@ def test_ax_argument_draws_into_callers_figure(gmm2d):
     out = plotting.vector_field(gmm2d.score, n=4, ax=ax1, title="given")
     assert out is fig and ax1.get_title() == "given"
     assert plotting.samples_over_data(gmm2d.sample(10), None, ax=ax2) is fig
+
+
+@pytest.mark.parametrize("n, side, nrow, k", [(36, 8, 6, 11), (4, 28, 2, 3), (100, 28, 10, 3), (9, 32, 3, 3),
+                                              (4, 100, 2, 1), (400, 8, 20, 10)])
+def test_saved_grids_are_enlarged_by_whole_pixels(tmp_path, n, side, nrow, k):
+    """upscale="auto" (the default): each image at least 84 pixels on its side (a 28 x 28 digit 3x,
+    8 x 8 digits 11x), the grid at most 2048 pixels (400 digits of 8 x 8: 10x, not 11x), every
+    pixel of the 1:1 grid a k x k block of the same value."""
+    images = torch.rand(n, 1, side, side, generator=torch.Generator().manual_seed(n))
+    one = plotting.save_image_grid(images, tmp_path / "one.png", nrow=nrow, upscale=1)
+    auto = plotting.save_image_grid(images, tmp_path / "auto.png", nrow=nrow)
+    with Image.open(one) as a, Image.open(auto) as b:
+        small, big = np.asarray(a), np.asarray(b)
+    g = 2 + nrow * (side + 2)
+    assert small.shape == (g, g) and big.shape == (k * g, k * g)
+    assert max(big.shape) <= 2048
+    np.testing.assert_array_equal(big, small.repeat(k, 0).repeat(k, 1))
+    with pytest.raises(ConfigError, match="upscale"):
+        plotting.save_image_grid(images, tmp_path / "bad.png", upscale=0)

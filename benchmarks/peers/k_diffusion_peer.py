@@ -284,6 +284,9 @@ def checks(s: Setup) -> dict[str, str]:
                 f"({abs(var - exact) / se:.1f} standard errors)")
 
     out |= _denoising_checks(sampling, s)
+    from benchmarks.peers.k_diffusion_sde import sde_checks
+
+    out |= sde_checks(s)
     out["reverse_sde_step"] = (
         f"analytic score of N(0, I), {n} x {d} samples, {s.n_steps} steps from N(0, sigma_max^2 I): "
         f"k-diffusion {stats(kd_x, kd_v)}; scorematch reverse_diffusion {stats(sm_x, sm_v)}; target "

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
-from scorematch.errors import ConfigError, DataError
+from scorematch.errors import ConfigError, DataError, DataNotFoundError
+
+
+def user_path(path: str | Path) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded; DataNotFoundError when that user
+    (or the home folder) does not exist, instead of pathlib's RuntimeError."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise DataNotFoundError(f"{path}: {str(path).split('/')[0]} names no home folder on this machine (no such "
+                                "user); give the path without ~ or with an existing user") from None
 
 
 def positive(name: str, value: float) -> float:

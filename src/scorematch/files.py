@@ -104,7 +104,12 @@ def _make_root(root: Path) -> None:
     except FileExistsError:
         raise OutputError(f"{root} exists and is not a folder; remove it or choose another output path") from None
     except OSError as err:
-        raise OutputError(_describe(err, root / "x")) from None
+        if err.errno == errno.ENOTDIR:
+            blocker = next((a for a in reversed((root, *root.parents)) if a.exists() and not a.is_dir()), root)
+            raise OutputError(f"{blocker} is not a folder (a file is in the way); choose another output path") from None
+        existing = next((a for a in Path(os.path.abspath(root)).parents if a.is_dir()), root)
+        shown = next((a for a in root.parents if Path(os.path.abspath(a)) == existing), existing)
+        raise OutputError(_describe(err, shown / "x")) from None  # names the folder that refused the new one
 
 
 def _open_folder(folder: Path, root: Path | None, create: bool = True) -> int:
@@ -144,7 +149,7 @@ def _open_child(fd: int, name: str, where: Path, create: bool) -> int:
     except FileExistsError:
         pass
     except OSError as err:
-        raise OutputError(_describe(err, where / "x")) from None
+        raise OutputError(_describe(err, where)) from None  # names the folder it was to be created in
     try:
         return os.open(name, _DIR | _NOFOLLOW, dir_fd=fd)
     except OSError as err:
@@ -173,20 +178,36 @@ def ensure_folder(folder: PathLike, root: PathLike | None = None) -> Path:
     return p
 
 
-def atomic_write(path: PathLike, data: bytes, root: PathLike | None = None) -> Path:
+def atomic_write(path: PathLike, data: bytes, root: PathLike | None = None, exclusive: bool = False) -> Path:
     """Write ``data`` to ``path``: temporary file (O_EXCL, O_NOFOLLOW), fsync, rename, fsync of
     the folder, with no symbolic link followed below ``root`` (default: the file's folder).
-    Raises OutputError with a one-line reason when it cannot."""
+    With ``exclusive`` the finished file is linked to ``path`` instead of renamed over it, so a
+    file already there (written meanwhile by another process) is kept and an OutputError says
+    so. Raises OutputError with a one-line reason when it cannot."""
     p = Path(path)
     fd = _open_folder(p.parent, Path(root) if root is not None else p.parent)
     try:
-        _write_in(fd, p, data)
+        _write_in(fd, p, data, exclusive)
     finally:
         os.close(fd)
     return p
 
 
-def _write_in(dir_fd: int, p: Path, data: bytes) -> None:
+def _put(tmp: str, p: Path, dir_fd: int, exclusive: bool) -> None:
+    """The finished temporary file ``tmp`` becomes ``p``: renamed over it, or, ``exclusive``,
+    linked (EEXIST when ``p`` exists) and the temporary name removed."""
+    if not exclusive:
+        os.replace(tmp, p.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return
+    try:
+        os.link(tmp, p.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    except FileExistsError:
+        raise OutputError(f"{p} was created by another process while this one worked; nothing of it was "
+                          "overwritten: choose another output name") from None
+    _unlink(tmp, dir_fd)
+
+
+def _write_in(dir_fd: int, p: Path, data: bytes, exclusive: bool = False) -> None:
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISDIR(os.stat(p.name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
             raise OutputError(f"{p} is a folder; give a file name")
@@ -201,7 +222,7 @@ def _write_in(dir_fd: int, p: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-            os.replace(tmp, p.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            _put(tmp, p, dir_fd, exclusive)
     except OSError as err:
         _unlink(tmp, dir_fd)
         raise OutputError(_describe(err, p)) from None
@@ -242,29 +263,29 @@ def probe_writable(path: PathLike, root: PathLike | None = None) -> None:
         os.close(fd)
 
 
-def write_text(path: PathLike, text: str, root: PathLike | None = None) -> Path:
+def write_text(path: PathLike, text: str, root: PathLike | None = None, exclusive: bool = False) -> Path:
     """``atomic_write`` of UTF-8 text."""
-    return atomic_write(path, text.encode("utf-8"), root=root)
+    return atomic_write(path, text.encode("utf-8"), root=root, exclusive=exclusive)
 
 
-def write_json(path: PathLike, obj: Any, root: PathLike | None = None) -> Path:
+def write_json(path: PathLike, obj: Any, root: PathLike | None = None, exclusive: bool = False) -> Path:
     """``atomic_write`` of ``obj`` as indented JSON with sorted keys and a final newline."""
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", root=root)
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", root=root, exclusive=exclusive)
 
 
-def write_npz(path: PathLike, *, root: PathLike | None = None, **arrays: Any) -> Path:
+def write_npz(path: PathLike, *, root: PathLike | None = None, exclusive: bool = False, **arrays: Any) -> Path:
     """``atomic_write`` of an uncompressed .npz holding ``arrays`` (exactly at ``path``: no
     suffix is added, unlike ``numpy.savez`` given a name without .npz)."""
     import numpy as np
 
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    return atomic_write(path, buf.getvalue(), root=root)
+    return atomic_write(path, buf.getvalue(), root=root, exclusive=exclusive)
 
 
 def open_append(path: PathLike, root: PathLike | None = None) -> io.TextIOWrapper:
     """Open an existing log file for appending text, refusing a symbolic link at it or at any
-    folder below ``root`` (O_NOFOLLOW)."""
+    folder below ``root`` (O_NOFOLLOW), and a file with more than one name (a hard link)."""
     p = Path(path)
     fd = _open_folder(p.parent, Path(root) if root is not None else p.parent, create=False)
     try:
@@ -273,9 +294,15 @@ def open_append(path: PathLike, root: PathLike | None = None) -> io.TextIOWrappe
         raise OutputError(_describe(err, p)) from None
     finally:
         os.close(fd)
-    if not stat.S_ISREG(os.fstat(f).st_mode):
+    st = os.fstat(f)
+    if not stat.S_ISREG(st.st_mode):
         os.close(f)
         raise OutputError(f"{p} is not a regular file; remove it")
+    if st.st_nlink > 1:
+        os.close(f)
+        raise OutputError(f"{p} has {st.st_nlink} names (a hard link: the same file is also somewhere else, which "
+                          f"appending would change too); scorematch never writes through one: replace it by a copy "
+                          f"(cp {p} {p}.copy && mv {p}.copy {p})")
     return io.TextIOWrapper(os.fdopen(f, "wb"), encoding="utf-8", newline="")
 
 
@@ -318,9 +345,10 @@ def rename_aside(folder: PathLike, name: str, suffix: str = ".orig") -> str | No
 
 
 @contextlib.contextmanager
-def folder_lock(folder: PathLike, name: str = ".lock") -> Iterator[None]:
+def folder_lock(folder: PathLike, name: str = ".lock", wait: bool = False) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``folder/name`` (created empty, never through a link) while
-    the block runs; OutputError at once when another process holds it."""
+    the block runs; OutputError at once when another process holds it, or with ``wait`` wait
+    for it to let go (for short sections such as choosing a free file name and writing it)."""
     p = Path(folder)
     dfd = _open_folder(p, None)
     try:
@@ -331,7 +359,10 @@ def folder_lock(folder: PathLike, name: str = ".lock") -> Iterator[None]:
         os.close(dfd)
     try:
         try:
-            _lock(fd)
+            if wait and fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            else:
+                _lock(fd)
         except BlockingIOError:
             raise OutputError(
                 f"{p} is in use by another scorematch process (it holds {p / name}); wait for it to end"

@@ -11,7 +11,8 @@ Hutchinson-Skilling estimate E_eps[eps^T (dv/dx) eps] with Rademacher probes eps
 solve.  Under a VE, VP or sub-VP SDE (drift f = c(t) x, div f = D c(t)) the exact divergence of a
 score network with linear ends (scorematch.autodiff.structured: the library's MLPs, directly or
 through ``sigma_conditioned``) is div v = D c(t) - 1/2 g(t)^2 tr(grad_x s) with the trace taken
-in the network's widths; any other exact trace is torch.func.jacrev under vmap, chunked.
+in the network's widths; any other exact trace is D vector-Jacobian products with the unit vectors
+(D <= 16) or torch.func.jacrev under vmap, chunked.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import torch
 from torch import Tensor
 
 from scorematch import _checks
-from scorematch._random import rademacher_like
+from scorematch._random import rademacher_like, rand_like
 from scorematch.autodiff.plan import plan, structured_score_and_trace
 from scorematch.autodiff.trace import prefer_structured
 from scorematch.errors import ConfigError, DataError
 from scorematch.sde import ODE_METHODS, SDE, VESDE, VPSDE
 
-__all__ = ["LogProbResult", "log_prob", "bits_per_dim"]
+__all__ = ["BitsPerDim", "LogProbResult", "bits_per_dim", "dequantized_bits_per_dim", "log_prob",
+           "velocity_and_divergence"]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 _EXACT_MAX_DIM = 16
@@ -71,6 +73,81 @@ def _structured_velocity(score_fn: Any, sde: SDE, x: Tensor, eps_t: float) -> Ca
     return velocity_and_div
 
 
+def velocity_and_divergence(
+    score_fn: ScoreFn | torch.nn.Module,
+    sde: SDE,
+    x: Tensor,
+    exact_trace: bool | None = None,
+    n_probes: int = 1,
+    generator: torch.Generator | None = None,
+    eps_t: float = 1e-5,
+) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """``f(y, t) -> (v, div v)`` for batches shaped like ``x``: the probability-flow velocity
+    v = f(y, t) - 1/2 g(t)^2 s(y, t) and its divergence, exact (default for D <= 16; the structured
+    trace where it applies, else for D <= 16 D vector-Jacobian products with the unit vectors after
+    one forward pass, above torch.func.jacrev under vmap, chunked) or the Hutchinson-Skilling
+    estimate with ``n_probes`` Rademacher probes per row drawn now from ``generator`` and fixed for
+    every call. ``t`` is (n,); neither output is differentiable."""
+    score = _score_callable(score_fn)
+    n, d = x.shape[0], math.prod(x.shape[1:])
+    exact = d <= _EXACT_MAX_DIM if exact_trace is None else bool(exact_trace)
+
+    def drift(y: Tensor, tv: Tensor) -> Tensor:
+        g2 = sde.diffusion(tv).pow(2).reshape(-1, *([1] * (y.dim() - 1)))
+        return sde.drift(y, tv) - 0.5 * g2 * score(y, tv)
+
+    structured = _structured_velocity(score_fn, sde, x, eps_t) if exact else None
+    if structured is not None:
+        return structured
+    if exact and d <= _EXACT_MAX_DIM:
+        basis = torch.eye(d, dtype=x.dtype, device=x.device).reshape(d, 1, *x.shape[1:])
+
+        def basis_div(y: Tensor, tv: Tensor) -> tuple[Tensor, Tensor]:
+            # one forward pass, then D vector-Jacobian products with the unit vectors e_j (rows are
+            # independent, so e_j^T J e_j of every row at once): div = sum_j (e_j^T J)_j
+            with torch.enable_grad():
+                yr = y.detach().requires_grad_(True)
+                v = drift(yr, tv)
+                div = torch.zeros(n, dtype=y.dtype, device=y.device)
+                for j in range(d):
+                    e = basis[j].expand_as(yr)
+                    (vjp,) = torch.autograd.grad(v, yr, grad_outputs=e, retain_graph=j < d - 1)
+                    div = div + (vjp * e).flatten(1).sum(1)
+            return v.detach(), div
+
+        return basis_div
+    if exact:
+        chunk = max(1, _JAC_CHUNK_ELEMENTS // (d * d))
+
+        def one(yi: Tensor, ti: Tensor) -> tuple[Tensor, Tensor]:
+            v = drift(yi[None], ti[None])[0]
+            return v, v
+
+        jac_fn = torch.func.vmap(torch.func.jacrev(one, has_aux=True), chunk_size=chunk)
+
+        def exact_div(y: Tensor, tv: Tensor) -> tuple[Tensor, Tensor]:
+            with torch.enable_grad():
+                jac, v = jac_fn(y, tv)
+            div = jac.reshape(n, d, d).diagonal(dim1=1, dim2=2).sum(-1)
+            return v.detach(), div.detach()
+
+        return exact_div
+    n_probes = _checks.positive_int("n_probes", n_probes)
+    probes = rademacher_like(x.expand(n_probes, *x.shape), generator)
+
+    def hutchinson(y: Tensor, tv: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():
+            yr = y.detach().requires_grad_(True)
+            v = drift(yr, tv)
+            div = torch.zeros(n, dtype=y.dtype, device=y.device)
+            for k in range(n_probes):
+                (vjp,) = torch.autograd.grad(v, yr, grad_outputs=probes[k], retain_graph=k < n_probes - 1)
+                div = div + (vjp * probes[k]).flatten(1).sum(1)
+        return v.detach(), div / n_probes
+
+    return hutchinson
+
+
 def log_prob(
     score_fn: ScoreFn | torch.nn.Module,
     sde: SDE,
@@ -104,7 +181,6 @@ def log_prob(
     """
     from torchdiffeq import odeint
 
-    score = _score_callable(score_fn)
     x = _checks.batch("x", x)
     if not torch.isfinite(x).all():
         raise DataError("x contains NaN or inf")
@@ -116,46 +192,8 @@ def log_prob(
     _checks.choice("method", method, ODE_METHODS)
     rtol = _checks.positive("rtol", rtol)
     atol = _checks.positive("atol", atol)
-    n, d = x.shape[0], math.prod(x.shape[1:])
-    exact = d <= _EXACT_MAX_DIM if exact_trace is None else bool(exact_trace)
-
-    def drift(y: Tensor, tv: Tensor) -> Tensor:
-        g2 = sde.diffusion(tv).pow(2).reshape(-1, *([1] * (y.dim() - 1)))
-        return sde.drift(y, tv) - 0.5 * g2 * score(y, tv)
-
-    structured = _structured_velocity(score_fn, sde, x, eps_t) if exact else None
-    if structured is not None:
-        velocity_and_div = structured
-    elif exact:
-        chunk = max(1, _JAC_CHUNK_ELEMENTS // (d * d))
-
-        def one(yi: Tensor, ti: Tensor) -> tuple[Tensor, Tensor]:
-            v = drift(yi[None], ti[None])[0]
-            return v, v
-
-        jac_fn = torch.func.vmap(torch.func.jacrev(one, has_aux=True), chunk_size=chunk)
-
-        def velocity_and_div(y: Tensor, tv: Tensor) -> tuple[Tensor, Tensor]:
-            with torch.enable_grad():
-                jac, v = jac_fn(y, tv)
-            div = jac.reshape(n, d, d).diagonal(dim1=1, dim2=2).sum(-1)
-            return v.detach(), div.detach()
-
-    else:
-        n_probes = _checks.positive_int("n_probes", n_probes)
-        probes = rademacher_like(x.expand(n_probes, *x.shape), generator)
-
-        def velocity_and_div(y: Tensor, tv: Tensor) -> tuple[Tensor, Tensor]:
-            with torch.enable_grad():
-                yr = y.detach().requires_grad_(True)
-                v = drift(yr, tv)
-                div = torch.zeros(n, dtype=y.dtype, device=y.device)
-                for k in range(n_probes):
-                    (vjp,) = torch.autograd.grad(
-                        v, yr, grad_outputs=probes[k], retain_graph=k < n_probes - 1
-                    )
-                    div = div + (vjp * probes[k]).flatten(1).sum(1)
-            return v.detach(), div / n_probes
+    n = x.shape[0]
+    velocity_and_div = velocity_and_divergence(score_fn, sde, x, exact_trace, n_probes, generator, eps_t)
 
     count = [0]
 
@@ -192,3 +230,57 @@ def bits_per_dim(
     lp = torch.as_tensor(log_prob_values)
     log_p_y = lp + d * math.log(w)
     return -(log_p_y - d * math.log(lv)) / (d * math.log(2))
+
+
+class BitsPerDim(NamedTuple):
+    """``dequantized_bits_per_dim``: per row, the variational bound in bits per dimension, the
+    log-density log p(y) of the dequantised points in [0, 1)^D (the mean over the draws), and nfe."""
+
+    variational_bound: Tensor
+    log_prob_dequantized: Tensor
+    nfe: int
+
+
+def dequantized_bits_per_dim(
+    score_fn: ScoreFn | torch.nn.Module,
+    sde: SDE,
+    x: Tensor,
+    levels: int = 256,
+    data_range: tuple[float, float] = (0.0, 1.0),
+    n_draws: int = 1,
+    generator: torch.Generator | None = None,
+    **log_prob_options: Any,
+) -> BitsPerDim:
+    """Bits per dimension of quantised data under uniform dequantisation (Theis et al. 2016), the
+    variational bound
+
+        -log2 P(x_int) / D <= -(E_u[log p(y)] - D log levels) / (D log 2),   y = (x_int + u) / levels,
+
+    u ~ U[0, 1)^D (Jensen over the cell of x_int, of volume levels^-D); always >= 0 for a density
+    with p(y) <= levels^D on each cell, unlike the log-density of the quantised points themselves,
+    which a continuous model can push to +inf. ``x`` holds the quantised values k / (levels - 1),
+    k = 0..levels-1, as the image loaders return them (checked: already dequantised or unscaled
+    data is refused with a DataError). The model sees y mapped affinely onto ``data_range``
+    (lo + (hi - lo) y; (-1, 1) for a model trained on [-1, 1] images), so log p(y) = log p_model
+    + D log(hi - lo). E_u is estimated with ``n_draws`` draws per row from ``generator``, solved
+    in one batch; the remaining options go to ``log_prob`` (``generator`` also draws its
+    Hutchinson probes).
+    """
+    x = _checks.batch("x", x)
+    lv = _checks.positive_int("levels", levels, minimum=2)
+    draws = _checks.positive_int("n_draws", n_draws)
+    lo, hi = (float(v) for v in data_range)
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise ConfigError(f"data_range must be (lo, hi) with lo < hi, got {data_range!r}")
+    k = x.double() * (lv - 1)
+    if not torch.isfinite(k).all() or float(k.min()) < -1e-3 or float(k.max()) > lv - 1 + 1e-3 or \
+            float((k - k.round()).abs().max()) > 1e-3:
+        raise DataError(f"x must hold quantised values k / {lv - 1} in [0, 1] (k = 0..{lv - 1}, as the image "
+                        "loaders return them); for data already dequantised or in another range, convert its "
+                        "log_prob with bits_per_dim")
+    n, d = x.shape[0], math.prod(x.shape[1:])
+    reps = x.repeat_interleave(draws, dim=0)
+    y = (k.round().to(x.dtype).repeat_interleave(draws, dim=0) + rand_like(reps, generator)) / lv
+    res = log_prob(score_fn, sde, lo + (hi - lo) * y, generator=generator, return_nfe=True, **log_prob_options)
+    log_p_y = (res.log_prob + d * math.log(hi - lo)).reshape(n, draws).mean(1)
+    return BitsPerDim(bits_per_dim(log_p_y, d, levels=lv), log_p_y, res.nfe)

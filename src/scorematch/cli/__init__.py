@@ -1,19 +1,20 @@
-"""Command-line interface: ``scorematch train | sample | eval | plot | report``.
+"""Command-line interface: ``scorematch train | sample | eval | plot | report | ema``.
 
 Every scorematch error is printed as one line ("scorematch: error: ...") with exit code 2
-(under several processes by rank 0 only); a run stopped by SIGINT/SIGTERM exits with 128 + the
+(under several processes by rank 0 only); a run stopped by SIGINT/SIGTERM/SIGHUP/SIGQUIT exits with 128 + the
 signal number after its checkpoint; anything else is a bug and keeps its traceback. Nothing
 imports torch before the arguments are parsed, so ``--help`` and ``--version`` answer at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
 
-from scorematch.cli.commands import cmd_eval, cmd_plot, cmd_report, cmd_sample, cmd_train
+from scorematch.cli.commands import cmd_ema, cmd_eval, cmd_plot, cmd_report, cmd_sample, cmd_train
 from scorematch.cli.parser import TRAIN_HELP, build_parser
 from scorematch.errors import ScoreMatchError
 
@@ -42,21 +43,40 @@ def main(argv: list[str] | None = None) -> int:
             _report_error(err, 0)
             return 2
     handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "plot": cmd_plot,
-               "report": cmd_report}[args.command]
+               "report": cmd_report, "ema": cmd_ema}[args.command]
     rank = int(os.environ.get("RANK", "0"))
     import warnings
 
+    trust = contextlib.nullcontext()
+    if getattr(args, "trust_model_module", False):
+        from scorematch.run.build.user_model import trusting
+
+        trust = trusting(True)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), trust:
             warnings.showwarning = _one_line_warnings
             return handler(args)
     except ScoreMatchError as err:
         _report_error(err, rank)
         return 2
+    except (MemoryError, RuntimeError) as err:
+        if not _out_of_memory(err):
+            raise
+        _report_error(ScoreMatchError(
+            f"out of memory ({' '.join(str(err).split())[:160]}): the size checks passed, but this machine had less "
+            "memory free; use a smaller --n or --batch-size, or free memory"), rank)
+        return 2
     except KeyboardInterrupt:
         if rank == 0:
             print("scorematch: interrupted", file=sys.stderr)
         return 130
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocator's refusal (a MemoryError, torch's out-of-memory errors)."""
+    text = str(err)
+    return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or \
+        "can't allocate memory" in text or "out of memory" in text.lower()
 
 
 def run() -> None:

@@ -1,5 +1,5 @@
 """What each command does once its arguments are parsed: ``cmd_train``, ``cmd_sample``,
-``cmd_eval``, ``cmd_plot``, ``cmd_report``. Each imports the run layer (and torch) only when called."""
+``cmd_eval``, ``cmd_plot``, ``cmd_report``, ``cmd_ema``. Each imports the run layer (and torch) only when called."""
 
 from __future__ import annotations
 
@@ -27,8 +27,6 @@ def _threads(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from scorematch.run.training.loop import train
-
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if f.name in TRAIN_HELP and getattr(args, f.name) is not None}
     if args.no_progress:
@@ -42,6 +40,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                               f"{args.resume}/config.json (flags such as --steps, --lr, --grad-clip may change them)")
         if args.force:
             raise ConfigError("--force cannot be used with --resume (it is for a new run in a non-empty folder)")
+        from scorematch.run.training.loop import train
+
         _threads(args)
         result = train(resume=args.resume, **overrides)
     else:
@@ -54,6 +54,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             out = Path("runs") / f"{Path(cfg.data).stem.replace(':', '_')}-{cfg.objective}-s{cfg.seed}"
             if os.environ.get("RANK", "0") == "0":
                 print(f"scorematch: no --out given: writing the run to {out}", file=sys.stderr)
+        from scorematch.run.training.loop import train  # torch: after the config is checked
+
         _threads(args)
         result = train(base, out=out, force=args.force, **overrides)
     if os.environ.get("RANK", "0") == "0":
@@ -70,6 +72,7 @@ def _check_npz(out: Path | None) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
     from scorematch.files import write_npz
@@ -85,7 +88,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     drawn = draw(args.run, out, n=args.n, sampler=args.sampler, seed=args.seed, options=_sampler_options(args),
                  label=args.label, guidance=args.guidance, inpaint=args.inpaint, inpaint_method=args.inpaint_method,
                  particles=args.particles, resample=args.resample, device=pick_device(args.device), threads=threads,
-                 progress=not args.no_progress, start_index=args.start_index, batch_size=args.batch_size)
+                 progress=not args.no_progress, claim=args.out is not None, force=args.force,
+                 log_prob=args.log_prob, start_index=args.start_index, batch_size=args.batch_size)
     if not drawn.is_main:
         return 0
     x = drawn.samples
@@ -94,17 +98,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
         from scorematch.errors import SamplingError
 
         raise SamplingError(nonfinite_advice(bad, len(x), drawn.sampler, drawn.model))
-    if drawn.evaluations is None:
-        write_npz(out, samples=x.numpy())
-    else:
-        import numpy as np
-
-        write_npz(out, samples=x.numpy(), row_index=np.arange(args.start_index, args.start_index + len(x)),
-                  seed=np.int64(args.seed), score_evaluations=np.int64(drawn.evaluations))
+    arrays = {"samples": x.numpy()}
+    if drawn.log_prob is not None:
+        arrays["log_prob"] = drawn.log_prob.numpy()
+    if drawn.nfe is not None:
+        arrays["nfe"] = np.asarray(drawn.nfe, dtype=np.int64)
+    if drawn.evaluations is not None:
+        arrays.update(row_index=np.arange(args.start_index, args.start_index + len(x)), seed=np.int64(args.seed),
+                      score_evaluations=np.int64(drawn.evaluations))
         print(f"score evaluations: {drawn.evaluations} per sample (sampler {drawn.sampler})")
+    write_npz(out, exclusive=args.out is not None, **arrays)
     note = f", {bad} of them NaN/inf" if bad else ""
     print(f"wrote {out} (samples: {tuple(x.shape)}{note}"
-          f"{f', from {drawn.world_size} processes' if drawn.world_size > 1 else ''})")
+          f"{f', from {drawn.world_size} processes' if drawn.world_size > 1 else ''}"
+          f"{f', {drawn.nfe} score evaluations' if drawn.nfe is not None else ''})")
+    if drawn.log_prob is not None:
+        print(f"mean log-likelihood: {float(drawn.log_prob.mean()):.6g} (log_prob in {out})")
     if drawn.model.run_info["data"]["kind"] == "image":
         from scorematch.plotting import save_image_grid
 
@@ -144,8 +153,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _threads(args)
     res = evaluate(args.run, n=args.n, seed=args.seed, sampler=args.sampler, likelihood=args.likelihood,
-                   out=args.out, device=pick_device(args.device), progress=not args.no_progress,
-                   **_sampler_options(args))
+                   out=args.out, device=pick_device(args.device), progress=not args.no_progress, force=args.force,
+                   inception_weights=args.inception_weights, **_sampler_options(args))
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
@@ -153,10 +162,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for k, v in res.items():
         if k == "file":
             continue
+        if k == "image_metrics":
+            from scorematch.run.reporting.features import image_metric_lines
+
+            for name, text, _ in image_metric_lines(v):
+                print(f"{name:<{width}}  {text}")
+            continue
         val = f"{v:.6g}" if isinstance(v, float) else (
             "[" + ", ".join(f"{u:.3f}" for u in v) + "]" if isinstance(v, list) else str(v))
         print(f"{k:<{width}}  {val}")
     print(f"(written to {res['file']})")
+    return 0
+
+
+def cmd_ema(args: argparse.Namespace) -> int:
+    from scorematch.run.training.posthoc import posthoc_run
+
+    out = posthoc_run(args.run, args.sigma_rel, args.out)
+    print(f"post-hoc EMA sigma_rel {args.sigma_rel:g} of {args.run}: {out} "
+          f"(a run folder: scorematch sample {out})")
     return 0
 
 
@@ -172,7 +196,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     load_config(args.run)
     _threads(args)
     for p in run_figures(args.run, out=args.out, n=args.n, seed=args.seed, device=pick_device(args.device),
-                         progress=not args.no_progress):
+                         progress=not args.no_progress, force=args.force):
         print(f"wrote {p}")
     return 0
 
@@ -183,6 +207,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     _threads(args)
     path = write_report(args.run, out=args.out, n=args.n, seed=args.seed, evaluate=not args.no_eval,
-                        device=pick_device(args.device), progress=not args.no_progress)
+                        device=pick_device(args.device), progress=not args.no_progress, force=args.force)
     print(f"wrote {path}")
     return 0

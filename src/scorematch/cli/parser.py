@@ -54,6 +54,9 @@ TRAIN_HELP: dict[str, str] = {
     "label_dropout": "with --class-conditional: share of labels replaced by the null label in training, so the "
                      "model also learns the unconditional score that classifier-free guidance needs",
     "ema_decay": "decay of the exponential moving average of the weights (used for sampling)",
+    "posthoc_ema_every": "keep power-function EMA snapshots (sigma_rel 0.05 and 0.10) every K steps in "
+                         "RUN/posthoc-ema/, so that `scorematch ema RUN --sigma-rel S` gives the EMA of any length "
+                         "afterwards (Karras et al. 2024; 0 = none)",
     "grad_clip": "clip the gradient norm to this value",
     "checkpoint_every": "write a checkpoint every K steps",
     "keep_checkpoints": "how many checkpoints to keep",
@@ -97,8 +100,16 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, type=typ, default=None, help=TRAIN_HELP[f.name] + suffix)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, like every scorematch error: the problem
+    and where the help is (not argparse's usage block), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"scorematch: error: {self.prog}: {' '.join(message.split())}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="scorematch",
         description="Learn the score grad_x log p(x) by score matching, and sample with it.",
     )
@@ -118,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", type=Path, help="continue this run folder up to --steps (--lr, --grad-clip and a "
                                                "few other settings may change; see the docs)")
     t.add_argument("--config", type=Path, help="a JSON file of TrainConfig fields; flags override it")
-    _add_common_flags(t, device=False)
+    _add_common_flags(t, device=False, force=False)
     t.add_argument("--nproc", type=_int, default=None,
                    help="train with DDP on N processes of this machine; "
                         "for several machines call torchrun yourself (docs/multi-process.md)")
@@ -133,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "row of x)")
     s.add_argument("--seed", type=_int, default=0, help="sampler seed (default: 0)")
     s.add_argument("--out", type=Path, default=None,
-                   help="output file, written exactly as named; it must end in .npz (default: RUN/samples.npz)")
+                   help="a new output file, written exactly as named; it must end in .npz (default: RUN/samples.npz, "
+                        "replaced)")
+    s.add_argument("--log-prob", action="store_true", help=log_prob_help())
     s.add_argument("--allow-nonfinite", action="store_true",
                    help="write the samples even when some are NaN/inf (default: refuse, exit 2, say what to try)")
     s.add_argument("--nproc", type=_int, default=None,
@@ -161,24 +174,40 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--likelihood", action="store_true", default=None,
                    help="also compute the test log-likelihood through the probability-flow ODE")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    e.add_argument("--out", type=Path, default=None, help="write the evaluation to this JSON file instead")
+    e.add_argument("--out", type=Path, default=None, help="write the evaluation to this new JSON file instead")
+    e.add_argument("--inception-weights", type=Path, default=None, metavar="FILE.safetensors",
+                   help="image runs: also the Inception FID, with this safetensors file of the FID Inception "
+                        "network's state dict (torchvision Inception3 names; see the docs); never downloaded")
     _add_common_flags(e)
     _add_sampler_flags(e)
 
     pl = sub.add_parser("plot", help="plot a run: score field, density, samples, trajectories, losses",
                         description="Write PNG figures of a run into RUN/plots (or --out).")
     pl.add_argument("run", type=Path, help="run folder")
-    pl.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: RUN/plots)")
+    pl.add_argument("--out", type=Path, default=None, help="a new or empty folder for the PNGs, or one plot wrote "
+                                                                "before (default: RUN/plots)")
     pl.add_argument("--n", type=_int, default=1000, help="number of samples to draw (default: 1000)")
     pl.add_argument("--seed", type=_int, default=0, help="seed (default: 0)")
     _add_common_flags(pl)
+
+    em = sub.add_parser("ema", help="the EMA of any length of a run trained with --posthoc-ema-every, as a new run",
+                        description="Reconstruct the power-function EMA of relative length --sigma-rel from the "
+                                    "snapshots of RUN/posthoc-ema (Karras et al. 2024) and write it as a new run "
+                                    "folder (RUN's config, run.json and final weights, the reconstructed average "
+                                    "as the EMA weights that sample, eval, plot and report use). Never overwrites.")
+    em.add_argument("run", type=Path, help="run folder trained with --posthoc-ema-every K")
+    em.add_argument("--sigma-rel", type=float, required=True,
+                    help="EMA length relative to the training time, in (0, 0.2887] (e.g. 0.05 or 0.10, the "
+                         "lengths kept; others are reconstructed)")
+    em.add_argument("--out", type=Path, default=None, help="run folder to create (default: RUN-ema<SIGMA_REL>)")
 
     r = sub.add_parser("report", help="write a self-contained HTML report of a run",
                        description="Write one HTML file with the config, loss curves, evaluation table, "
                                    "figures and sample grids of a run, images embedded (no network, no "
                                    "JavaScript).")
     r.add_argument("run", type=Path, help="run folder")
-    r.add_argument("--out", type=Path, default=None, help="HTML file to write (default: RUN/report.html)")
+    r.add_argument("--out", type=Path, default=None, help="a new HTML file to write (default: RUN/report.html, "
+                                                               "replaced)")
     r.add_argument("--n", type=_int, default=500, help="number of samples to draw (default: 500)")
     r.add_argument("--seed", type=_int, default=0, help="seed (default: 0)")
     r.add_argument("--no-eval", action="store_true",
@@ -187,11 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_common_flags(p: argparse.ArgumentParser, device: bool = True) -> None:
-    """--device (train has it as a config flag), --threads and --no-progress."""
+def _add_common_flags(p: argparse.ArgumentParser, device: bool = True, force: bool = True) -> None:
+    """--device (train has it as a config flag), --force (train has its own), --threads,
+    --trust-model-module and --no-progress."""
     if device:
         p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    if force:
+        p.add_argument("--force", action="store_true",
+                       help="write --out even where a file (or, for plot, a folder not written by scorematch) is in "
+                            "the way: it is renamed NAME.orig first, nothing is deleted (default: refuse)")
     p.add_argument("--threads", type=_int, default=None, help=THREADS_HELP)
+    p.add_argument("--trust-model-module", action="store_true",
+                   help="let the run folder's run.json name the module of a model class of your own that is then "
+                        "imported (runs its code): only for folders you trust (default: refuse, saying which "
+                        "module it wants; see docs/security.md)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress (default: a bar with rate and ETA on a terminal, a line every 10 s otherwise)")
 
@@ -211,6 +249,16 @@ def sampler_help() -> str:
             continue
         defaults.append(f"{kind}: {name}" + "".join(f", {k} {v}" for k, v in settings.items()))
     return f"{families}. Default, measured fastest to good samples: {'; '.join(defaults)}"
+
+
+def log_prob_help() -> str:
+    """The help of --log-prob: the samplers that return log-likelihoods, from the sampler catalogue."""
+    from scorematch.samplers import catalogue as C
+
+    able = " | ".join(e.name for e in C.entries() if e.log_prob) or "none"
+    return (f"also each sample's log-likelihood under the model, in the same solve (--sampler {able}): array "
+            "'log_prob' of the .npz (data units; the density at the solver's end point, before the final "
+            "denoising step, which is then left out), its mean printed")
 
 
 def sampler_flags() -> list[str]:

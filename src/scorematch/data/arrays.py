@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scorematch._checks import user_path
 from scorematch.errors import DataError, DataNotFoundError
 
 PathLike = str | os.PathLike[str]
@@ -189,7 +190,7 @@ def _header_line(text: str, source: str, header: str) -> int:
 def csv_header_of(path: PathLike, header: str = "auto") -> str:
     """``"yes"`` when ``load_array(path, header)`` skips a header line of the .csv, else ``"no"``
     (quietly: nothing is said on stderr)."""
-    p = Path(path).expanduser()
+    p = user_path(path)
     if header != "auto" or p.suffix.lower() != ".csv":
         return header if p.suffix.lower() == ".csv" else "no"
     try:
@@ -272,7 +273,7 @@ def load_array(path: PathLike, header: str | bool = "auto") -> torch.Tensor:
     header = {True: "yes", False: "no"}.get(header, header) if isinstance(header, bool) else header
     if header not in CSV_HEADER:
         raise DataError(f"header must be one of {', '.join(CSV_HEADER)} (or a bool), got {header!r}")
-    p = Path(path).expanduser()
+    p = user_path(path)
     source = str(p)
     try:
         exists = p.exists()

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 
-from scorematch._checks import choice, positive_int
+from scorematch._checks import choice, positive_int, user_path
 from scorematch.data.arrays import ARRAY_EXTENSIONS, load_array
 from scorematch.data.images import load_cifar10, load_digits, load_image_folder, load_mnist
 from scorematch.errors import ConfigError, DataError
@@ -94,7 +93,7 @@ def resolve_data(spec: str, n: int = 10_000, seed: int = 0, csv_header: str = "a
     if spec == "digits":
         x, labels = load_digits()
         return Dataset(x=x, name="digits", kind="image", labels=labels, classes=DIGIT_CLASSES)
-    path = Path(spec).expanduser()
+    path = user_path(spec)
     if path.suffix.lower() in ARRAY_EXTENSIONS:
         return Dataset(x=load_array(path, csv_header), name=spec, kind="vector")
 

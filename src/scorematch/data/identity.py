@@ -13,6 +13,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from scorematch._checks import user_path
 from scorematch.errors import DataChangedError, DataNotFoundError
 
 _PREFIXES = ("mnist", "fashion-mnist", "cifar10", "images")
@@ -34,7 +35,7 @@ def absolute_spec(spec: str) -> str:
     prefix, rest = _split(spec)
     if not prefix and _is_name(rest):
         return rest
-    path = str(Path(rest).expanduser().resolve())
+    path = str(user_path(rest).resolve())
     return f"{prefix}:{path}" if prefix else path
 
 

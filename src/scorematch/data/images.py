@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scorematch._checks import choice, positive_int
+from scorematch._checks import choice, positive_int, user_path
 from scorematch.data.arrays import PathLike
 from scorematch.errors import ConfigError, DataError, DataNotFoundError
 
@@ -124,7 +124,7 @@ def load_mnist(root: PathLike, split: str = "train") -> tuple[torch.Tensor, torc
     labels file is absent. ``split`` is "train" or "test". Never downloads.
     """
     choice("split", split, ("train", "test"))
-    folder = Path(root).expanduser()
+    folder = user_path(root)
     prefix = "train" if split == "train" else "t10k"
     image_names = [f"{prefix}-images-idx3-ubyte", f"{prefix}-images-idx3-ubyte.gz"]
     label_names = [f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels-idx1-ubyte.gz"]
@@ -163,7 +163,7 @@ def load_cifar10(root: PathLike, split: str = "train") -> tuple[torch.Tensor, to
     32). ``split`` is "train" (50 000 images) or "test". Never downloads, never unpickles.
     """
     choice("split", split, ("train", "test"))
-    base = Path(root).expanduser()
+    base = user_path(root)
     names = _CIFAR_TRAIN_FILES if split == "train" else _CIFAR_TEST_FILES
     folder = base
     if not (base / names[0]).is_file() and (base / "cifar-10-batches-bin").is_dir():
@@ -241,7 +241,7 @@ def load_image_folder(
     """
     from PIL import Image
 
-    folder = Path(root).expanduser()
+    folder = user_path(root)
     if not folder.exists():
         raise DataNotFoundError(f"{folder}: no such folder; check the path")
     if not folder.is_dir():

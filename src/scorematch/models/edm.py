@@ -57,11 +57,16 @@ def estimate_sigma_data(x: Tensor) -> float:
 class EDMPrecond(nn.Module):
     """A preconditioned noise-conditional model: D(x; sigma) = c_skip x + c_out F(c_in x, c_noise).
 
-    ``net`` names a registered time-conditional network (``"TimeMLP"`` for vectors, ``"TimeUNet"``
-    for images) built from ``net_config``; it is called as F(c_in x, c_noise) with c_noise = ln(sigma)/4
-    in the place of t, and its output is not rescaled. ``net_config`` holds its constructor arguments,
-    e.g. ``{"dim": 2, "hidden": 128}``, or ``{"channels": 1, "n_classes": 10}`` for a class-conditional
-    U-Net; ``n_classes`` and ``null_label`` are the network's.
+    ``net`` is the raw network F: the name of a registered time-conditional network (``"TimeMLP"``
+    for vectors, ``"TimeUNet"`` for images) built from ``net_config``, or a user's own
+    ``nn.Module`` (``net_config`` left out). F is called as F(c_in x, c_noise) with c_noise =
+    ln(sigma)/4, a tensor of shape (n,), in the place of t (and F(c_in x, c_noise, labels) for a
+    class-conditional one); its output, shaped like x, is not rescaled. ``net_config`` holds the
+    registered network's constructor arguments, e.g. ``{"dim": 2, "hidden": 128}``, or
+    ``{"channels": 1, "n_classes": 10}`` for a class-conditional U-Net; ``n_classes`` and
+    ``null_label`` are the network's. A user's module is recorded by its import path
+    ``module:QualName`` and its ``config`` attribute (its constructor's keyword arguments), so that
+    a run folder names it the way it names any user's model.
 
     ``score(x, sigma, labels=None) = (D(x; sigma) - x) / sigma^2`` (Tweedie), the same as ``forward``;
     ``denoise`` is D. sigma is a float or a tensor of shape (n,), every entry > 0.
@@ -70,18 +75,32 @@ class EDMPrecond(nn.Module):
     conditioning = "sigma"
     kind = "score"
 
-    def __init__(self, net: str, net_config: dict[str, Any], sigma_data: float = 0.5) -> None:
+    def __init__(self, net: str | nn.Module, net_config: dict[str, Any] | None = None,
+                 sigma_data: float = 0.5) -> None:
         super().__init__()
-        cls = MODEL_REGISTRY.get(net)
-        if cls is None or getattr(cls, "conditioning", None) != "time":
-            known = sorted(k for k, v in MODEL_REGISTRY.items() if getattr(v, "conditioning", None) == "time")
-            raise ConfigError(f"net must name a registered time-conditional network; got {net!r}, "
-                              f"valid choices: {', '.join(known)}")
-        if not isinstance(net_config, dict):
-            raise ConfigError(f"net_config must be a dict of {net}'s constructor arguments, got {net_config!r}")
-        self.net = cls(**net_config)
+        if isinstance(net, nn.Module):
+            if net_config is not None:
+                raise ConfigError("net_config builds a registered network by name; a network given as a module "
+                                  "is used as it is: leave net_config out")
+            self.net = net
+            config = getattr(net, "config", None)
+            config = {} if config is None else config
+            if not isinstance(config, dict):
+                raise ConfigError(f"{type(net).__name__}.config must be a dict of its constructor's keyword "
+                                  f"arguments, got {type(config).__name__}")
+            name = f"{type(net).__module__}:{type(net).__qualname__}"
+        else:
+            cls = MODEL_REGISTRY.get(net) if isinstance(net, str) else None
+            if cls is None or getattr(cls, "conditioning", None) != "time":
+                known = sorted(k for k, v in MODEL_REGISTRY.items() if getattr(v, "conditioning", None) == "time")
+                raise ConfigError(f"net must name a registered time-conditional network or be an nn.Module "
+                                  f"F(x, c_noise); got {net!r}, valid names: {', '.join(known)}")
+            if not isinstance(net_config, dict):
+                raise ConfigError(f"net_config must be a dict of {net}'s constructor arguments, got {net_config!r}")
+            self.net = cls(**net_config)
+            config, name = self.net.config, net
         self.sigma_data = _checks.positive("sigma_data", sigma_data)
-        self.config = {"net": net, "net_config": dict(self.net.config), "sigma_data": self.sigma_data}
+        self.config = {"net": name, "net_config": dict(config), "sigma_data": self.sigma_data}
         self.n_classes = getattr(self.net, "n_classes", 0)
         self.null_label = getattr(self.net, "null_label", None)
         if hasattr(self.net, "dim"):

@@ -54,20 +54,41 @@ def make_grid(
     return grid
 
 
+#: ``upscale="auto"`` enlarges an image grid until each image's shorter side has at least this many
+#: pixels (a 28 x 28 digit 3x, an 8 x 8 one 11x) ...
+MIN_CELL_PIXELS = 84
+#: ... and no further than this many pixels along the grid's longer side
+MAX_GRID_PIXELS = 2048
+
+
+def grid_upscale(height: int, width: int, image_side: int) -> int:
+    """The nearest-neighbour factor of ``upscale="auto"`` for a grid of ``height`` x ``width`` pixels
+    whose images' shorter side is ``image_side``: ceil(MIN_CELL_PIXELS / image_side), at most
+    MAX_GRID_PIXELS // max(height, width), at least 1."""
+    k = math.ceil(MIN_CELL_PIXELS / max(1, image_side))
+    return max(1, min(k, MAX_GRID_PIXELS // max(1, height, width)))
+
+
 def save_image_grid(
-    images: _ArrayLike, path: PathLike, nrow: int | None = None, padding: int = 2, upscale: int = 1,
+    images: _ArrayLike, path: PathLike, nrow: int | None = None, padding: int = 2, upscale: int | str = "auto",
     root: PathLike | None = None,
 ) -> Path:
     """Write ``make_grid(images, nrow, padding)`` as a plain PNG with Pillow (no axes, no
-    matplotlib): 8-bit value round(255 v), mode L for grey, RGB for colour; ``upscale``
-    repeats every pixel (nearest neighbour) for tiny images. Returns the path. No symbolic
-    link is followed below ``root`` (default: the PNG's folder; see ``scorematch.files``)."""
+    matplotlib): 8-bit value round(255 v), mode L for grey, RGB for colour; ``upscale`` repeats
+    every pixel k times along each axis (nearest neighbour, so pixels stay sharp): an integer k,
+    or "auto" (``grid_upscale``: each image at least MIN_CELL_PIXELS on its shorter side, the
+    grid at most MAX_GRID_PIXELS). Returns the path. No symbolic link is followed below ``root``
+    (default: the PNG's folder; see ``scorematch.files``)."""
     from PIL import Image
 
     grid = make_grid(images, nrow, padding)
-    k = int(upscale)
-    if k < 1:
-        raise ConfigError(f"upscale must be a positive integer, got {upscale!r}")
+    if upscale == "auto":
+        side = min(_images(images).shape[1:3])
+        k = grid_upscale(grid.shape[0], grid.shape[1], side)
+    elif isinstance(upscale, bool) or not isinstance(upscale, int) or upscale < 1:
+        raise ConfigError(f"upscale must be a positive integer or 'auto', got {upscale!r}")
+    else:
+        k = upscale
     if k > 1:
         grid = grid.repeat(k, axis=0).repeat(k, axis=1)
     pixels = np.round(grid * 255).astype(np.uint8)
@@ -111,10 +132,12 @@ def annealing_rows(
     n_per_row: int = 8,
     sigmas: Sequence[float] | torch.Tensor | None = None,
     max_rows: int | None = None,
+    title: str = "one row per noise level",
 ) -> Figure:
-    """The annealed-Langevin trajectory figure: one row per snapshot of
+    """A sampler's trajectory over noise levels as a figure: one row per snapshot, e.g. of
     ``annealed_langevin(..., return_trajectory=True)`` (shape (L+1[+1], n, C, H, W): x_0, x
-    after each noise level, then the denoised x), the first ``n_per_row`` chains per row.
+    after each noise level, then the denoised x) or of a denoising sampler, the first
+    ``n_per_row`` chains per row, under ``title`` (name the sampler there).
 
     Rows are labelled init / sigma_i / denoised when ``sigmas`` (length L) is given, else by
     snapshot index; ``max_rows`` keeps that many evenly spaced rows (first and last included).
@@ -156,5 +179,5 @@ def annealing_rows(
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
-    ax.set_title("annealed Langevin: one row per noise level", fontsize=10)
+    ax.set_title(title, fontsize=10)
     return _save(fig, path)

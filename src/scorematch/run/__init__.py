@@ -21,7 +21,9 @@ Its parts, bottom to top; each module imports only the library and the modules l
     sampling.inpaint     the unknown part of x filled in given the rest (an .npz of x and mask), three methods
     sampling.draw        `scorematch sample` as one call: samples or inpainting, split over torchrun processes
     training.logs        loss.csv, TensorBoard, progress bar
+    training.posthoc     post-hoc EMA: power-EMA snapshots while training, a run folder of any EMA length after
     training.loop        train: set-up, one step, logging, checkpointing
+    reporting.features   the feature network of labelled images (cached by the data) and the image metrics
     reporting.evaluate   scores and samples of a run against closed forms and held-out data
     reporting.figures    the PNG figures of a run
     reporting.html       the self-contained HTML report of a run

@@ -24,7 +24,10 @@ Every sampler is called the same way, the shape of k-diffusion's and EDM's sampl
   the denoising samplers' ``denoised`` (with x before the step, as k-diffusion's),
   ``acceptance_rate`` (mala, over the steps so far);
 - the result: the samples, shaped like x, or ``(samples, trajectory)`` with
-  ``return_trajectory``, the trajectory stacked on a new first axis.
+  ``return_trajectory``, the trajectory stacked on a new first axis; a sampler whose catalogue
+  entry says so returns one more element on request: each sample's log-density
+  (``return_log_prob=True``, entries with ``log_prob``) or, last, a dict of the evaluations it
+  chose to take (``return_info=True``, entries with ``info``).
 
 The result is the samples themselves rather than a record type, so that samplers compose (one's
 output is another's start, ``inpaint`` wraps any of them) and numbers compare directly; what a

@@ -52,7 +52,14 @@ them against each other and the other entries, and replaces an entry of the same
   ``python -m benchmarks.nfe_quality``, docs/benchmarks.md, and a test keeps them equal);
 - ``grid``, ``min_steps``, ``own_levels``: for ``DENOISING`` samplers, the noise-level grid
   function (``scorematch.noise.karras_sigmas`` or ``linear_sigmas``), the fewest levels it takes,
-  and whether an NCSN run is sampled on its own levels when no steps are given.
+  and whether an NCSN run is sampled on its own levels when no steps are given; a denoising
+  sampler without an ``n_steps`` option (one that picks its own steps) gets ``grid(None,
+  sigma_min, sigma_max)``;
+- ``log_prob``: the function takes ``return_log_prob=True`` and then returns one more element,
+  each sample's log-density under the model, shape (n,) (``scorematch sample --log-prob``);
+- ``info``: the function takes ``return_info=True`` and then returns one more element (last), a
+  dict holding at least ``nfe``, the score evaluations it took (where ``nfe`` of the entry is
+  None because the solver chooses); the run layer prints and records it.
 """
 
 from __future__ import annotations
@@ -123,6 +130,8 @@ class Sampler:
     grid: Callable[..., Any] | None = None
     min_steps: int = 1
     own_levels: bool = True
+    log_prob: bool = False
+    info: bool = False
 
     def resolved(self) -> Callable[..., Any]:
         """The sampler function itself (built-in entries name it lazily: see ``scorematch._lazy``)."""
@@ -296,6 +305,8 @@ def _churn() -> tuple[Option, ...]:
 _LANGEVIN_STEP = Option("step_size", None, float, "Langevin step size eta (eta-form; default 0.01 (range / 10)^2 "
                                                   "of the run's data range)")
 _DENOISE = 1  # the final Tweedie step of the SDE samplers with denoise=True
+_SDE_ETA = Option("eta", 1.0, float, "SDE share of the noise (default 1: the reverse SDE; 0: the ODE)")
+_SDE_NOISE = Option("s_noise", 1.0, float, "scale of the added noise (default 1)")
 
 
 def _plus_denoise(n: int, options: Mapping[str, Any]) -> int:
@@ -361,16 +372,22 @@ def _register_builtins() -> None:
                 nfe=lambda n, o: _plus_denoise(n * (1 + o.get("n_corrector", 1)), o),
                 nfe_text="N (1 + n_corrector) + 1", default_steps=500),
         Sampler(name="ode", function=_fn("sde", "ode"), family=SCORE_SDE,
-                summary="probability-flow ODE dx = [f - 1/2 g^2 s] dt, adaptive solver (also likelihoods)",
-                options=(Option("rtol", 1e-5, float, "relative tolerance", flag=False),
-                         Option("atol", 1e-5, float, "absolute tolerance", flag=False),
+                summary="probability-flow ODE dx = [f - 1/2 g^2 s] dt, adaptive solver (with --log-prob also each "
+                        "sample's log-likelihood)",
+                options=(Option("rtol", 1e-5, float, "relative tolerance of the adaptive solver (default 1e-5)"),
+                         Option("atol", 1e-5, float, "absolute tolerance of the adaptive solver (default 1e-5)"),
                          Option("method", "dopri5", str, "torchdiffeq solver", flag=False),
                          Option("options", None, dict, "solver options", flag=False),
                          Option("eps_t", 1e-3, float, "the time the ODE stops at", flag=False),
-                         Option("denoise", True, bool, "end with Tweedie's denoising step", flag=False),
-                         Option("n_snapshots", 11, int, "trajectory snapshots", flag=False)),
+                         Option("denoise", None, bool, "end with Tweedie's denoising step (default: yes, unless "
+                                                       "the log-likelihood is returned)", flag=False),
+                         Option("n_snapshots", 11, int, "trajectory snapshots", flag=False),
+                         Option("exact_trace", None, bool, "with the log-likelihood: the exact divergence (default: "
+                                                           "for D <= 16), else Hutchinson's estimate", flag=False),
+                         Option("n_probes", 1, int, "with the log-likelihood: Hutchinson probes per sample",
+                                flag=False)),
                 kinds=NOISE_CONDITIONAL, conditioning="time", nfe=lambda n, o: None,
-                nfe_text="adaptive (the solver's evaluations + 1)"),
+                nfe_text="adaptive (the solver's evaluations + 1)", log_prob=True),
         Sampler(name="heun", function=_fn("denoising", "heun"), family=DENOISING,
                 summary="EDM Algorithm 1/2: Heun on dx/dsigma = (x - D(x, sigma)) / sigma",
                 options=(steps_option(18), *_churn(), _BROWNIAN), kinds=NOISE_CONDITIONAL, conditioning="sigma",
@@ -400,6 +417,31 @@ def _register_builtins() -> None:
                 defaults_for={"ve": {"n_steps": 10}, "vp": {"order": 3, "n_steps": 50}, "subvp": {"n_steps": 50},
                               KIND_EDM: {"n_steps": 20}},
                 grid=_KARRAS),
+        Sampler(name="dpmpp_2m_sde", function=_fn("dpmpp_sde", "dpmpp_2m_sde"), family=DENOISING,
+                summary="DPM-Solver++(2M) SDE (Lu et al. 2022): multistep exponential integrator of the reverse SDE",
+                options=(steps_option(35), _SDE_ETA, _SDE_NOISE,
+                         Option("solver_type", "midpoint", str, "the second-order correction: midpoint (default) or "
+                                                                "heun")),
+                kinds=NOISE_CONDITIONAL, conditioning="sigma", nfe=lambda n, o: n, nfe_text="N", default_steps=35,
+                grid=_KARRAS),
+        Sampler(name="dpmpp_3m_sde", function=_fn("dpmpp_sde", "dpmpp_3m_sde"), family=DENOISING,
+                summary="DPM-Solver++(3M) SDE: the same with a third-order multistep correction",
+                options=(steps_option(20), _SDE_ETA, _SDE_NOISE),
+                kinds=NOISE_CONDITIONAL, conditioning="sigma", nfe=lambda n, o: n, nfe_text="N", default_steps=20,
+                grid=_KARRAS),
+        Sampler(name="dpm_adaptive", function=_fn("adaptive", "dpm_adaptive"), family=DENOISING,
+                summary="adaptive DPM-Solver-12/23 with a PID step-size controller, from sigma_max to sigma_min",
+                options=(Option("order", 3, int, "3 (DPM-Solver-23, default) or 2 (DPM-Solver-12)"),
+                         Option("rtol", 0.05, float, "relative tolerance of the step-size controller (default 0.05)"),
+                         Option("atol", 0.0078, float, "absolute tolerance of the step-size controller (default "
+                                                       "0.0078)"),
+                         Option("h_init", 0.05, float, "first step in lambda = -log sigma (default 0.05)"),
+                         Option("eta", 0.0, float, "share of each step's noise drawn afresh (default 0: the ODE)"),
+                         Option("per_sample", False, bool, "one error, step size and controller per sample",
+                                flag=False)),
+                kinds=NOISE_CONDITIONAL, conditioning="sigma", nfe=lambda n, o: None,
+                nfe_text="adaptive (order per accepted step, order - 1 per rejected one, + 1)",
+                grid=Lazy("scorematch.samplers.adaptive:end_levels"), own_levels=False, info=True),
         Sampler(name="continuous_langevin", function=_fn("denoising", "continuous_langevin"), family=DENOISING,
                 summary="the tutorial notes' dx = s dt + sqrt(2 sigma(t)) dw", options=(steps_option(1000), _BROWNIAN),
                 kinds=NOISE_CONDITIONAL, conditioning="sigma", nfe=lambda n, o: n, nfe_text="N",

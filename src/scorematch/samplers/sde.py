@@ -345,11 +345,14 @@ def ode(
     method: str = "dopri5",
     options: dict[str, Any] | None = None,
     eps_t: float = 1e-3,
-    denoise: bool = True,
+    denoise: bool | None = None,
     n_snapshots: int = 11,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-) -> Tensor | tuple[Tensor, Tensor]:
+    return_log_prob: bool = False,
+    exact_trace: bool | None = None,
+    n_probes: int = 1,
+) -> Tensor | tuple[Tensor, ...]:
     """Probability-flow ODE dx/dt = f(x, t) - 1/2 g(t)^2 s(x, t), solved by torchdiffeq.odeint
     from t = 1 to eps_t (then Tweedie's step with ``denoise``).
 
@@ -362,6 +365,19 @@ def ode(
     step). ``callback({"i", "nfe", "x", "t"})`` at every evaluation of the velocity and once more
     after the denoising step: the last call's ``nfe`` counts the run's score evaluations (the
     solver's function evaluations, +1 with denoise).
+
+    ``return_log_prob``: the same solve also integrates the divergence of the velocity (the
+    instantaneous change of variables, as ``scorematch.likelihood.log_prob`` does), giving each
+    sample's log-density under the model the ODE defines,
+
+        log p_eps_t(x(eps_t)) = log p_prior(x(1)) + int_{eps_t}^{1} div v(x(t), t) dt,
+
+    returned as one more element, (samples, log_prob) or (samples, trajectory, log_prob), log_prob
+    of shape (n,): the exact trace for D <= 16 (or ``exact_trace=True``), else the Hutchinson
+    estimate with ``n_probes`` Rademacher probes per row from ``generator``, drawn after the start.
+    It is the density of the ODE's end point, so Tweedie's step is off by default then (``denoise``
+    None: on without ``return_log_prob``, off with it; asking for both is refused). The solver
+    controls the error of the log-density too, so it takes more steps than without.
     """
     from torchdiffeq import odeint
 
@@ -370,6 +386,11 @@ def ode(
     _checks.choice("method", method, ODE_METHODS)
     rtol = _checks.positive("rtol", rtol)
     atol = _checks.positive("atol", atol)
+    if denoise is None:
+        denoise = not return_log_prob
+    elif denoise and return_log_prob:
+        raise ConfigError("return_log_prob gives the density of the ODE's end point, before Tweedie's denoising "
+                          "step: leave denoise unset (or False)")
     snaps = _checks.positive_int("n_snapshots", n_snapshots, minimum=2) if return_trajectory else 2
     if return_trajectory:
         check_trajectory_size(snaps, *_spec(x, dtype), ode.__name__)
@@ -385,11 +406,32 @@ def ode(
         return sde.drift(y, tv) - 0.5 * g2 * score(y, tv)
 
     times = torch.linspace(sde.T, eps_t, snaps, dtype=x.dtype, device=x.device)
+    rhs: Any = velocity
+    state: Any = x
+    if return_log_prob:
+        from scorematch.likelihood import velocity_and_divergence
+
+        with_div = velocity_and_divergence(score_fn, sde, x, exact_trace, n_probes, generator, eps_t)
+
+        def rhs(t: Tensor, st: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            loop.nfe += 1
+            loop.step({"x": st[0], "t": float(t)})
+            return with_div(st[0], t.to(st[0].dtype).clamp(eps_t, sde.T).expand(n))
+
+        state = (x, torch.zeros(n, dtype=x.dtype, device=x.device))
     with loop:
-        sol = odeint(velocity, x, times, rtol=rtol, atol=atol, method=method, options=options)
+        sol = odeint(rhs, state, times, rtol=rtol, atol=atol, method=method, options=options)
+    lp = None
+    if return_log_prob:
+        # d delta/dt = div v from t = 1 down to eps_t: delta(eps_t) = -int_{eps_t}^1 div v dt
+        sol, delta = sol
+        lp = sde.prior_log_prob(x) - delta[-1]
     out = sol[-1]
     if denoise:
         out = _tweedie(score, sde, out, eps_t)
         loop.nfe += 1
         loop.step({"x": out, "t": eps_t}, advance=0)
-    return (out, sol) if return_trajectory else out
+    result = (out, sol) if return_trajectory else (out,)
+    if lp is not None:
+        result = (*result, lp)
+    return result[0] if len(result) == 1 else result

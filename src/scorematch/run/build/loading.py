@@ -3,6 +3,7 @@ and the score of its model closest to the data distribution (``data_score``)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from scorematch.data import Dataset, Standardization
-from scorematch.errors import CheckpointError
+from scorematch.errors import CheckpointError, ConfigError
 from scorematch.models import Standardized
 from scorematch.run.build import user_model as custom
 from scorematch.run.build.parts import needed_conditioning
@@ -29,7 +30,8 @@ def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, tor
     return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
-def load(path: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> nn.Module:
+def load(path: str | Path, ema: bool = True, device: str | torch.device = "cpu",
+         trust_model_module: bool = False) -> nn.Module:
     """Rebuild the trained module of a run folder (or a model written by ``scorematch.save``);
     ``m.score(x)`` (or ``m.score(x, sigma)``, ``m.score(x, t)``) then gives its score in data
     space whatever the parameterisation (energy: -grad E).
@@ -41,12 +43,36 @@ def load(path: str | Path, ema: bool = True, device: str | torch.device = "cpu")
     weights.safetensors are validated field by field and checked against the run's manifest;
     weights that fail are reported and the newest checkpoint that verifies is used instead.
     ``m.run_info`` holds the run's config and run.json (the same as ``train(...).model.run_info``).
+
+    A user's class is rebuilt only when its module is already imported, or with
+    ``trust_model_module=True`` (the folder's module is then imported: only for folders you trust),
+    or when it is listed in SCOREMATCH_TRUSTED_MODULES; a run folder never makes scorematch
+    import a module otherwise (docs/security.md).
     """
+    if isinstance(path, bool) or not isinstance(path, str | os.PathLike):
+        raise ConfigError(f"load needs the path of a run folder (a str or pathlib.Path), got "
+                          f"{type(path).__name__}: e.g. scorematch.load('runs/NAME')")
+    device = check_device(device)
     run = Path(path)
     if not run.is_dir():
         raise CheckpointError(f"run folder {run} does not exist; pass the --out folder of `scorematch train`")
-    if not (run / "run.json").exists() and (run / "weights.safetensors").exists():
-        return custom.load_bare(run, device)
+    with custom.trusting(bool(trust_model_module)):
+        if not (run / "run.json").exists() and (run / "weights.safetensors").exists():
+            return custom.load_bare(run, device)
+        return _load_run(run, ema, device)
+
+
+def check_device(device: Any) -> torch.device:
+    """``device`` (a name or a torch.device) as a device this machine has; ConfigError naming
+    the ones it has otherwise (``scorematch.run.system.environment.pick_device``)."""
+    from scorematch.run.system.environment import pick_device
+
+    if isinstance(device, torch.device):
+        device = str(device)
+    return pick_device(device)
+
+
+def _load_run(run: Path, ema: bool, device: torch.device) -> nn.Module:
     cfg = manifest.run_config(run)
     info = read_run_info(run, cfg)
     spec = info["model"]
@@ -90,6 +116,8 @@ def _weights(run: Path, prefix: str, model: nn.Module) -> dict[str, torch.Tensor
             if not ckpt.list_checkpoints(run / "checkpoints"):
                 raise
             note(f"{err}; using the newest checkpoint instead")
+    elif ckpt.list_checkpoints(run / "checkpoints"):
+        note(f"{weights} is missing; using the newest checkpoint that verifies instead")
 
     def fits(tensors: dict[str, torch.Tensor], state: dict[str, Any], where: str) -> None:
         ckpt.check_fits(split_prefix(tensors, "model"), expected, where)

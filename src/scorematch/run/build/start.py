@@ -28,6 +28,7 @@ from scorematch.run.build import user_model as custom
 from scorematch.run.build.loading import run_data
 from scorematch.run.build.parts import build_for
 from scorematch.run.folder.config import TrainConfig
+from scorematch.run.system import limits
 
 
 @dataclasses.dataclass
@@ -50,6 +51,7 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, info: dict[str, Any] | None, d
         full = run_data(run_dir, cfg, info)
         source, fp = info["data"].get("source", cfg.data), info["data"].get("fingerprint") or {}
     elif data is not None:
+        _check_dataset_size(data)
         full = from_memory(data)
         source, fp = "run:" + custom.MEMORY_DATA, {}
     else:
@@ -65,6 +67,23 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, info: dict[str, Any] | None, d
     model_space = dataclasses.replace(ds, x=st.forward(ds.x)) if st is not None else ds
     return RunData(model_space, st, source, fp, memory=full if data is not None and info is None else None,
                    csv_header=header if info is None and data is None else None)
+
+
+def _check_dataset_size(data: Any) -> None:
+    """A torch Dataset given as data is stacked into one tensor: its length times its first
+    item's size must fit in memory (checked before any other item is read)."""
+    if not isinstance(data, torch.utils.data.Dataset) or isinstance(data, torch.Tensor):
+        return
+    try:
+        n = len(data)  # type: ignore[arg-type]
+    except TypeError:
+        return  # from_memory says that a length is needed
+    if n < 1:
+        return
+    item = data[0]
+    item = item[0] if isinstance(item, tuple | list) and item else item
+    if isinstance(item, torch.Tensor):
+        limits.check_items(n, tuple(item.shape))
 
 
 def prepare_model(cfg: TrainConfig, ds: Dataset, info: dict[str, Any] | None,
@@ -86,7 +105,7 @@ def plain(model: nn.Module) -> nn.Module:
     if _compile.is_compiled(model):
         return model._orig_mod
     if isinstance(model, custom.ForwardScore) and _compile.is_compiled(model.module):
-        return custom.ForwardScore(model.module._orig_mod)
+        return type(model)(model.module._orig_mod)
     return model
 
 

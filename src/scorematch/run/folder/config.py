@@ -20,6 +20,7 @@ from scorematch._version import __version__
 from scorematch.errors import CheckpointError, ConfigError
 from scorematch.objectives import catalogue as objective_catalogue
 from scorematch.run.folder.validate import check_schedule, check_seed, parse_json, read_file
+from scorematch.run.system.limits import check_steps
 
 MODEL_NAMES = ("auto", "mlp", "energy", "ncsn_mlp", "unet", "time_mlp", "time_unet")
 SDE_NAMES = ("ve", "vp", "subvp")
@@ -63,6 +64,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     sample_every: int = 0
+    posthoc_ema_every: int = 0
     log_every: int = 10
     skip_nonfinite: bool = False
     max_skipped: int = 10
@@ -162,12 +164,16 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     check_seed("seed", cfg.seed)
     positive("collective_timeout", cfg.collective_timeout)
     positive_int("sample_every", cfg.sample_every, minimum=0)
+    positive_int("posthoc_ema_every", cfg.posthoc_ema_every, minimum=0)
     positive("lr", cfg.lr)
     for name in ("sigma", "sigma_max", "sigma_min", "bandwidth", "grad_clip"):
         if getattr(cfg, name) is not None:
             positive(name, getattr(cfg, name))
     if cfg.n_levels is not None:
         positive_int("n_levels", cfg.n_levels, minimum=2)
+        check_steps("--n-levels", cfg.n_levels, "noise levels")
+    if cfg.steps_per_sigma is not None:
+        check_steps("--steps-per-sigma", cfg.steps_per_sigma, "steps per noise level")
     positive("p_std", cfg.p_std)
     if cfg.p_mean is not None and not math.isfinite(cfg.p_mean):
         raise ConfigError(f"p_mean must be a finite number, got {cfg.p_mean}")

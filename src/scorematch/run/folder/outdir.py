@@ -7,6 +7,10 @@ scorematch run is refused unless ``force``, which keeps every file there and ren
 would write (``config.json``, ``loss.csv``, ...) to ``NAME.orig``. ``resume_config`` checks what
 ``--resume`` may change and records the changes in the config's history. ``session`` holds the
 folder's lock for the whole run and removes the temporary files killed processes left behind.
+
+``claim_file`` and ``claim_folder`` are the same rule for the ``--out`` of sample, eval, report
+and plot: an existing file, or a non-empty folder that scorematch did not write, is refused
+unless ``force``, which renames what is in the way to ``NAME.orig`` (never deletes it).
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from scorematch.errors import CheckpointError, ConfigError, ScoreMatchError
-from scorematch.files import folder_lock, is_temporary, remove_files, remove_stale_temporaries, rename_aside
+from scorematch.files import (
+    atomic_write,
+    ensure_folder,
+    folder_lock,
+    is_temporary,
+    remove_files,
+    remove_stale_temporaries,
+    rename_aside,
+)
 from scorematch.run.folder import checkpoint as ckpt
 from scorematch.run.folder import manifest
 from scorematch.run.folder.config import RESUME_SETTINGS, TrainConfig
@@ -151,3 +163,45 @@ def session(run: Path, ctx: D.DistContext, new: bool, force: bool) -> Iterator[N
 
         D.on_main(begin, ctx)
         yield
+
+
+#: the file ``claim_folder`` leaves in a folder it prepared, so that the next command may write there again
+FOLDER_MARK = ".scorematch-output"
+
+
+def claim_file(path: Path, force: bool, flag: str = "--out") -> None:
+    """An output file the user named: refused when something is there already (ConfigError),
+    or with ``force`` that is renamed to NAME.orig (said on stderr)."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir() and not path.is_symlink():
+        raise ConfigError(f"{flag} {path} is a folder; give a file name (of a new file)")
+    if not force:
+        raise ConfigError(f"{flag} {path} exists and scorematch never overwrites a file of yours: choose a new name, "
+                          f"or pass --force to keep the old file as {path.name}.orig and write {path}")
+    new = rename_aside(path.parent, path.name)
+    note(f"--force: kept {path} as {path.parent / str(new)}")
+
+
+def claim_folder(folder: Path, force: bool, names: tuple[str, ...], flag: str = "--out") -> None:
+    """An output folder the user named: used when new, empty or written by scorematch before
+    (it holds ``FOLDER_MARK``); else refused (ConfigError), or with ``force`` the files of
+    ``names`` there are renamed to NAME.orig. The folder is then created and marked."""
+    folder = Path(folder)
+    if folder.exists() or folder.is_symlink():
+        if not folder.is_dir():
+            raise ConfigError(f"{flag} {folder} exists and is not a folder; choose another {flag}")
+        entries = sorted(p.name for p in folder.iterdir() if not is_temporary(p.name))
+        if entries and FOLDER_MARK not in entries:
+            if not force:
+                shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+                raise ConfigError(f"{flag} {folder} is not empty ({shown}) and was not written by scorematch; choose "
+                                  "a new or empty folder, or pass --force (nothing there is deleted: files named like "
+                                  "the ones written are renamed NAME.orig)")
+            for name in names:
+                new = rename_aside(folder, name)
+                if new is not None:
+                    note(f"--force: kept {folder / name} as {folder / new}")
+    ensure_folder(folder)
+    atomic_write(folder / FOLDER_MARK, b"written by scorematch; its next output may replace the files here\n")

@@ -23,6 +23,7 @@ from typing import Any
 
 from scorematch.errors import CheckpointError, ConfigError, ScoreMatchError
 from scorematch.objectives import catalogue
+from scorematch.run.system import limits
 
 #: seeds are integers in [0, SEED_MAX]; ranks and steps are added to them, within torch's 64 bits
 SEED_MAX = 2**62
@@ -89,6 +90,8 @@ def read_file(path: str | Path, what: str = "file", max_bytes: int | None = MAX_
             problem = f"{p} is not a regular file (a device, pipe or socket); restore the {what}"
         elif max_bytes is not None and st.st_size > max_bytes:
             problem = f"{p} is {st.st_size} bytes, far more than any {what} scorematch writes; restore it"
+        elif max_bytes is None:
+            problem = limits.file_too_big(p, st.st_size, what)
         data = b""
         if problem is None:
             with os.fdopen(os.dup(fd), "rb") as f:

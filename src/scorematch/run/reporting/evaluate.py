@@ -6,7 +6,11 @@ median distance within the held-out data, so runs on the same data share one ker
 Wasserstein between samples and held-out data, each with a standard error from 5 disjoint
 subsets, beside the same numbers for a shuffled subset of the training data (the floor a
 perfect sampler reaches); k-nearest-neighbour precision and recall (Kynkaanniemi et al. 2019,
-k = 3); the count of non-finite samples; mode weights on a mixture; the conservativeness of the
+k = 3); for labelled images, the Frechet distance, KID, precision/recall and
+classifier-confident rate in the feature space of a classifier trained on the run's training
+images (``scorematch.run.reporting.features``), each with its real-vs-real baseline, and the
+Inception FID when the user gives the network's weights file; the count of
+non-finite samples; mode weights on a mixture; the conservativeness of the
 learned field ||J - J^T||_F / ||J||_F; and for noise- and time-conditional models the test
 log-likelihood through the probability-flow ODE, in data units (a standardised run adds the
 log-Jacobian -sum log sd of the standardisation), and bits per dimension for images.
@@ -28,28 +32,45 @@ from typing import Any
 import torch
 
 from scorematch.data import train_test_split
-from scorematch.files import probe_writable, write_json
+from scorematch.files import folder_lock, probe_writable, write_json
 from scorematch.run.build.loading import data_score, held_out, load
+from scorematch.run.folder.outdir import claim_file
 from scorematch.run.folder.validate import check_seed
 from scorematch.run.sampling.generate import count_nonfinite, resolve_sampler
 from scorematch.run.sampling.space import space_of, time_sde
+from scorematch.run.system import limits
 from scorematch.run.system.environment import say, start_line
 
 N_SUBSETS = 5
 PR_NEIGHBOURS = 3
+#: the lock held while an evaluation picks its file in the run folder and writes it
+EVAL_LOCK = ".eval.lock"
 _SETTINGS = ("n_samples", "seed", "sampler", "sampler_options", "likelihood")
 
 
 def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | None = None,
              likelihood: bool | None = None, out: str | Path | None = None, device: str | torch.device = "cpu",
-             progress: bool = False, save: bool = True,
-             **sampler_options: Any) -> dict[str, Any]:
+             progress: bool = False, save: bool = True, force: bool = False,
+             inception_weights: str | Path | None = None, **sampler_options: Any) -> dict[str, Any]:
     """Evaluate a run folder; writes the results (see the module docstring for where; checked
     writable before the work starts) unless ``save`` is False, and returns them;
-    ``results["file"]`` is the file written."""
+    ``results["file"]`` is the file written. An ``out`` that exists is refused (``force``: it is
+    renamed NAME.orig first); the file is created exclusively, and the choice of RUN/eval.json or
+    RUN/eval-...json is made under a lock, so concurrent evaluations each keep their result.
+    ``inception_weights``: a safetensors file of the FID Inception network
+    (``scorematch.metrics.inception``), for the Inception FID of image runs."""
     check_seed("seed", seed)
+    if inception_weights is not None and not Path(inception_weights).is_file():
+        from scorematch.errors import CheckpointError
+
+        raise CheckpointError(f"Inception weights {inception_weights} not found; pass a safetensors file of the "
+                              "FID Inception state dict (scorematch never downloads it)")
     run = Path(run_dir)
+    if save and out is not None:
+        claim_file(Path(out), force)
     model = load(run, device=device)
+    limits.check_request(model, n, model.run_info["data"]["sample_shape"], next(model.parameters()).device,
+                         sampler_options)
     dev = next(model.parameters()).device
     name, sampler_options = resolve_sampler(model, sampler, sampler_options)
     full, test = held_out(run)
@@ -74,9 +95,12 @@ def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | N
     from scorematch.run.sampling.generate import generate
 
     t0 = time.perf_counter()
+    report: dict[str, Any] = {}
     samples = generate(model, model.run_info, n, sampler=sampler, seed=seed, progress=progress,
-                       warn_nonfinite=False, **sampler_options)
+                       warn_nonfinite=False, report=report, **sampler_options)
     results["sampling_seconds"] = time.perf_counter() - t0
+    if "nfe" in report:  # a sampler that picks its own steps says how many evaluations it took
+        results["sampling_nfe"] = int(report["nfe"])
     results["nonfinite_samples"] = count_nonfinite(samples)
     if results["nonfinite_samples"]:
         say(f"scorematch eval: {results['nonfinite_samples']} of {n} samples are NaN/inf; the sample metrics "
@@ -84,6 +108,8 @@ def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | N
     finite = samples[torch.isfinite(samples.flatten(1)).all(1)]
     ref = test[: max(2, min(n, len(test)))].to(dev)
     results.update(_sample_metrics(finite, ref, train_x, g))
+    if full.kind == "image":
+        results["image_metrics"] = _image_metrics(finite, full, cfg, seed, inception_weights)
     if dist is not None and hasattr(dist, "means") and len(finite):
         from scorematch.metrics import mode_weights
 
@@ -101,9 +127,32 @@ def evaluate(run_dir: str | Path, n: int = 2000, seed: int = 0, sampler: str | N
             say("scorematch eval: test log-likelihood through the probability-flow ODE (adaptive solver)...")
         results.update(_likelihood(model, ref[: min(len(ref), 256)], full.kind, quantization_levels(full), g))
     if save:
-        results["file"] = str(target)
-        write_json(target, results, root=root)
+        if out is not None:
+            results["file"] = str(target)
+            write_json(target, results, root=root, exclusive=True)
+        else:
+            with folder_lock(run, EVAL_LOCK, wait=True):
+                target = eval_file(run, results)
+                results["file"] = str(target)
+                write_json(target, results, root=root)
     return results
+
+
+def _image_metrics(samples: torch.Tensor, full: Any, cfg: dict[str, Any], seed: int,
+                   inception_weights: str | Path | None = None) -> dict[str, Any]:
+    """FD, KID, precision/recall and confident rate in the feature space of a classifier trained
+    on the run's labelled training images (``scorematch.run.reporting.features``); a reason when
+    they cannot be computed. Draws from its own generator (seeded with ``seed``)."""
+    if full.labels is None:
+        return {"skipped": "the data has no labels; the feature network is trained on labelled images"}
+    least = N_SUBSETS * (PR_NEIGHBOURS + 1)
+    if len(samples) < least:
+        return {"skipped": f"fewer than {least} finite samples (precision/recall on {N_SUBSETS} subsets)"}
+    from scorematch.run.reporting.features import run_image_metrics
+
+    train, test = train_test_split(full, cfg["test_fraction"], seed=cfg["seed"])
+    return run_image_metrics(samples, train.x, train.labels, test.x, test.labels,
+                             torch.Generator().manual_seed(seed), inception_weights)
 
 
 def _fisher(model: torch.nn.Module, dist: Any, n: int, g: torch.Generator) -> float:

@@ -24,11 +24,16 @@ from scorematch.plotting import (
     trajectories,
 )
 from scorematch.plotting._base import DPI, PathLike, _new_figure
+from scorematch.run.folder.outdir import claim_folder
 from scorematch.run.folder.validate import check_seed
+from scorematch.run.system.limits import check_request
+
+#: the files ``run_figures`` may write
+FIGURE_NAMES = ("loss.png", "samples.png", "annealing.png", "score_field.png", "trajectory.png", "density.png")
 
 
 def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, seed: int = 0,
-                device: str = "cpu", progress: bool = False) -> list[Path]:
+                device: str = "cpu", progress: bool = False, force: bool = False) -> list[Path]:
     """All figures of a run folder, written as PNGs into ``out`` (default RUN/plots); the model
     runs on ``device``, ``progress`` shows the sampler's progress.
 
@@ -38,11 +43,13 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
     trajectory.png (Langevin / annealed-Langevin chains); for images: samples.png (a grid) and
     annealing.png (one row per noise level). No symbolic link is followed inside ``out`` (or
     inside the run folder for RUN/plots), and the folder is checked writable before any work.
+    An ``out`` folder must be new, empty or one this function wrote before; else it is refused,
+    or with ``force`` the files of the names it writes are renamed NAME.orig first.
     """
     from scorematch.density import density_grid
     from scorematch.run.build.loading import data_score, held_out, load
     from scorematch.run.folder.runfiles import read_loss_csv
-    from scorematch.run.sampling.generate import generate
+    from scorematch.run.sampling.generate import generate, resolve_sampler
     from scorematch.run.system.environment import say, start_line
 
     check_seed("seed", seed)
@@ -51,6 +58,9 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
     root = Path(out) if out is not None else run
     model = load(run, device=device)
     dev = next(model.parameters()).device
+    check_request(model, n, model.run_info["data"]["sample_shape"], dev)
+    if out is not None:
+        claim_folder(folder, force, FIGURE_NAMES)
     if progress:
         say(start_line("plot", dev, torch.get_num_threads(), model))
     probe_writable(folder / "loss.png", root=root)
@@ -68,13 +78,17 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
         if steps:
             emit(loss_curves(steps, series, title=f"training loss ({model.run_info['config']['objective']})"),
                  "loss.png")
+    sampler, _ = resolve_sampler(model, None, None, model.run_info)  # the one generate runs
     x, traj = generate(model, model.run_info, n, seed=seed, return_trajectory=True, progress=progress)
     x, traj = x.cpu(), traj.cpu() if traj is not None else None
     if full.kind == "image":
         emit(image_grid(x[:64].cpu(), title="samples"), "samples.png")
+        if traj is not None and traj.dim() == 3 and traj.shape[-1] == x[0].numel():  # a flat model's states
+            traj = traj.reshape(*traj.shape[:2], *x.shape[1:])
         if traj is not None and traj.dim() == 5:
             sig = model.run_info["schedule"].get("sigmas")
-            emit(annealing_rows(traj.cpu(), sigmas=sig, max_rows=12), "annealing.png")
+            emit(annealing_rows(traj.cpu(), sigmas=sig, max_rows=12, title=f"{sampler}: one row per noise level"),
+                 "annealing.png")
         return written
     d = x.shape[1]
     if d > 2:
@@ -93,7 +107,7 @@ def run_figures(run_dir: PathLike, out: PathLike | None = None, n: int = 1000, s
     if d == 2:
         fields = {"learned": score} if full.dist is None else {"true": full.dist.score, "learned": score}
         emit(compare_fields(fields, lims, data=data), "score_field.png")
-        emit(trajectories(traj.cpu(), data=data, title="sampler chains"), "trajectory.png")
+        emit(trajectories(traj.cpu(), data=data, title=f"{sampler} chains"), "trajectory.png")
     else:
         emit(histogram_steps(traj.cpu(), [0, len(traj) // 10, len(traj) // 2, len(traj) - 1],
                              true_pdf=(lambda t: full.dist.log_prob(t.reshape(-1, 1)).exp())

@@ -1,8 +1,9 @@
 """A run folder as one self-contained HTML page: ``scorematch report RUN``.
 
-The page holds the configuration, the training-loss curves (per noise level for NCSN runs),
-the evaluation table, the figures of ``scorematch.run.reporting.figures.run_figures`` (score field, density,
-samples, sampler trajectory or annealing rows) and the periodic sample grids of RUN/samples/.
+The page opens with a table of contents and the results: the evaluation table, the figures of
+``scorematch.run.reporting.figures.run_figures`` (samples and the periodic sample grids of
+RUN/samples/, score field, density, the trajectory of the sampler the run is sampled with, named),
+then the training-loss curves (per noise level for NCSN runs), and the configuration last.
 Every image is embedded as a base64 PNG data URI and the style sheet is inline: the file has no
 JavaScript and no reference to anything outside itself, so it can be mailed or archived alone.
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 from scorematch.errors import CheckpointError, ScoreMatchError
 from scorematch.files import OutputError, probe_writable, write_json, write_text
+from scorematch.run.folder.outdir import claim_file
 from scorematch.run.folder.runfiles import parse_loss_row, read_loss_lines
 from scorematch.run.folder.validate import check_seed, read_file, read_json
 
@@ -30,18 +32,18 @@ __all__ = ["write_report"]
 #: at most this many of the periodic grids of RUN/samples/ (evenly spaced, last one included)
 MAX_GRIDS = 12
 
-_FIGURES = [  # (file written by run_figures, section, caption)
+_FIGURES = [  # (file written by run_figures, section, caption; {sampler}: the sampler the figures ran)
     ("loss.png", "loss", "Training loss: thin lines are the logged values, thick lines their running "
                          "mean; one curve per noise level for noise-conditional (NCSN) runs."),
     ("score_field.png", "field", "Score field s(x): the true field where the data set has a closed form, "
                                  "the learned one, and the size of their difference over density contours."),
     ("density.png", "field", "Density implied by the learned score (integrated on a grid), beside the "
                              "true density where known."),
-    ("samples.png", "samples", "Samples drawn with the model's default sampler."),
-    ("trajectory.png", "trajectory", "Sampler chains: the paths of the first chains from their start "
+    ("samples.png", "samples", "Samples drawn with {sampler}, the default sampler of this run."),
+    ("trajectory.png", "trajectory", "Chains of {sampler}: the paths of the first chains from their start "
                                      "(circles) to their end (stars), or histograms along the chain in 1-D."),
-    ("annealing.png", "trajectory", "Annealed Langevin: one row per noise level, from the initial noise "
-                                    "to the denoised samples."),
+    ("annealing.png", "trajectory", "{sampler}: one row per noise level, from the initial noise to the "
+                                    "final samples."),
 ]
 
 _EVAL_HELP = {
@@ -73,6 +75,7 @@ _EVAL_HELP = {
     "jacobian_asymmetry": "||J - J^T||_F / ||J||_F of the learned field (0: conservative)",
     "test_log_likelihood": "mean test log-likelihood via the probability-flow ODE",
     "likelihood_nfe": "score evaluations of the likelihood ODE",
+    "sampling_nfe": "score evaluations the sampler took (a sampler that picks its own steps)",
     "bits_per_dim": "test negative log-likelihood in bits per dimension",
 }
 
@@ -100,6 +103,9 @@ figcaption { font-size: .88em; color: #4a5366; margin-top: 4px; max-width: 900px
 .grids img { image-rendering: pixelated; }
 .note { color: #7a4b00; background: #fff4dc; border-left: 4px solid #e0a100; padding: 6px 10px; }
 .muted { color: #6b7385; }
+nav.toc { background: #fff; border-radius: 8px; padding: 8px 24px; margin: 20px 0;
+          box-shadow: 0 1px 3px rgba(0, 0, 0, .12); }
+nav.toc ol { margin: 6px 0; padding-left: 20px; columns: 2; }
 """
 
 
@@ -246,7 +252,11 @@ def _eval_section(results: dict[str, Any] | None, note: str) -> str:
     if results:
         order = {k: i for i, k in enumerate(_EVAL_HELP)}
         keys = sorted((k for k in results if k != "run"), key=lambda k: (order.get(k, len(order)), k))
-        rows = [(k, results[k], _EVAL_HELP.get(k, "")) for k in keys]
+        rows = [(k, results[k], _EVAL_HELP.get(k, "")) for k in keys if k != "image_metrics"]
+        if "image_metrics" in results:
+            from scorematch.run.reporting.features import image_metric_lines
+
+            rows += image_metric_lines(results["image_metrics"])
         out.append(_table(rows, ("metric", "value", "meaning")))
     return "\n".join(out)
 
@@ -273,8 +283,8 @@ def _grids(run: Path) -> str:
         if size is None:
             continue
         step = p.stem.removeprefix("step_").lstrip("0") or "0"
-        scale = max(1, 260 // max(1, size[0]))
-        out.append(_figure(data, f"samples at step {step}", f"step {step}", width=size[0] * scale))
+        width = size[0] * max(1, 260 // max(1, size[0])) if size[0] < 260 else 260  # about 260 pixels wide
+        out.append(_figure(data, f"samples at step {step}", f"step {step}", width=width))
     out.append("</div>")
     return "\n".join(out)
 
@@ -300,9 +310,27 @@ def _run_rows(info: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
+def _sampler_label(run: Path) -> str:
+    """The sampler the figures of the run are drawn with (its default), with the options it runs with,
+    e.g. "dpm_solver (n_steps 20)"."""
+    from scorematch.run.build.loading import load
+    from scorematch.run.sampling.generate import resolve_sampler
+
+    model = load(run)
+    name, options = resolve_sampler(model, None, None, model.run_info)
+    shown = ", ".join(f"{k} {_fmt(v)}" for k, v in options.items())
+    return f"{name} ({shown})" if shown else name
+
+
+def _toc(sections: list[tuple[str, str]]) -> str:
+    items = "".join(f'<li><a href="#{sid}">{_e(heading)}</a></li>' for sid, heading in sections)
+    return f'<nav class="toc" aria-label="contents"><strong>Contents</strong><ol>{items}</ol></nav>'
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None, n: int = 500, seed: int = 0,
-                 evaluate: bool = True, device: str = "cpu", progress: bool = False) -> Path:
+                 evaluate: bool = True, device: str = "cpu", progress: bool = False, force: bool = False) -> Path:
     """Write the HTML report of a run folder to ``out`` (default RUN/report.html); returns its path.
+    An ``out`` that exists is refused (``force``: renamed NAME.orig first); it is created exclusively.
 
     ``n`` samples (seed ``seed``) are drawn for the figures and, when the run has no eval.json
     newer than its weights and ``evaluate`` is True, for ``scorematch.run.reporting.evaluate.evaluate`` (which
@@ -321,6 +349,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, n: int = 50
     cfg = config.to_dict()
     info = read_run_info(run, config)
     target = Path(out) if out is not None else run / "report.html"
+    if out is not None:
+        claim_file(target, force)
     probe_writable(target)
 
     results, note = _evaluation(run, n, seed, evaluate, device, progress)
@@ -328,8 +358,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, n: int = 50
         written = {p.name: p.read_bytes()
                    for p in run_figures(run, out=tmp, n=n, seed=seed, device=device, progress=progress)}
 
+    sampler = _sampler_label(run)
+
     def figures(section: str) -> str:
-        parts = [_figure(written[name], name.removesuffix(".png").replace("_", " "), caption)
+        parts = [_figure(written[name], name.removesuffix(".png").replace("_", " "), caption.format(sampler=sampler))
                  for name, sec, caption in _FIGURES if sec == section and name in written]
         return "\n".join(parts)
 
@@ -337,25 +369,28 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, n: int = 50
     summary = (f"{cfg['objective']} on {cfg['data']}, model {info.get('model', {}).get('name')}, "
                f"{cfg['steps']} steps, seed {cfg['seed']}")
     stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    image = info.get("data", {}).get("kind") == "image"
     sigmas = info.get("schedule", {}).get("sigmas")
+    sections: list[tuple[str, str, str]] = [  # (id, heading, content): results first, configuration last
+        ("evaluation", "Evaluation", _eval_section(results, note)),
+        ("samples", "Samples", figures("samples") + _grids(run)),
+    ]
+    if figures("field"):
+        sections.append(("field", "Score field and density", figures("field")))
+    if figures("trajectory"):
+        sections.append(("trajectory", f"Sampler trajectory: {sampler}", figures("trajectory")))
+    sections += [
+        ("loss", "Training loss", _loss_summary(run, sigmas) + figures("loss")),
+        ("config", "Configuration", '<div class="cols">'
+         "<div><h3>config.json</h3>" + _table(_config_rows(cfg), ("key", "value")) + "</div>"
+         "<div><h3>run.json</h3>" + _table(_run_rows(info), ("field", "value")) + "</div></div>"),
+    ]
     body = [
         f"<header><h1>{_e(title)}</h1><p>{_e(summary)}</p>"
         f"<p>{_e(str(run.resolve()))} \u00b7 scorematch {_e(__version__)} \u00b7 {_e(stamp)}</p></header>",
         "<main>",
-        '<section><h2 id="config">Configuration</h2><div class="cols">',
-        "<div><h3>config.json</h3>" + _table(_config_rows(cfg), ("key", "value")) + "</div>",
-        "<div><h3>run.json</h3>" + _table(_run_rows(info), ("field", "value")) + "</div>",
-        "</div></section>",
-        '<section><h2 id="loss">Training loss</h2>', _loss_summary(run, sigmas), figures("loss"), "</section>",
-        '<section><h2 id="evaluation">Evaluation</h2>', _eval_section(results, note), "</section>",
+        _toc([(sid, heading) for sid, heading, _ in sections]),
+        *(f'<section><h2 id="{sid}">{_e(heading)}</h2>\n{content}</section>' for sid, heading, content in sections),
     ]
-    if figures("field"):
-        body += ['<section><h2 id="field">Score field and density</h2>', figures("field"), "</section>"]
-    body += ['<section><h2 id="samples">Samples</h2>', figures("samples"), _grids(run), "</section>"]
-    if figures("trajectory"):
-        heading = "Annealed Langevin trajectory" if image else "Sampler trajectory"
-        body += [f'<section><h2 id="trajectory">{_e(heading)}</h2>', figures("trajectory"), "</section>"]
     body.append("</main>")
     page = "\n".join([
         "<!DOCTYPE html>",
@@ -366,5 +401,5 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, n: int = 50
         f"<style>{_CSS}</style></head>",
         "<body>", *body, "</body>", "</html>", "",
     ])
-    write_text(target, page)  # atomic, never through a symbolic link; mode from the umask
+    write_text(target, page, exclusive=out is not None)  # atomic, never through a link; mode from the umask
     return target

@@ -15,9 +15,10 @@ import torch
 from scorematch.errors import ConfigError
 from scorematch.files import probe_writable
 from scorematch.run.build.loading import load
-from scorematch.run.sampling.generate import check_label, generate, resolve_sampler
+from scorematch.run.sampling.generate import check_label, check_log_prob, generate, resolve_sampler
 from scorematch.run.sampling.inpaint import check_request, inpaint_run, read_inpaint_file
 from scorematch.run.system import distributed as D
+from scorematch.run.system import limits
 from scorematch.run.system.environment import say, start_line
 from scorematch.samplers import catalogue
 
@@ -28,13 +29,17 @@ DEFAULT_N = 1000
 @dataclass(frozen=True)
 class Drawn:
     """What ``draw`` returns: the samples (on the CPU; None on a process other than rank 0), the
-    sampler that drew them (or ``inpaint METHOD``), the model, the number of processes, and the
-    score evaluations per sample (None for inpainting)."""
+    sampler that drew them (or ``inpaint METHOD``), the model, the number of processes, each
+    sample's log-likelihood (with ``log_prob``), for a sampler that picks its own steps (its
+    entry's ``info``) the score evaluations it took (summed over the processes), and the score
+    evaluations per sample (counted; None for inpainting)."""
 
     samples: torch.Tensor | None
     sampler: str
     model: Any
     world_size: int
+    log_prob: torch.Tensor | None = None
+    nfe: int | None = None
     evaluations: int | None = None
 
     @property
@@ -46,10 +51,15 @@ def draw(run: Path, out: Path, n: int | None = None, sampler: str | None = None,
          options: dict[str, Any] | None = None, label: int | str | None = None, guidance: float | None = None,
          inpaint: Path | None = None, inpaint_method: str | None = None, particles: int | None = None,
          resample: int | None = None, device: Any = "cpu", threads: int = 1, progress: bool = True,
-         start_index: int = 0, batch_size: int | None = None) -> Drawn:
+         claim: bool = False, force: bool = False, log_prob: bool = False, start_index: int = 0,
+         batch_size: int | None = None) -> Drawn:
     """Samples of the run folder ``run`` (``generate``), or with ``inpaint`` (an .npz of x and mask)
-    its rows filled in (``inpaint_run``); ``out`` is probed for writing first (rank 0). Under
-    torchrun the processes share the work and are shut down here, on success and on error."""
+    its rows filled in (``inpaint_run``); ``out`` is probed for writing first (rank 0), and with
+    ``claim`` it (and its image grid FILE.png for image runs) must not exist unless ``force``
+    (then it is renamed aside). The request is checked against the memory before any work. Under
+    torchrun the processes share the work and are shut down here, on success and on error.
+    ``log_prob``: also each sample's log-likelihood, from a sampler whose entry has ``log_prob``
+    (ConfigError naming them otherwise)."""
     ctx, device = D.init_from_env(device)
     options = dict(options or {})
     done = False
@@ -57,7 +67,13 @@ def draw(run: Path, out: Path, n: int | None = None, sampler: str | None = None,
         model = load(run, device=device)
         info = model.run_info
         shape = tuple(info["data"]["sample_shape"])
+        if claim:
+            D.on_main(lambda: _claim_files(out, info, force), ctx)
+        if inpaint is None:
+            limits.check_request(model, DEFAULT_N if n is None else n, shape, device, options)
         if inpaint is not None:
+            if log_prob:
+                raise ConfigError("--log-prob does not apply with --inpaint; drop one of them")
             if ctx.enabled:
                 raise ConfigError("--inpaint runs in one process; drop --nproc")
             method, name, _, _ = check_request(model, info, inpaint_method, sampler, options, particles, resample,
@@ -73,21 +89,40 @@ def draw(run: Path, out: Path, n: int | None = None, sampler: str | None = None,
         n = DEFAULT_N if n is None else n
         D.on_main(lambda: probe_writable(out), ctx)
         name, options = resolve_sampler(model, sampler, options)
+        if log_prob:
+            check_log_prob(name)
         check_label(model, info, label, guidance)
         if ctx.is_main:
             say(start_line("sample", device, threads, model, shape,
                            f"sampler {name}, n {n}" + (f", label {label}" if label is not None else "")))
         per_rank = -(-n // ctx.world_size)
+        report: dict[str, Any] = {}
         stats: dict[str, Any] = {}
         x = generate(model, info, per_rank, sampler=name, seed=seed, start_index=start_index + ctx.rank * per_rank,
                      batch_size=batch_size, stats=stats, progress=ctx.is_main and progress, warn_nonfinite=False,
-                     label=label, guidance=guidance, **options)
+                     label=label, guidance=guidance, return_log_prob=log_prob, report=report, **options)
         x = D.gather_rows(x.contiguous(), ctx)[:n].cpu()
+        lp = D.gather_rows(report["log_prob"].to(device).contiguous(), ctx)[:n].cpu() if log_prob else None
         evals = int(D.gather_rows(torch.tensor([stats["evaluations"]], device=device), ctx).max())
+        nfe = None
+        if "nfe" in report:
+            nfe = int(D.gather_rows(torch.tensor([report["nfe"]], device=device), ctx).sum())
+            if ctx.is_main:
+                say(f"scorematch: sampler {name} took {nfe} score evaluations"
+                    + (f" ({ctx.world_size} processes together)" if ctx.world_size > 1 else ""))
         done = True
-        return Drawn(x if ctx.is_main else None, name, model, ctx.world_size, evals)
+        return Drawn(x if ctx.is_main else None, name, model, ctx.world_size, lp, nfe, evals)
     finally:
         D.shutdown(ctx, clean=done)
+
+
+def _claim_files(out: Path, info: dict[str, Any], force: bool) -> None:
+    """``sample --out FILE.npz`` (and FILE.png beside it for images) must be new, or ``force``."""
+    from scorematch.run.folder.outdir import claim_file
+
+    claim_file(out, force)
+    if info["data"]["kind"] == "image":
+        claim_file(out.with_suffix(".png"), force, flag="--out (its image grid)")
 
 
 def nonfinite_advice(bad: int, n: int, name: str, model: Any) -> str:

@@ -31,14 +31,14 @@ from scorematch._random import RowGenerators, rand
 from scorematch.errors import ConfigError, ScoreMatchWarning
 from scorematch.run.folder.validate import check_seed
 from scorematch.run.sampling.space import ModelSpace, noise_view, space_of, time_sde, unwrap
-from scorematch.run.system.limits import check_sampling
+from scorematch.run.system.limits import MAX_STEPS, check_sampling
 from scorematch.samplers import catalogue
 from scorematch.samplers.counting import CountedScore
 
 #: the classifier-free guidance weight w of a class-conditional model sampled with a label
 DEFAULT_GUIDANCE = 1.0
 #: at most this many noise levels for a denoising sampler (each one is a step)
-MAX_LEVELS = 10**6
+MAX_LEVELS = MAX_STEPS
 
 
 def model_kind(model: nn.Module, run_info: dict[str, Any] | None = None) -> str:
@@ -138,6 +138,7 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
              return_trajectory: bool = False, progress: bool = False, callback: Callable[[dict], None] | None = None,
              warn_nonfinite: bool = True, label: int | str | None = None, guidance: float | None = None,
              start_index: int = 0, batch_size: int | None = None, stats: dict[str, Any] | None = None,
+             return_log_prob: bool = False, report: dict[str, Any] | None = None,
              **options: Any) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """n samples from ``model`` (a module with ``score``) using ``run_info`` (run.json contents).
 
@@ -151,6 +152,14 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
     shape (n, *sample_shape) in data space, and the trajectory too when ``return_trajectory``.
     Samples with NaN or inf entries are returned as they are, with a ScoreMatchWarning giving their
     count (unless ``warn_nonfinite`` is False: the caller reports them).
+
+    ``report`` (a dict) is filled with what the sampler gives beside the samples: for a sampler
+    whose entry has ``info`` (the solver picks its steps), its counts (``nfe``, the score
+    evaluations, and the others it reports); with ``return_log_prob`` (only for a sampler whose
+    entry has ``log_prob``, else a ConfigError) ``log_prob``, each sample's log-density under the
+    model in data space, (n,) float64: the sampler's, in the model's space, plus log |dz/dx| =
+    -sum log sd for a model trained on standardised data (image samples are clamped to [0, 1]
+    after, the density is of the point before).
 
     Per-sample seeds: row i of the result is sample ``start_index + i`` of ``seed``, drawn with its
     own random streams (``scorematch.samplers.RowGenerators``), start and noise alike, so it does not
@@ -166,23 +175,35 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
     check_seed("start_index", start_index)
     batch = n if batch_size is None else positive_int("batch_size", batch_size)
     name, options = resolve_sampler(model, sampler, options, run_info)
+    e = catalogue.entry(name)
+    if return_log_prob:
+        check_log_prob(e.name)
     label, w = check_label(model, run_info, label, guidance)
     space = space_of(model, run_info)
-    check_sampling(min(n, batch), space.sample_shape, space.device)
-    parts, trajs, counts = [], [], []
+    check_sampling(min(n, batch), space.sample_shape, space.device, space.inner, options)
+    xs, trajs, lps, infos, counts = [], [], [], [], []
     for a in range(0, n, batch):
         m = min(batch, n - a)
         rows = RowGenerators.from_seed(seed, m, start=start_index + a, device=space.device)
-        out, calls = _sample(space, run_info["data"], m, catalogue.entry(name), rows, return_trajectory,
-                             progress and a == 0, callback, options, label, w)
-        xa, ta = (out if return_trajectory else (out, None))
-        parts.append(xa)
-        trajs.append(ta)
+        out, calls = _sample(space, run_info["data"], m, e, rows, return_trajectory, progress and a == 0, callback,
+                             options, label, w, return_log_prob)
+        parts = list(out) if isinstance(out, tuple) else [out]
+        infos.append(parts.pop() if e.info else None)
+        lps.append(parts.pop() if return_log_prob else None)
+        xs.append(parts[0])
+        trajs.append(parts[1] if return_trajectory else None)
         counts.append(calls)
-    x = torch.cat(parts)
+    x = torch.cat(xs)
     traj = torch.cat(trajs, dim=1) if return_trajectory else None
+    lp = torch.cat(lps) if return_log_prob else None
+    info = _summed(infos) if e.info else None
     if stats is not None:
         stats.update(evaluations=max(counts), calls=sum(counts), batches=len(counts))
+    if report is not None:
+        report.update(info or {})
+        if lp is not None:
+            log_det = -float(space.outer.std.double().log().sum()) if space.outer is not None else 0.0
+            report["log_prob"] = lp.detach().double().cpu() + log_det
     x = space.to_data_space(x.detach())
     traj = space.to_data_space(traj.detach()) if traj is not None else None
     if run_info["data"].get("kind") == "image":
@@ -192,6 +213,24 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
         warnings.warn(f"{bad} of {n} samples have NaN or inf entries (sampler {name}); try a smaller step, more "
                       "steps, or a model trained on standardised data", ScoreMatchWarning, stacklevel=2)
     return (x, traj) if return_trajectory else x
+
+
+def check_log_prob(name: str) -> None:
+    """ConfigError unless sampler ``name`` returns log-likelihoods (its entry's ``log_prob``)."""
+    able = [e.name for e in catalogue.entries() if e.log_prob]
+    if not catalogue.entry(name).log_prob:
+        raise ConfigError(f"--log-prob needs a sampler that returns the log-likelihood of its samples "
+                          f"({', '.join(able) or 'none'}); sampler {name!r} does not: add --sampler "
+                          f"{' | '.join(able)}")
+
+
+def _summed(infos: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """The info dicts of the batches as one: counts (numbers) summed, anything else the last's."""
+    out: dict[str, Any] = {}
+    for d in infos:
+        for k, v in (d or {}).items():
+            out[k] = out.get(k, 0) + v if isinstance(v, int | float) and not isinstance(v, bool) else v
+    return out
 
 
 def conditioned_score(model: nn.Module, label: int | None, guidance: float) -> Any:
@@ -211,6 +250,8 @@ def noise_levels(name: str, n_steps: Any, view: Any, levels: Sequence[float] | N
     takes them (``own_levels``), which are then the grid, followed by 0: the network was trained
     at those levels only (docs/samplers/sampling-a-run.md)."""
     e = catalogue.entry(name)
+    if e.schedule_option not in e.option_names():  # the sampler picks its steps: the grid gives its range
+        return None if view is None else e.grid(None, view.sigma_min, view.sigma_max)
     if n_steps is None:
         if levels is not None and e.own_levels:
             return torch.tensor([*levels, 0.0], dtype=torch.float64)
@@ -223,10 +264,13 @@ def noise_levels(name: str, n_steps: Any, view: Any, levels: Sequence[float] | N
 
 def _sample(space: ModelSpace, data: dict[str, Any], n: int, e: catalogue.Sampler, g: RowGenerators,
             return_trajectory: bool, progress: bool, callback: Callable[[dict], None] | None,
-            options: dict[str, Any], label: int | None = None, guidance: float = 0.0) -> tuple[Any, int]:
+            options: dict[str, Any], label: int | None = None, guidance: float = 0.0,
+            return_log_prob: bool = False) -> tuple[Any, int]:
     """``generate`` in the model's own space and shape: the start and the schedule of the
     sampler's family (see ``scorematch.samplers.catalogue``), then one call of the sampler with
-    its score counted; the samples (or samples and trajectory) and the score evaluations."""
+    its score counted (with ``return_log_prob`` and, for an entry with ``info``, ``return_info``:
+    its result has one more element each, the info dict last); the result and the score
+    evaluations."""
     model, kind, schedule = space.inner, space.kind, space.schedule
     shape = (n, *space.work_shape)
     lo, hi = float(data["lo"]), float(data["hi"])
@@ -254,6 +298,10 @@ def _sample(space: ModelSpace, data: dict[str, Any], n: int, e: catalogue.Sample
     else:
         sde, score_fn = time_sde(score, kind, schedule)
         args = (score_fn, sde.prior_sample(shape, generator=g, dtype=space.dtype, device=space.device), sde)
+    if return_log_prob:
+        opts["return_log_prob"] = True
+    if e.info:
+        opts["return_info"] = True
     counted = CountedScore(args[0])
     out = e.function(counted, *args[1:], generator=g, callback=callback, progress=progress,
                      return_trajectory=return_trajectory, **opts)

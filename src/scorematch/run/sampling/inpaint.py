@@ -113,7 +113,7 @@ def read_inpaint_file(path: str | Path, sample_shape: tuple[int, ...], kind: str
         raise DataError(f"{p}: the known pixels must lie in [0, 1] like the run's images, got [{xk.min():.4g}, "
                         f"{xk.max():.4g}]; divide 8-bit images by 255")
     x32 = np.where(known, x, 0).astype(np.float32)
-    return torch.from_numpy(x32), torch.from_numpy(np.ascontiguousarray(known))
+    return torch.from_numpy(x32), torch.from_numpy(np.array(known, copy=True))  # writable: torch warns otherwise
 
 
 def check_method(method: str | None, sampler: str | None, options: dict[str, Any], particles: int | None,
@@ -132,7 +132,7 @@ def check_method(method: str | None, sampler: str | None, options: dict[str, Any
                               "--n-steps and --particles")
     else:
         sampler = sampler or catalogue.DEFAULT_DENOISING
-        denoising = [e.name for e in catalogue.entries(catalogue.DENOISING)]
+        denoising = [e.name for e in catalogue.entries(catalogue.DENOISING) if e.schedule_option in e.option_names()]
         if sampler not in denoising:
             raise ConfigError(f"inpainting by {method} runs a denoising sampler ({', '.join(denoising)}), "
                               f"got --sampler {sampler}")
@@ -163,11 +163,22 @@ def check_request(model: nn.Module, run_info: dict[str, Any], method: str | None
     return (method, sampler, *check_label(model, run_info, label, guidance))
 
 
-def inpaint_run(model: nn.Module, run_info: dict[str, Any], x: torch.Tensor, mask: torch.Tensor,
+def _as_tensor(name: str, value: Any) -> torch.Tensor:
+    """A tensor or NumPy array as a tensor (DataError naming ``name`` for anything else)."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise DataError(f"{name} must be a tensor or a NumPy array, got {type(value).__name__}")
+    return value
+
+
+def inpaint_run(model: nn.Module, run_info: dict[str, Any], x: torch.Tensor | np.ndarray,
+                mask: torch.Tensor | np.ndarray,
                 method: str | None = None, sampler: str | None = None, seed: int = 0, particles: int | None = None,
                 resample: int | None = None, label: int | str | None = None, guidance: float | None = None,
                 progress: bool = False, **options: Any) -> torch.Tensor:
-    """``x`` (n, *sample_shape, data space) with the values where ``mask`` is False filled in by
+    """``x`` (n, *sample_shape, data space; a tensor or NumPy array, as ``mask``, which is boolean)
+    with the values where ``mask`` is False filled in by
     ``method`` (smc by default; see the module docstring) from a noise- or time-conditional
     ``model`` and its run.json contents ``run_info``. ``sampler`` (replace, repaint; default heun)
     and its ``options`` (``n_steps`` noise levels: default 200 for smc, else the sampler's),
@@ -178,6 +189,11 @@ def inpaint_run(model: nn.Module, run_info: dict[str, Any], x: torch.Tensor, mas
                                               guidance)
     space = space_of(model, run_info)
     shape = space.sample_shape
+    x, mask = _as_tensor("x", x), _as_tensor("mask", mask)
+    if mask.dtype != torch.bool:
+        raise DataError(f"mask must be boolean (True where x is known), got dtype {mask.dtype}")
+    if not x.is_floating_point():
+        x = x.float()
     if tuple(x.shape[1:]) != shape or x.shape != mask.shape:
         raise DataError(f"x and mask must both have shape (n, {', '.join(map(str, shape))}), got "
                         f"{tuple(x.shape)} and {tuple(mask.shape)}")

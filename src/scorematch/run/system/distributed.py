@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -81,11 +82,23 @@ _MARKERS = ("gloo", "nccl", "timed out", "timeout", "connection", "broken pipe",
 
 def is_collective_failure(err: BaseException) -> bool:
     """Whether ``err`` (from a collective operation, or from DDP's backward) is a lost peer."""
-    return isinstance(err, RuntimeError) and any(m in str(err).lower() for m in _MARKERS)
+    return isinstance(err, RuntimeError) and not isinstance(err, CollectiveError) and any(
+        m in str(err).lower() for m in _MARKERS)
+
+
+def _detail(err: BaseException, limit: int = 160) -> str:
+    """The last line of a gloo/NCCL error without its source locations ("[/path/to/pair.cc:534]"),
+    shortened at a word boundary to at most ``limit`` characters."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+    line = " ".join(re.sub(r"\[[^\]\s]*\.(?:cc|cpp|cu|c|h|hpp):\d+\]", " ", line).split())
+    if len(line) > limit:
+        cut = line[:limit].rsplit(" ", 1)[0]
+        line = cut + " ..."
+    return line or type(err).__name__
 
 
 def collective_error(err: BaseException, ctx: DistContext) -> CollectiveError:
-    first = (str(err).strip().splitlines() or [type(err).__name__])[-1].strip()[:160]
+    first = _detail(err)
     timed = "timed out" in first.lower() or "timeout" in first.lower()
     why = (f"no answer within the collective timeout of {ctx.timeout:g} s" if timed
            else "the connection to another process broke")

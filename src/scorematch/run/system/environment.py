@@ -142,7 +142,8 @@ class PhaseTimer:
 
 
 class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks, so it can checkpoint and exit cleanly."""
+    """Turns SIGINT, SIGTERM, SIGHUP and SIGQUIT into a flag the loop checks, so it can
+    checkpoint and exit cleanly (with 128 + the signal number)."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
@@ -151,7 +152,7 @@ class StopRequest:
     def installed(self) -> Iterator[None]:
         old = {}
         try:
-            for s in (signal.SIGINT, signal.SIGTERM):
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
                 old[s] = signal.signal(s, self._handle)
         except ValueError:
             old = {}

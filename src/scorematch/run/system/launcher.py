@@ -4,9 +4,12 @@
 gives its workers (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR = 127.0.0.1,
 MASTER_PORT = a free port, OMP_NUM_THREADS = 1 unless set), each process in its own session, and:
 
-- forwards SIGINT and SIGTERM (Ctrl-C, ``kill``) to every process; they finish their step,
-  write a checkpoint and exit, and the launcher, having waited for them, exits with 128 + the
-  signal number. A second signal kills them at once;
+- forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT (Ctrl-C, ``kill``, a closed terminal, Ctrl-\\) to
+  every process, with a SIGCONT so that a stopped process receives it too; under ``train`` they
+  finish their step, write a checkpoint and exit (other commands write nothing and exit), and
+  the launcher, having waited for them, exits with 128 + the signal number. A process that has
+  not ended ``STOP_GRACE`` seconds after the signal (hung, or stopped again), or ``GRACE``
+  seconds after another one ended, is killed. A second signal kills them at once;
 - makes every process receive SIGTERM if the launcher itself dies (Linux parent-death signal);
 - when a process fails, gives rank 0 ``GRACE`` seconds to end by itself (it meets the failure at
   its next collective operation, at most the collective timeout later), then kills what is left;
@@ -39,6 +42,10 @@ ARGV_ENV = "SCOREMATCH_ARGV"
 ERRORS_ENV = "SCOREMATCH_ERRORS"
 #: seconds rank 0 gets to end by itself after another process failed
 GRACE = 10.0
+#: seconds the processes get to end by themselves after a forwarded signal (a step and a checkpoint)
+STOP_GRACE = 60.0
+#: the signals forwarded to the processes (each stops a run after a checkpoint)
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 POLL = 0.05
 
 
@@ -63,11 +70,11 @@ def _parent_death_signal() -> None:  # runs in the child between fork and exec
 
 
 class _Signals:
-    """SIGINT/SIGTERM/SIGHUP to the launcher, as a list the watch loop reads."""
+    """The FORWARDED signals to the launcher, as a list the watch loop reads."""
 
     def __init__(self) -> None:
         self.received: list[int] = []
-        self.old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        self.old = {s: signal.signal(s, self._handle) for s in FORWARDED}
 
     def _handle(self, signum: int, frame: object) -> None:
         self.received.append(signum)
@@ -94,7 +101,7 @@ def launch(nproc: int, argv: list[str]) -> int:
                     [sys.executable, "-m", "scorematch"], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
                     start_new_session=True, preexec_fn=_parent_death_signal if sys.platform == "linux" else None,
                 ))
-            return _watch(procs, sig, Path(errors))
+            return _watch(procs, sig, Path(errors), writes_checkpoint=bool(argv) and argv[0] == "train")
         finally:
             for p in procs:
                 if p.poll() is None:
@@ -113,7 +120,7 @@ def _status(code: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def _watch(procs: list[subprocess.Popen], sig: _Signals, errors: Path) -> int:
+def _watch(procs: list[subprocess.Popen], sig: _Signals, errors: Path, writes_checkpoint: bool = True) -> int:
     forwarded: int | None = None
     first_failure: int | None = None
     killed: set[int] = set()
@@ -125,13 +132,26 @@ def _watch(procs: list[subprocess.Popen], sig: _Signals, errors: Path) -> int:
             handled += 1
             if forwarded is None:
                 forwarded = s
-                print(f"scorematch: {signal.Signals(s).name}: stopping {len(procs)} processes after their current "
-                      "step (each writes a checkpoint first); send it again to kill them now", file=sys.stderr)
+                what = ("after their current step (each writes a checkpoint first)" if writes_checkpoint
+                        else "(nothing is written)")
+                print(f"scorematch: {signal.Signals(s).name}: stopping {len(procs)} processes {what}; a process "
+                      f"still running {STOP_GRACE:g} s from now is killed; send the signal again to kill them now",
+                      file=sys.stderr)
                 for p in procs:
                     if p.poll() is None:
                         with contextlib.suppress(ProcessLookupError):
                             p.send_signal(s)
+                            p.send_signal(signal.SIGCONT)  # a stopped process receives the signal too
+                deadline = time.monotonic() + STOP_GRACE
             else:
+                for r, p in enumerate(procs):
+                    if p.poll() is None:
+                        killed.add(r)
+                        _kill(p)
+        if forwarded is not None:
+            if any(p.poll() is not None for p in procs):
+                deadline = min(deadline, time.monotonic() + GRACE)
+            if time.monotonic() > deadline:
                 for r, p in enumerate(procs):
                     if p.poll() is None:
                         killed.add(r)

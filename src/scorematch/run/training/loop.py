@@ -10,6 +10,7 @@
     manifest.json      SHA-256 of config.json, run.json and weights.safetensors
     loss.csv           step, loss, grad norm, steps/s, and the loss per noise level for NCSN
     samples/           periodic sample grids (image data)
+    posthoc-ema/       power-EMA snapshots with posthoc_ema_every (``scorematch.run.training.posthoc``)
 
 ``train(resume=RUN, steps=N)`` continues RUN up to N steps in total and reproduces the weights
 of an uninterrupted run (the data and noise generators are part of the checkpoint); ``lr``,
@@ -28,6 +29,7 @@ TensorBoard, progress) and ``save_checkpoint``; ``train`` strings them together.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,7 +41,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from scorematch.data import Dataset, dequantize, quantization_levels
-from scorematch.errors import CheckpointError, ConfigError, DataError, TrainingError
+from scorematch.errors import CheckpointError, ConfigError, DataError, ModelError, ScoreMatchError, TrainingError
 from scorematch.run.build import start as inputs
 from scorematch.run.build import user_model as custom
 from scorematch.run.build.loading import run_info, split_prefix, wrap_standardized
@@ -63,6 +65,7 @@ from scorematch.run.folder.runfiles import LOSS_CSV, read_run_info
 from scorematch.run.system import distributed as D
 from scorematch.run.system import environment as env
 from scorematch.run.system import limits
+from scorematch.run.training import posthoc
 from scorematch.run.training.logs import CsvLog, progress_bar, sample_grid, tensorboard
 
 
@@ -75,7 +78,7 @@ class TrainResult:
     final_loss: float
     steps: int
     history: list[dict[str, float]] = field(default_factory=list)
-    signal: int | None = None  #: the signal (SIGINT/SIGTERM) that stopped the run early, if one did
+    signal: int | None = None  #: the signal (SIGINT/TERM/HUP/QUIT) that stopped the run early, if one did
 
 
 @dataclass
@@ -107,6 +110,7 @@ class Run:
     standardization: Any = None  # the data's standardisation (scorematch.data.Standardization) or None
     level_sum: torch.Tensor | None = None
     level_cnt: torch.Tensor | None = None
+    phema: Any = None  # the post-hoc EMA tracker (scorematch.ema.PowerEMA), rank 0, posthoc_ema_every > 0
 
     @property
     def n_levels(self) -> int:
@@ -141,6 +145,12 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume:
         overrides["data"] = "memory"
     was: dict[str, Any] = {}
     given: set[str] = set()
+    for what, value in (("out", out), ("resume", resume)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | os.PathLike)):
+            raise ConfigError(f"{what} must be the path of a folder (a str or pathlib.Path), got "
+                              f"{type(value).__name__}: e.g. {what}='runs/NAME'")
+    if cfg is not None and not isinstance(cfg, TrainConfig):
+        raise ConfigError(f"cfg must be a TrainConfig (or pass its fields as keywords), got {type(cfg).__name__}")
     if resume is not None:
         if cfg is not None or force:
             raise ConfigError("train(resume=RUN) continues RUN with its own config.json; pass no config and no force")
@@ -184,6 +194,7 @@ def setup(cfg: TrainConfig, run_dir: Path, resuming: bool, ctx: D.DistContext, d
     fit in memory and settings the model would ignore (``given``) are refused before allocating."""
     torch.manual_seed(cfg.seed)
     _check_toy_size(cfg)
+    limits.check_train_steps(cfg.steps, cfg.log_every)
     old_info = read_run_info(run_dir, cfg) if resuming else None
     rd = inputs.prepare_data(cfg, run_dir, old_info, data)
     ds = rd.train
@@ -239,6 +250,7 @@ def start(run: Run, resuming: bool) -> None:
     cfg = run.cfg.to_dict()
     files = {"config.json": cfg} if resuming else {"config.json": cfg, "run.json": run.info}
     D.on_main(lambda: manifest.write_json_files(run.run_dir, files), run.ctx)
+    D.on_main(lambda: posthoc.attach(run), run.ctx)
     if not resuming:
         save_checkpoint(run)
 
@@ -310,7 +322,17 @@ def train_step(run: Run, stop_requested: bool) -> StepOutcome:
     and update the EMA. A non-finite loss raises TrainingError, or skips the batch with
     ``skip_nonfinite``; either way every rank takes the same branch."""
     xb, yb = _batch(run)
-    loss, rows, lvl = run.loss_fn(run.trained, xb, run.g_noise, yb)
+    try:
+        loss, rows, lvl = run.loss_fn(run.trained, xb, run.g_noise, yb)
+    except ScoreMatchError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a user's module: say where, with its message
+        name = run.info.get("model", {}).get("name", "")
+        if ":" not in name:
+            raise  # a built-in model: a bug of scorematch, with its traceback
+        raise ModelError(f"{name} failed at step {run.step + 1} on a batch of shape {tuple(xb.shape)} "
+                         f"({type(err).__name__}: {' '.join(str(err).split())[:300]}); it passed the checks on "
+                         "batches of 2 and 5 rows: make it work for any batch size") from None
     nonfinite, stopping = not bool(torch.isfinite(loss.detach())), stop_requested
     if run.ctx.enabled:
         flags = D.all_sum(torch.tensor([float(nonfinite), float(stopping)], device=run.device), run.ctx)
@@ -341,6 +363,7 @@ def train_step(run: Run, stop_requested: bool) -> StepOutcome:
     run.opt.step()
     run.ema.update_parameters(run.model)
     run.step += 1
+    posthoc.update(run)
     if rows is not None and lvl is not None:
         run.level_sum.index_add_(0, lvl, rows)
         run.level_cnt.index_add_(0, lvl, torch.ones_like(rows))
@@ -465,7 +488,9 @@ def _loop(run: Run) -> TrainResult:
                 loss_value = loss_value if logged is None else logged
                 if ctx.is_main and cfg.sample_every and run.step % cfg.sample_every == 0 and run.ds.kind == "image":
                     sample_grid(run.ema.module, run.schedule, run.ds, run.run_dir, run.cfg.seed + run.step, run.step)
-                if run.step % cfg.checkpoint_every == 0:
+                due = run.step % cfg.checkpoint_every == 0
+                posthoc.snapshot_if_due(run, due or run.step == cfg.steps or out.stopping)
+                if due:
                     with run.timer.phase("checkpoints"):
                         save_checkpoint(run)
                 if out.stopping:
