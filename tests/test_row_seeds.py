@@ -261,3 +261,22 @@ def test_a_counted_score_forwards_the_model():
     counted.score(torch.ones(1, 1), None)  # samplers that look for .score are counted too
     sample("euler", counted, torch.zeros(2, 1), [2.0, 1.0, 0.0])
     assert counted.calls == 4
+
+
+def test_a_noise_function_gives_the_dpmpp_sde_samplers_brownian_noise():
+    """dpmpp_2m_sde takes ``noise(sigma, sigma_next)``: with ``sigma_noise`` (the Brownian path in
+    log sigma) 100 and 1000 steps land far closer than with fresh noise, at one seed (measured:
+    mean |diff| 0.0083 against 1.06, 127 times closer)."""
+    from scorematch.samplers import dpmpp_2m_sde, sigma_noise
+
+    out = {}
+    for brownian in (False, True):
+        for steps in (100, 1000):
+            g = RowGenerators.from_seed(11, 200)
+            grid = karras_sigmas(steps, 0.01, 10.0)
+            x0 = 10.0 * randn((200, 2), g, dtype=F64)
+            noise = sigma_noise(x0, grid, g) if brownian else None
+            out[brownian, steps] = dpmpp_2m_sde(sigma_score, x0, grid, generator=g, noise=noise)
+    fresh = (out[False, 100] - out[False, 1000]).abs().mean().item()
+    tree = (out[True, 100] - out[True, 1000]).abs().mean().item()
+    assert fresh > 0.5 and tree < fresh / 10, (fresh, tree)

@@ -176,3 +176,25 @@ def step_noise(generator: Generators, brownian: bool, t0: float, t1: float, dept
         return tree[0](t_a, t_b).to(device=x.device, dtype=x.dtype)
 
     return draw
+
+
+def sigma_noise(like: Tensor, sigmas: Tensor | list[float], generator: Generators = None,
+                depth: int = DEPTH) -> Callable[[float, float], Tensor]:
+    """``noise(sigma, sigma_next)``: the standardised increment of one Brownian path per row of
+    ``like`` in log sigma over [log sigma_min, log(sqrt(2) sigma_max)] of the grid ``sigmas`` (its
+    smallest positive and largest levels; a sigma of 0 taken as the smallest positive one), the
+    noise the denoising samplers use with ``brownian=True``, for samplers that take a ``noise``
+    function (``dpmpp_2m_sde``, ``dpmpp_3m_sde``)."""
+    levels = [float(v) for v in (sigmas.tolist() if isinstance(sigmas, Tensor) else sigmas)]
+    positive = [v for v in levels if v > 0]
+    if not positive:
+        raise ConfigError("the grid needs a positive noise level")
+    lo, hi = math.log(min(positive)), math.log(max(positive)) + 0.5 * math.log(2)
+    tree = BrownianTree(like, lo, hi, generator, depth)
+
+    def noise(sigma: float, sigma_next: float) -> Tensor:
+        a = math.log(sigma) if sigma > 0 else lo
+        b = math.log(sigma_next) if sigma_next > 0 else lo
+        return tree(a, b).to(device=like.device, dtype=like.dtype)
+
+    return noise

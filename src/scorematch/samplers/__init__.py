@@ -57,6 +57,7 @@ _WHERE: dict[str, str] = {
     "guided": "conditional", "inpaint": "conditional", "inpaint_sde": "conditional", "inpaint_smc": "conditional",
     "replace_known": "conditional", "langevin_corrector": "sde", "sample": "catalogue",
     "CountedScore": "counting", "RowGenerators": "streams", "row_seed": "streams", "BrownianTree": "streams",
+    "sigma_noise": "streams",
 }
 for _e in catalogue.entries():
     if isinstance(_e.function, Lazy):
