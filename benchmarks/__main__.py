@@ -6,16 +6,17 @@ compare: scorematch next to torchebm, score-models, diffusers and k-diffusion (`
 N, objectives and samplers: scorematch next to the floor, likelihood: the exact probability-flow
 ODE log p against the Hutchinson estimate, nfe_quality: sample quality per score evaluation of
 every sampler on every model kind and the default sampler of each (CPU only, about half an hour),
-image_metrics: the feature-space image metrics on real digits (CPU only).
+image_metrics: the feature-space image metrics on real digits (CPU only),
+tables: table generators and imputers on scikit-learn's bundled tables (CPU only).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from benchmarks import compare, image_metrics, likelihood, nfe_quality, objectives, readme, samplers, scaling
+from benchmarks import compare, image_metrics, likelihood, nfe_quality, objectives, readme, samplers, scaling, tables
 
-ALL = ["compare", "scaling", "objectives", "samplers", "likelihood", "nfe_quality", "image_metrics"]
+ALL = ["compare", "scaling", "objectives", "samplers", "likelihood", "nfe_quality", "image_metrics", "tables"]
 
 
 def main() -> None:
@@ -40,6 +41,8 @@ def main() -> None:
         image_metrics.main(["--threads", str(args.threads)])
     if "nfe_quality" in args.only and args.device == "cpu":
         nfe_quality.main(["--threads", str(args.threads)])
+    if "tables" in args.only and args.device == "cpu":
+        tables.main([])
     if args.device == "cpu":
         readme.main()
 

@@ -19,7 +19,7 @@ LAYERS = {
     "files": 1,
     "distributions": 2, "models": 2, "noise": 2, "sde": 2, "autodiff": 2, "denoise": 2, "ema": 2,
     "objectives": 3, "samplers": 3, "likelihood": 3, "density": 3, "metrics": 3, "data": 3, "plotting": 3,
-    "run": 4,
+    "run": 4, "tabular": 4,
     "cli": 5, "__main__": 5,
 }
 

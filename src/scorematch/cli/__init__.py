@@ -1,4 +1,4 @@
-"""Command-line interface: ``scorematch train | sample | eval | plot | report | ema``.
+"""Command-line interface: ``scorematch train | sample | eval | plot | report | ema | impute``.
 
 Every scorematch error is printed as one line ("scorematch: error: ...") with exit code 2
 (under several processes by rank 0 only); a run stopped by SIGINT/SIGTERM/SIGHUP/SIGQUIT exits with 128 + the
@@ -42,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         except ScoreMatchError as err:
             _report_error(err, 0)
             return 2
+    from scorematch.cli.tables import cmd_impute
+
     handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "plot": cmd_plot,
-               "report": cmd_report, "ema": cmd_ema}[args.command]
+               "report": cmd_report, "ema": cmd_ema, "impute": cmd_impute}[args.command]
     rank = int(os.environ.get("RANK", "0"))
     import warnings
 

@@ -1,5 +1,6 @@
 """What each command does once its arguments are parsed: ``cmd_train``, ``cmd_sample``,
-``cmd_eval``, ``cmd_plot``, ``cmd_report``, ``cmd_ema``. Each imports the run layer (and torch) only when called."""
+``cmd_eval``, ``cmd_plot``, ``cmd_report``, ``cmd_ema`` (table runs go to ``scorematch.cli.tables``). Each
+imports the run layer (and torch) only when called."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                  if f.name in TRAIN_HELP and getattr(args, f.name) is not None}
     if args.no_progress:
         overrides["progress"] = False
+    from scorematch.cli.tables import cmd_train_table, wants_table
+
+    if wants_table(args):
+        _threads(args)
+        return cmd_train_table(args, overrides)
     if args.resume is not None:
         if args.out is not None and args.out != args.resume:
             raise ConfigError(f"--out cannot be used with --resume: a resumed run continues in its own folder "
@@ -79,7 +85,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from scorematch.run.sampling.draw import draw, nonfinite_advice
     from scorematch.run.sampling.generate import count_nonfinite
     from scorematch.run.system.environment import pick_device
+    from scorematch.run.tables.folder import is_table_run
 
+    if is_table_run(args.run):
+        from scorematch.cli.tables import cmd_sample_table
+
+        _threads(args)
+        return cmd_sample_table(args)
     _check_npz(args.out)
     _check_conditional_flags(args)
     _check_rows(args)
@@ -150,8 +162,13 @@ def _check_conditional_flags(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from scorematch.run.reporting.evaluate import evaluate
     from scorematch.run.system.environment import pick_device
+    from scorematch.run.tables.folder import is_table_run
 
     _threads(args)
+    if is_table_run(args.run):
+        from scorematch.cli.tables import cmd_eval_table
+
+        return cmd_eval_table(args)
     res = evaluate(args.run, n=args.n, seed=args.seed, sampler=args.sampler, likelihood=args.likelihood,
                    out=args.out, device=pick_device(args.device), progress=not args.no_progress, force=args.force,
                    inception_weights=args.inception_weights, **_sampler_options(args))
@@ -204,8 +221,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from scorematch.run.reporting.html import write_report
     from scorematch.run.system.environment import pick_device
+    from scorematch.run.tables.folder import is_table_run
 
     _threads(args)
+    if is_table_run(args.run):
+        from scorematch.run.tables.report import write_table_report
+
+        print(f"wrote {write_table_report(args.run, out=args.out, n=args.n, seed=args.seed)}")
+        return 0
     path = write_report(args.run, out=args.out, n=args.n, seed=args.seed, evaluate=not args.no_eval,
                         device=pick_device(args.device), progress=not args.no_progress, force=args.force)
     print(f"wrote {path}")

@@ -134,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train with DDP on N processes of this machine; "
                         "for several machines call torchrun yourself (docs/multi-process.md)")
     _add_train_flags(t)
+    g = t.add_argument_group("tables (a CSV with a header; text and blank cells allowed)")
+    g.add_argument("--table", action="store_true",
+                   help="train the CSV of --data as a table run with typed columns (implied by --columns, "
+                        "--label-column, or text or blank cells in the CSV)")
+    g.add_argument("--columns", default=None, metavar="SPEC",
+                   help="column types overriding the inferred ones: NAME=KIND,... with KIND continuous, nonnegative, "
+                        "bounded:LOW:HIGH, integer, binary, categorical or constant; or a JSON file "
+                        '{"columns": {"NAME": "KIND"}}')
+    g.add_argument("--label-column", default=None, metavar="NAME",
+                   help="the column of class labels: with --class-conditional the model is conditioned on it "
+                        "(sample --label K), else it is one more categorical column")
 
     s = sub.add_parser("sample", help="draw samples from a trained run",
                        description="Draw samples; writes an .npz with the array 'samples' (data space; "
@@ -145,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_int, default=0, help="sampler seed (default: 0)")
     s.add_argument("--out", type=Path, default=None,
                    help="a new output file, written exactly as named; it must end in .npz (default: RUN/samples.npz, "
-                        "replaced)")
+                        "replaced); for a table run a .csv with the table's columns (default: RUN/samples.csv)")
     s.add_argument("--log-prob", action="store_true", help=log_prob_help())
     s.add_argument("--allow-nonfinite", action="store_true",
                    help="write the samples even when some are NaN/inf (default: refuse, exit 2, say what to try)")
@@ -213,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-eval", action="store_true",
                    help="do not run the evaluation; use RUN/eval.json if there is one")
     _add_common_flags(r)
+    from scorematch.cli.tables import add_impute_parser
+
+    add_impute_parser(sub, _int)
     return parser
 
 

@@ -27,4 +27,6 @@ Its parts, bottom to top; each module imports only the library and the modules l
     reporting.evaluate   scores and samples of a run against closed forms and held-out data
     reporting.figures    the PNG figures of a run
     reporting.html       the self-contained HTML report of a run
+    tables.folder        a table run: CSV with typed columns and blanks, trained, sampled, imputed, evaluated
+    tables.report        the HTML report of a table run: evaluation, per-column marginals, correlation matrices
 """

@@ -1,0 +1,297 @@
+"""`python -m benchmarks.tables [--only NAME ...] [--no-forest] [--steps N] [--hidden H] [--name NAME]`:
+generators and imputers on scikit-learn's bundled tables, quality and time side by side.
+
+Tables: iris (150 x 5, class label), wine (178 x 14, class label), breast cancer (569 x 31, 0/1
+diagnosis), diabetes (442 x 11 with the raw integer target, no label). Each is split 70/30 into
+training and held-out rows (seed 0).
+
+Generators (trained on the training rows, as many rows drawn as there are training rows):
+scorematch's ``TableDiffusion`` (class-conditional on the label), a multivariate Gaussian and a
+Gaussian copula fitted to the same standardised encoding and decoded by the same schema (so their
+values are valid too), and ForestDiffusion (Jolicoeur-Martineau et al. 2024; flow, XGBoost,
+n_t = 50, duplicate_K = 100, its defaults) when it is installed. Metrics
+(``scorematch.metrics.tables``) against the held-out rows, with the train-vs-held-out baseline.
+
+Imputers (on all rows, 20% of the feature cells hidden completely at random, seed 0): column
+mean, scikit-learn's IterativeImputer (BayesianRidge, 10 rounds; with ``sample_posterior`` for
+its draws) and KNNImputer (k = 5), scorematch's ``TableImputer`` and ForestDiffusion's
+imputation (VP, RePaint) when installed. RMSE over the hidden cells in units of each column's sd,
+and the coverage of the hidden values by the range of 19 draws, a 90% interval for a calibrated
+imputer (19 exchangeable draws and the truth: the truth is outside [min, max] with chance 2/20).
+
+Time is the process's CPU time at one thread (OMP_NUM_THREADS=1, torch.set_num_threads(1),
+XGBoost n_jobs=1), so a shared machine's load does not count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+from benchmarks.common import environment, markdown_table, write  # noqa: E402
+from scorematch.data.columns import decode, encode, infer_schema  # noqa: E402
+from scorematch.data.tables import Table, as_table  # noqa: E402
+from scorematch.metrics.tables import table_metrics  # noqa: E402
+from scorematch.tabular import TableDiffusion, TableImputer  # noqa: E402
+
+TABLES = ("iris", "wine", "breast_cancer", "diabetes")
+DRAWS = 19
+MISSING = 0.2
+#: ForestDiffusion's noise levels and noise draws per row (its defaults, 50 and 100, take minutes of CPU
+#: per table here), and the tables it runs on (breast cancer and diabetes would take tens of minutes)
+FOREST_NT, FOREST_K = 20, 10
+FOREST_TABLES = ("iris", "wine")
+
+
+def load(name: str) -> tuple[Table, str | None]:
+    """The bundled table as a Table (label column last, named 'label') and the label's name."""
+    from sklearn import datasets
+
+    if name == "diabetes":
+        d = datasets.load_diabetes(scaled=False)
+        names = [str(f) for f in d.feature_names] + ["progression"]
+        x = np.column_stack([d.data, d.target])
+        return as_table(x, names), None
+    d = getattr(datasets, f"load_{name}")()
+    names = [str(f).replace(" ", "_") for f in d.feature_names] + ["label"]
+    x = np.column_stack([d.data, d.target])
+    return as_table(x, names), "label"
+
+
+def _split(t: Table, seed: int = 0) -> tuple[Table, Table]:
+    idx = np.random.default_rng(seed).permutation(t.n_rows)
+    cut = int(round(0.7 * t.n_rows))
+    return t.rows(np.sort(idx[:cut])), t.rows(np.sort(idx[cut:]))
+
+
+def _cpu() -> float:
+    return time.process_time()
+
+
+# ------------------------------------------------------------------------------------------ generators
+
+
+def gen_scorematch(train: Table, label: str | None, schema: Any, n: int, args: Any) -> Table:
+    m = TableDiffusion(steps=args.steps, hidden=args.hidden, random_state=0,
+                       columns={c.name: c.kind for c in schema.columns if c.name != label and c.kind != "bounded"})
+    if label is None:
+        return m.fit(train).sample(n, random_state=1)
+    feats = train.drop(label)
+    m.fit(feats, train.column(label))
+    x, y = m.sample(n, random_state=1)
+    return Table(train.names, (*x.columns, np.asarray(y, dtype=np.float64)))
+
+
+def gen_gaussian(train: Table, label: str | None, schema: Any, n: int, args: Any) -> Table:
+    z = encode(schema, train)
+    rng = np.random.default_rng(1)
+    s = rng.multivariate_normal(z.mean(0), np.cov(z, rowvar=False), size=n, method="eigh")
+    return decode(schema, s)
+
+
+def gen_copula(train: Table, label: str | None, schema: Any, n: int, args: Any) -> Table:
+    from scipy.stats import norm, rankdata
+
+    z = encode(schema, train)
+    u = (np.apply_along_axis(rankdata, 0, z) - 0.5) / len(z)
+    g = norm.ppf(u)
+    rng = np.random.default_rng(1)
+    s = rng.multivariate_normal(np.zeros(z.shape[1]), np.corrcoef(g, rowvar=False), size=n, method="eigh")
+    back = np.column_stack([np.quantile(z[:, j], norm.cdf(s[:, j])) for j in range(z.shape[1])])
+    return decode(schema, back)
+
+
+def _forest_indexes(schema: Any, label: str | None) -> dict[str, list[int]]:
+    cols = [c for c in schema.columns if c.name != label]
+    return {"bin_indexes": [i for i, c in enumerate(cols) if c.kind == "binary"],
+            "cat_indexes": [i for i, c in enumerate(cols) if c.kind == "categorical"],
+            "int_indexes": [i for i, c in enumerate(cols) if c.kind == "integer"]}
+
+
+def gen_forest(train: Table, label: str | None, schema: Any, n: int, args: Any) -> Table:
+    from ForestDiffusion import ForestDiffusionModel
+
+    x = (train.drop(label) if label else train).to_numpy()
+    y = train.column(label) if label else None
+    m = ForestDiffusionModel(x, label_y=y, n_t=FOREST_NT, duplicate_K=FOREST_K, diffusion_type="flow", n_jobs=1,
+                             seed=0, **_forest_indexes(schema, label))
+    out = m.generate(batch_size=n)
+    return Table(train.names, tuple(np.ascontiguousarray(out[:, j], dtype=np.float64) for j in range(out.shape[1])))
+
+
+GENERATORS = {"scorematch": gen_scorematch, "gaussian": gen_gaussian, "copula": gen_copula,
+              "forestdiffusion": gen_forest}
+
+
+# ------------------------------------------------------------------------------------------- imputers
+
+
+def _hide(t: Table, label: str | None, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    hide = rng.random((t.n_rows, len(t.names))) < MISSING
+    if label is not None:
+        hide[:, t.names.index(label)] = False
+    full = hide.all(axis=1)
+    hide[full, 0] = False
+    return hide
+
+
+def imp_mean(x: np.ndarray, args: Any, schema: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    from sklearn.impute import SimpleImputer
+
+    return SimpleImputer().fit_transform(x), None
+
+
+def imp_iterative(x: np.ndarray, args: Any, schema: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        point = IterativeImputer(max_iter=10, random_state=0).fit_transform(x)
+        draws = np.stack([IterativeImputer(max_iter=10, sample_posterior=True, random_state=k).fit_transform(x)
+                          for k in range(DRAWS)])
+    return point, draws
+
+
+def imp_knn(x: np.ndarray, args: Any, schema: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    from sklearn.impute import KNNImputer
+
+    return KNNImputer(n_neighbors=5).fit_transform(x), None
+
+
+def imp_scorematch(x: np.ndarray, args: Any, schema: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    kinds = {f"x{j}": c.kind for j, c in enumerate(schema.columns) if c.kind != "bounded"}
+    m = TableImputer(steps=args.steps, hidden=args.hidden, draws=DRAWS, random_state=0, columns=kinds).fit(x)
+    draws = np.stack(m.impute_draws(x))
+    return m.transform(x), draws
+
+
+def imp_forest(x: np.ndarray, args: Any, schema: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    from ForestDiffusion import ForestDiffusionModel
+
+    m = ForestDiffusionModel(x, n_t=FOREST_NT, duplicate_K=FOREST_K, diffusion_type="vp", n_jobs=1, seed=0,
+                             **_forest_indexes(schema, None))
+    draws = np.stack(m.impute(k=DRAWS, repaint=True, r=10, j=5))
+    return draws.mean(0), draws
+
+
+IMPUTERS = {"mean": imp_mean, "iterative": imp_iterative, "knn": imp_knn, "scorematch": imp_scorematch,
+            "forestdiffusion": imp_forest}
+
+
+def imputation_scores(x: np.ndarray, hide: np.ndarray, point: np.ndarray, draws: np.ndarray | None) -> dict:
+    sd = np.where(x.std(0) > 0, x.std(0), 1.0)
+    err = ((point - x) / sd)[hide]
+    out = {"rmse_sd": float(np.sqrt(np.mean(err**2)))}
+    if draws is not None:
+        lo, hi = draws.min(0), draws.max(0)
+        out["coverage90"] = float(np.mean(((x >= lo) & (x <= hi))[hide]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def run_table(name: str, args: Any, env: dict) -> dict:
+    t, label = load(name)
+    over = {label: "categorical"} if label else {}
+    train, held = _split(t)
+    schema = infer_schema(train, over)
+    res: dict[str, Any] = {"rows": t.n_rows, "columns": len(t.names), "label": label, "generators": {},
+                           "imputers": {}, "kinds": {c.name: c.kind for c in schema.columns}}
+    for g, fn in GENERATORS.items():
+        if g == "forestdiffusion" and (args.no_forest or name not in FOREST_TABLES):
+            continue
+        t0 = _cpu()
+        try:
+            synth = fn(train, label, schema, train.n_rows, args)
+        except ImportError as err:
+            res["generators"][g] = {"skipped": f"not installed ({err.name})"}
+            continue
+        sec = _cpu() - t0
+        m = table_metrics(schema, train, held, synth, label=label)
+        m["cpu_s"] = sec
+        res["generators"][g] = m
+        print(f"{name:14s} {g:16s} W1 {m['wasserstein_mean']['synthetic']:.3f} (base "
+              f"{m['wasserstein_mean']['baseline']:.3f}) corr {m['correlation_error']['synthetic']:.3f} (base "
+              f"{m['correlation_error']['baseline']:.3f}) tstr {m.get('tstr_accuracy')} {sec:.1f}s", flush=True)
+    if args.no_impute:
+        return res
+    x = t.to_numpy()
+    hide = _hide(t, label)
+    xm = np.where(hide, np.nan, x)
+    full_schema = infer_schema(t, over)
+    for i, fn in IMPUTERS.items():
+        if i == "forestdiffusion" and (args.no_forest or name not in FOREST_TABLES):
+            continue
+        t0 = _cpu()
+        try:
+            point, draws = fn(xm, args, full_schema)
+        except ImportError as err:
+            res["imputers"][i] = {"skipped": f"not installed ({err.name})"}
+            continue
+        sec = _cpu() - t0
+        sc = imputation_scores(x, hide, point, draws)
+        sc["cpu_s"] = sec
+        res["imputers"][i] = sc
+        print(f"{name:14s} impute {i:12s} {sc} ", flush=True)
+    return res
+
+
+def report(results: dict, env: dict) -> str:
+    rows = []
+    for name, r in results.items():
+        for g, m in r["generators"].items():
+            if "skipped" in m:
+                rows.append([name, g, m["skipped"], None, None, None, None, None, None, None])
+                continue
+            tstr = m.get("tstr_accuracy")
+            rows.append([name, g, m["wasserstein_mean"]["synthetic"], m["wasserstein_mean"]["baseline"],
+                         m["correlation_error"]["synthetic"], m["correlation_error"]["baseline"],
+                         tstr["synthetic"] if tstr else None, tstr["real"] if tstr else None,
+                         m["closest_record"]["ratio"], f"{m['cpu_s']:.1f} s"])
+    gen = markdown_table(["table", "generator", "W1/sd", "W1 real", "corr err", "corr real", "TSTR acc",
+                          "TRTR acc", "DCR ratio", "CPU time"], rows)
+    rows = []
+    for name, r in results.items():
+        for i, m in r.get("imputers", {}).items():
+            if "skipped" in m:
+                rows.append([name, i, m["skipped"], None, None])
+                continue
+            rows.append([name, i, m["rmse_sd"], m.get("coverage90"), f"{m['cpu_s']:.1f} s"])
+    imp = markdown_table(["table", "imputer", "RMSE/sd", "coverage of 90%", "CPU time"], rows)
+    return (f"Measured on {env['cpu']}, torch {env['torch']}, one thread, {env['date']}; "
+            f"TableDiffusion steps={results and next(iter(results.values()))['steps']}, "
+            f"hidden={next(iter(results.values()))['hidden']}.\n\n{gen}\n{imp}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="+", choices=TABLES, default=list(TABLES))
+    p.add_argument("--no-forest", action="store_true", help="leave ForestDiffusion out")
+    p.add_argument("--no-impute", action="store_true", help="generators only")
+    p.add_argument("--steps", type=int, default=TableDiffusion().steps)
+    p.add_argument("--hidden", type=int, default=TableDiffusion().hidden)
+    p.add_argument("--name", default="tables", help="results file name under benchmarks/results/")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    env = environment(torch.device("cpu"))
+    results = {}
+    for name in args.only:
+        results[name] = run_table(name, args, env)
+        results[name].update(steps=args.steps, hidden=args.hidden)
+    write(args.name, {"environment": env, "results": results}, report(results, env))
+
+
+if __name__ == "__main__":
+    main()

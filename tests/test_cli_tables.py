@@ -1,0 +1,146 @@
+"""Table runs from the command line: train a CSV with blanks, text and a label; sample, impute, eval;
+every user mistake one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from cli_helpers import assert_one_line_error, run_cli
+
+from scorematch.data.tables import read_csv_table
+
+FAST = ["--steps", "60", "--hidden", "32", "--depth", "2"]
+
+
+def _csv(path, n=90, seed=0, blanks=0.1):
+    rng = np.random.default_rng(seed)
+    lines = ["size,count,colour,kind"]
+    for _ in range(n):
+        k = int(rng.integers(0, 2))
+        size = rng.normal(3 + 2 * k, 0.5)
+        count = int(rng.poisson(2 + 3 * k))
+        colour = ["red", "blue", "green"][int(rng.integers(0, 3))]
+        cells = [f"{size:.3f}", str(count), colour]
+        cells = ["" if rng.random() < blanks else c for c in cells]
+        lines.append(",".join(cells + [["ale", "lager"][k]]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory):
+    import torch
+
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("tables")
+    data = _csv(d / "beer.csv")
+    from scorematch.cli import main
+
+    rc = main(["train", "--data", str(data), "--label-column", "kind", "--class-conditional", *FAST,
+               "--out", str(d / "run")])
+    assert rc == 0
+    return d
+
+
+def test_train_sample_with_label_keeps_columns_and_types(table_run, capsys):
+    out = table_run / "lager.csv"
+    rc, stdout, err = run_cli(["sample", table_run / "run", "--n", 40, "--label", "lager", "--out", out], capsys)
+    assert rc == 0, err
+    t = read_csv_table(out)
+    assert t.names == ("size", "count", "colour", "kind")
+    assert set(t.column("kind").tolist()) == {"lager"}
+    assert set(t.column("colour").tolist()) <= {"red", "blue", "green"}
+    c = t.column("count")
+    assert np.all(c == np.round(c)) and not np.isnan(c).any()
+
+
+def test_impute_fills_every_blank_and_keeps_the_rest(table_run, capsys):
+    src = _csv(table_run / "holes.csv", n=12, seed=5, blanks=0.3)
+    out = table_run / "filled.csv"
+    rc, stdout, err = run_cli(["impute", table_run / "run", src, "--out", out, "--draws", 3], capsys)
+    assert rc == 0, err
+    before, after = read_csv_table(src), read_csv_table(out)
+    assert after.names == before.names and not after.missing().any()
+    keep = ~before.missing()
+    for j, name in enumerate(before.names):
+        a, b = before.column(name), after.column(name)
+        assert [x for x, k in zip(a, keep[:, j], strict=True) if k] == [y for y, k in zip(b, keep[:, j], strict=True)
+                                                                         if k]
+    draws = read_csv_table(table_run / "filled-draws.csv")
+    assert draws.names[0] == "draw" and draws.n_rows == 3 * before.n_rows
+
+
+def test_eval_writes_table_metrics_with_baselines(table_run, capsys):
+    rc, stdout, err = run_cli(["eval", table_run / "run", "--json"], capsys)
+    assert rc == 0, err
+    res = json.loads(stdout)
+    assert set(res["wasserstein_mean"]) == {"synthetic", "baseline"}
+    assert 0 <= res["tstr_accuracy"]["synthetic"] <= 1
+    assert res["range_violations"]["synthetic"] >= 0
+    assert (table_run / "run" / "eval-table.json").is_file()
+
+
+def test_test_fraction_zero_warns_and_eval_has_no_held_out_metrics(tmp_path, capsys):
+    data = _csv(tmp_path / "t.csv", n=30)
+    rc, stdout, err = run_cli(["train", "--data", data, "--test-fraction", 0, *FAST, "--steps", 20, "--out",
+                               tmp_path / "run"], capsys)
+    assert rc == 0, err
+    assert "no held-out metrics" in err
+    rc, stdout, err = run_cli(["eval", tmp_path / "run"], capsys)
+    assert rc == 0 and "only range violations" in err
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "header_only", "bad_column", "bad_kind", "label_missing",
+                                  "objective"])
+def test_train_mistakes_are_one_line(tmp_path, capsys, case):
+    data = _csv(tmp_path / "t.csv", n=20)
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "head.csv").write_text("a,b\n")
+    args = {
+        "missing": ["--data", tmp_path / "nope.csv", "--table"],
+        "empty": ["--data", tmp_path / "empty.csv", "--table"],
+        "header_only": ["--data", tmp_path / "head.csv", "--table"],
+        "bad_column": ["--data", data, "--columns", "weight=integer"],
+        "bad_kind": ["--data", data, "--columns", "size=weird"],
+        "label_missing": ["--data", data, "--label-column", "brand"],
+        "objective": ["--data", data, "--table", "--objective", "dsm"],
+    }[case]
+    needle = {"missing": "does not exist", "empty": "empty", "header_only": "no rows", "bad_column": "weight",
+              "bad_kind": "unknown type", "label_missing": "brand", "objective": "EDM"}[case]
+    rc, _, err = run_cli(["train", *args, *FAST, "--out", tmp_path / "run"], capsys)
+    assert_one_line_error(rc, err, needle)
+
+
+def test_sample_and_impute_mistakes_are_one_line(table_run, tmp_path, capsys):
+    run = table_run / "run"
+    rc, _, err = run_cli(["sample", run, "--label", "stout", "--out", tmp_path / "x.csv"], capsys)
+    assert_one_line_error(rc, err, "unknown label 'stout'", "ale, lager")
+    rc, _, err = run_cli(["sample", run, "--out", tmp_path / "x.npz"], capsys)
+    assert_one_line_error(rc, err, ".csv")
+    rc, _, err = run_cli(["impute", run, tmp_path / "nope.csv", "--out", tmp_path / "f.csv"], capsys)
+    assert_one_line_error(rc, err, "does not exist")
+    (tmp_path / "empty.csv").write_text("")
+    rc, _, err = run_cli(["impute", run, tmp_path / "empty.csv", "--out", tmp_path / "f.csv"], capsys)
+    assert_one_line_error(rc, err, "empty")
+    (tmp_path / "other.csv").write_text("size,weight\n1,2\n")
+    rc, _, err = run_cli(["impute", run, tmp_path / "other.csv", "--out", tmp_path / "f.csv"], capsys)
+    assert_one_line_error(rc, err, "missing count, colour", "unknown weight")
+    (tmp_path / "text.csv").write_text("size,count,colour\n1.5,abc,red\n")
+    rc, _, err = run_cli(["impute", run, tmp_path / "text.csv", "--out", tmp_path / "f.csv"], capsys)
+    assert_one_line_error(rc, err, "count")
+    rc, _, err = run_cli(["impute", tmp_path, tmp_path / "text.csv", "--out", tmp_path / "f.csv"], capsys)
+    assert_one_line_error(rc, err, "not a table run")
+    rc, _, err = run_cli(["impute", run, tmp_path / "text.csv", "--out", tmp_path / "f.npz"], capsys)
+    assert_one_line_error(rc, err, ".csv")
+
+
+def test_report_of_a_table_run_shows_marginals_and_correlations(table_run, capsys):
+    out = table_run / "report.html"
+    rc, stdout, err = run_cli(["report", table_run / "run", "--out", out, "--n", 60], capsys)
+    assert rc == 0, err
+    page = out.read_text()
+    assert "Per-column marginals" in page and "Correlation matrices" in page
+    assert page.count("data:image/png;base64,") == 2
+    assert "train-on-synthetic accuracy" in page and "colour" in page
