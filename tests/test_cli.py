@@ -128,7 +128,8 @@ def test_sample_writes_npz_and_is_reproducible(run, tmp_path, capsys):
     assert run_cli(["sample", run, "--n", "50", "--seed", "3", "--out", b], capsys)[0] == 0
     assert run_cli(["sample", run, "--n", "50", "--seed", "4", "--out", c], capsys)[0] == 0
     with np.load(a) as fa, np.load(b) as fb, np.load(c) as fc:
-        assert fa.files == ["samples"]
+        assert fa.files == ["samples", "row_index", "seed", "score_evaluations"]
+        assert int(fa["score_evaluations"]) == 1000  # langevin's default steps, one evaluation each
         xa, xb, xc = fa["samples"], fb["samples"], fc["samples"]
     assert xa.shape == (50, 2) and xa.dtype == np.float32
     assert np.isfinite(xa).all()

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from scorematch import _checks
+from scorematch._random import Generators, randn
 from scorematch.errors import ConfigError
 from scorematch.sde import SDE, VESDE, VPSDE, SubVPSDE
 
@@ -150,15 +151,13 @@ class SigmaView:
         return karras_sigmas(n, self.sigma_min, self.sigma_max, rho)
 
     def prior_sample(
-        self, shape: Sequence[int], generator: torch.Generator | None = None,
+        self, shape: Sequence[int], generator: Generators = None,
         dtype: torch.dtype | None = None, device: torch.device | str | None = None,
     ) -> Tensor:
         """The start x ~ N(0, prior_std^2 I) of the given shape (n, ...)."""
         if self.prior_std is None:
             raise ConfigError("this view has no prior: draw the start as sigma_max * torch.randn(shape)")
-        gen_device = generator.device if generator is not None else device
-        z = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=gen_device)
-        return self.prior_std * (z if device is None else z.to(device))
+        return self.prior_std * randn(shape, generator, dtype, device)
 
 
 def _time_view(fn: ScoreFn, sde: SDE, eps_t: float) -> SigmaView:

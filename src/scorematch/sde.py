@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from scorematch import _checks, _compile
+from scorematch._random import Generators, randn
 from scorematch.errors import ConfigError
 
 __all__ = [
@@ -109,7 +110,7 @@ class SDE:
     def prior_sample(
         self,
         shape: Sequence[int],
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> Tensor:
@@ -117,9 +118,7 @@ class SDE:
         shape = tuple(int(s) for s in shape)
         if len(shape) < 2:
             raise ConfigError(f"shape must be (n, D) or (n, C, H, W), got {shape}")
-        gen_device = generator.device if generator is not None else device
-        z = torch.randn(shape, generator=generator, dtype=dtype, device=gen_device)
-        return self.prior_std * (z if device is None else z.to(device))
+        return self.prior_std * randn(shape, generator, dtype, device)
 
     def prior_log_prob(self, x: Tensor) -> Tensor:
         """Per-row log p_T(x) = -D/2 log(2 pi prior_std^2) - ||x||^2 / (2 prior_std^2), (n,)."""

@@ -94,13 +94,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return cmd_sample_table(args)
     _check_npz(args.out)
     _check_conditional_flags(args)
+    _check_rows(args)
     out = args.out or args.run / "samples.npz"
     threads = _threads(args)
     drawn = draw(args.run, out, n=args.n, sampler=args.sampler, seed=args.seed, options=_sampler_options(args),
                  label=args.label, guidance=args.guidance, inpaint=args.inpaint, inpaint_method=args.inpaint_method,
                  particles=args.particles, resample=args.resample, device=pick_device(args.device), threads=threads,
                  progress=not args.no_progress, claim=args.out is not None, force=args.force,
-                 log_prob=args.log_prob)
+                 log_prob=args.log_prob, start_index=args.start_index, batch_size=args.batch_size)
     if not drawn.is_main:
         return 0
     x = drawn.samples
@@ -114,6 +115,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         arrays["log_prob"] = drawn.log_prob.numpy()
     if drawn.nfe is not None:
         arrays["nfe"] = np.asarray(drawn.nfe, dtype=np.int64)
+    if drawn.evaluations is not None:
+        arrays.update(row_index=np.arange(args.start_index, args.start_index + len(x)), seed=np.int64(args.seed),
+                      score_evaluations=np.int64(drawn.evaluations))
+        print(f"score evaluations: {drawn.evaluations} per sample (sampler {drawn.sampler})")
     write_npz(out, exclusive=args.out is not None, **arrays)
     note = f", {bad} of them NaN/inf" if bad else ""
     print(f"wrote {out} (samples: {tuple(x.shape)}{note}"
@@ -130,6 +135,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_rows(args: argparse.Namespace) -> None:
+    """--start-index an integer >= 0 (up to 2**62), --batch-size one >= 1."""
+    from scorematch._checks import positive_int
+    from scorematch.run.folder.validate import check_seed
+
+    check_seed("--start-index", args.start_index)
+    if args.batch_size is not None:
+        positive_int("--batch-size", args.batch_size)
+
+
 def _check_conditional_flags(args: argparse.Namespace) -> None:
     """Flags of --inpaint that do not apply without it, and --n with it."""
     if args.inpaint is None:
@@ -139,6 +154,9 @@ def _check_conditional_flags(args: argparse.Namespace) -> None:
                               f"{'ies' if len(given) == 1 else 'y'} with --inpaint FILE.npz")
     elif args.n is not None:
         raise ConfigError("--n does not apply with --inpaint: one sample is filled in per row of x")
+    elif args.start_index or args.batch_size is not None:
+        raise ConfigError("--start-index and --batch-size do not apply with --inpaint: one sample is filled in per "
+                          "row of x, all at once")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -171,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the samples even when some are NaN/inf (default: refuse, exit 2, say what to try)")
     s.add_argument("--nproc", type=_int, default=None,
                    help="split sampling over N processes (torchrun) and gather the samples")
+    s.add_argument("--start-index", type=_int, default=0, metavar="K",
+                   help="first sample to draw: writes samples K .. K+n-1 of --seed, each the same as in any other call "
+                        "(sample i depends only on the seed and i, not on --n, --batch-size or --nproc; default: 0)")
+    s.add_argument("--batch-size", type=_int, default=None,
+                   help="draw the samples this many at a time (less memory; the same samples; default: all at once)")
     _add_common_flags(s)
     _add_sampler_flags(s)
     _add_conditional_flags(s)
@@ -301,8 +306,11 @@ def _add_sampler_flags(p: argparse.ArgumentParser) -> None:
         for sampler, o in uses:
             texts.setdefault(o.help, []).append(sampler)
         typ = uses[0][1].type
-        g.add_argument("--" + name.replace("_", "-"), type=_int if typ is int else typ,
-                       help="; ".join(f"{', '.join(who)}: {text}" for text, who in texts.items()))
+        helptext = "; ".join(f"{', '.join(who)}: {text}" for text, who in texts.items())
+        if typ is bool:  # a switch: on when given (its default is off)
+            g.add_argument("--" + name.replace("_", "-"), action="store_true", default=None, help=helptext)
+            continue
+        g.add_argument("--" + name.replace("_", "-"), type=_int if typ is int else typ, help=helptext)
 
 
 def _add_conditional_flags(p: argparse.ArgumentParser) -> None:

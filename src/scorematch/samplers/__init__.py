@@ -13,7 +13,12 @@ Every sampler is called the same way, the shape of k-diffusion's and EDM's sampl
 - ``schedule``: what the steps run over: the step size eta (langevin, mala), the noise levels
   sigma_1 > ... > sigma_L (annealed Langevin), the grid sigma_0 > ... > sigma_N >= 0 (the
   denoising samplers) or the ``scorematch.sde.SDE`` (the score-SDE samplers);
-- ``generator``: every random draw; ``progress``: a progress report on stderr;
+- ``generator``: every random draw: a torch.Generator, or per-row generators (``RowGenerators``,
+  or a list of torch.Generators, one per row, as diffusers takes them), row i of every draw then
+  from generator i alone, so that a sample does not depend on the batch it is drawn in
+  (``RowGenerators.from_seed(seed, n, start)``: sample i from (seed, start + i));
+  ``brownian=True`` (the stochastic samplers) takes the noise from one Brownian path per row;
+  ``progress``: a progress report on stderr;
 - ``callback(info)``: once per step, ``info`` a dict holding at least ``i`` (the step, 0-based),
   ``nfe`` (score evaluations so far) and ``x``, plus what the sampler has: ``sigma`` or ``t``,
   the denoising samplers' ``denoised`` (with x before the step, as k-diffusion's),
@@ -51,6 +56,8 @@ from scorematch.samplers import catalogue
 _WHERE: dict[str, str] = {
     "guided": "conditional", "inpaint": "conditional", "inpaint_sde": "conditional", "inpaint_smc": "conditional",
     "replace_known": "conditional", "langevin_corrector": "sde", "sample": "catalogue",
+    "CountedScore": "counting", "RowGenerators": "streams", "row_seed": "streams", "BrownianTree": "streams",
+    "sigma_noise": "streams",
 }
 for _e in catalogue.entries():
     if isinstance(_e.function, Lazy):

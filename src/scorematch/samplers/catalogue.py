@@ -289,6 +289,11 @@ def steps_option(default: int | None, what: str = "noise levels") -> Option:
     return Option("n_steps", default, int, f"{what} (default {shown})")
 
 
+#: the noise of a stochastic sampler from one Brownian path per sample (``scorematch._brownian``)
+_BROWNIAN = Option("brownian", False, bool, "noise from one Brownian path per sample (a Brownian tree), so that at "
+                   "one seed the samples converge as the steps grow (default: fresh noise at every step)")
+
+
 def _churn() -> tuple[Option, ...]:
     return (Option("s_churn", 0.0, float, "stochastic churn of EDM Algorithm 2 (default 0: Algorithm 1, "
                                           "deterministic)"),
@@ -321,7 +326,8 @@ def _register_builtins() -> None:
     sde_options = (steps_option(500, "steps"),
                    Option("eps_t", 1e-3, float, "the time the reverse process stops at", flag=False),
                    Option("denoise", True, bool, "end with Tweedie's denoising step", flag=False),
-                   Option("trajectory_every", None, int, "steps between trajectory snapshots", flag=False))
+                   Option("trajectory_every", None, int, "steps between trajectory snapshots", flag=False),
+                   _BROWNIAN)
     chain = Option("trajectory_every", 1, int, "steps between trajectory snapshots", flag=False)
     for e in (
         Sampler(name="langevin", function=_fn("langevin", "langevin"), family=UNCONDITIONAL,
@@ -358,7 +364,9 @@ def _register_builtins() -> None:
                          Option("n_corrector", 1, int, "corrector steps per step", flag=False),
                          Option("predictor", None, str, "the predictor: reverse_diffusion (default) or "
                                                         "euler_maruyama", flag=False),
-                         Option("per_sample_step", False, bool, "one corrector step size per sample", flag=False),
+                         Option("per_sample_step", False, bool, "each sample's own corrector step size instead of "
+                                "the batch mean (every sample then independent of the others drawn with it; "
+                                "unstable in low dimension)"),
                          *sde_options[1:]),
                 kinds=NOISE_CONDITIONAL, conditioning="time",
                 nfe=lambda n, o: _plus_denoise(n * (1 + o.get("n_corrector", 1)), o),
@@ -382,24 +390,24 @@ def _register_builtins() -> None:
                 nfe_text="adaptive (the solver's evaluations + 1)", log_prob=True),
         Sampler(name="heun", function=_fn("denoising", "heun"), family=DENOISING,
                 summary="EDM Algorithm 1/2: Heun on dx/dsigma = (x - D(x, sigma)) / sigma",
-                options=(steps_option(18), *_churn()), kinds=NOISE_CONDITIONAL, conditioning="sigma",
+                options=(steps_option(18), *_churn(), _BROWNIAN), kinds=NOISE_CONDITIONAL, conditioning="sigma",
                 nfe=lambda n, o: 2 * n - 1, nfe_text="2N - 1 (the last step, to 0, is an Euler step)",
                 default_steps=18, grid=_KARRAS),
         Sampler(name="euler", function=_fn("denoising", "euler"), family=DENOISING,
-                summary="Euler on the same ODE in sigma", options=(steps_option(50), *_churn()),
+                summary="Euler on the same ODE in sigma", options=(steps_option(50), *_churn(), _BROWNIAN),
                 kinds=NOISE_CONDITIONAL, conditioning="sigma", nfe=lambda n, o: n, nfe_text="N", default_steps=50,
                 grid=_KARRAS),
         Sampler(name="euler_ancestral", function=_fn("denoising", "euler_ancestral"), family=DENOISING,
                 summary="Euler step to sigma_down + noise sigma_up",
                 options=(steps_option(100), Option("eta", 1.0, float, "share of each step's noise drawn afresh "
                                                                       "(default 1)"),
-                         Option("s_noise", None, float, "scale of the added noise (default 1)")),
+                         Option("s_noise", None, float, "scale of the added noise (default 1)"), _BROWNIAN),
                 kinds=NOISE_CONDITIONAL, conditioning="sigma", nfe=lambda n, o: n, nfe_text="N", default_steps=100,
                 grid=_KARRAS),
         Sampler(name="ddim", function=_fn("denoising", "ddim"), family=DENOISING,
                 summary="DDIM with eta, in the VE view",
                 options=(steps_option(50), Option("eta", 0.0, float, "share of each step's noise drawn afresh "
-                                                                     "(default 0, in [0, 1])")),
+                                                                     "(default 0, in [0, 1])"), _BROWNIAN),
                 kinds=NOISE_CONDITIONAL, conditioning="sigma", nfe=lambda n, o: n, nfe_text="N", default_steps=50,
                 grid=_KARRAS),
         Sampler(name="dpm_solver", function=_fn("denoising", "dpm_solver"), family=DENOISING,
@@ -435,7 +443,7 @@ def _register_builtins() -> None:
                 nfe_text="adaptive (order per accepted step, order - 1 per rejected one, + 1)",
                 grid=Lazy("scorematch.samplers.adaptive:end_levels"), own_levels=False, info=True),
         Sampler(name="continuous_langevin", function=_fn("denoising", "continuous_langevin"), family=DENOISING,
-                summary="the tutorial notes' dx = s dt + sqrt(2 sigma(t)) dw", options=(steps_option(1000),),
+                summary="the tutorial notes' dx = s dt + sqrt(2 sigma(t)) dw", options=(steps_option(1000), _BROWNIAN),
                 kinds=NOISE_CONDITIONAL, conditioning="sigma", nfe=lambda n, o: n, nfe_text="N",
                 default_steps=1000, grid=_LINEAR, min_steps=2, own_levels=False),
     ):

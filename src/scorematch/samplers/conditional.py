@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from scorematch import _checks
-from scorematch._random import randn_like
+from scorematch._random import Generators, per_row, randn_like
 from scorematch.errors import ConfigError, DataError
 from scorematch.sde import SDE
 
@@ -108,7 +108,7 @@ def _check_known(known: Tensor, x_shape: Sequence[int]) -> Tensor:
 
 def replace_known(
     score_fn: Any, known: Tensor, mask: Tensor, sde: SDE | None = None,
-    generator: torch.Generator | None = None, fixed_noise: bool = False,
+    generator: Generators = None, fixed_noise: bool = False,
 ) -> ScoreFn:
     """The score with the known coordinates replaced before every evaluation:
 
@@ -146,7 +146,7 @@ def inpaint(
     sigmas: Tensor | Sequence[float],
     known: Tensor,
     mask: Tensor,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     resample: int = 1,
     fixed_noise: bool = False,
     **options: Any,
@@ -212,7 +212,7 @@ def inpaint_smc(
     known: Tensor,
     mask: Tensor,
     particles: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     ess_threshold: float = 0.5,
     callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> Tensor:
@@ -231,7 +231,12 @@ def inpaint_smc(
     1 / sum w^2 falls below ``ess_threshold`` x particles is resampled (systematic), and every
     group once more at the end. The result carries duplicates from the resampling.
     ``callback`` gets {i, sigma, sigma_next, x, ess} per step (ess of shape (groups,)). NFE N.
+    The particles of a group interact through the resampling, so ``generator`` is one
+    torch.Generator (per-row generators are refused).
     """
+    if per_row(generator) is not None:
+        raise ConfigError("inpaint_smc couples the particles of a group (resampling): give one torch.Generator, "
+                          "not per-row generators")
     x = _checks.batch("x", x).detach()
     known = _check_known(known, x.shape)
     mask = _mask_like(mask, known)
@@ -290,7 +295,7 @@ def inpaint_sde(
     sde: SDE,
     known: Tensor,
     mask: Tensor,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     **options: Any,
 ) -> Any:
     """The same for a time-conditional score and a score-SDE sampler (euler_maruyama,

@@ -30,7 +30,8 @@ import torch
 from torch import Tensor
 
 from scorematch import _checks
-from scorematch._random import randn_like
+from scorematch._brownian import step_noise
+from scorematch._random import Generators
 from scorematch.errors import ConfigError
 from scorematch.samplers._loop import Callback, Loop
 
@@ -44,11 +45,17 @@ class _Loop:
     callback, progress and trajectory of ``scorematch.samplers._loop.Loop``."""
 
     def __init__(self, name: str, score_fn: Any, x: Tensor, sigmas: Tensor | Sequence[float],
-                 callback: Callback | None, progress: bool, return_trajectory: bool) -> None:
+                 callback: Callback | None, progress: bool, return_trajectory: bool,
+                 generator: Generators = None, brownian: bool = False) -> None:
         self.score = _checks.score_callable(score_fn, "score_fn(x, sigma)")
         self.x = _checks.batch("x", x).detach()
         sig = _checks.sampler_sigmas(sigmas)
         self.levels: list[float] = sig.tolist()
+        positive = [v for v in self.levels if v > 0]
+        # the Brownian path runs in log sigma over [log sigma_min, log(sqrt(2) sigma_max)] (room for
+        # churn's sigma_hat <= sqrt(2) sigma): the same path for every grid with these end points
+        self._log_lo, self._log_hi = math.log(min(positive)), math.log(max(positive)) + 0.5 * math.log(2)
+        self._noise = step_noise(generator, bool(brownian), self._log_lo, self._log_hi)
         self.steps = len(self.levels) - 1
         self.rows = sig.to(device=self.x.device, dtype=self.x.dtype)[:, None].expand(-1, self.x.shape[0])
         self.loop = Loop(name, self.x, self.steps, callback, progress, return_trajectory, self.steps + 1)
@@ -61,6 +68,15 @@ class _Loop:
             return score(x, sigma)
 
         return counted
+
+    def noise(self, x: Tensor, sigma_a: float, sigma_b: float) -> Tensor:
+        """z ~ N(0, I) for the step from sigma_a to sigma_b: a fresh draw, or the Brownian path's
+        increment (W(log sigma_b) - W(log sigma_a)) / sqrt(|log sigma_b - log sigma_a|), a sigma of
+        0 taken as the grid's smallest positive one."""
+        def log(v: float) -> float:
+            return math.log(v) if v > 0 else self._log_lo
+
+        return self._noise(x, log(sigma_a), log(sigma_b))
 
     def sigma_rows(self, i: int, value: float) -> Tensor:
         """sigma as a per-row tensor (n,): the grid's own row when value is sigma_i."""
@@ -99,12 +115,14 @@ def _churn_options(s_churn: float, s_tmin: float | None, s_tmax: float | None,
 
 
 def _karras(name: str, second_order: bool, score_fn: Any, x: Tensor, sigmas: Tensor | Sequence[float],
-            generator: torch.Generator | None, callback: Callback | None, progress: bool,
+            generator: Generators, callback: Callback | None, progress: bool,
             return_trajectory: bool, s_churn: float, s_tmin: float | None, s_tmax: float | None,
-            s_noise: float | None) -> Tensor | tuple[Tensor, Tensor]:
+            s_noise: float | None, brownian: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """EDM Algorithm 2 (Algorithm 1 when s_churn = 0) with Heun or Euler steps."""
     churn, tmin, tmax, noise = _churn_options(s_churn, s_tmin, s_tmax, s_noise)
-    run = _Loop(name, score_fn, x, sigmas, callback, progress, return_trajectory)
+    if brownian and churn == 0:
+        raise ConfigError("brownian noise only applies with stochastic churn (s_churn > 0)")
+    run = _Loop(name, score_fn, x, sigmas, callback, progress, return_trajectory, generator, brownian)
     x, score, levels = run.x, run.counted, run.levels
     gamma_max = min(churn / run.steps, math.sqrt(2) - 1)
     with torch.no_grad():
@@ -112,8 +130,10 @@ def _karras(name: str, second_order: bool, score_fn: Any, x: Tensor, sigmas: Ten
             sigma, sigma_next = levels[i], levels[i + 1]
             sigma_hat = sigma
             if churn > 0:
-                z = randn_like(x, generator)  # drawn every step, as EDM and k-diffusion do
                 gamma = gamma_max if tmin <= sigma <= tmax else 0.0
+                # fresh noise is drawn every step, as EDM and k-diffusion do; a Brownian path only
+                # where it is used
+                z = None if brownian and gamma == 0 else run.noise(x, sigma, sigma * (1 + gamma))
                 if gamma > 0:
                     sigma_hat = sigma * (1 + gamma)
                     x = x + (noise * math.sqrt(sigma_hat**2 - sigma**2)) * z
@@ -136,7 +156,7 @@ def heun(
     x: Tensor,
     sigmas: Tensor | Sequence[float],
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     s_churn: float = 0.0,
@@ -144,6 +164,7 @@ def heun(
     s_tmax: float | None = None,
     s_noise: float | None = None,
     return_trajectory: bool = False,
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Heun's second-order method on the probability-flow ODE in sigma (Karras et al. 2022,
     Algorithm 1; with ``s_churn > 0`` their Algorithm 2). Step i, with d(x, sigma) = -sigma s(x, sigma):
@@ -158,7 +179,7 @@ def heun(
     churn; with churn one z is drawn every step.
     """
     return _karras(heun.__name__, True, score_fn, x, sigmas, generator, callback, progress, return_trajectory,
-                   s_churn, s_tmin, s_tmax, s_noise)
+                   s_churn, s_tmin, s_tmax, s_noise, brownian)
 
 
 def euler(
@@ -166,7 +187,7 @@ def euler(
     x: Tensor,
     sigmas: Tensor | Sequence[float],
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     s_churn: float = 0.0,
@@ -174,6 +195,7 @@ def euler(
     s_tmax: float | None = None,
     s_noise: float | None = None,
     return_trajectory: bool = False,
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Euler's method on the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma:
 
@@ -183,16 +205,18 @@ def euler(
     NFE N. ``s_churn`` etc. add Algorithm 2's churn as in ``heun``.
     """
     return _karras(euler.__name__, False, score_fn, x, sigmas, generator, callback, progress, return_trajectory,
-                   s_churn, s_tmin, s_tmax, s_noise)
+                   s_churn, s_tmin, s_tmax, s_noise, brownian)
 
 
 def _ancestral(name: str, score_fn: Any, x: Tensor, sigmas: Tensor | Sequence[float], eta: float,
-               s_noise: float, generator: torch.Generator | None, callback: Callback | None, progress: bool,
-               return_trajectory: bool) -> Tensor | tuple[Tensor, Tensor]:
+               s_noise: float, generator: Generators, callback: Callback | None, progress: bool,
+               return_trajectory: bool, brownian: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """x_{i+1} = x_i + (sigma_down - sigma_i) d_i + s_noise sigma_up z with
     sigma_up = min(sigma_{i+1}, eta sigma_{i+1} sqrt(1 - sigma_{i+1}^2 / sigma_i^2)),
     sigma_down = sqrt(sigma_{i+1}^2 - sigma_up^2)."""
-    run = _Loop(name, score_fn, x, sigmas, callback, progress, return_trajectory)
+    if brownian and eta == 0:
+        raise ConfigError("brownian noise only applies with eta > 0")
+    run = _Loop(name, score_fn, x, sigmas, callback, progress, return_trajectory, generator, brownian)
     x, score, levels = run.x, run.counted, run.levels
     with torch.no_grad():
         for i in range(run.steps):
@@ -203,7 +227,7 @@ def _ancestral(name: str, score_fn: Any, x: Tensor, sigmas: Tensor | Sequence[fl
             run.report(i, x, sigma, s)
             x = torch.add(x, s, alpha=sigma * (sigma - down))
             if up > 0:
-                x = x.add_(randn_like(x, generator), alpha=s_noise * up)
+                x = x.add_(run.noise(x, sigma, sigma_next), alpha=s_noise * up)
             run.done(i, x)
     return run.finish(x)
 
@@ -220,12 +244,13 @@ def euler_ancestral(
     x: Tensor,
     sigmas: Tensor | Sequence[float],
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     eta: float = 1.0,
     s_noise: float | None = None,
     return_trajectory: bool = False,
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Ancestral sampling with Euler steps: step down to sigma_down by the ODE, then add noise
     sigma_up so that sigma_down^2 + sigma_up^2 = sigma_{i+1}^2:
@@ -235,13 +260,18 @@ def euler_ancestral(
 
     eta = 1 (default) is the ancestral (DDPM-like) step, eta = 0 the Euler step; ``s_noise``
     (default 1) only applies with eta > 0. No noise is added on a last step to sigma = 0. NFE N.
+
+    ``brownian=True`` takes z of step i from one Brownian path W per row (a Brownian tree,
+    ``scorematch._brownian``) in log sigma, z_i = (W(log sigma_{i+1}) - W(log sigma_i)) /
+    sqrt(|log sigma_{i+1} - log sigma_i|) instead of a fresh draw: the noise of a coarse grid is
+    the sum of that of a fine one, so at one seed the sample converges as the steps grow.
     """
     eta = _eta(eta)
     if eta == 0 and s_noise is not None:
         raise ConfigError("s_noise only applies with eta > 0")
     noise = 1.0 if s_noise is None else _checks.positive("s_noise", s_noise)
     return _ancestral(euler_ancestral.__name__, score_fn, x, sigmas, eta, noise, generator, callback, progress,
-                      return_trajectory)
+                      return_trajectory, brownian)
 
 
 def ddim(
@@ -249,11 +279,12 @@ def ddim(
     x: Tensor,
     sigmas: Tensor | Sequence[float],
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     eta: float = 0.0,
     return_trajectory: bool = False,
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """DDIM (Song, Meng & Ermon 2021) in the VE view. DDIM's step on x_vp = a x with
     a_i^2 = 1 / (1 + sigma_i^2),
@@ -269,7 +300,8 @@ def ddim(
     the Euler step for eta = 0 and ``euler_ancestral``'s step for 0 < eta <= 1. NFE N.
     """
     eta = _eta(eta, 1.0)
-    return _ancestral(ddim.__name__, score_fn, x, sigmas, eta, 1.0, generator, callback, progress, return_trajectory)
+    return _ancestral(ddim.__name__, score_fn, x, sigmas, eta, 1.0, generator, callback, progress, return_trajectory,
+                      brownian)
 
 
 def dpm_solver(
@@ -277,7 +309,7 @@ def dpm_solver(
     x: Tensor,
     sigmas: Tensor | Sequence[float],
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     order: int = 2,
@@ -351,10 +383,11 @@ def continuous_langevin(
     x: Tensor,
     sigmas: Tensor | Sequence[float],
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     return_trajectory: bool = False,
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """The continuous-noise recipe of the tutorial notes on score matching: with
     sigma(t) = sigma_min + t (sigma_max - sigma_min), run dx = s(x, sigma(t)) dt + sqrt(2 sigma(t)) dw
@@ -367,7 +400,8 @@ def continuous_langevin(
     recipe exactly. It is Langevin dynamics at temperature sigma(t) for a total time 1, not the
     reverse of a noising process: see the docs page for how it compares with the VE SDE. NFE N.
     """
-    run = _Loop(continuous_langevin.__name__, score_fn, x, sigmas, callback, progress, return_trajectory)
+    run = _Loop(continuous_langevin.__name__, score_fn, x, sigmas, callback, progress, return_trajectory, generator,
+                brownian)
     x, score, levels = run.x, run.counted, run.levels
     span = levels[0] - levels[-1]
     with torch.no_grad():
@@ -376,6 +410,6 @@ def continuous_langevin(
             dt = (sigma - levels[i + 1]) / span
             s = score(x, run.rows[i])
             run.report(i, x, sigma, s)
-            x = torch.add(x, s, alpha=dt).add_(randn_like(x, generator), alpha=math.sqrt(2 * sigma * dt))
+            x = torch.add(x, s, alpha=dt).add_(run.noise(x, sigma, levels[i + 1]), alpha=math.sqrt(2 * sigma * dt))
             run.done(i, x)
     return run.finish(x)

@@ -22,7 +22,7 @@ import torch
 
 from scorematch import _compile
 from scorematch._checks import batch, descending_sigmas, positive, positive_int
-from scorematch._random import rand_like, randn_like
+from scorematch._random import Generators, rand_like, randn_like
 from scorematch.objectives._common import as_score_fn
 from scorematch.samplers._loop import Callback, Loop
 
@@ -33,7 +33,7 @@ def langevin(
     step_size: float,
     *,
     n_steps: int,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     return_trajectory: bool = False,
@@ -75,7 +75,7 @@ def mala(
     step_size: float,
     *,
     n_steps: int,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     return_trajectory: bool = False,
@@ -137,7 +137,7 @@ def annealed_langevin(
     *,
     eps: float,
     steps_per_sigma: int,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     return_trajectory: bool = False,

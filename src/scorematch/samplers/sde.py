@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 
 from scorematch import _checks
-from scorematch._random import randn_like
+from scorematch._brownian import step_noise
+from scorematch._random import Generators, randn_like
 from scorematch.errors import ConfigError
 from scorematch.samplers._loop import Callback, Loop, check_trajectory_size
 from scorematch.sde import ODE_METHODS, SDE
@@ -50,7 +51,7 @@ def _check_sde(sde: SDE) -> SDE:
 def _start(
     sde: SDE,
     shape_or_x0: Sequence[int] | Tensor,
-    generator: torch.Generator | None,
+    generator: Generators,
     dtype: torch.dtype | None,
     device: torch.device | str | None,
 ) -> Tensor:
@@ -100,22 +101,18 @@ def _tweedie(score: ScoreFn, sde: SDE, x: Tensor, eps_t: float) -> Tensor:
     return (x + std.pow(2) * score(x, t)) / _bc(sde.mean_coeff(t), x)
 
 
-def _em_step(
-    score: ScoreFn, sde: SDE, x: Tensor, t: Tensor, dt: float, generator: torch.Generator | None
-) -> Tensor:
+def _em_step(score: ScoreFn, sde: SDE, x: Tensor, t: Tensor, dt: float, z: Tensor) -> Tensor:
     """x <- x - [f(x, t) - g(t)^2 s(x, t)] dt + g(t) sqrt(dt) z (reverse time, dt > 0)."""
     g = _bc(sde.diffusion(t), x)
     drift = sde.drift(x, t) - g.pow(2) * score(x, t)
-    return x - drift * dt + g * math.sqrt(dt) * randn_like(x, generator)
+    return x - drift * dt + g * math.sqrt(dt) * z
 
 
-def _rd_step(
-    score: ScoreFn, sde: SDE, x: Tensor, t: Tensor, dt: float, generator: torch.Generator | None
-) -> Tensor:
+def _rd_step(score: ScoreFn, sde: SDE, x: Tensor, t: Tensor, dt: float, z: Tensor) -> Tensor:
     """x <- x - f_dt + g_dt^2 s(x, t) + g_dt z with (f_dt, g_dt) = sde.discretize(x, t, dt)."""
     f, g = sde.discretize(x, t, dt)
     g = _bc(g, x)
-    return x - f + g.pow(2) * score(x, t) + g * randn_like(x, generator)
+    return x - f + g.pow(2) * score(x, t) + g * z
 
 
 def _langevin(
@@ -126,7 +123,7 @@ def _langevin(
     dt: float,
     snr: float,
     n_corrector: int,
-    generator: torch.Generator | None,
+    generator: Generators,
     per_sample_step: bool,
 ) -> Tensor:
     alpha = _bc(sde.langevin_alpha(t, dt), x)
@@ -152,7 +149,7 @@ def langevin_corrector(
     dt: float,
     snr: float = 0.16,
     n_corrector: int = 1,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     per_sample_step: bool = False,
 ) -> Tensor:
     """Langevin corrector at time t with the signal-to-noise step rule (Song et al. 2021, Alg. 4/5).
@@ -185,7 +182,7 @@ def _run(
     n_steps: int,
     eps_t: float,
     denoise: bool,
-    generator: torch.Generator | None,
+    generator: Generators,
     callback: Callback | None,
     progress: bool,
     return_trajectory: bool,
@@ -193,6 +190,7 @@ def _run(
     dtype: torch.dtype | None,
     device: torch.device | str | None,
     corrector: tuple[float, int, bool] = (1.0, 0, False),
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """The loop of the SDE samplers: at each t_k, ``n_corrector`` corrector steps then one
     ``step``; the trajectory holds the start, the state every ``trajectory_every`` steps strictly
@@ -210,12 +208,13 @@ def _run(
     loop = Loop(label, x, n_steps, callback, progress, return_trajectory, snapshots)
     loop.snapshot(x)
     dt = (sde.T - eps_t) / n_steps
+    noise = step_noise(generator, bool(brownian), eps_t, sde.T)
     with loop:
         for k in range(n_steps):
             t = torch.full((x.shape[0],), sde.T - k * dt, dtype=x.dtype, device=x.device)
             if n_corrector:
                 x = _langevin(score, sde, x, t, dt, snr, n_corrector, generator, per_sample_step)
-            x = step(score, sde, x, t, dt, generator)
+            x = step(score, sde, x, t, dt, noise(x, sde.T - k * dt, sde.T - (k + 1) * dt))
             loop.nfe += 1 + n_corrector
             if k + 1 < n_steps and (k + 1) % every == 0:
                 loop.snapshot(x)
@@ -234,7 +233,7 @@ def euler_maruyama(
     sde: SDE,
     *,
     n_steps: int = 500,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     return_trajectory: bool = False,
@@ -243,6 +242,7 @@ def euler_maruyama(
     trajectory_every: int | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Euler-Maruyama on the reverse SDE dx = [f - g^2 s] dt + g dw_bar from t = 1 to eps_t.
 
@@ -250,10 +250,13 @@ def euler_maruyama(
     sde.prior_sample(x) for a shape).  NFE = n_steps (+1 with denoise).
     Returns samples, or (samples, trajectory) with ``return_trajectory``: trajectory of shape
     (S, *x.shape) holding the start, the state every ``trajectory_every`` steps (default: about
-    100 snapshots) and the returned samples last.
+    100 snapshots) and the returned samples last. ``brownian=True`` takes the increments
+    sqrt(dt) z = W(t) - W(t - dt) of one Brownian path per row over [eps_t, T] (a Brownian tree,
+    ``scorematch._brownian``) instead of fresh draws, so that at one seed the sample converges
+    as n_steps grows.
     """
     return _run(euler_maruyama.__name__, score_fn, x, sde, _em_step, n_steps, eps_t, denoise, generator, callback,
-                progress, return_trajectory, trajectory_every, dtype, device)
+                progress, return_trajectory, trajectory_every, dtype, device, brownian=brownian)
 
 
 @torch.no_grad()
@@ -263,7 +266,7 @@ def reverse_diffusion(
     sde: SDE,
     *,
     n_steps: int = 500,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     return_trajectory: bool = False,
@@ -272,6 +275,7 @@ def reverse_diffusion(
     trajectory_every: int | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Reverse-diffusion predictor (Song et al. 2021, Eq. 46): the forward chain run backwards.
 
@@ -280,7 +284,7 @@ def reverse_diffusion(
     NFE = n_steps (+1 with denoise).  Returns as ``euler_maruyama``.
     """
     return _run(reverse_diffusion.__name__, score_fn, x, sde, _rd_step, n_steps, eps_t, denoise, generator, callback,
-                progress, return_trajectory, trajectory_every, dtype, device)
+                progress, return_trajectory, trajectory_every, dtype, device, brownian=brownian)
 
 
 @torch.no_grad()
@@ -290,7 +294,7 @@ def pc(
     sde: SDE,
     *,
     n_steps: int = 500,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     return_trajectory: bool = False,
@@ -303,13 +307,18 @@ def pc(
     trajectory_every: int | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    brownian: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Predictor-corrector sampling (Song et al. 2021, Alg. 1): at each t_k, ``n_corrector``
     Langevin corrector steps (see ``langevin_corrector``, dt = (1 - eps_t) / n_steps), then one
     predictor step (``predictor``: the name of ``reverse_diffusion``, the default, or of
     ``euler_maruyama``) from t_k to t_{k+1}.
 
-    NFE = n_steps * (1 + n_corrector) (+1 with denoise).  Returns as ``euler_maruyama``.
+    NFE = n_steps * (1 + n_corrector) (+1 with denoise).  Returns as ``euler_maruyama``;
+    ``brownian`` as there, for the predictor's noise (the corrector's is drawn afresh: it is a
+    Markov chain at a fixed t, not a step of the SDE).  With the default batch-wide step size a
+    row's step depends on the other rows of its batch; ``per_sample_step=True`` makes every row
+    independent of the others (per-row seeds then reproduce a row in any batch).
     """
     predictors = {reverse_diffusion.__name__: _rd_step, euler_maruyama.__name__: _em_step}
     predictor = _checks.choice("predictor", reverse_diffusion.__name__ if predictor is None else predictor,
@@ -318,7 +327,7 @@ def pc(
     n_corrector = _checks.positive_int("n_corrector", n_corrector, minimum=0)
     return _run(pc.__name__ if n_corrector else predictor, score_fn, x, sde, predictors[predictor], n_steps, eps_t,
                 denoise, generator, callback, progress, return_trajectory, trajectory_every, dtype, device,
-                (snr, n_corrector, per_sample_step))
+                (snr, n_corrector, per_sample_step), brownian)
 
 
 @torch.no_grad()
@@ -327,7 +336,7 @@ def ode(
     x: Tensor | Sequence[int],
     sde: SDE,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     return_trajectory: bool = False,

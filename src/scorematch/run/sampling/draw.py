@@ -1,5 +1,6 @@
 """``scorematch sample`` as one function: the samples of a run folder, split over the processes of
-a torchrun launch (each draws its share with its own seed, rank 0 gathers them), or the rows of
+a torchrun launch (rank r draws samples r m .. (r + 1) m - 1 of the seed, each from its own
+streams, so the samples are those one process draws; rank 0 gathers them), or the rows of
 an inpainting file filled in (one process).
 """
 
@@ -29,8 +30,9 @@ DEFAULT_N = 1000
 class Drawn:
     """What ``draw`` returns: the samples (on the CPU; None on a process other than rank 0), the
     sampler that drew them (or ``inpaint METHOD``), the model, the number of processes, each
-    sample's log-likelihood (with ``log_prob``) and, for a sampler that picks its own steps (its
-    entry's ``info``), the score evaluations it took (summed over the processes)."""
+    sample's log-likelihood (with ``log_prob``), for a sampler that picks its own steps (its
+    entry's ``info``) the score evaluations it took (summed over the processes), and the score
+    evaluations per sample (counted; None for inpainting)."""
 
     samples: torch.Tensor | None
     sampler: str
@@ -38,6 +40,7 @@ class Drawn:
     world_size: int
     log_prob: torch.Tensor | None = None
     nfe: int | None = None
+    evaluations: int | None = None
 
     @property
     def is_main(self) -> bool:
@@ -48,7 +51,8 @@ def draw(run: Path, out: Path, n: int | None = None, sampler: str | None = None,
          options: dict[str, Any] | None = None, label: int | str | None = None, guidance: float | None = None,
          inpaint: Path | None = None, inpaint_method: str | None = None, particles: int | None = None,
          resample: int | None = None, device: Any = "cpu", threads: int = 1, progress: bool = True,
-         claim: bool = False, force: bool = False, log_prob: bool = False) -> Drawn:
+         claim: bool = False, force: bool = False, log_prob: bool = False, start_index: int = 0,
+         batch_size: int | None = None) -> Drawn:
     """Samples of the run folder ``run`` (``generate``), or with ``inpaint`` (an .npz of x and mask)
     its rows filled in (``inpaint_run``); ``out`` is probed for writing first (rank 0), and with
     ``claim`` it (and its image grid FILE.png for image runs) must not exist unless ``force``
@@ -93,11 +97,13 @@ def draw(run: Path, out: Path, n: int | None = None, sampler: str | None = None,
                            f"sampler {name}, n {n}" + (f", label {label}" if label is not None else "")))
         per_rank = -(-n // ctx.world_size)
         report: dict[str, Any] = {}
-        x = generate(model, info, per_rank, sampler=name, seed=seed + ctx.rank, progress=ctx.is_main and progress,
-                     warn_nonfinite=False, label=label, guidance=guidance, return_log_prob=log_prob, report=report,
-                     **options)
+        stats: dict[str, Any] = {}
+        x = generate(model, info, per_rank, sampler=name, seed=seed, start_index=start_index + ctx.rank * per_rank,
+                     batch_size=batch_size, stats=stats, progress=ctx.is_main and progress, warn_nonfinite=False,
+                     label=label, guidance=guidance, return_log_prob=log_prob, report=report, **options)
         x = D.gather_rows(x.contiguous(), ctx)[:n].cpu()
         lp = D.gather_rows(report["log_prob"].to(device).contiguous(), ctx)[:n].cpu() if log_prob else None
+        evals = int(D.gather_rows(torch.tensor([stats["evaluations"]], device=device), ctx).max())
         nfe = None
         if "nfe" in report:
             nfe = int(D.gather_rows(torch.tensor([report["nfe"]], device=device), ctx).sum())
@@ -105,7 +111,7 @@ def draw(run: Path, out: Path, n: int | None = None, sampler: str | None = None,
                 say(f"scorematch: sampler {name} took {nfe} score evaluations"
                     + (f" ({ctx.world_size} processes together)" if ctx.world_size > 1 else ""))
         done = True
-        return Drawn(x if ctx.is_main else None, name, model, ctx.world_size, lp, nfe)
+        return Drawn(x if ctx.is_main else None, name, model, ctx.world_size, lp, nfe, evals)
     finally:
         D.shutdown(ctx, clean=done)
 

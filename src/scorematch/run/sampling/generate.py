@@ -27,11 +27,13 @@ import torch
 from torch import nn
 
 from scorematch._checks import positive_int
+from scorematch._random import RowGenerators, rand
 from scorematch.errors import ConfigError, ScoreMatchWarning
 from scorematch.run.folder.validate import check_seed
 from scorematch.run.sampling.space import ModelSpace, noise_view, space_of, time_sde, unwrap
 from scorematch.run.system.limits import MAX_STEPS, check_sampling
 from scorematch.samplers import catalogue
+from scorematch.samplers.counting import CountedScore
 
 #: the classifier-free guidance weight w of a class-conditional model sampled with a label
 DEFAULT_GUIDANCE = 1.0
@@ -135,6 +137,7 @@ def count_nonfinite(x: torch.Tensor) -> int:
 def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | None = None, seed: int = 0,
              return_trajectory: bool = False, progress: bool = False, callback: Callable[[dict], None] | None = None,
              warn_nonfinite: bool = True, label: int | str | None = None, guidance: float | None = None,
+             start_index: int = 0, batch_size: int | None = None, stats: dict[str, Any] | None = None,
              return_log_prob: bool = False, report: dict[str, Any] | None = None,
              **options: Any) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """n samples from ``model`` (a module with ``score``) using ``run_info`` (run.json contents).
@@ -157,22 +160,45 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
     model in data space, (n,) float64: the sampler's, in the model's space, plus log |dz/dx| =
     -sum log sd for a model trained on standardised data (image samples are clamped to [0, 1]
     after, the density is of the point before).
+
+    Per-sample seeds: row i of the result is sample ``start_index + i`` of ``seed``, drawn with its
+    own random streams (``scorematch.samplers.RowGenerators``), start and noise alike, so it does not
+    depend on ``n``, on ``batch_size`` (rows sampled that many at a time; default all at once) or on
+    how rows are split between processes. Two samplers couple the rows of a batch: ``ode``, whose
+    adaptive steps are shared by a batch (a row agrees to the solver's tolerance), and ``pc`` with its
+    default batch-wide step size (``per_sample_step=True`` makes its rows exact). ``stats``, a dict,
+    receives ``evaluations`` (score evaluations per sample: the calls of the score of one batch, the
+    most over the batches), ``calls`` (all calls, summed over the batches) and ``batches``.
     """
     n = positive_int("n", n)
     check_seed("seed", seed)
+    check_seed("start_index", start_index)
+    batch = n if batch_size is None else positive_int("batch_size", batch_size)
     name, options = resolve_sampler(model, sampler, options, run_info)
     e = catalogue.entry(name)
     if return_log_prob:
         check_log_prob(e.name)
     label, w = check_label(model, run_info, label, guidance)
     space = space_of(model, run_info)
-    check_sampling(n, space.sample_shape, space.device, space.inner, options)
-    out = _sample(space, run_info["data"], n, e, space.generator(seed), return_trajectory, progress, callback,
-                  options, label, w, return_log_prob)
-    parts = list(out) if isinstance(out, tuple) else [out]
-    info = parts.pop() if e.info else None
-    lp = parts.pop() if return_log_prob else None
-    x, traj = parts[0], (parts[1] if return_trajectory else None)
+    check_sampling(min(n, batch), space.sample_shape, space.device, space.inner, options)
+    xs, trajs, lps, infos, counts = [], [], [], [], []
+    for a in range(0, n, batch):
+        m = min(batch, n - a)
+        rows = RowGenerators.from_seed(seed, m, start=start_index + a, device=space.device)
+        out, calls = _sample(space, run_info["data"], m, e, rows, return_trajectory, progress and a == 0, callback,
+                             options, label, w, return_log_prob)
+        parts = list(out) if isinstance(out, tuple) else [out]
+        infos.append(parts.pop() if e.info else None)
+        lps.append(parts.pop() if return_log_prob else None)
+        xs.append(parts[0])
+        trajs.append(parts[1] if return_trajectory else None)
+        counts.append(calls)
+    x = torch.cat(xs)
+    traj = torch.cat(trajs, dim=1) if return_trajectory else None
+    lp = torch.cat(lps) if return_log_prob else None
+    info = _summed(infos) if e.info else None
+    if stats is not None:
+        stats.update(evaluations=max(counts), calls=sum(counts), batches=len(counts))
     if report is not None:
         report.update(info or {})
         if lp is not None:
@@ -196,6 +222,15 @@ def check_log_prob(name: str) -> None:
         raise ConfigError(f"--log-prob needs a sampler that returns the log-likelihood of its samples "
                           f"({', '.join(able) or 'none'}); sampler {name!r} does not: add --sampler "
                           f"{' | '.join(able)}")
+
+
+def _summed(infos: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """The info dicts of the batches as one: counts (numbers) summed, anything else the last's."""
+    out: dict[str, Any] = {}
+    for d in infos:
+        for k, v in (d or {}).items():
+            out[k] = out.get(k, 0) + v if isinstance(v, int | float) and not isinstance(v, bool) else v
+    return out
 
 
 def conditioned_score(model: nn.Module, label: int | None, guidance: float) -> Any:
@@ -227,14 +262,15 @@ def noise_levels(name: str, n_steps: Any, view: Any, levels: Sequence[float] | N
     return e.grid(n_steps, view.sigma_min, view.sigma_max)
 
 
-def _sample(space: ModelSpace, data: dict[str, Any], n: int, e: catalogue.Sampler, g: torch.Generator,
+def _sample(space: ModelSpace, data: dict[str, Any], n: int, e: catalogue.Sampler, g: RowGenerators,
             return_trajectory: bool, progress: bool, callback: Callable[[dict], None] | None,
             options: dict[str, Any], label: int | None = None, guidance: float = 0.0,
-            return_log_prob: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
+            return_log_prob: bool = False) -> tuple[Any, int]:
     """``generate`` in the model's own space and shape: the start and the schedule of the
-    sampler's family (see ``scorematch.samplers.catalogue``), then one call of the sampler (with
-    ``return_log_prob`` and, for an entry with ``info``, ``return_info``: its result has one more
-    element each, the info dict last)."""
+    sampler's family (see ``scorematch.samplers.catalogue``), then one call of the sampler with
+    its score counted (with ``return_log_prob`` and, for an entry with ``info``, ``return_info``:
+    its result has one more element each, the info dict last); the result and the score
+    evaluations."""
     model, kind, schedule = space.inner, space.kind, space.schedule
     shape = (n, *space.work_shape)
     lo, hi = float(data["lo"]), float(data["hi"])
@@ -244,7 +280,7 @@ def _sample(space: ModelSpace, data: dict[str, Any], n: int, e: catalogue.Sample
 
     def uniform_start() -> torch.Tensor:
         """Langevin chains start from a uniform box over the data range."""
-        return lo + (hi - lo) * torch.rand(shape, generator=g, device=space.device, dtype=space.dtype)
+        return lo + (hi - lo) * rand(shape, g, dtype=space.dtype, device=space.device)
 
     if e.family == catalogue.UNCONDITIONAL:
         scale = max(1e-6, (hi - lo) / 10)
@@ -266,5 +302,7 @@ def _sample(space: ModelSpace, data: dict[str, Any], n: int, e: catalogue.Sample
         opts["return_log_prob"] = True
     if e.info:
         opts["return_info"] = True
-    return e.function(*args, generator=g, callback=callback, progress=progress, return_trajectory=return_trajectory,
-                      **opts)
+    counted = CountedScore(args[0])
+    out = e.function(counted, *args[1:], generator=g, callback=callback, progress=progress,
+                     return_trajectory=return_trajectory, **opts)
+    return out, counted.calls

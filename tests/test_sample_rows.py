@@ -1,0 +1,123 @@
+"""Per-sample seeds and evaluation counts through ``scorematch sample``, for every sampler.
+
+Sample i of ``--seed S`` is the same in every call: the first k rows of ``--n k`` and of
+``--n 4k`` sampled in batches of 5 agree, and ``--start-index K`` redraws rows K...; the
+file records the rows' indices, the seed and the score evaluations per sample, which equal
+the sampler's formula (its catalogue entry's ``nfe``). Rows agree to float32 rounding (the
+network's batched arithmetic gives a row's score to ~1e-7 relative, which the steps carry: 1e-5
+here) and, for ode, whose adaptive steps are shared by a batch, to the solver's tolerance
+(1e-3 relative to samples of scale 10 from these untrained models). The same rows from 2
+processes: tests/test_distributed.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_helpers import assert_one_line_error, run_cli
+
+import scorematch
+from scorematch.run.build.loading import load
+from scorematch.run.sampling.generate import generate
+from scorematch.samplers import catalogue
+
+NAMES = tuple(catalogue.names())
+
+#: the run each sampler needs, and flags that keep it to a few milliseconds
+RUN_OF = {"langevin": "score", "mala": "energy", "annealed": "ncsn"}
+FLAGS = {"langevin": ["--n-steps", "15"], "mala": ["--n-steps", "15"], "annealed": ["--steps-per-sigma", "2"],
+         "euler_maruyama": ["--n-steps", "8"], "reverse_diffusion": ["--n-steps", "8"],
+         "pc": ["--n-steps", "6", "--per-sample-step"], "ode": [],
+         "heun": ["--n-steps", "6", "--s-churn", "3"], "euler": ["--n-steps", "6"],
+         "euler_ancestral": ["--n-steps", "6"], "ddim": ["--n-steps", "6", "--eta", "1"],
+         "dpm_solver": ["--n-steps", "6"], "continuous_langevin": ["--n-steps", "8"],
+         "dpmpp_2m_sde": ["--n-steps", "6"], "dpmpp_3m_sde": ["--n-steps", "6"], "dpm_adaptive": []}
+
+
+def adaptive(name: str) -> bool:
+    """A sampler whose solver picks its steps, shared by a batch (ode, the adaptive DPM-Solver)."""
+    e = catalogue.entry(name)
+    return bool(e.info) or (e.family == catalogue.SCORE_SDE and "n_steps" not in e.option_names())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny runs (20 steps: a model, not a good one) of each kind a sampler needs."""
+    root = tmp_path_factory.mktemp("rows")
+    kinds = {"score": {"objective": "dsm"}, "energy": {"objective": "dsm", "model": "energy"},
+             "ncsn": {"objective": "ncsn", "n_levels": 4}, "ve": {"objective": "sde", "sde": "ve"}}
+    return {k: scorematch.train(data="gmm2d", steps=20, n_data=300, hidden=16, depth=1, progress=False,
+                                out=root / k, **kw).run_dir for k, kw in kinds.items()}
+
+
+def draw(runs, name: str, tmp_path: Path, capsys, *flags) -> dict[str, np.ndarray]:
+    out = tmp_path / f"s{len(list(tmp_path.iterdir()))}.npz"
+    rc, text, err = run_cli(["sample", runs[RUN_OF.get(name, "ve")], "--sampler", name, "--seed", "7", "--out", out,
+                             "--no-progress", *FLAGS[name], *flags], capsys)
+    assert rc == 0, err
+    with np.load(out) as f:
+        res = {k: f[k] for k in f.files}
+    res["text"] = text
+    return res
+
+
+def test_every_sampler_is_covered():
+    assert set(NAMES) <= set(FLAGS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_sample_is_the_same_whatever_n_the_batch_and_the_start(runs, name, tmp_path, capsys):
+    small = draw(runs, name, tmp_path, capsys, "--n", "3")
+    big = draw(runs, name, tmp_path, capsys, "--n", "12", "--batch-size", "5")
+    tail = draw(runs, name, tmp_path, capsys, "--n", "4", "--start-index", "3")
+    other = draw(runs, name, tmp_path, capsys, "--n", "3", "--seed", "8")
+    tol = 1e-3 if adaptive(name) else 1e-5
+    np.testing.assert_allclose(small["samples"], big["samples"][:3], rtol=tol, atol=tol)
+    np.testing.assert_allclose(tail["samples"], big["samples"][3:7], rtol=tol, atol=tol)
+    assert np.abs(other["samples"] - small["samples"]).max() > 1e-3
+    assert list(big["row_index"]) == list(range(12)) and list(tail["row_index"]) == [3, 4, 5, 6]
+    assert int(big["seed"]) == 7 and np.isfinite(big["samples"]).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_evaluations_printed_and_recorded_are_the_samplers(runs, name, tmp_path, capsys):
+    res = draw(runs, name, tmp_path, capsys, "--n", "2")
+    evals = int(res["score_evaluations"])
+    assert f"score evaluations: {evals} per sample (sampler {name})" in res["text"]
+    model = load(runs[RUN_OF.get(name, "ve")])
+    schedule = model.run_info["schedule"]
+    e = catalogue.entry(name)
+    if adaptive(name):
+        stats: dict = {}
+        generate(model, model.run_info, 2, sampler=name, seed=7, stats=stats)
+        assert evals == stats["evaluations"] > 10  # the solver's count, +1 for the denoising step
+        return
+    if e.family == catalogue.NCSN_LEVELS:
+        expected = e.nfe(len(schedule["sigmas"]), {"steps_per_sigma": 2})
+        assert expected == 4 * 2 + 1
+    else:  # the formula counts steps: a grid without the final 0 (continuous_langevin) has one fewer than levels
+        steps = int(FLAGS[name][1])
+        no_zero = e.family == catalogue.DENOISING and e.grid(steps, 0.01, 1.0)[-1] > 0
+        expected = e.nfe(steps - 1 if no_zero else steps, {})
+    assert evals == expected
+    if name == "heun":
+        assert evals == 2 * 6 - 1
+
+
+def test_generate_in_batches_counts_every_batch(runs):
+    model = load(runs["ve"])
+    stats: dict = {}
+    x = generate(model, model.run_info, 7, sampler="heun", n_steps=4, batch_size=3, stats=stats)
+    assert x.shape == (7, 2) and stats == {"evaluations": 7, "calls": 21, "batches": 3}
+
+
+def test_start_index_and_batch_size_are_checked(runs, tmp_path, capsys):
+    rc, _, err = run_cli(["sample", runs["ve"], "--n", "2", "--start-index", "-1", "--out", tmp_path / "a.npz"], capsys)
+    assert_one_line_error(rc, err, "--start-index")
+    rc, _, err = run_cli(["sample", runs["ve"], "--n", "2", "--batch-size", "0", "--out", tmp_path / "a.npz"], capsys)
+    assert_one_line_error(rc, err, "--batch-size")
+    rc, _, err = run_cli(["sample", runs["ve"], "--sampler", "heun", "--brownian", "--out", tmp_path / "a.npz"],
+                         capsys)
+    assert_one_line_error(rc, err, "churn")
