@@ -232,8 +232,6 @@ def test_evaluation_counts_match_the_formula(name, steps):
         return
     run(name, counted, 3, g, steps=steps)
     n = 3 if e.family == catalogue.NCSN_LEVELS else steps  # annealed: the formula counts its 3 levels
-    if e.family == catalogue.DENOISING and e.grid(steps, 0.01, 10.0)[-1] > 0:
-        n = steps - 1  # the formula counts steps; a grid without the final 0 has one fewer than its levels
     options = {"steps_per_sigma": steps} if e.family == catalogue.NCSN_LEVELS else {}
     assert counted.calls == e.nfe(n, options)
     if name == "heun":

@@ -97,10 +97,8 @@ def test_the_evaluations_printed_and_recorded_are_the_samplers(runs, name, tmp_p
     if e.family == catalogue.NCSN_LEVELS:
         expected = e.nfe(len(schedule["sigmas"]), {"steps_per_sigma": 2})
         assert expected == 4 * 2 + 1
-    else:  # the formula counts steps: a grid without the final 0 (continuous_langevin) has one fewer than levels
-        steps = int(FLAGS[name][1])
-        no_zero = e.family == catalogue.DENOISING and e.grid(steps, 0.01, 1.0)[-1] > 0
-        expected = e.nfe(steps - 1 if no_zero else steps, {})
+    else:  # --n-steps N is N steps of every sampler
+        expected = e.nfe(int(FLAGS[name][1]), {})
     assert evals == expected
     if name == "heun":
         assert evals == 2 * 6 - 1

@@ -319,7 +319,7 @@ def _fn(module: str, name: str) -> Lazy:
 
 #: the denoising sampler of inpainting by replacement when none is named
 DEFAULT_DENOISING = "heun"
-_KARRAS, _LINEAR = Lazy("scorematch.noise:karras_sigmas"), Lazy("scorematch.noise:linear_sigmas")
+_KARRAS = Lazy("scorematch.noise:karras_sigmas")
 
 
 def _register_builtins() -> None:
@@ -445,7 +445,7 @@ def _register_builtins() -> None:
         Sampler(name="continuous_langevin", function=_fn("denoising", "continuous_langevin"), family=DENOISING,
                 summary="the tutorial notes' dx = s dt + sqrt(2 sigma(t)) dw", options=(steps_option(1000), _BROWNIAN),
                 kinds=NOISE_CONDITIONAL, conditioning="sigma", nfe=lambda n, o: n, nfe_text="N",
-                default_steps=1000, grid=_LINEAR, min_steps=2, own_levels=False),
+                default_steps=1000, grid=Lazy("scorematch.samplers.denoising:continuous_levels"), own_levels=False),
     ):
         register(e)
 

@@ -378,6 +378,14 @@ def _dpm_step(x: Tensor, d0: Tensor, history: list[tuple[Tensor, float]], ratio:
             .add_(d1, alpha=phi2 * c1 - phi3 * e1).add_(d2, alpha=phi2 * c2 - phi3 * e2))
 
 
+def continuous_levels(n_steps: int, sigma_min: float, sigma_max: float) -> Tensor:
+    """The grid of ``n_steps`` steps of ``continuous_langevin``: ``linear_sigmas(n_steps + 1, ...)``,
+    n_steps + 1 levels from sigma_max down to sigma_min, so dt = 1 / n_steps and NFE n_steps."""
+    from scorematch.noise import linear_sigmas
+
+    return linear_sigmas(n_steps + 1, sigma_min, sigma_max)
+
+
 def continuous_langevin(
     score_fn: Any,
     x: Tensor,

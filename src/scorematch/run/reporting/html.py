@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from scorematch.errors import CheckpointError, ScoreMatchError
-from scorematch.files import OutputError, probe_writable, write_json, write_text
+from scorematch.files import OutputError, folder_lock, probe_writable, write_json, write_text
 from scorematch.run.folder.outdir import claim_file
 from scorematch.run.folder.runfiles import parse_loss_row, read_loss_lines
 from scorematch.run.folder.validate import check_seed, read_file, read_json
@@ -229,13 +229,15 @@ def _evaluation(run: Path, n: int, seed: int, evaluate: bool, device: str = "cpu
     if fresh:
         return cached, "From eval.json (written after the current weights)."
     if evaluate:
+        from scorematch.run.reporting.evaluate import EVAL_LOCK
         from scorematch.run.reporting.evaluate import evaluate as run_eval
 
         results = run_eval(run, n=n, seed=seed, device=device, progress=progress, save=False)
         note = f"Computed now by scorematch.run.reporting.evaluate (n={n}, seed={seed})."
         try:  # eval.json is missing or older than the weights: the report refreshes it
             results["file"] = str(path)
-            write_json(path, results, root=run)
+            with folder_lock(run, EVAL_LOCK, wait=True):  # as every evaluation writes into the run folder
+                write_json(path, results, root=run)
         except OutputError:
             results.pop("file", None)
             note += " Not saved to eval.json: the run folder is not writable."
