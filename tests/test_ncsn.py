@@ -194,6 +194,7 @@ def test_sample_grids_are_written_every_sample_every_steps(tiny_digits_run):
     grids = sorted(p.name for p in (run / "samples").glob("*.png"))
     assert grids == ["step_00000010.png", "step_00000020.png"]
     with Image.open(run / "samples" / grids[-1]) as im:
-        assert im.size == (6 * 10 + 2, 6 * 10 + 2)  # 6 x 6 grid of 8 x 8 images, padding 2
+        # 6 x 6 grid of 8 x 8 images with padding 2 (62 px), each pixel an 11 x 11 block (images >= 84 px)
+        assert im.size == (11 * (6 * 10 + 2), 11 * (6 * 10 + 2))
         pixels = np.asarray(im)
     assert pixels.std() > 0
