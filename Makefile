@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO ?= demo-output
 
-.PHONY: install demo test test-all lint bench bench-install bench-smoke docs clean
+.PHONY: install demo test test-slow test-all lint bench bench-install bench-smoke docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: install
 # the tests marked slow (end-to-end runs that train for seconds each, subprocesses, DDP) are left out
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow"
+
+# the slow end-to-end tests alone (make test and make test-slow together are make test-all)
+test-slow: install
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m slow
 
 test-all: install
 	$(PY) -m pytest -q -n 2 --dist loadgroup
