@@ -95,6 +95,21 @@ class _Loop:
     def finish(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         return self.loop.finish(x)
 
+    def multistep(self, step: Callable[[Tensor, Tensor, float, float], Tensor]) -> Tensor | tuple[Tensor, Tensor]:
+        """The loop of the multistep samplers: at step i, D_i = x_i + sigma_i^2 s(x_i, sigma_i) (reported
+        to the callback), x_{i+1} = D_i on a last step to sigma = 0, else ``step(x_i, D_i, sigma_i,
+        sigma_{i+1})`` (which may keep its own history of D_i). NFE N."""
+        x, score, levels = self.x, self.counted, self.levels
+        with torch.no_grad():
+            for i in range(self.steps):
+                sigma, sigma_next = levels[i], levels[i + 1]
+                s = score(x, self.rows[i])
+                self.report(i, x, sigma, s)
+                denoised = torch.add(x, s, alpha=sigma**2)
+                x = denoised if sigma_next == 0 else step(x, denoised, sigma, sigma_next)
+                self.done(i, x)
+        return self.finish(x)
+
 
 def _churn_options(s_churn: float, s_tmin: float | None, s_tmax: float | None,
                    s_noise: float | None) -> tuple[float, float, float, float]:
@@ -333,22 +348,15 @@ def dpm_solver(
     if order not in (2, 3):
         raise ConfigError(f"dpm_solver order must be 2 or 3, got {order}")
     run = _Loop(f"{dpm_solver.__name__}_{order}m", score_fn, x, sigmas, callback, progress, return_trajectory)
-    x, score, levels = run.x, run.counted, run.levels
     history: list[tuple[Tensor, float]] = []  # (D_j, h_j) of the previous steps, newest first
-    with torch.no_grad():
-        for i in range(run.steps):
-            sigma, sigma_next = levels[i], levels[i + 1]
-            s = score(x, run.rows[i])
-            run.report(i, x, sigma, s)
-            denoised = torch.add(x, s, alpha=sigma**2)
-            if sigma_next == 0:
-                x = denoised
-            else:
-                h = math.log(sigma / sigma_next)
-                x = _dpm_step(x, denoised, history, sigma_next / sigma, h, order)
-                history = [(denoised, h), *history[:1]]
-            run.done(i, x)
-    return run.finish(x)
+
+    def step(x: Tensor, denoised: Tensor, sigma: float, sigma_next: float) -> Tensor:
+        h = math.log(sigma / sigma_next)
+        x = _dpm_step(x, denoised, history, sigma_next / sigma, h, order)
+        history[:] = [(denoised, h), *history[:1]]
+        return x
+
+    return run.multistep(step)
 
 
 def _dpm_step(x: Tensor, d0: Tensor, history: list[tuple[Tensor, float]], ratio: float, h: float,

@@ -67,6 +67,17 @@ def draw(noise: NoiseFn | None, x: Tensor, generator: torch.Generator | None, si
     return z.to(device=x.device, dtype=x.dtype)
 
 
+def _add_noise(x: Tensor, eta: float, s_noise: float, noise: NoiseFn | None, generator: torch.Generator | None,
+               sigma: float, sigma_next: float) -> Tensor:
+    """x + s_noise sigma_next sqrt(1 - e^{-2 eta h}) z, h = log(sigma / sigma_next), z from ``draw``
+    (x itself, no z drawn, when eta = 0)."""
+    if eta == 0:
+        return x
+    h = math.log(sigma / sigma_next)
+    z = draw(noise, x, generator, sigma, sigma_next)
+    return x.add_(z, alpha=s_noise * sigma_next * math.sqrt(-math.expm1(-2 * eta * h)))
+
+
 def dpmpp_2m_sde(
     score_fn: Any,
     x: Tensor,
@@ -97,31 +108,21 @@ def dpmpp_2m_sde(
     eta, s_noise = _noise_options(eta, s_noise, noise)
     _checks.choice("solver_type", solver_type, SOLVER_TYPES)
     run = _Loop(dpmpp_2m_sde.__name__, score_fn, x, sigmas, callback, progress, return_trajectory)
-    x, score, levels = run.x, run.counted, run.levels
-    previous: tuple[Tensor, float] | None = None  # (D_{i-1}, h_{i-1})
-    with torch.no_grad():
-        for i in range(run.steps):
-            sigma, sigma_next = levels[i], levels[i + 1]
-            s = score(x, run.rows[i])
-            run.report(i, x, sigma, s)
-            denoised = torch.add(x, s, alpha=sigma**2)
-            if sigma_next == 0:
-                x = denoised
-            else:
-                h = math.log(sigma / sigma_next)
-                hh = (1 + eta) * h
-                a = -math.expm1(-hh)
-                x = x.mul(sigma_next / sigma * math.exp(-eta * h)).add_(denoised, alpha=a)
-                if previous is not None:
-                    d_prev, h_prev = previous
-                    c = 0.5 * a if solver_type == "midpoint" else 1 - a / hh
-                    x = x.add_(denoised - d_prev, alpha=c * h / h_prev)
-                if eta > 0:
-                    z = draw(noise, x, generator, sigma, sigma_next)
-                    x = x.add_(z, alpha=s_noise * sigma_next * math.sqrt(-math.expm1(-2 * eta * h)))
-                previous = (denoised, h)
-            run.done(i, x)
-    return run.finish(x)
+    previous: list[tuple[Tensor, float]] = []  # [(D_{i-1}, h_{i-1})] after the first step
+
+    def step(x: Tensor, denoised: Tensor, sigma: float, sigma_next: float) -> Tensor:
+        h = math.log(sigma / sigma_next)
+        hh = (1 + eta) * h
+        a = -math.expm1(-hh)
+        x = x.mul(sigma_next / sigma * math.exp(-eta * h)).add_(denoised, alpha=a)
+        if previous:
+            d_prev, h_prev = previous[0]
+            c = 0.5 * a if solver_type == "midpoint" else 1 - a / hh
+            x = x.add_(denoised - d_prev, alpha=c * h / h_prev)
+        previous[:] = [(denoised, h)]
+        return _add_noise(x, eta, s_noise, noise, generator, sigma, sigma_next)
+
+    return run.multistep(step)
 
 
 def dpmpp_3m_sde(
@@ -152,34 +153,24 @@ def dpmpp_3m_sde(
     """
     eta, s_noise = _noise_options(eta, s_noise, noise)
     run = _Loop(dpmpp_3m_sde.__name__, score_fn, x, sigmas, callback, progress, return_trajectory)
-    x, score, levels = run.x, run.counted, run.levels
     history: list[tuple[Tensor, float]] = []  # (D_j, h_j) of the previous steps, newest first
-    with torch.no_grad():
-        for i in range(run.steps):
-            sigma, sigma_next = levels[i], levels[i + 1]
-            s = score(x, run.rows[i])
-            run.report(i, x, sigma, s)
-            denoised = torch.add(x, s, alpha=sigma**2)
-            if sigma_next == 0:
-                x = denoised
-            else:
-                h = math.log(sigma / sigma_next)
-                hh = (1 + eta) * h
-                x = x.mul(sigma_next / sigma * math.exp(-eta * h)).add_(denoised, alpha=-math.expm1(-hh))
-                phi2 = math.expm1(-hh) / hh + 1
-                if len(history) == 1:
-                    d1, h1 = history[0]
-                    x = x.add_(denoised - d1, alpha=phi2 * h / h1)
-                elif len(history) == 2:
-                    (d1, h1), (d2, h2) = history
-                    r0, r1 = h1 / h, h2 / h
-                    d1_0 = (denoised - d1) / r0
-                    d1_1 = (d1 - d2) / r1
-                    second = (d1_0 - d1_1) / (r0 + r1)
-                    x = x.add_(d1_0 + second * r0, alpha=phi2).add_(second, alpha=-(phi2 / hh - 0.5))
-                if eta > 0:
-                    z = draw(noise, x, generator, sigma, sigma_next)
-                    x = x.add_(z, alpha=s_noise * sigma_next * math.sqrt(-math.expm1(-2 * eta * h)))
-                history = [(denoised, h), *history[:1]]
-            run.done(i, x)
-    return run.finish(x)
+
+    def step(x: Tensor, denoised: Tensor, sigma: float, sigma_next: float) -> Tensor:
+        h = math.log(sigma / sigma_next)
+        hh = (1 + eta) * h
+        x = x.mul(sigma_next / sigma * math.exp(-eta * h)).add_(denoised, alpha=-math.expm1(-hh))
+        phi2 = math.expm1(-hh) / hh + 1
+        if len(history) == 1:
+            d1, h1 = history[0]
+            x = x.add_(denoised - d1, alpha=phi2 * h / h1)
+        elif len(history) == 2:
+            (d1, h1), (d2, h2) = history
+            r0, r1 = h1 / h, h2 / h
+            d1_0 = (denoised - d1) / r0
+            d1_1 = (d1 - d2) / r1
+            second = (d1_0 - d1_1) / (r0 + r1)
+            x = x.add_(d1_0 + second * r0, alpha=phi2).add_(second, alpha=-(phi2 / hh - 0.5))
+        history[:] = [(denoised, h), *history[:1]]
+        return _add_noise(x, eta, s_noise, noise, generator, sigma, sigma_next)
+
+    return run.multistep(step)
