@@ -23,11 +23,7 @@ imported on first use, so that reading the catalogue (the command line's help) i
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from typing import Any
-
+from scorematch._lazy import lazy_package
 from scorematch.objectives import catalogue
 
 #: the helpers beside the catalogue's functions, by import path
@@ -37,28 +33,4 @@ _WHERE = {name: module for module, _, name in (h.partition(":") for h in _HELPER
 for _e in catalogue.entries():
     _module, _, _name = _e.function.path.partition(":")
     _WHERE[_name] = _module.rsplit(".", 1)[1]
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'scorematch.objectives' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"scorematch.objectives.{_WHERE[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
-
-
-class _Package(types.ModuleType):
-    """This package, whose functions keep their names when a submodule of the same name (the
-    module ``langevin`` of the function ``langevin``) is imported: the function wins, as it did
-    when the package imported every function at once."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and name in _WHERE:
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+lazy_package(__name__, _WHERE)

@@ -44,12 +44,10 @@ use, so that reading the catalogue (the command line's help) imports no torch.
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
+from types import ModuleType
 from typing import Any
 
-from scorematch._lazy import Lazy
+from scorematch._lazy import Lazy, lazy_package
 from scorematch.samplers import catalogue
 
 #: the functions of the catalogue's entries (by their own names and the catalogue's), and the helpers
@@ -63,33 +61,13 @@ for _e in catalogue.entries():
     if isinstance(_e.function, Lazy):
         _module, _, _name = _e.function.path.partition(":")
         _WHERE[_name] = _WHERE[_e.name] = _module.rsplit(".", 1)[1]
-__all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'scorematch.samplers' has no attribute {name!r}")
-    module = importlib.import_module(f"scorematch.samplers.{_WHERE[name]}")
+def _lookup(name: str, module: ModuleType) -> Any:
+    """A catalogue entry's name gives its resolved function, any other name the submodule's."""
     if name in catalogue.CATALOGUE:
         return catalogue.CATALOGUE[name].resolved()
     return getattr(module, name)
 
 
-def __dir__() -> list[str]:
-    return __all__
-
-
-class _Package(types.ModuleType):
-    """This package, whose functions keep their names when a submodule of the same name (the
-    module ``langevin`` of the function ``langevin``) is imported: the function wins, as it did
-    when the package imported every function at once."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and name in _WHERE:
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
+lazy_package(__name__, _WHERE, _lookup)
