@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from scorematch import _catalogue
 from scorematch._lazy import Lazy, resolve
 from scorematch.errors import ConfigError
 
@@ -107,16 +108,16 @@ _CATALOGUE: dict[str, Objective] = {}
 
 def register(e: Objective) -> Objective:
     """Add (or replace) the entry ``e.name``. Returns it."""
-    if not isinstance(e, Objective):
-        raise ConfigError(f"register takes an Objective entry, got {type(e).__name__}")
+    return _catalogue.add(_CATALOGUE, e, Objective, _check_entry)
+
+
+def _check_entry(e: Objective) -> None:
     if not (isinstance(e.name, str) and e.name.isidentifier()):
         raise ConfigError(f"an objective name is a Python identifier, got {e.name!r}")
     if e.conditioning not in CONDITIONINGS:
         raise ConfigError(f"objective {e.name!r}: conditioning must be one of {', '.join(CONDITIONINGS)}")
     if not callable(e.function):
         raise ConfigError(f"objective {e.name!r}: function must be callable")
-    _CATALOGUE[e.name] = e
-    return e
 
 
 def unregister(name: str) -> None:
@@ -135,9 +136,7 @@ def entries() -> list[Objective]:
 
 def entry(name: str) -> Objective:
     """The entry ``name``; ConfigError listing the known names otherwise."""
-    if name not in _CATALOGUE:
-        raise ConfigError(f"unknown objective {name!r}; valid choices: {', '.join(_CATALOGUE)}")
-    return _CATALOGUE[name]
+    return _catalogue.lookup(_CATALOGUE, name, "objective")
 
 
 def reads(name: str, settings: Mapping[str, Any]) -> set[str]:

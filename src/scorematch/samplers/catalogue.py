@@ -70,6 +70,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from scorematch import _catalogue
 from scorematch._lazy import Lazy, resolve
 from scorematch.errors import ConfigError
 
@@ -189,11 +190,7 @@ def _check_entry(e: Sampler) -> None:
 
 def register(e: Sampler) -> Sampler:
     """Add (or replace) the entry ``e.name``; checked for consistency with the others. Returns it."""
-    if not isinstance(e, Sampler):
-        raise ConfigError(f"register takes a Sampler entry, got {type(e).__name__}")
-    _check_entry(e)
-    _CATALOGUE[e.name] = e
-    return e
+    return _catalogue.add(_CATALOGUE, e, Sampler, _check_entry)
 
 
 def unregister(name: str) -> None:
@@ -213,9 +210,7 @@ def entries(family: str | None = None) -> list[Sampler]:
 
 def entry(name: str) -> Sampler:
     """The entry ``name``; ConfigError listing the known names otherwise."""
-    if name not in _CATALOGUE:
-        raise ConfigError(f"unknown sampler {name!r}; valid choices: {', '.join(_CATALOGUE)}")
-    return _CATALOGUE[name]
+    return _catalogue.lookup(_CATALOGUE, name, "sampler")
 
 
 def fitting(kind: str) -> list[str]:
