@@ -54,19 +54,28 @@ def edm_per_sample(
     Row term: 1/2 lambda(sigma) ||D(x + sigma z; sigma) - x||^2, ln(sigma) ~ N(P_mean, P_std^2), z ~ N(0, I).
     """
     x = check_batch(x)
+    residual, sigma, sigma_data = noisy_residual("edm", model, x, sigma_data, p_mean, p_std, generator, labels)
+    return 0.5 * edm_weight(sigma, sigma_data) * sq_norm(residual), sigma
+
+
+def noisy_residual(name: str, model: object, x: Tensor, sigma_data: float | None, p_mean: float, p_std: float,
+                   generator: torch.Generator | None, labels: Tensor | None) -> tuple[Tensor, Tensor, float]:
+    """(D(x + sigma z; sigma) - x, sigma of shape (n,), sigma_data) for one ln(sigma) ~ N(P_mean, P_std^2)
+    and one z ~ N(0, I) per row of the checked batch ``x``; ``sigma_data`` (None: the model's, refused
+    naming the objective ``name`` when it has none) checked positive."""
     if sigma_data is None:
         sigma_data = getattr(model, "sigma_data", None)
         if sigma_data is None:
-            raise ConfigError("edm needs sigma_data: pass sigma_data=... (scorematch.models.edm.estimate_sigma_data) "
-                              "or use a model that has one (EDMPrecond, not wrapped)")
+            raise ConfigError(f"{name} needs sigma_data: pass sigma_data=... "
+                              "(scorematch.models.edm.estimate_sigma_data) or use a model that has one "
+                              "(EDMPrecond, not wrapped)")
     sigma_data = _checks.positive("sigma_data", sigma_data)
     p_std = _checks.positive("p_std", p_std)
     sigma = edm_sigmas(x.shape[0], float(p_mean), p_std, generator, like=x)
     z = randn_like(x, generator)
     sigma_b = sigma.view(-1, *([1] * (x.dim() - 1)))
     cond = (sigma,) if labels is None else (sigma, labels)
-    residual = _residual(model, x, sigma_b, z, cond)
-    return 0.5 * edm_weight(sigma, sigma_data) * sq_norm(residual), sigma
+    return _residual(model, x, sigma_b, z, cond), sigma, sigma_data
 
 
 def edm(

@@ -16,11 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from scorematch import _checks
-from scorematch._random import randn_like
-from scorematch.errors import ConfigError, DataError
+from scorematch.errors import DataError
 from scorematch.objectives._common import check_batch
-from scorematch.objectives.edm import _residual, edm_sigmas, edm_weight
+from scorematch.objectives.edm import edm_weight, noisy_residual
 
 __all__ = ["edm_masked"]
 
@@ -45,15 +43,7 @@ def edm_masked(
                         f"{tuple(mask.shape)}")
     if not bool(torch.isfinite(x).all()):
         raise DataError("x must be finite everywhere: fill the missing coordinates (mask False) with a number")
-    if sigma_data is None:
-        sigma_data = getattr(model, "sigma_data", None)
-        if sigma_data is None:
-            raise ConfigError("edm_masked needs sigma_data: pass sigma_data=... or use an EDMPrecond model")
-    sigma_data = _checks.positive("sigma_data", sigma_data)
-    p_std = _checks.positive("p_std", p_std)
-    sigma = edm_sigmas(x.shape[0], float(p_mean), p_std, generator, like=x)
-    z = randn_like(x, generator)
-    sigma_b = sigma.view(-1, *([1] * (x.dim() - 1)))
-    cond = (sigma,) if labels is None else (sigma, labels)
-    residual = _residual(model, x, sigma_b, z, cond) * mask
+    residual, sigma, sigma_data = noisy_residual("edm_masked", model, x, sigma_data, p_mean, p_std, generator,
+                                                 labels)
+    residual = residual * mask
     return (0.5 * edm_weight(sigma, sigma_data) * residual.flatten(1).pow(2).sum(1)).mean()
