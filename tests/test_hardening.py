@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import TINY, last_line_error, reseal
+from cli_helpers import run_cli as cli
 from safetensors.torch import load_file, save_file
 
 import scorematch
@@ -29,28 +31,7 @@ from scorematch.errors import CheckpointError
 from scorematch.run.folder import checkpoint as ckpt
 from scorematch.run.folder import manifest
 
-TINY = ["--data", "gmm2d", "--objective", "dsm", "--batch-size", "32", "--hidden", "16", "--depth", "1",
-        "--n-data", "300", "--device", "cpu", "--seed", "2", "--no-progress"]
 SAMPLE = ["--n", "10", "--n-steps", "5"]
-
-
-def cli(args: list, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(rc: int, err: str, *needles: str) -> str:
-    """The last stderr line is the one error line (earlier lines may be notes such as
-    'trying the previous checkpoint'); no traceback anywhere."""
-    assert rc == 2, err
-    assert "Traceback" not in err
-    line = err.strip().splitlines()[-1]
-    assert line.startswith("scorematch: error: "), err
-    for n in needles:
-        assert n in line, f"{n!r} not in {line!r}"
-    return line
 
 
 def train(out: Path, capsys, *extra: str, steps: int = 20) -> Path:
@@ -72,14 +53,6 @@ def run(base_run: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "run"
     shutil.copytree(base_run, copy)
     return copy
-
-
-def reseal(run: Path, name: str) -> None:
-    """Record RUN/name's current bytes in the manifest, as a writer that knows the format would."""
-    data = (run / name).read_bytes()
-    m = json.loads((run / manifest.MANIFEST).read_text())
-    m["sha256"][name] = [manifest.sha256(data)]
-    (run / manifest.MANIFEST).write_text(json.dumps(m))
 
 
 def reseal_checkpoint(stem: Path, state: dict | None = None, tensors: dict | None = None) -> None:
@@ -120,13 +93,13 @@ def test_train_does_not_write_through_a_planted_loss_csv(run, tmp_path, capsys):
     fresh.mkdir()
     (fresh / "loss.csv").symlink_to("../victim.txt")
     rc, _, err = cli(["train", *TINY, "--steps", "5", "--out", fresh], capsys)
-    one_line_error(rc, err, "not empty", "--force")
+    last_line_error(rc, err, "not empty", "--force")
     # a resumed run whose loss.csv was replaced by a link to a file that looks like a loss log
     victim.write_text("step,loss,grad_norm,steps_per_s\r\n")
     (run / "loss.csv").unlink()
     (run / "loss.csv").symlink_to(victim)
     rc, _, err = cli(["train", "--resume", run, "--steps", "25", "--no-progress"], capsys)
-    one_line_error(rc, err, f"{run / 'loss.csv'} is a symbolic link; scorematch never writes through one")
+    last_line_error(rc, err, f"{run / 'loss.csv'} is a symbolic link; scorematch never writes through one")
     assert victim.read_bytes() == b"step,loss,grad_norm,steps_per_s\r\n"
 
 
@@ -135,7 +108,7 @@ def test_plot_refuses_a_planted_folder_link_and_replaces_a_file_link(run, tmp_pa
     elsewhere.mkdir()
     (run / "plots").symlink_to(elsewhere)
     rc, _, err = cli(["plot", run, "--n", "50"], capsys)
-    one_line_error(rc, err, "plots is a symbolic link", "never writes through one")
+    last_line_error(rc, err, "plots is a symbolic link", "never writes through one")
     assert list(elsewhere.iterdir()) == []
     (run / "plots").unlink()
     (run / "plots").mkdir()
@@ -178,7 +151,7 @@ def test_nan_at_the_first_step_leaves_a_resumable_run(tmp_path, capsys):
     out = tmp_path / "N"
     rc, _, err = cli(["train", *TINY, "--hidden", "128", "--depth", "3", "--lr", "1e6", "--steps", "50",
                       "--out", out], capsys)
-    line = one_line_error(rc, err, "loss became", "The last good checkpoint is step 0",
+    line = last_line_error(rc, err, "loss became", "The last good checkpoint is step 0",
                           f"{out}/checkpoints/step_00000000.safetensors", f"--resume {out} --lr",
                           "--lr, --grad-clip, --skip-nonfinite, --max-skipped")
     assert "--steps" in line
@@ -206,7 +179,7 @@ def test_failures_before_training_leave_nothing_behind(case, tmp_path, capsys):
         "bad schedule in --config": (["--config", tmp_path / "cfg.json"], "sigma must be a positive finite number"),
     }[case]
     rc, _, err = cli(["train", "--steps", "5", "--no-progress", "--out", out, *args], capsys)
-    one_line_error(rc, err, needle)
+    last_line_error(rc, err, needle)
     assert not out.exists()
     train(out, capsys, steps=5)  # the same --out then simply works
 
@@ -239,7 +212,7 @@ def test_out_refuses_the_users_folder_and_force_keeps_every_file(tmp_path, capsy
     for name, data in files.items():
         (mine / name).write_bytes(data)
     rc, _, err = cli(["train", *TINY, "--steps", "5", "--out", mine], capsys)
-    one_line_error(rc, err, "is not empty", "is not a scorematch run", "--force", "nothing there is deleted")
+    last_line_error(rc, err, "is not empty", "is not a scorematch run", "--force", "nothing there is deleted")
     assert {p.name: p.read_bytes() for p in mine.iterdir()} == files
     rc, _, err = cli(["train", *TINY, "--steps", "5", "--out", mine, "--force"], capsys)
     assert rc == 0, err
@@ -253,9 +226,9 @@ def test_out_refuses_the_users_folder_and_force_keeps_every_file(tmp_path, capsy
 def test_out_on_a_started_run_is_refused(run, capsys):
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     rc, _, err = cli(["train", *TINY, "--steps", "5", "--out", run], capsys)
-    one_line_error(rc, err, "already holds a run (newest checkpoint: step 20)", f"--resume {run}")
+    last_line_error(rc, err, "already holds a run (newest checkpoint: step 20)", f"--resume {run}")
     rc, _, err = cli(["train", *TINY, "--steps", "5", "--out", run, "--force"], capsys)
-    one_line_error(rc, err, "already holds a run")
+    last_line_error(rc, err, "already holds a run")
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
@@ -298,7 +271,7 @@ def test_bit_flips_in_the_weights_are_refused(run, capsys):
     assert rc == 0 and f"{w} does not match its SHA-256 in manifest.json" in err and "newest checkpoint" in err
     shutil.rmtree(run / "checkpoints")
     rc, _, err = cli(["sample", run, *SAMPLE, "--out", run / "t.npz"], capsys)
-    one_line_error(rc, err, f"{w} does not match its SHA-256 in manifest.json")
+    last_line_error(rc, err, f"{w} does not match its SHA-256 in manifest.json")
     assert not (run / "t.npz").exists()
 
 
@@ -311,13 +284,13 @@ def test_edited_run_files_are_refused(name, run, capsys):
         doc["data"]["hi"] = 50.0
     (run / name).write_text(json.dumps(doc))
     rc, _, err = cli(["sample", run, *SAMPLE], capsys)
-    one_line_error(rc, err, f"{run / name} does not match its SHA-256 in manifest.json")
+    last_line_error(rc, err, f"{run / name} does not match its SHA-256 in manifest.json")
 
 
 def test_a_run_folder_without_manifest_is_refused(run, capsys):
     (run / manifest.MANIFEST).unlink()
     rc, _, err = cli(["sample", run, *SAMPLE], capsys)
-    one_line_error(rc, err, "manifest.json is missing")
+    last_line_error(rc, err, "manifest.json is missing")
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,7 +344,7 @@ def test_broken_run_files_are_one_line_errors(case, run, capsys):
     if name == "run.json" and "other model" in case:
         reseal(run, name)
     rc, _, err = cli(["sample", run, *SAMPLE, "--out", run / "s.npz"], capsys)
-    one_line_error(rc, err, *needles)
+    last_line_error(rc, err, *needles)
     assert not (run / "s.npz").exists()
 
 
@@ -382,7 +355,7 @@ def test_checkpoint_json_without_optimizer_and_rng_of_the_wrong_size(run, capsys
     tensors = load_file(stem10.with_suffix(".safetensors"))
     reseal_checkpoint(stem10, tensors={**tensors, "rng.data": tensors["rng.data"][:100]})
     rc, _, err = cli(["train", "--resume", run, "--steps", "30", "--no-progress"], capsys)
-    line = one_line_error(rc, err, "has no usable checkpoint to resume from")
+    line = last_line_error(rc, err, "has no usable checkpoint to resume from")
     assert "step_00000020.json lacks 'optimizer'" in err
     assert "rng.data has shape (100,)" in err and "(5056,)" in err
     assert line
@@ -402,7 +375,7 @@ def test_a_damaged_loss_csv_is_a_one_line_error_for_plot_and_is_repaired_on_resu
     with (run / "loss.csv").open("a", newline="") as f:
         f.write(line)
     rc, _, err = cli(["plot", run, "--n", "20", "--out", run / "p"], capsys)
-    one_line_error(rc, err, "loss.csv")
+    last_line_error(rc, err, "loss.csv")
     rc, _, err = cli(["train", "--resume", run, "--steps", "30", "--no-progress"], capsys)
     assert rc == 0 and "dropped 1 malformed or unterminated line(s)" in err
     steps = [int(r.split(",")[0]) for r in (run / "loss.csv").read_text().splitlines()[1:]]
@@ -424,14 +397,14 @@ def test_output_problems_are_one_line_errors_before_the_work(run, tmp_path, caps
     blocker = tmp_path / "file"
     blocker.write_text("x")
     rc, _, err = cli(["sample", run, *SAMPLE, "--out", blocker / "s.npz"], capsys)
-    one_line_error(rc, err, "is not a folder")
+    last_line_error(rc, err, "is not a folder")
     (tmp_path / "adir").mkdir()
     rc, _, err = cli(["sample", run, *SAMPLE, "--out", tmp_path / "adir"], capsys)
-    one_line_error(rc, err, "is a folder; give a file name")
+    last_line_error(rc, err, "is a folder; give a file name")
     rc, _, err = cli(["plot", run, "--out", blocker / "plots"], capsys)
-    one_line_error(rc, err, "is not a folder")
+    last_line_error(rc, err, "is not a folder")
     rc, _, err = cli(["report", run, "--out", tmp_path / "adir"], capsys)
-    one_line_error(rc, err, "is a folder; give a file name")
+    last_line_error(rc, err, "is a folder; give a file name")
 
 
 @contextlib.contextmanager
@@ -461,11 +434,11 @@ def read_only(folder: Path):
 def test_read_only_run_folder(run, tmp_path, capsys):
     with read_only(run):
         rc, _, err = cli(["sample", run, *SAMPLE], capsys)
-        one_line_error(rc, err, "is not writable")
+        last_line_error(rc, err, "is not writable")
         rc, _, err = cli(["eval", run, "--n", "50"], capsys)
-        one_line_error(rc, err, "is not writable")
+        last_line_error(rc, err, "is not writable")
         rc, _, err = cli(["plot", run, "--n", "50"], capsys)
-        one_line_error(rc, err, "is not writable")
+        last_line_error(rc, err, "is not writable")
         rc, _, err = cli(["report", run, "--n", "50", "--out", tmp_path / "r.html"], capsys)
         assert rc == 0, err  # a report elsewhere works: eval.json is simply not saved
         assert "Not saved to eval.json" in (tmp_path / "r.html").read_text()
@@ -483,7 +456,7 @@ def test_read_only_run_folder(run, tmp_path, capsys):
 ])
 def test_absurd_values_are_refused_before_allocating(args, needles, base_run, tmp_path, capsys):
     rc, _, err = cli([a.format(run=base_run, tmp=tmp_path) for a in args], capsys)
-    one_line_error(rc, err, *needles)
+    last_line_error(rc, err, *needles)
     assert not (tmp_path / "b").exists()
 
 
@@ -521,7 +494,7 @@ def test_stale_temporaries_and_orphan_checkpoints_are_removed_at_the_next_start(
 def test_resume_refuses_what_it_cannot_honour(extra, needles, run, tmp_path, capsys):
     before = (run / "config.json").read_bytes()
     rc, _, err = cli(["train", "--resume", run, *[a.format(tmp=tmp_path, run=run) for a in extra]], capsys)
-    one_line_error(rc, err, *needles)
+    last_line_error(rc, err, *needles)
     assert (run / "config.json").read_bytes() == before and not (tmp_path / "other").exists()
 
 
@@ -537,14 +510,14 @@ def test_resume_refuses_what_it_cannot_honour(extra, needles, run, tmp_path, cap
 def test_settings_the_objective_ignores_are_refused(objective, extra, needles, tmp_path, capsys):
     rc, _, err = cli(["train", *TINY, "--objective", objective, "--steps", "5", "--out", tmp_path / "o", *extra],
                      capsys)
-    one_line_error(rc, err, *needles)
+    last_line_error(rc, err, *needles)
     assert not (tmp_path / "o").exists()
 
 
 def test_all_nan_samples_exit_non_zero_and_write_nothing(run, capsys):
     rc, _, err = cli(["sample", run, "--n", "10", "--n-steps", "5", "--step-size", "1e30", "--out", run / "nan.npz"],
                      capsys)
-    line = one_line_error(rc, err, "NaN", "nothing was written")
+    line = last_line_error(rc, err, "NaN", "nothing was written")
     assert sum(ln.startswith("scorematch: error:") for ln in err.splitlines()) == 1, err
     assert "--step-size" in line
     assert not (run / "nan.npz").exists()
@@ -554,7 +527,7 @@ def test_skip_nonfinite_past_max_skipped_exits_non_zero(tmp_path, capsys):
     out = tmp_path / "sk"
     rc, _, err = cli(["train", *TINY, "--objective", "ncsn", "--lr", "1e12", "--grad-clip", "1e30",
                       "--skip-nonfinite", "--max-skipped", "3", "--steps", "290", "--out", out], capsys)
-    one_line_error(rc, err, "4 batches had a non-finite loss", "more than --max-skipped 3",
+    last_line_error(rc, err, "4 batches had a non-finite loss", "more than --max-skipped 3",
                    "The last good checkpoint is step 0")
     assert err.count("skipping step") == 3
 

@@ -18,35 +18,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import TINY, last_line_error, reseal
+from cli_helpers import run_cli as cli
 
 import scorematch
 from scorematch.cli import main
 from scorematch.errors import CheckpointError, ScoreMatchError
-from scorematch.run.folder import manifest
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--data", "gmm2d", "--objective", "dsm", "--batch-size", "32", "--hidden", "16", "--depth", "1",
-        "--n-data", "300", "--device", "cpu", "--seed", "2", "--no-progress"]
 #: address-space limit of the child processes: room for torch, far below what the refused requests need
 LIMIT_BYTES = 3 * 2**30
-
-
-def cli(args: list, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(rc: int, err: str, *needles: str) -> str:
-    """Exit status 2, no traceback, and the last stderr line is the error, holding ``needles``."""
-    assert rc == 2, err
-    assert "Traceback" not in err
-    line = err.strip().splitlines()[-1]
-    assert line.startswith("scorematch: error: "), err
-    for n in needles:
-        assert n in line, f"{n!r} not in {line!r}"
-    return line
 
 
 def child(args: list[str], cwd: Path | None = None, limit: int | None = LIMIT_BYTES, timeout: float = 120,
@@ -75,13 +56,6 @@ def run(base_run: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "run"
     shutil.copytree(base_run, copy)
     return copy
-
-
-def reseal(run: Path, name: str) -> None:
-    """Record RUN/name's current bytes in the manifest, as anyone who edits a folder can."""
-    m = json.loads((run / manifest.MANIFEST).read_text())
-    m["sha256"][name] = [manifest.sha256((run / name).read_bytes())]
-    (run / manifest.MANIFEST).write_text(json.dumps(m))
 
 
 def name_model(run: Path, name: str) -> None:
@@ -119,7 +93,7 @@ def test_a_module_planted_in_the_folder_is_never_executed(run, capsys, monkeypat
     for cmd in (["eval", ".", "--n", "20"], ["plot", ".", "--n", "20"], ["report", ".", "--n", "20"],
                 ["train", "--resume", ".", "--steps", "20"]):
         rc, _, err = cli(cmd, capsys)
-        one_line_error(rc, err, "would import module 'evil'")
+        last_line_error(rc, err, "would import module 'evil'")
         assert not (run / "PWNED").exists() and "evil" not in sys.modules
     # the user's explicit opt-in does import it (this folder is then trusted, code and all)
     p = child(["sample", ".", "--n", "5", "--trust-model-module"], cwd=run)
@@ -173,7 +147,7 @@ def test_sample_out_refuses_an_existing_file_and_force_keeps_it(run, tmp_path, c
     data = tmp_path / "data.npz"
     data.write_bytes(b"the user's data")
     rc, _, err = cli(["sample", run, "--n", "5", "--n-steps", "3", "--out", data], capsys)
-    one_line_error(rc, err, f"--out {data} exists", "--force")
+    last_line_error(rc, err, f"--out {data} exists", "--force")
     assert data.read_bytes() == b"the user's data"
     rc, out, err = cli(["sample", run, "--n", "5", "--n-steps", "3", "--out", data, "--force"], capsys)
     assert rc == 0 and f"kept {data} as {data}.orig" in err, err
@@ -186,9 +160,9 @@ def test_sample_out_refuses_an_existing_file_and_force_keeps_it(run, tmp_path, c
 def test_eval_and_report_out_refuse_the_runs_own_files(run, capsys):
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     rc, _, err = cli(["eval", run, "--n", "20", "--out", run / "config.json"], capsys)
-    one_line_error(rc, err, "config.json exists")
+    last_line_error(rc, err, "config.json exists")
     rc, _, err = cli(["report", run, "--n", "20", "--no-eval", "--out", run / "run.json"], capsys)
-    one_line_error(rc, err, "run.json exists")
+    last_line_error(rc, err, "run.json exists")
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     scorematch.load(run)
 
@@ -198,7 +172,7 @@ def test_plot_out_refuses_a_folder_of_the_users_pngs(run, tmp_path, capsys):
     mine.mkdir()
     (mine / "samples.png").write_bytes(b"my figure")
     rc, _, err = cli(["plot", run, "--n", "30", "--out", mine], capsys)
-    one_line_error(rc, err, "is not empty (samples.png)", "--force")
+    last_line_error(rc, err, "is not empty (samples.png)", "--force")
     assert (mine / "samples.png").read_bytes() == b"my figure"
     rc, _, err = cli(["plot", run, "--n", "30", "--out", mine, "--force"], capsys)
     assert rc == 0 and (mine / "samples.png.orig").read_bytes() == b"my figure", err
@@ -263,7 +237,7 @@ def test_a_hard_linked_loss_csv_is_refused_on_resume(run, tmp_path, capsys):
     os.link(run / "loss.csv", outside)
     before = outside.read_bytes()
     rc, _, err = cli(["train", "--resume", run, "--steps", "15", "--no-progress"], capsys)
-    one_line_error(rc, err, "loss.csv has 2 names (a hard link")
+    last_line_error(rc, err, "loss.csv has 2 names (a hard link")
     assert outside.read_bytes() == before
 
 
@@ -288,7 +262,7 @@ def test_absurd_sizes_end_in_one_line_under_a_memory_limit(base_run, tmp_path, a
 def test_steps_per_sigma_is_bounded_like_the_denoising_samplers(tmp_path, capsys):
     rc, _, err = cli(["train", *TINY, "--objective", "ncsn", "--steps-per-sigma", 10**12, "--out", tmp_path / "r"],
                      capsys)
-    one_line_error(rc, err, "--steps-per-sigma 1000000000000 is more than 1000000")
+    last_line_error(rc, err, "--steps-per-sigma 1000000000000 is more than 1000000")
     from scorematch.run.sampling.generate import generate
 
     model = scorematch.load(train_ncsn(tmp_path / "n"))
@@ -334,7 +308,7 @@ def test_a_huge_sparse_weights_file_is_refused_by_its_size(run, capsys):
         assert rc == 0 and "using the newest checkpoint" in err, err
     shutil.rmtree(run / "checkpoints")
     rc, _, err = cli(["sample", run, "--n", "5"], capsys)
-    one_line_error(rc, err, "is 50 GiB")
+    last_line_error(rc, err, "is 50 GiB")
 
 
 # ----------------------------------------------------------------------------- 6. every error is scorematch's own
@@ -343,7 +317,7 @@ def test_a_huge_sparse_weights_file_is_refused_by_its_size(run, capsys):
 @pytest.mark.parametrize("data", ["~nouser/x.npy", "mnist:~nouser/m", "images:~nouser/i", "cifar10:~nouser/c"])
 def test_a_home_of_no_user_is_a_data_error(data, tmp_path, capsys):
     rc, _, err = cli(["train", "--data", data, "--steps", "1", "--out", tmp_path / "r"], capsys)
-    one_line_error(rc, err, "~nouser names no home folder")
+    last_line_error(rc, err, "~nouser names no home folder")
 
 
 def test_an_argparse_error_is_one_line_with_a_pointer_to_help(capsys):
@@ -498,5 +472,5 @@ def test_training_steps_are_bounded_by_the_checkpoint_names_and_the_loss_history
         limits.check_train_steps(10**11, 10)
     limits.check_train_steps(10**6, 10)  # 3 MB of history: fine
     rc, _, err = cli(["train", *TINY, "--steps", "1e12", "--out", tmp_path / "r"], capsys)
-    one_line_error(rc, err, "--steps 1000000000000 is more than 999999999999")
+    last_line_error(rc, err, "--steps 1000000000000 is more than 999999999999")
     assert not (tmp_path / "r").exists()
