@@ -53,6 +53,26 @@ def timeit(fn: Callable[[], Any], device: torch.device, repeats: int = 20, warmu
     return 1e3 * statistics.median(times)
 
 
+def edm_train_step(model: torch.nn.Module, net: torch.nn.Module, x: torch.Tensor, bf16: bool) -> Callable[[], None]:
+    """One EDM training step on ``x``'s device: the loss of ``net`` (the model or its compiled form)
+    under bf16 autocast when ``bf16``, backward, gradient clipping at norm 1, Adam (lr 1e-4) on
+    ``model``'s parameters; the noise from one generator seeded 0."""
+    from scorematch.objectives import edm
+
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    g = torch.Generator(device=x.device).manual_seed(0)
+
+    def step() -> None:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = edm(net, x, generator=g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    return step
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     """What the figures were measured on."""
     info = {

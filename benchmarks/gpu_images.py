@@ -17,25 +17,9 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import environment, markdown_table, timeit, where, write
+from benchmarks.common import edm_train_step, environment, markdown_table, timeit, where, write
 from scorematch.models.edm import EDMPrecond
 from scorematch.models.unet import parameter_count, unet_config
-from scorematch.objectives import edm
-
-
-def _step(model: torch.nn.Module, net: torch.nn.Module, x: torch.Tensor, bf16: bool) -> Any:
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    g = torch.Generator(device=x.device).manual_seed(0)
-
-    def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-            loss = edm(net, x, generator=g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-
-    return step
 
 
 def _heun_step(net: torch.nn.Module, x: torch.Tensor, bf16: bool) -> Any:
@@ -65,11 +49,11 @@ def run(sizes: list[str], batch: int, image: int, channels: int, compile_: bool,
                     x = x.contiguous(memory_format=torch.channels_last)
                 net = torch.compile(model) if comp else model
                 t0 = time.perf_counter()
-                _step(model, net, x, bf16)()
+                edm_train_step(model, net, x, bf16)()
                 torch.cuda.synchronize(dev)
                 first_s = time.perf_counter() - t0
                 torch.cuda.reset_peak_memory_stats(dev)
-                step_ms = timeit(_step(model, net, x, bf16), dev, repeats=repeats, warmup=3)
+                step_ms = timeit(edm_train_step(model, net, x, bf16), dev, repeats=repeats, warmup=3)
                 mem = torch.cuda.max_memory_allocated(dev) / 2**20
                 heun_ms = timeit(_heun_step(net, x, bf16), dev, repeats=repeats, warmup=3)
                 row = {"size": size, "params": parameter_count(model), "precision": "bf16" if bf16 else "fp32",

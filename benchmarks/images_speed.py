@@ -17,30 +17,18 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import environment, fmt_ms, markdown_table, timeit, where, write
+from benchmarks.common import edm_train_step, environment, fmt_ms, markdown_table, timeit, where, write
 from scorematch.models.edm import EDMPrecond
 from scorematch.models.unet import parameter_count, unet_config
-from scorematch.objectives import edm
 
 
 def _train_step(model: torch.nn.Module, x: torch.Tensor, bf16: bool, channels_last: bool,
                 compiled: torch.nn.Module | None = None) -> Any:
     """One EDM training step: loss, backward, gradient clipping, Adam."""
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    g = torch.Generator().manual_seed(0)
     net = compiled if compiled is not None else model
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = edm(net, x, generator=g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-
-    return step
+    return edm_train_step(model, net, x, bf16)
 
 
 def _floor(model: torch.nn.Module, x: torch.Tensor) -> Any:
