@@ -18,7 +18,8 @@ from scorematch.run.reporting.evaluate import _image_metrics
 def digits_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("image-eval") / "digits"
     assert main(["train", "--data", "digits", "--objective", "ncsn", "--steps", "20", "--model", "unet",
-                 "--base-channels", "8", "--batch-size", "32", "--no-progress", "--device", "cpu", "--out", str(run)]) == 0
+                 "--base-channels", "8", "--batch-size", "32", "--no-progress", "--device", "cpu",
+                 "--out", str(run)]) == 0
     return run
 
 
