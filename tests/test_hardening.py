@@ -153,7 +153,7 @@ def test_nan_at_the_first_step_leaves_a_resumable_run(tmp_path, capsys):
                       "--out", out], capsys)
     line = last_line_error(rc, err, "loss became", "The last good checkpoint is step 0",
                           f"{out}/checkpoints/step_00000000.safetensors", f"--resume {out} --lr",
-                          "--lr, --grad-clip, --skip-nonfinite, --max-skipped")
+                          "--lr, --grad-clip, --precision, --skip-nonfinite, --max-skipped")
     assert "--steps" in line
     assert ckpt.list_checkpoints(out / "checkpoints")[0].name == "step_00000000"
     rc, out_text, err = cli(["train", "--resume", out, "--lr", "1e-3", "--grad-clip", "0.5", "--no-progress"], capsys)

@@ -17,8 +17,9 @@ from scorematch.run.reporting.evaluate import _image_metrics
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("image-eval") / "digits"
-    assert main(["train", "--data", "digits", "--objective", "ncsn", "--steps", "20", "--base-channels", "8",
-                 "--batch-size", "32", "--no-progress", "--device", "cpu", "--out", str(run)]) == 0
+    assert main(["train", "--data", "digits", "--objective", "ncsn", "--steps", "20", "--model", "unet",
+                 "--base-channels", "8", "--batch-size", "32", "--no-progress", "--device", "cpu",
+                 "--out", str(run)]) == 0
     return run
 
 
