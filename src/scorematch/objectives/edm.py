@@ -54,7 +54,7 @@ def edm_per_sample(
     Row term: 1/2 lambda(sigma) ||D(x + sigma z; sigma) - x||^2, ln(sigma) ~ N(P_mean, P_std^2), z ~ N(0, I).
     """
     x = check_batch(x)
-    residual, sigma, sigma_data = noisy_residual("edm", model, x, sigma_data, p_mean, p_std, generator, labels)
+    residual, sigma, sigma_data = noisy_residual(edm.__name__, model, x, sigma_data, p_mean, p_std, generator, labels)
     return 0.5 * edm_weight(sigma, sigma_data) * sq_norm(residual), sigma
 
 

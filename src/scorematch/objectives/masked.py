@@ -43,7 +43,7 @@ def edm_masked(
                         f"{tuple(mask.shape)}")
     if not bool(torch.isfinite(x).all()):
         raise DataError("x must be finite everywhere: fill the missing coordinates (mask False) with a number")
-    residual, sigma, sigma_data = noisy_residual("edm_masked", model, x, sigma_data, p_mean, p_std, generator,
+    residual, sigma, sigma_data = noisy_residual(edm_masked.__name__, model, x, sigma_data, p_mean, p_std, generator,
                                                  labels)
     residual = residual * mask
     return (0.5 * edm_weight(sigma, sigma_data) * residual.flatten(1).pow(2).sum(1)).mean()
