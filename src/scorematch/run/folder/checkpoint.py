@@ -129,11 +129,7 @@ def load_checkpoint(stem: Path, max_step: int = 2**62) -> tuple[dict[str, torch.
     if manifest.sha256(data) != sums[st.name]:
         raise CheckpointError(f"checkpoint {st} is truncated or corrupted (checksum mismatch); delete it to resume "
                               "from the previous checkpoint")
-    try:
-        tensors = st_load(data)
-    except (SafetensorError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {st} is not a valid safetensors file ({err})") from None
-    return tensors, state
+    return parse_safetensors(data, f"checkpoint {st}"), state
 
 
 Expected = Mapping[str, tuple[tuple[int, ...], torch.dtype]]
@@ -208,11 +204,16 @@ def latest_checkpoint(folder: Path, fits: Fits | None = None,
 def load_weights(run: Path, name: str = "weights.safetensors") -> dict[str, torch.Tensor]:
     """Tensors of RUN/name, verified against the run's manifest; CheckpointError when missing,
     changed or broken."""
-    data = manifest.read_verified(run, name, "weights file")
+    return parse_safetensors(manifest.read_verified(run, name, "weights file"), str(Path(run) / name))
+
+
+def parse_safetensors(data: bytes, label: str) -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors bytes ``data``; CheckpointError '``label`` is not a valid
+    safetensors file' when they do not parse."""
     try:
         return st_load(data)
     except (SafetensorError, ValueError) as err:
-        raise CheckpointError(f"{Path(run) / name} is not a valid safetensors file ({err})") from None
+        raise CheckpointError(f"{label} is not a valid safetensors file ({err})") from None
 
 
 def save_weights(run: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,

@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from scorematch.ema import DEFAULT_SIGMA_RELS, PowerEMA, Snapshot, reconstruct, sigma_rel_to_gamma
@@ -114,10 +112,7 @@ def read_snapshot(stem: Path) -> list[Snapshot]:
     if manifest.sha256(data) != doc["sha256"]:
         raise CheckpointError(f"{stem}.safetensors does not match the SHA-256 in {js.name} (changed or truncated); "
                               "delete both files to use the other snapshots")
-    try:
-        tensors = st_load(data)
-    except (SafetensorError, ValueError) as err:
-        raise CheckpointError(f"{stem}.safetensors is not a valid safetensors file ({err})") from None
+    tensors = ckpt.parse_safetensors(data, f"{stem}.safetensors")
     states: list[dict[str, torch.Tensor]] = [{} for _ in doc["gammas"]]
     for key, v in tensors.items():
         i, _, name = key.partition(".")
