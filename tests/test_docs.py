@@ -264,7 +264,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The documentation site, built once per test session as `make docs` builds it (strict: a
     warning of docs/hooks.py, e.g. an equation latex2mathml cannot convert, fails the build)."""
     out = tmp_path_factory.mktemp("site")
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(out)],
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)],
                           cwd=ROOT, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     return out
