@@ -64,7 +64,9 @@ from scorematch.distributions import toy
 from scorematch.errors import ConfigError
 from scorematch.metrics import mmd, mode_weights, precision_recall
 from scorematch.noise import eps_for_schedule, karras_sigmas, linear_sigmas
-from scorematch.samplers import annealed_langevin, euler_maruyama, ode, pc, reverse_diffusion, sample
+from scorematch.samplers import annealed_langevin, catalogue, euler_maruyama, ode, pc, reverse_diffusion, sample
+from scorematch.samplers.adaptive import end_levels
+from scorematch.samplers.restart import restart
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MMD_BANDWIDTH = 1.0
@@ -74,12 +76,13 @@ TOYS = ("gmm2d", "imbalanced")
 #: the samplers scorematch had before the denoising samplers, and those
 OLD = ("annealed", "annealed_eps5", "euler_maruyama", "reverse_diffusion", "pc", "ode")
 NEW = ("heun", "euler", "euler_ancestral", "ddim", "dpm_solver", "dpm_solver_3m", "continuous_langevin",
-       "dpmpp_2m_sde", "dpmpp_3m_sde")
+       "dpmpp_2m_sde", "dpmpp_3m_sde", "dpm_adaptive", "restart")
 #: kind -> (sampler name, options) of ``scorematch.samplers.sample``; ``_ncsn``: over the NCSN range
 DENOISING = {"heun": ("heun", {}), "euler": ("euler", {}), "euler_ancestral": ("euler_ancestral", {}),
              "ddim": ("ddim", {}), "dpm_solver": ("dpm_solver", {}), "dpm_solver_3m": ("dpm_solver", {"order": 3}),
              "continuous_langevin": ("continuous_langevin", {}),
              "dpmpp_2m_sde": ("dpmpp_2m_sde", {}), "dpmpp_3m_sde": ("dpmpp_3m_sde", {}),
+             "dpm_adaptive": ("dpm_adaptive", {}), "restart": ("restart", {}),
              "heun_ncsn": ("heun", {}), "dpm_solver_ncsn": ("dpm_solver", {}),
              "euler_levels": ("euler", {}), "heun_levels": ("heun", {}),
              "euler_ancestral_levels": ("euler_ancestral", {}), "dpm_solver_levels": ("dpm_solver", {})}
@@ -93,6 +96,13 @@ ODE_TOLS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
 DIGITS_BUDGETS = (10, 20, 50, 100, 200)
 DIGITS_LONG = {"annealed": (500,), "pc": (500,)}
 DIGITS_TOLS = (1e-2, 1e-3, 1e-5)
+#: the samplers run at a ladder of tolerances instead of budgets, and the adaptive DPM-Solver's ladder of rtol
+#: (atol at its default, 0.0078)
+TOLERANCED = ("ode", "dpm_adaptive")
+ADAPTIVE_RTOLS = (0.2, 0.1, 0.05, 0.02, 0.01, 0.005)
+DIGITS_ADAPTIVE_RTOLS = (0.1, 0.05, 0.01)
+#: Restart's single interval [t_min, t_max] in the model's space (t_min: the grid level nearest 0.1)
+RESTART_INTERVAL = (0.1, 2.0)
 #: ddim (eta = 0) is the Euler step in the VE view: run on the exact scores only, to show it
 SCORE_ONLY = ("ddim",)
 
@@ -110,12 +120,23 @@ class Counted:
         return self.fn(*args)
 
 
+def restart_plan(budget: int) -> tuple[int, int, int]:
+    """Restart's (N main steps, K restarts, M steps per restart) for ``budget`` evaluations: about a
+    third of them on the restarts, 2 K M with K = max(1, round(budget / 60)) and
+    M = max(1, round(budget / 6K)), the rest on the main pass, N = (budget + 1 - 2 K M) // 2."""
+    k = max(1, round(budget / 60))
+    m = max(1, round(budget / (6 * k)))
+    return (budget + 1 - 2 * k * m) // 2, k, m
+
+
 def setting_for(kind: str, budget: int, n_levels: int) -> int | None:
     """The step count of sampler ``kind`` that spends at most ``budget`` evaluations (None: none does).
 
     heun 2N - 1 (its last step, to sigma = 0, is an Euler step); PC 2N + 1 and Euler-Maruyama /
     reverse diffusion N + 1 (predictor + corrector per step; the final Tweedie denoising);
-    annealed Langevin L T + 1; the other denoising samplers N."""
+    annealed Langevin L T + 1; restart the budget itself (``restart_plan``); the other denoising samplers N."""
+    if kind == "restart":
+        return budget if restart_plan(budget)[0] >= 2 else None
     if kind.startswith("heun"):
         n = (budget + 1) // 2
     elif kind == "pc":
@@ -131,6 +152,9 @@ def setting_for(kind: str, budget: int, n_levels: int) -> int | None:
 
 def expected_nfe(kind: str, steps: int, n_levels: int) -> int:
     """The evaluations ``setting_for``'s step count costs (the inverse of its rule)."""
+    if kind == "restart":
+        n, k, m = restart_plan(steps)
+        return 2 * n - 1 + 2 * k * m
     if kind.startswith("heun"):
         return 2 * steps - 1
     if kind == "pc":
@@ -155,15 +179,24 @@ def run_sampler(subject: Subject, kind: str, setting: float, n: int, seed: int) 
             lo, hi, start = float(view.sigma_min), float(view.sigma_max), float(view.prior_std)
         name, opts = DENOISING[kind]
         steps = int(setting)
-        if kind in LEVEL_VARIANTS:
+        if kind == "restart":
+            steps, k, m = restart_plan(steps)
+            t_min, t_max = RESTART_INTERVAL
+            opts = {"restarts": k, "restart_steps": m, "restart_min": t_min, "restart_max": min(t_max, hi)}
+        if kind == "dpm_adaptive":
+            grid, opts = end_levels(None, lo, hi), {"rtol": setting}
+        elif kind in LEVEL_VARIANTS:
             grid, start = torch.cat([subject.ncsn_sigmas, subject.ncsn_sigmas.new_zeros(1)]), hi
         elif name == "continuous_langevin":
             grid = linear_sigmas(steps + 1, lo, hi)
         else:
             grid = karras_sigmas(steps, lo, hi)
         fn = Counted(view)
-        x = sample(name, fn, start * torch.randn(shape, generator=g, dtype=dtype), grid.to(dtype),
-                   generator=g, **opts)
+        x0 = start * torch.randn(shape, generator=g, dtype=dtype)
+        if name in catalogue.names():
+            x = sample(name, fn, x0, grid.to(dtype), generator=g, **opts)
+        else:  # a candidate not (yet) in the catalogue
+            x = {"restart": restart}[name](fn, x0, grid.to(dtype), generator=g, **opts)
     elif kind.startswith("annealed"):
         steps, sig = int(setting), subject.ncsn_sigmas
         eps = eps_for_schedule(float(sig[0] / sig[1]), float(sig[-1]), steps if kind == "annealed" else 5)
@@ -182,10 +215,10 @@ def run_sampler(subject: Subject, kind: str, setting: float, n: int, seed: int) 
 
 
 def plan(subject: Subject, budgets: Sequence[int], long: dict[str, Sequence[int]], tols: Sequence[float],
-         annealed: bool = True) -> list[tuple[str, int | None, float]]:
-    """(sampler, budget, setting) of every run on ``subject`` (budget None: the ODE's tolerance ladder,
-    or the one run over an NCSN model's own levels); the exact scores also get ddim and the ``_ncsn``
-    variants."""
+         annealed: bool = True, rtols: Sequence[float] = ADAPTIVE_RTOLS) -> list[tuple[str, int | None, float]]:
+    """(sampler, budget, setting) of every run on ``subject`` (budget None: the tolerance ladders of the
+    ODE and the adaptive DPM-Solver, or the one run over an NCSN model's own levels); the exact scores
+    also get ddim and the ``_ncsn`` variants."""
     kinds = [k for k in OLD if annealed or not k.startswith("annealed")] + list(NEW)
     if subject.ncsn_range is not None:
         kinds += list(NCSN_VARIANTS)
@@ -193,8 +226,8 @@ def plan(subject: Subject, budgets: Sequence[int], long: dict[str, Sequence[int]
         kinds = [k for k in kinds if k not in SCORE_ONLY]
     runs: list[tuple[str, int | None, float]] = []
     for kind in kinds:
-        if kind == "ode":
-            runs += [(kind, None, tol) for tol in tols]
+        if kind in TOLERANCED:
+            runs += [(kind, None, tol) for tol in (tols if kind == "ode" else rtols)]
             continue
         ladder = (*budgets, *long.get(kind, ()))
         for b in ladder:
@@ -211,6 +244,11 @@ def label(kind: str, setting: float, n_levels: int) -> str:
         return f"L x T = {n_levels} x {int(setting)}"
     if kind == "ode":
         return f"rtol = atol = {setting:.0e}"
+    if kind == "dpm_adaptive":
+        return f"rtol = {setting:g}"
+    if kind == "restart":
+        n, k, m = restart_plan(int(setting))
+        return f"{n} steps + {k} x {m}"
     if kind in LEVEL_VARIANTS:
         return f"the {int(setting)} training levels"
     if kind in DENOISING:
@@ -275,6 +313,7 @@ def digits_quality(digits: Digits) -> Quality:
 
 
 def toy_part(args: argparse.Namespace, budgets: Sequence[int], long: dict[str, Sequence[int]], tols: Sequence[float],
+             rtols: Sequence[float],
              subjects_meta: list[dict[str, Any]], refused: list[dict[str, Any]]
              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rows: list[dict[str, Any]] = []
@@ -297,12 +336,12 @@ def toy_part(args: argparse.Namespace, budgets: Sequence[int], long: dict[str, S
             subject = make()
             subjects_meta.append(describe(subject))
             print(f"{name} {subject.model}: {subject.note} ({subject.train_seconds:.0f} s)", flush=True)
-            rows += sweep(subject, plan(subject, budgets, long, tols), args.n, args.seed, quality, refused)
+            rows += sweep(subject, plan(subject, budgets, long, tols, rtols=rtols), args.n, args.seed, quality, refused)
     return rows, baselines
 
 
 def digits_part(args: argparse.Namespace, budgets: Sequence[int], long: dict[str, Sequence[int]],
-                tols: Sequence[float],
+                tols: Sequence[float], rtols: Sequence[float],
                 subjects_meta: list[dict[str, Any]], refused: list[dict[str, Any]]
                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     digits = digits_split(args.seed, args.digits_test)
@@ -319,7 +358,7 @@ def digits_part(args: argparse.Namespace, budgets: Sequence[int], long: dict[str
         subject = trained_digits(digits, kind, args.digits_steps, args.seed)
         subjects_meta.append(describe(subject))
         print(f"digits {kind}: {subject.note} ({subject.train_seconds:.0f} s)", flush=True)
-        rows += sweep(subject, plan(subject, budgets, long, tols, annealed=kind in ("ncsn", "edm")), n,
+        rows += sweep(subject, plan(subject, budgets, long, tols, annealed=kind in ("ncsn", "edm"), rtols=rtols), n,
                       args.seed, quality, refused)
     return rows, reference
 
@@ -360,14 +399,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     t0, c0 = time.perf_counter(), time.process_time()
     quick = args.quick
-    budgets, long, tols = ((10, 20), {}, (1e-2,)) if quick else (BUDGETS, LONG, ODE_TOLS)
+    budgets, long, tols, rtols = ((10, 20), {}, (1e-2,), (0.1,)) if quick else (BUDGETS, LONG, ODE_TOLS, ADAPTIVE_RTOLS)
     subjects: list[dict[str, Any]] = []
     refused: list[dict[str, Any]] = []
-    rows, baselines = toy_part(args, budgets, long, tols, subjects, refused)
+    rows, baselines = toy_part(args, budgets, long, tols, rtols, subjects, refused)
     digits_ref = None
     if not args.no_digits:
-        d_budgets, d_long, d_tols = ((10,), {}, (1e-2,)) if quick else (DIGITS_BUDGETS, DIGITS_LONG, DIGITS_TOLS)
-        digit_rows, digits_ref = digits_part(args, d_budgets, d_long, d_tols, subjects, refused)
+        d_budgets, d_long, d_tols, d_rtols = (((10,), {}, (1e-2,), (0.1,)) if quick
+                                              else (DIGITS_BUDGETS, DIGITS_LONG, DIGITS_TOLS, DIGITS_ADAPTIVE_RTOLS))
+        digit_rows, digits_ref = digits_part(args, d_budgets, d_long, d_tols, d_rtols, subjects, refused)
         rows += digit_rows
     meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "python": platform.python_version(),
             "threads": args.threads, "n": args.n, "seed": args.seed, "train_steps": args.train_steps,

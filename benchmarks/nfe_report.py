@@ -26,11 +26,14 @@ from typing import Any
 
 OLD = ("annealed", "annealed_eps5", "euler_maruyama", "reverse_diffusion", "pc", "ode")
 NEW = ("heun", "euler", "euler_ancestral", "ddim", "dpm_solver", "dpm_solver_3m", "continuous_langevin",
-       "dpmpp_2m_sde", "dpmpp_3m_sde")
+       "dpmpp_2m_sde", "dpmpp_3m_sde", "dpm_adaptive", "restart")
 LEVELS = ("euler_levels", "heun_levels", "euler_ancestral_levels", "dpm_solver_levels")
 ORDER = (*OLD, *NEW, "heun_ncsn", "dpm_solver_ncsn", *LEVELS)
-DETERMINISTIC = ("ode", "heun", "euler", "dpm_solver", "dpm_solver_3m")
-STOCHASTIC = ("annealed", "annealed_eps5", "euler_maruyama", "reverse_diffusion", "pc", "euler_ancestral")
+#: the samplers run at a ladder of tolerances (their setting), not of budgets
+TOLERANCED = ("ode", "dpm_adaptive")
+DETERMINISTIC = ("ode", "heun", "euler", "dpm_solver", "dpm_solver_3m", "dpm_adaptive")
+STOCHASTIC = ("annealed", "annealed_eps5", "euler_maruyama", "reverse_diffusion", "pc", "euler_ancestral",
+              "dpmpp_2m_sde", "dpmpp_3m_sde", "restart")
 #: the samplers ``scorematch sample`` offers a model of each conditioning
 CANDIDATES = {
     "sigma": ("annealed", "euler_maruyama", "reverse_diffusion", "pc", "ode", *NEW),
@@ -180,16 +183,24 @@ def decide(rows: list[Row], kind: str) -> dict[str, Any] | None:
                            "runner_up": (None if len(scores) < 2
                                          else {"sampler": scores[1][1], "toy_reach": nfes(scores[1][2])}),
                            "steps": None, "nfe": None, "from": None, "label": None}
+    # a tolerance sampler's setting is its tolerance (steps None): it is ranked by its evaluations
+    toleranced = sampler in TOLERANCED
+
+    def take(r: Row, data: str) -> None:
+        out.update(steps=None if toleranced else int(r["setting"]), setting=r["setting"], nfe=r["nfe"],
+                   label=r["label"], **{"from": data})
+
     if deciding is not None:
-        out.update(steps=int(deciding["setting"]), nfe=deciding["nfe"], label=deciding["label"],
-                   **{"from": deciding["data"]})
+        take(deciding, deciding["data"])
     dig = digits_check(rows, kind, sampler)
     if dig is not None:
         first = dig.pop("row")
-        out["digits"] = {"steps": int(first["setting"]), "nfe": first["nfe"], "label": first["label"],
-                         "precision": first["precision"], "recall": first["recall"], **dig}
-        if out["steps"] is None or int(first["setting"]) > out["steps"]:
-            out.update(steps=int(first["setting"]), nfe=first["nfe"], label=first["label"], **{"from": "digits"})
+        out["digits"] = {"steps": None if toleranced else int(first["setting"]), "setting": first["setting"],
+                         "nfe": first["nfe"], "label": first["label"], "precision": first["precision"],
+                         "recall": first["recall"], **dig}
+        if out["nfe"] is None or ((first["nfe"] > out["nfe"]) if toleranced
+                                  else int(first["setting"]) > out["steps"]):
+            take(first, "digits")
     return out
 
 
