@@ -8,8 +8,10 @@ reverse-diffusion predictor, predictor-corrector (one Langevin corrector, snr 0.
 probability-flow ODE (dopri5 at a ladder of tolerances) of Song et al. (2021); and the denoising
 samplers over Karras levels (``karras_sigmas(N, sigma_min, sigma_max)`` with the final 0): heun
 (Karras et al. 2022, Algorithm 1), euler, euler_ancestral, ddim (eta = 0), dpm_solver (DPM-Solver++
-2M and 3M, Lu et al. 2022), its SDE variants dpmpp_2m_sde and dpmpp_3m_sde (eta = 1) and the tutorial
-notes' continuous_langevin over the linear sigma(t).
+2M and 3M, Lu et al. 2022), its SDE variants dpmpp_2m_sde and dpmpp_3m_sde (eta = 1), restart (Xu et
+al. 2023: Heun with one restart interval [0.1, 2], about a third of the budget on the restarts, see
+``restart_plan``) and the tutorial notes' continuous_langevin over the linear sigma(t); the adaptive
+DPM-Solver-23 (dpm_adaptive, eta = 0) at a ladder of rtol (atol 0.0078), placed by its counted NFE.
 
 Score functions (``benchmarks/nfe_subjects.py``):
 
@@ -96,11 +98,8 @@ ODE_TOLS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
 DIGITS_BUDGETS = (10, 20, 50, 100, 200)
 DIGITS_LONG = {"annealed": (500,), "pc": (500,)}
 DIGITS_TOLS = (1e-2, 1e-3, 1e-5)
-#: the samplers run at a ladder of tolerances instead of budgets, and the adaptive DPM-Solver's ladder of rtol
-#: (atol at its default, 0.0078)
-TOLERANCED = ("ode", "dpm_adaptive")
-ADAPTIVE_RTOLS = (0.2, 0.1, 0.05, 0.02, 0.01, 0.005)
-DIGITS_ADAPTIVE_RTOLS = (0.1, 0.05, 0.01)
+ADAPTIVE_RTOLS, DIGITS_ADAPTIVE_RTOLS, TOLERANCED = (nfe_report.ADAPTIVE_RTOLS, nfe_report.DIGITS_ADAPTIVE_RTOLS,
+                                                     nfe_report.TOLERANCED)
 #: Restart's single interval [t_min, t_max] in the model's space (t_min: the grid level nearest 0.1)
 RESTART_INTERVAL = (0.1, 2.0)
 #: ddim (eta = 0) is the Euler step in the VE view: run on the exact scores only, to show it
@@ -415,6 +414,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "digits_budgets": (None if args.no_digits
                                else sorted({*d_budgets, *(b for v in d_long.values() for b in v)})),
             "digits_long_budgets": None if args.no_digits else d_long,
+            "adaptive_rtols": list(rtols),
+            "digits_adaptive_rtols": None if args.no_digits else list(d_rtols),
             "mmd_good": MMD_GOOD, "mode_good": MODE_GOOD, "mmd_bandwidth": MMD_BANDWIDTH,
             "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
     payload = {"meta": meta, "baselines": baselines, "digits_reference": digits_ref, "subjects": subjects,

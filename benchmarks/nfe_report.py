@@ -29,8 +29,11 @@ NEW = ("heun", "euler", "euler_ancestral", "ddim", "dpm_solver", "dpm_solver_3m"
        "dpmpp_2m_sde", "dpmpp_3m_sde", "dpm_adaptive", "restart")
 LEVELS = ("euler_levels", "heun_levels", "euler_ancestral_levels", "dpm_solver_levels")
 ORDER = (*OLD, *NEW, "heun_ncsn", "dpm_solver_ncsn", *LEVELS)
-#: the samplers run at a ladder of tolerances (their setting), not of budgets
+#: the samplers run at a ladder of tolerances (their setting), not of budgets; the adaptive DPM-Solver's ladder of
+#: rtol on the toys and on the digits (atol at its default, 0.0078)
 TOLERANCED = ("ode", "dpm_adaptive")
+ADAPTIVE_RTOLS = (0.2, 0.1, 0.05, 0.02, 0.01, 0.005)
+DIGITS_ADAPTIVE_RTOLS = (0.1, 0.05, 0.01)
 DETERMINISTIC = ("ode", "heun", "euler", "dpm_solver", "dpm_solver_3m", "dpm_adaptive")
 STOCHASTIC = ("annealed", "annealed_eps5", "euler_maruyama", "reverse_diffusion", "pc", "euler_ancestral",
               "dpmpp_2m_sde", "dpmpp_3m_sde", "restart")
@@ -275,9 +278,10 @@ def fewest_table(rows: list[Row]) -> list[str]:
 
 
 def cell_run(rows: list[Row], data: str, model: str, kind: str, budget: int, top: int) -> Row | None:
-    """The run a table shows at ``budget``: the fixed-step run made for it; for the ODE its run with the
-    most evaluations not above it, up to the largest budget every sampler ran (``top``)."""
-    if kind == "ode":
+    """The run a table shows at ``budget``: the fixed-step run made for it; for the ODE and the adaptive
+    DPM-Solver their run with the most evaluations not above it, up to the largest budget every sampler
+    ran (``top``)."""
+    if kind in TOLERANCED:
         return at_budget(rows, data, model, kind, budget) if budget <= top else None
     return next((r for r in runs_of(rows, data, model, kind) if r["budget"] == budget), None)
 
@@ -289,7 +293,8 @@ def budget_table(rows: list[Row], data: str, model: str, budgets: list[int], top
         cells = []
         for b in budgets:
             r = cell_run(rows, data, model, k, b, top)
-            text = "" if r is None else _e3(r["mmd2"]) + ("" if r["nfe"] == b or k != "ode" else f" ({r['nfe']})")
+            text = "" if r is None else _e3(r["mmd2"]) + ("" if r["nfe"] == b or k not in TOLERANCED
+                                                           else f" ({r['nfe']})")
             cells.append(f"**{text}**" if r is not None and r["good"] else text)
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return lines
@@ -303,8 +308,37 @@ def digits_table(rows: list[Row], model: str, budgets: list[int], top: int) -> l
         for b in budgets:
             r = cell_run(rows, "digits", model, k, b, top)
             cells.append("" if r is None else f"{r['precision']:.2f} / {r['recall']:.2f} / {r['confidence']:.2f}"
-                         + ("" if r["nfe"] == b or k != "ode" else f" ({r['nfe']})"))
+                         + ("" if r["nfe"] == b or k not in TOLERANCED else f" ({r['nfe']})"))
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def winner(rows: list[Row], data: str, model: str, budget: int) -> tuple[Row, Row | None] | None:
+    """The best run and the runner-up (another sampler) at ``budget`` on one model: the lowest MMD^2 on
+    a toy, the highest min(precision, recall) on the digits, over every sampler's run at that budget."""
+    runs = [r for r in (at_budget(rows, data, model, k, budget) for k in kinds_of(rows, data, model)) if r is not None]
+    if not runs:
+        return None
+    runs.sort(key=(lambda r: -digits_q(r)) if data == "digits" else _mmd)
+    return runs[0], (runs[1] if len(runs) > 1 else None)
+
+
+def winners_table(rows: list[Row], budgets: list[int], digits: bool = False) -> list[str]:
+    """Model x budget: the best sampler at that budget and its quality (MMD^2 x 1e3, or min(precision,
+    recall) on the digits), the runner-up in brackets."""
+    subjects = [s for s in subjects_of(rows, toy_only=not digits) if (s[0] == "digits") == digits]
+
+    def value(r: Row) -> str:
+        return f"{digits_q(r):.2f}" if digits else _e3(r["mmd2"])
+
+    lines = ["| data | score | " + " | ".join(str(b) for b in budgets) + " |", "|---|---|" + "---|" * len(budgets)]
+    for data, model in subjects:
+        cells = []
+        for b in budgets:
+            w = winner(rows, data, model, b)
+            cells.append("" if w is None else f"{w[0]['sampler']} {value(w[0])}"
+                         + ("" if w[1] is None else f" ({w[1]['sampler']} {value(w[1])})"))
+        lines.append(f"| {data} | {model} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -419,7 +453,14 @@ def summary(payload: dict[str, Any]) -> str:
            *decision_table(payload), "", "**Fewest score evaluations that reach the bar** (budgets "
            f"{', '.join(str(b) for b in meta['budgets'])}"
            + "".join(f"; {k} also {', '.join(str(b) for b in v)}" for k, v in meta["long_budgets"].items())
-           + "; the ODE at tolerances 1e-1 to 1e-5):", "", *fewest_table(payload["rows"]), "",
+           + "; the ODE at tolerances 1e-1 to 1e-5; dpm_adaptive at rtol "
+           + ", ".join(f"{v:g}" for v in meta.get("adaptive_rtols", ADAPTIVE_RTOLS)) + "):", "",
+           *fewest_table(payload["rows"]), "",
+           "**Best sampler at each budget** (its MMD^2 x 1e3, the runner-up in brackets; every sampler's run with the "
+           "most evaluations not above the budget):", "", *winners_table(payload["rows"], meta["budgets"]), "",
+           *([] if not meta.get("digits_budgets") else [
+               "**Best sampler at each budget on the digits** (min(precision, recall), the runner-up in brackets):", "",
+               *winners_table(payload["rows"], meta["digits_budgets"], digits=True), ""]),
            "**Targets** (on each trained model: the best new sampler needs at most 1/20 of annealed Langevin's "
            "evaluations, and is no worse than the fastest older sampler at every budget):", "",
            *target_lines(payload), "", *notes(payload), ""]
@@ -441,7 +482,8 @@ def markdown(payload: dict[str, Any]) -> str:
                    f"{s['ncsn_sigma_L']:.3g} | {s['train_seconds']:.0f} |")
     out += ["", "## Quality at each budget", "",
             "MMD^2 x 1e3 of each sampler's run with the most score evaluations not above the budget (bold: meets "
-            "the bar; the ODE's own count in brackets where it differs). Sample-vs-sample MMD^2 x 1e3: "
+            "the bar; the ODE's and dpm_adaptive's own count in brackets where it differs). Sample-vs-sample "
+            "MMD^2 x 1e3: "
             + ", ".join(f"{d} {_e3(b['mean'])} (sd {_e3(b['sd'])})" for d, b in payload["baselines"].items()) + ".",
             ""]
     refused = payload.get("refused") or []
@@ -454,7 +496,7 @@ def markdown(payload: dict[str, Any]) -> str:
                 + f"; e.g. \"{refused[0]['error']}\").", ""]
     for data, model in subjects_of(rows):
         budgets = sorted({r["budget"] for r in rows
-                          if (r["data"], r["model"]) == (data, model) and r["sampler"] != "ode"})
+                          if (r["data"], r["model"]) == (data, model) and r["sampler"] not in TOLERANCED})
         out += [f"### {data}, {model}", "", *budget_table(rows, data, model, budgets, max(meta["budgets"])), ""]
     ref = payload.get("digits_reference")
     if ref:

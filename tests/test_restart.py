@@ -83,11 +83,11 @@ def test_the_evaluations_are_2n_minus_1_plus_2_m_k(steps, restarts, restart_step
     assert len(calls) == 2 * n - (1 if final_zero else 0) + 2 * restart_steps * restarts
     # one callback per Heun step (after its first evaluation, as heun), the restarts marked 1..K
     assert len(seen) == n + restarts * restart_steps
-    assert sorted({info["restart"] for info in seen}) == list(range(restarts + 1))
+    assert sorted({info["pass"] for info in seen}) == list(range(restarts + 1))
     assert [info["nfe"] for info in seen][:2] == [1, 3]
     # a restart step runs from t_max down to the grid's level t_min, never below it
     t_min = float(sig[restart_level(sig.tolist(), 0.5, 4.0)])
-    back = [info for info in seen if info["restart"]]
+    back = [info for info in seen if info["pass"]]
     assert all(t_min <= info["sigma_next"] < info["sigma"] <= 4.0 for info in back)
     assert all(info["sigma"] == 4.0 for info in back[::restart_steps])
     assert all(info["sigma_next"] == t_min for info in back[restart_steps - 1::restart_steps])

@@ -104,7 +104,7 @@ def restart(
 
     ``restart_max`` must not lie above sigmas[0]. z comes from ``generator`` (a
     torch.Generator or per-row generators: sample i's restarts then depend on its own stream only).
-    ``callback`` gets every Heun step, the restart steps with ``restart`` = k (1..K; 0 on the main
+    ``callback`` gets every Heun step, the restart steps with ``pass`` = k (1..K; 0 on the main
     pass); the trajectory holds the start and the state after every main step (N + 1 states).
     """
     from scorematch.noise import karras_sigmas
@@ -137,7 +137,7 @@ def restart(
     def reporter(sigma: float, sigma_next: float, k: int) -> Callable[[Tensor, Tensor], None]:
         def report(x: Tensor, s: Tensor) -> None:
             loop.step({"sigma": sigma, "sigma_hat": sigma, "sigma_next": sigma_next, "x": x,
-                       "denoised": x + sigma**2 * s, "restart": k})
+                       "denoised": x + sigma**2 * s, "pass": k})
 
         return report
 
