@@ -256,11 +256,14 @@ def label(kind: str, setting: float, n_levels: int) -> str:
 
 
 def sweep(subject: Subject, runs: list[tuple[str, int | None, float]], n: int, seed: int, quality: Quality,
-          refused: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every run of ``runs`` on ``subject``: one row each, with the quality of its samples in data space
-    (a setting the sampler refuses, e.g. VP reverse diffusion with beta_max dt >= 1, goes to ``refused``)."""
+          refused: list[dict[str, Any]], only: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Every run of ``runs`` (of the samplers ``only``, default all) on ``subject``: one row each, with the
+    quality of its samples in data space (a setting the sampler refuses, e.g. VP reverse diffusion with
+    beta_max dt >= 1, goes to ``refused``)."""
     rows = []
     for kind, budget, setting in runs:
+        if only is not None and kind not in only:
+            continue
         try:
             x, nfe, secs = run_sampler(subject, kind, setting, n, seed)
         except ConfigError as e:
@@ -335,7 +338,8 @@ def toy_part(args: argparse.Namespace, budgets: Sequence[int], long: dict[str, S
             subject = make()
             subjects_meta.append(describe(subject))
             print(f"{name} {subject.model}: {subject.note} ({subject.train_seconds:.0f} s)", flush=True)
-            rows += sweep(subject, plan(subject, budgets, long, tols, rtols=rtols), args.n, args.seed, quality, refused)
+            rows += sweep(subject, plan(subject, budgets, long, tols, rtols=rtols), args.n, args.seed, quality, refused,
+                          args.samplers)
     return rows, baselines
 
 
@@ -358,7 +362,7 @@ def digits_part(args: argparse.Namespace, budgets: Sequence[int], long: dict[str
         subjects_meta.append(describe(subject))
         print(f"digits {kind}: {subject.note} ({subject.train_seconds:.0f} s)", flush=True)
         rows += sweep(subject, plan(subject, budgets, long, tols, annealed=kind in ("ncsn", "edm"), rtols=rtols), n,
-                      args.seed, quality, refused)
+                      args.seed, quality, refused, args.samplers)
     return rows, reference
 
 
@@ -385,12 +389,47 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--digits-test", type=int, default=297, help="held-out digits (= samples per digits run)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 200 samples, 30 training steps, budgets 10 and 20, tiny digits part")
+    p.add_argument("--samplers", nargs="+", choices=[*OLD, *NEW, *NCSN_VARIANTS, *LEVEL_VARIANTS],
+                   help="run only these samplers (default: all)")
+    p.add_argument("--merge", type=Path, default=None,
+                   help="with --samplers: a previous nfe_quality.json of the same settings whose other samplers' rows "
+                        "are kept (the rerun samplers' rows replace theirs; rows of both are compared first)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.train_steps, args.digits_steps, args.digits_test = 200, 30, 5, 40
     return args
+
+
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with the rows of the samplers ``new`` ran replaced by ``new``'s. Both must share their
+    settings (n, seed, training steps, budgets); where both have a run (same model, sampler and NFE) the
+    largest difference of its quality is recorded in ``meta["merged"]`` (0 when the models and samplers
+    reproduce), with the samplers rerun and the date of the older rows."""
+    same = ("n", "seed", "train_steps", "digits_steps", "budgets", "digits_budgets", "threads")
+    differ = [k for k in same if old["meta"].get(k) != new["meta"].get(k)]
+    if differ:
+        raise ConfigError(f"--merge: the runs differ in {', '.join(differ)}; merge runs of the same settings only")
+    rerun = sorted({r["sampler"] for r in new["rows"]}, key=[*OLD, *NEW, *NCSN_VARIANTS, *LEVEL_VARIANTS].index)
+    key = ("data", "model", "sampler", "nfe")
+    before = {tuple(r[k] for k in key): r for r in old["rows"]}
+    gaps: dict[str, float] = {}
+    for r in new["rows"]:
+        o = before.get(tuple(r[k] for k in key))
+        if o is None:
+            continue
+        metric = "precision" if r["data"] == "digits" else "mmd2"
+        for m in (metric, "recall") if metric == "precision" else (metric,):
+            gaps[m] = max(gaps.get(m, 0.0), abs(r[m] - o[m]))
+    kept = [r for r in old["rows"] if r["sampler"] not in rerun]
+    meta = {**old["meta"], "date": new["meta"]["date"], "torch": new["meta"]["torch"],
+            "merged": {"older_rows_from": old["meta"]["date"], "rerun": rerun, "compared_runs": sum(
+                1 for r in new["rows"] if tuple(r[k] for k in key) in before), "largest_difference": gaps,
+                "rerun_seconds": new["meta"]["seconds"], "rerun_cpu_seconds": new["meta"]["cpu_seconds"]},
+            **{k: new["meta"][k] for k in ("adaptive_rtols", "digits_adaptive_rtols")}}
+    return {**old, "meta": meta, "subjects": new["subjects"], "rows": kept + new["rows"],
+            "refused": [f for f in old.get("refused", []) if f["sampler"] not in rerun] + new["refused"]}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -420,6 +459,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
     payload = {"meta": meta, "baselines": baselines, "digits_reference": digits_ref, "subjects": subjects,
                "refused": refused, "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge is not None:  # the rerun's own rows first, then the merged payload
+        (args.out / "nfe_quality_rerun.json").write_text(json.dumps(payload, indent=1) + "\n")
+        payload = merge(json.loads(args.merge.read_text()), payload)
     payload["decisions"] = nfe_report.decisions(payload)
     payload["targets"] = nfe_report.targets(payload)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -449,6 +449,14 @@ def summary(payload: dict[str, Any]) -> str:
             f"run; the bar: MMD^2 < {meta['mmd_good']:g} (RBF, bandwidth {meta['mmd_bandwidth']:g}) to fresh "
             f"mixture samples and every mode weight within {meta['mode_good']} of the truth. {n_trained} trained "
             f"2-D models ({meta['train_steps']} steps each, scorematch's defaults) and the exact scores.")
+    merged = meta.get("merged")
+    if merged:
+        gaps = ", ".join(f"{k} {v:.1e}" for k, v in merged["largest_difference"].items())
+        head += (f" Rerun of {', '.join(merged['rerun'])} on {meta['date']} "
+                 f"({merged['rerun_cpu_seconds'] / 60:.0f} min of CPU time, models retrained from the same seeds); "
+                 "the other samplers' rows are those of "
+                 f"{merged['older_rows_from']}: the {merged['compared_runs']} runs measured on both dates agree "
+                 f"(largest difference: {gaps or 'none compared'}).")
     out = [head, "", "**Default sampler of each model kind** (best quality at equal score evaluations):", "",
            *decision_table(payload), "", "**Fewest score evaluations that reach the bar** (budgets "
            f"{', '.join(str(b) for b in meta['budgets'])}"

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from benchmarks import compare, nfe_quality, nfe_report, peers, readme, scaling
+from scorematch.errors import ConfigError
 
 
 def test_slope_recovers_power_laws() -> None:
@@ -209,3 +210,29 @@ def test_every_benchmark_parses_its_command_line(name, capsys) -> None:
         module.main(["--help"])
     assert stop.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("budget", [10, 20, 35, 50, 100, 200, 500])
+def test_restart_plan_spends_about_a_third_on_restarts(budget: int) -> None:
+    n, k, m = nfe_quality.restart_plan(budget)
+    cost = nfe_quality.expected_nfe("restart", budget, 10)
+    assert cost == 2 * n - 1 + 2 * k * m and budget - 2 < cost <= budget
+    assert 0.15 < 2 * k * m / cost < 0.45 and n >= 2
+
+
+def test_nfe_merge_keeps_the_other_samplers_and_records_the_differences() -> None:
+    """A rerun of some samplers replaces their rows and keeps the others; runs on both are compared."""
+    meta = {"n": 10, "seed": 0, "train_steps": 5, "digits_steps": 5, "budgets": [10], "digits_budgets": None,
+            "threads": 1, "date": "d0", "torch": "t", "seconds": 1.0, "cpu_seconds": 1.0}
+    old = {"meta": meta, "refused": [{"sampler": "pc"}, {"sampler": "heun"}], "subjects": ["old"],
+           "rows": [_row("gmm2d", "ve", "heun", 19, 1e-3), _row("gmm2d", "ve", "pc", 19, 5e-3)]}
+    new = {"meta": {**meta, "date": "d1", "adaptive_rtols": [0.1], "digits_adaptive_rtols": None}, "refused": [],
+           "subjects": ["new"],
+           "rows": [_row("gmm2d", "ve", "heun", 19, 1.5e-3), _row("gmm2d", "ve", "restart", 19, 2e-4)]}
+    out = nfe_quality.merge(old, new)
+    assert sorted((r["sampler"], r["mmd2"]) for r in out["rows"]) == [("heun", 1.5e-3), ("pc", 5e-3), ("restart", 2e-4)]
+    assert out["meta"]["merged"]["rerun"] == ["heun", "restart"] and out["meta"]["merged"]["compared_runs"] == 1
+    assert out["meta"]["merged"]["largest_difference"]["mmd2"] == pytest.approx(5e-4)
+    assert out["refused"] == [{"sampler": "pc"}] and out["subjects"] == ["new"] and out["meta"]["date"] == "d1"
+    with pytest.raises(ConfigError, match="differ in n"):
+        nfe_quality.merge(old, {**new, "meta": {**new["meta"], "n": 20}})

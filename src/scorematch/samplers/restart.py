@@ -10,11 +10,12 @@ restarts K times:
     x <- x + sqrt(t_max^2 - t_min^2) z,   z ~ N(0, I)            (forward: from t_min up to t_max)
     x <- Heun over karras_sigmas(M + 1, t_min, t_max)           (backward: M steps from t_max to t_min)
 
-with t_max = ``restart_max``, K = ``restarts``, M = ``restart_steps``, then goes on along the grid.
-For data whose law at t_min is exact, the forward step gives exactly the law at t_max (a Gaussian
-of variance t_max^2 - t_min^2 added to a variable of level t_min is one of level t_max), so a
-restart keeps the marginals while the noise contracts the errors the ODE steps accumulated before
-t_min (Xu et al. 2023, Theorem 2): an SDE's error contraction at about an ODE's step count.
+with t_max = ``restart_max`` (default 2, or sigma_0 where that is smaller), K = ``restarts`` and M
+= ``restart_steps``, then goes on along the grid. For data whose law at t_min is exact, the forward
+step gives exactly the law at t_max (a Gaussian of variance t_max^2 - t_min^2 added to a variable
+of level t_min is one of level t_max), so a restart keeps the marginals while the noise contracts
+the errors the ODE steps accumulated before t_min (Xu et al. 2023, Theorem 2): an SDE's error
+contraction at about an ODE's step count.
 With K = 0 it is ``heun`` exactly.
 
 Score evaluations: 2N - 1 for the main pass with the final 0 (2N without it), plus 2 M K for the
@@ -58,6 +59,10 @@ def restart_nfe(n_steps: int, restarts: int, restart_steps: int, final_zero: boo
     return 2 * n_steps - (1 if final_zero else 0) + 2 * restart_steps * restarts
 
 
+#: t_max when none is given (or the grid's sigma_0 where that is smaller)
+DEFAULT_RESTART_MAX = 2.0
+
+
 def _options(restarts: int, restart_steps: int, restart_min: float, restart_max: float) -> tuple[int, int, float,
                                                                                                float]:
     restarts = _checks.positive_int("restarts", restarts, minimum=0)
@@ -93,7 +98,7 @@ def restart(
     restarts: int = 1,
     restart_steps: int = 4,
     restart_min: float = 0.1,
-    restart_max: float = 2.0,
+    restart_max: float | None = None,
     return_trajectory: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Restart sampling (Xu et al. 2023) with Heun steps (see the module docstring): the main pass
@@ -102,18 +107,21 @@ def restart(
     times (K): x + sqrt(t_max^2 - t_min^2) z with t_max = ``restart_max``, then ``restart_steps`` (M)
     Heun steps back over ``karras_sigmas(M + 1, t_min, t_max)``. NFE 2N - 1 + 2 M K with the final 0.
 
-    ``restart_max`` must not lie above sigmas[0]. z comes from ``generator`` (a
-    torch.Generator or per-row generators: sample i's restarts then depend on its own stream only).
+    ``restart_max`` (default 2, or sigmas[0] where that is smaller) must not lie above sigmas[0]. z
+    comes from ``generator`` (a torch.Generator or per-row generators: sample i's restarts then
+    depend on its own stream only).
     ``callback`` gets every Heun step, the restart steps with ``pass`` = k (1..K; 0 on the main
     pass); the trajectory holds the start and the state after every main step (N + 1 states).
     """
     from scorematch.noise import karras_sigmas
 
+    sig = _checks.sampler_sigmas(sigmas)
+    levels: list[float] = sig.tolist()
+    if restart_max is None:
+        restart_max = min(DEFAULT_RESTART_MAX, levels[0])
     restarts, restart_steps, lo, hi = _options(restarts, restart_steps, restart_min, restart_max)
     score_fn = _checks.score_callable(score_fn, "score_fn(x, sigma)")
     x = _checks.batch("x", x).detach()
-    sig = _checks.sampler_sigmas(sigmas)
-    levels: list[float] = sig.tolist()
     steps = len(levels) - 1
     if restarts and hi > levels[0]:
         raise ConfigError(f"restart_max must not exceed the grid's largest level sigma_0 = {levels[0]:.4g}, got {hi:g}")
