@@ -403,11 +403,14 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``old`` with the rows of the samplers ``new`` ran replaced by ``new``'s. Both must share their
-    settings (n, seed, training steps, budgets); where both have a run (same model, sampler and NFE) the
-    largest difference of its quality is recorded in ``meta["merged"]`` (0 when the models and samplers
-    reproduce), with the samplers rerun and the date of the older rows."""
-    same = ("n", "seed", "train_steps", "digits_steps", "budgets", "digits_budgets", "threads")
+    """``old`` with the rows of each (data, model, sampler) ``new`` ran replaced by ``new``'s. Both must
+    share their settings (n, seed, training steps, budgets; the digits' only where ``new`` ran digits);
+    where both have a run (same model, sampler and NFE) the largest difference of its quality is
+    recorded in ``meta["merged"]`` (0 when the models and samplers reproduce), with the samplers rerun
+    and the date of the older rows."""
+    same = ["n", "seed", "train_steps", "budgets", "threads"]
+    if new["meta"].get("digits_budgets") is not None:
+        same += ["digits_steps", "digits_budgets"]
     differ = [k for k in same if old["meta"].get(k) != new["meta"].get(k)]
     if differ:
         raise ConfigError(f"--merge: the runs differ in {', '.join(differ)}; merge runs of the same settings only")
@@ -422,14 +425,18 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         metric = "precision" if r["data"] == "digits" else "mmd2"
         for m in (metric, "recall") if metric == "precision" else (metric,):
             gaps[m] = max(gaps.get(m, 0.0), abs(r[m] - o[m]))
-    kept = [r for r in old["rows"] if r["sampler"] not in rerun]
+    ran = {(r["data"], r["model"], r["sampler"]) for r in new["rows"]}
+    kept = [r for r in old["rows"] if (r["data"], r["model"], r["sampler"]) not in ran]
     meta = {**old["meta"], "date": new["meta"]["date"], "torch": new["meta"]["torch"],
             "merged": {"older_rows_from": old["meta"]["date"], "rerun": rerun, "compared_runs": sum(
                 1 for r in new["rows"] if tuple(r[k] for k in key) in before), "largest_difference": gaps,
                 "rerun_seconds": new["meta"]["seconds"], "rerun_cpu_seconds": new["meta"]["cpu_seconds"]},
             **{k: new["meta"][k] for k in ("adaptive_rtols", "digits_adaptive_rtols")}}
-    return {**old, "meta": meta, "subjects": new["subjects"], "rows": kept + new["rows"],
-            "refused": [f for f in old.get("refused", []) if f["sampler"] not in rerun] + new["refused"]}
+    fresh = {(s["data"], s["model"]) for s in new["subjects"]}
+    subjects = [s for s in old["subjects"] if (s["data"], s["model"]) not in fresh] + new["subjects"]
+    return {**old, "meta": meta, "subjects": subjects, "rows": kept + new["rows"],
+            "refused": [f for f in old.get("refused", []) if (f["data"], f["model"], f["sampler"]) not in ran]
+            + new["refused"]}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

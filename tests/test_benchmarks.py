@@ -224,15 +224,18 @@ def test_nfe_merge_keeps_the_other_samplers_and_records_the_differences() -> Non
     """A rerun of some samplers replaces their rows and keeps the others; runs on both are compared."""
     meta = {"n": 10, "seed": 0, "train_steps": 5, "digits_steps": 5, "budgets": [10], "digits_budgets": None,
             "threads": 1, "date": "d0", "torch": "t", "seconds": 1.0, "cpu_seconds": 1.0}
-    old = {"meta": meta, "refused": [{"sampler": "pc"}, {"sampler": "heun"}], "subjects": ["old"],
+    ve = {"data": "gmm2d", "model": "ve"}
+    old = {"meta": meta, "refused": [{**ve, "sampler": "pc"}, {**ve, "sampler": "heun"}],
+           "subjects": [{**ve, "note": "old"}, {"data": "digits", "model": "ve"}],
            "rows": [_row("gmm2d", "ve", "heun", 19, 1e-3), _row("gmm2d", "ve", "pc", 19, 5e-3)]}
     new = {"meta": {**meta, "date": "d1", "adaptive_rtols": [0.1], "digits_adaptive_rtols": None}, "refused": [],
-           "subjects": ["new"],
+           "subjects": [{**ve, "note": "new"}],
            "rows": [_row("gmm2d", "ve", "heun", 19, 1.5e-3), _row("gmm2d", "ve", "restart", 19, 2e-4)]}
     out = nfe_quality.merge(old, new)
     assert sorted((r["sampler"], r["mmd2"]) for r in out["rows"]) == [("heun", 1.5e-3), ("pc", 5e-3), ("restart", 2e-4)]
     assert out["meta"]["merged"]["rerun"] == ["heun", "restart"] and out["meta"]["merged"]["compared_runs"] == 1
     assert out["meta"]["merged"]["largest_difference"]["mmd2"] == pytest.approx(5e-4)
-    assert out["refused"] == [{"sampler": "pc"}] and out["subjects"] == ["new"] and out["meta"]["date"] == "d1"
+    assert out["refused"] == [{**ve, "sampler": "pc"}] and out["meta"]["date"] == "d1"
+    assert out["subjects"] == [{"data": "digits", "model": "ve"}, {**ve, "note": "new"}]
     with pytest.raises(ConfigError, match="differ in n"):
         nfe_quality.merge(old, {**new, "meta": {**new["meta"], "n": 20}})

@@ -33,7 +33,8 @@ FLAGS = {"langevin": ["--n-steps", "15"], "mala": ["--n-steps", "15"], "annealed
          "heun": ["--n-steps", "6", "--s-churn", "3"], "euler": ["--n-steps", "6"],
          "euler_ancestral": ["--n-steps", "6"], "ddim": ["--n-steps", "6", "--eta", "1"],
          "dpm_solver": ["--n-steps", "6"], "continuous_langevin": ["--n-steps", "8"],
-         "dpmpp_2m_sde": ["--n-steps", "6"], "dpmpp_3m_sde": ["--n-steps", "6"], "dpm_adaptive": []}
+         "dpmpp_2m_sde": ["--n-steps", "6"], "dpmpp_3m_sde": ["--n-steps", "6"], "dpm_adaptive": [],
+         "restart": ["--n-steps", "6"]}
 
 
 def adaptive(name: str) -> bool:

@@ -437,6 +437,18 @@ def _register_builtins() -> None:
                 kinds=NOISE_CONDITIONAL, conditioning="sigma", nfe=lambda n, o: None,
                 nfe_text="adaptive (order per accepted step, order - 1 per rejected one, + 1)",
                 grid=Lazy("scorematch.samplers.adaptive:end_levels"), own_levels=False, info=True),
+        Sampler(name="restart", function=_fn("restart", "restart"), family=DENOISING,
+                summary="Restart (Xu et al. 2023): Heun, and K times at t_min: noise up to t_max, M Heun steps back",
+                options=(steps_option(18),
+                         Option("restarts", 1, int, "restarts K at the interval (default 1; 0: heun)"),
+                         Option("restart_steps", 4, int, "Heun steps M of each restart, from t_max back to t_min "
+                                                         "(default 4)"),
+                         Option("restart_min", 0.1, float, "t_min: the grid level nearest this (default 0.1)"),
+                         Option("restart_max", None, float, "t_max, the noise level a restart goes up to (default 2, "
+                                                            "or sigma_max where smaller)")),
+                kinds=NOISE_CONDITIONAL, conditioning="sigma",
+                nfe=lambda n, o: 2 * n - 1 + 2 * o.get("restart_steps", 4) * o.get("restarts", 1),
+                nfe_text="2N - 1 + 2 M K", default_steps=18, grid=_KARRAS, min_steps=2),
         Sampler(name="continuous_langevin", function=_fn("denoising", "continuous_langevin"), family=DENOISING,
                 summary="the tutorial notes' dx = s dt + sqrt(2 sigma(t)) dw", options=(steps_option(1000), _BROWNIAN),
                 kinds=NOISE_CONDITIONAL, conditioning="sigma", nfe=lambda n, o: n, nfe_text="N",
