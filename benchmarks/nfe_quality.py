@@ -66,9 +66,8 @@ from scorematch.distributions import toy
 from scorematch.errors import ConfigError
 from scorematch.metrics import mmd, mode_weights, precision_recall
 from scorematch.noise import eps_for_schedule, karras_sigmas, linear_sigmas
-from scorematch.samplers import annealed_langevin, catalogue, euler_maruyama, ode, pc, reverse_diffusion, sample
+from scorematch.samplers import annealed_langevin, euler_maruyama, ode, pc, reverse_diffusion, sample
 from scorematch.samplers.adaptive import end_levels
-from scorematch.samplers.restart import restart
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MMD_BANDWIDTH = 1.0
@@ -191,11 +190,8 @@ def run_sampler(subject: Subject, kind: str, setting: float, n: int, seed: int) 
         else:
             grid = karras_sigmas(steps, lo, hi)
         fn = Counted(view)
-        x0 = start * torch.randn(shape, generator=g, dtype=dtype)
-        if name in catalogue.names():
-            x = sample(name, fn, x0, grid.to(dtype), generator=g, **opts)
-        else:  # a candidate not (yet) in the catalogue
-            x = {"restart": restart}[name](fn, x0, grid.to(dtype), generator=g, **opts)
+        x = sample(name, fn, start * torch.randn(shape, generator=g, dtype=dtype), grid.to(dtype),
+                   generator=g, **opts)
     elif kind.startswith("annealed"):
         steps, sig = int(setting), subject.ncsn_sigmas
         eps = eps_for_schedule(float(sig[0] / sig[1]), float(sig[-1]), steps if kind == "annealed" else 5)
