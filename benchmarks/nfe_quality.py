@@ -336,6 +336,7 @@ def toy_part(args: argparse.Namespace, budgets: Sequence[int], long: dict[str, S
             print(f"{name} {subject.model}: {subject.note} ({subject.train_seconds:.0f} s)", flush=True)
             rows += sweep(subject, plan(subject, budgets, long, tols, rtols=rtols), args.n, args.seed, quality, refused,
                           args.samplers)
+            save_rerun(args, subjects_meta, refused, rows)
     return rows, baselines
 
 
@@ -359,6 +360,7 @@ def digits_part(args: argparse.Namespace, budgets: Sequence[int], long: dict[str
         print(f"digits {kind}: {subject.note} ({subject.train_seconds:.0f} s)", flush=True)
         rows += sweep(subject, plan(subject, budgets, long, tols, annealed=kind in ("ncsn", "edm"), rtols=rtols), n,
                       args.seed, quality, refused, args.samplers)
+        save_rerun(args, subjects_meta, refused, args.toy_rows + rows)
     return rows, reference
 
 
@@ -390,12 +392,29 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--merge", type=Path, default=None,
                    help="with --samplers: a previous nfe_quality.json of the same settings whose other samplers' rows "
                         "are kept (the rerun samplers' rows replace theirs; rows of both are compared first)")
+    p.add_argument("--merge-saved", action="store_true",
+                   help="with --merge: sample nothing, merge the rows an earlier rerun saved in "
+                        "OUT/nfe_quality_rerun.json")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.train_steps, args.digits_steps, args.digits_test = 200, 30, 5, 40
     return args
+
+
+def save_rerun(args: argparse.Namespace, subjects: list[dict[str, Any]], refused: list[dict[str, Any]],
+               rows: list[dict[str, Any]]) -> None:
+    """With --merge: the rows so far to nfe_quality_rerun.json after every model (a run stopped early
+    keeps them; ``--merge-saved`` merges them)."""
+    if args.merge is None:
+        return
+    meta = {k: v for k, v in args.meta.items() if k not in ("t0", "c0")}
+    meta.update(seconds=time.perf_counter() - args.meta["t0"], cpu_seconds=time.process_time() - args.meta["c0"],
+                partial=True, digits_steps=args.digits_steps)
+    args.out.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta, "subjects": subjects, "refused": refused, "rows": rows}
+    (args.out / "nfe_quality_rerun.json").write_text(json.dumps(payload, indent=1) + "\n")
 
 
 def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -435,15 +454,36 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
             + new["refused"]}
 
 
+def write(payload: dict[str, Any], out: Path) -> None:
+    """The decisions, targets and the three result files of ``payload``."""
+    payload["decisions"] = nfe_report.decisions(payload)
+    payload["targets"] = nfe_report.targets(payload)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "nfe_quality.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (out / "nfe_quality.md").write_text(nfe_report.markdown(payload))
+    (out / "nfe_quality_summary.md").write_text(nfe_report.summary(payload))
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
+    if args.merge_saved:
+        if args.merge is None:
+            raise SystemExit("--merge-saved needs --merge OLD.json")
+        saved = json.loads((args.out / "nfe_quality_rerun.json").read_text())
+        payload = merge(json.loads(args.merge.read_text()), saved)
+        write(payload, args.out)
+        return payload
     torch.set_num_threads(args.threads)
     t0, c0 = time.perf_counter(), time.process_time()
     quick = args.quick
     budgets, long, tols, rtols = ((10, 20), {}, (1e-2,), (0.1,)) if quick else (BUDGETS, LONG, ODE_TOLS, ADAPTIVE_RTOLS)
     subjects: list[dict[str, Any]] = []
     refused: list[dict[str, Any]] = []
+    args.meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "threads": args.threads, "n": args.n,
+                 "seed": args.seed, "train_steps": args.train_steps, "budgets": list(budgets), "t0": t0, "c0": c0,
+                 "adaptive_rtols": list(rtols), "digits_adaptive_rtols": None, "digits_budgets": None}
     rows, baselines = toy_part(args, budgets, long, tols, rtols, subjects, refused)
+    args.toy_rows = rows
     digits_ref = None
     if not args.no_digits:
         d_budgets, d_long, d_tols, d_rtols = (((10,), {}, (1e-2,), (0.1,)) if quick
@@ -466,12 +506,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.merge is not None:  # the rerun's own rows first, then the merged payload
         (args.out / "nfe_quality_rerun.json").write_text(json.dumps(payload, indent=1) + "\n")
         payload = merge(json.loads(args.merge.read_text()), payload)
-    payload["decisions"] = nfe_report.decisions(payload)
-    payload["targets"] = nfe_report.targets(payload)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "nfe_quality.json").write_text(json.dumps(payload, indent=1) + "\n")
-    (args.out / "nfe_quality.md").write_text(nfe_report.markdown(payload))
-    (args.out / "nfe_quality_summary.md").write_text(nfe_report.summary(payload))
+    write(payload, args.out)
     print(f"wrote {args.out / 'nfe_quality.md'}, nfe_quality_summary.md and .json "
           f"({meta['seconds']:.0f} s wall, {meta['cpu_seconds']:.0f} s CPU)")
     return payload
