@@ -325,12 +325,15 @@ def toy_part(args: argparse.Namespace, budgets: Sequence[int], long: dict[str, S
         sd = math.sqrt(sum((v - mean) ** 2 for v in null) / (len(null) - 1))
         baselines[name] = {"null_mmd2": null, "mean": mean, "sd": sd, "true_mode_weights": mix.weights.tolist()}
         quality = toy_quality(mix, fresh)
-        makers = [lambda name=name: analytic(name, args.seed)]
-        makers += [lambda name=name, k=k: trained_toy(name, k, args.train_steps, args.seed)
+        makers = [("analytic", lambda name=name: analytic(name, args.seed))]
+        makers += [(k, lambda name=name, k=k: trained_toy(name, k, args.train_steps, args.seed))
                    for k in args.kinds if k != "edm"]
         if "edm" in args.kinds:
-            makers.append(lambda name=name: edm_toy(name, args.train_steps, args.seed))
-        for make in makers:
+            makers.append(("edm", lambda name=name: edm_toy(name, args.train_steps, args.seed)))
+        saved = set() if args.saved is None else {(s["data"], s["model"]) for s in args.saved["subjects"]}
+        for model, make in makers:
+            if (name, model) in saved:  # --append: measured by the earlier rerun
+                continue
             subject = make()
             subjects_meta.append(describe(subject))
             print(f"{name} {subject.model}: {subject.note} ({subject.train_seconds:.0f} s)", flush=True)
@@ -395,6 +398,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--merge-saved", action="store_true",
                    help="with --merge: sample nothing, merge the rows an earlier rerun saved in "
                         "OUT/nfe_quality_rerun.json")
+    p.add_argument("--append", action="store_true",
+                   help="with --merge: keep the models an earlier rerun saved in OUT/nfe_quality_rerun.json")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
@@ -406,12 +411,20 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def save_rerun(args: argparse.Namespace, subjects: list[dict[str, Any]], refused: list[dict[str, Any]],
                rows: list[dict[str, Any]]) -> None:
     """With --merge: the rows so far to nfe_quality_rerun.json after every model (a run stopped early
-    keeps them; ``--merge-saved`` merges them)."""
+    keeps them; ``--merge-saved`` merges them), after those of the models an earlier rerun saved there
+    with ``--append``."""
     if args.merge is None:
         return
+    if args.saved is not None:
+        done = {(s["data"], s["model"]) for s in subjects}
+        subjects = [s for s in args.saved["subjects"] if (s["data"], s["model"]) not in done] + subjects
+        rows = [r for r in args.saved["rows"] if (r["data"], r["model"]) not in done] + rows
+        refused = [f for f in args.saved["refused"] if (f["data"], f["model"]) not in done] + refused
     meta = {k: v for k, v in args.meta.items() if k not in ("t0", "c0")}
-    meta.update(seconds=time.perf_counter() - args.meta["t0"], cpu_seconds=time.process_time() - args.meta["c0"],
-                partial=True, digits_steps=args.digits_steps)
+    before = {"seconds": 0.0, "cpu_seconds": 0.0} if args.saved is None else args.saved["meta"]
+    meta.update(seconds=before["seconds"] + time.perf_counter() - args.meta["t0"],
+                cpu_seconds=before["cpu_seconds"] + time.process_time() - args.meta["c0"], partial=True,
+                digits_steps=args.digits_steps)
     args.out.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta, "subjects": subjects, "refused": refused, "rows": rows}
     (args.out / "nfe_quality_rerun.json").write_text(json.dumps(payload, indent=1) + "\n")
@@ -466,6 +479,8 @@ def write(payload: dict[str, Any], out: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
+    saved_path = args.out / "nfe_quality_rerun.json"
+    args.saved = json.loads(saved_path.read_text()) if args.append and saved_path.exists() else None
     if args.merge_saved:
         if args.merge is None:
             raise SystemExit("--merge-saved needs --merge OLD.json")
