@@ -503,6 +503,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not args.no_digits:
         d_budgets, d_long, d_tols, d_rtols = (((10,), {}, (1e-2,), (0.1,)) if quick
                                               else (DIGITS_BUDGETS, DIGITS_LONG, DIGITS_TOLS, DIGITS_ADAPTIVE_RTOLS))
+        args.meta.update(digits_budgets=sorted({*d_budgets, *(b for v in d_long.values() for b in v)}),
+                         digits_adaptive_rtols=list(d_rtols))
         digit_rows, digits_ref = digits_part(args, d_budgets, d_long, d_tols, d_rtols, subjects, refused)
         rows += digit_rows
     meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "python": platform.python_version(),
@@ -518,9 +520,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     payload = {"meta": meta, "baselines": baselines, "digits_reference": digits_ref, "subjects": subjects,
                "refused": refused, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.merge is not None:  # the rerun's own rows first, then the merged payload
-        (args.out / "nfe_quality_rerun.json").write_text(json.dumps(payload, indent=1) + "\n")
-        payload = merge(json.loads(args.merge.read_text()), payload)
+    if args.merge is not None:  # the rerun's rows (with those --append kept) first, then the merged payload
+        save_rerun(args, subjects, refused, rows)
+        payload = merge(json.loads(args.merge.read_text()), json.loads(saved_path.read_text()))
     write(payload, args.out)
     print(f"wrote {args.out / 'nfe_quality.md'}, nfe_quality_summary.md and .json "
           f"({meta['seconds']:.0f} s wall, {meta['cpu_seconds']:.0f} s CPU)")
