@@ -454,9 +454,9 @@ def summary(payload: dict[str, Any]) -> str:
         gaps = ", ".join(f"{k} {v:.1e}" for k, v in merged["largest_difference"].items())
         head += (f" Rerun of {', '.join(merged['rerun'])} on {meta['date']} "
                  f"({merged['rerun_cpu_seconds'] / 60:.0f} min of CPU time, models retrained from the same seeds); "
-                 "the other samplers' rows are those of "
-                 f"{merged['older_rows_from']}: the {merged['compared_runs']} runs measured on both dates agree "
-                 f"(largest difference: {gaps or 'none compared'}).")
+                 f"the other samplers' rows are those of {merged['older_rows_from']}"
+                 + (f": the {merged['compared_runs']} runs measured on both dates agree (largest difference: {gaps})."
+                    if merged["compared_runs"] else "."))
     out = [head, "", "**Default sampler of each model kind** (best quality at equal score evaluations):", "",
            *decision_table(payload), "", "**Fewest score evaluations that reach the bar** (budgets "
            f"{', '.join(str(b) for b in meta['budgets'])}"
