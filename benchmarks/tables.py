@@ -41,7 +41,7 @@ from benchmarks.common import environment, markdown_table, write  # noqa: E402
 from scorematch.data.columns import decode, encode, infer_schema  # noqa: E402
 from scorematch.data.tables import Table, as_table  # noqa: E402
 from scorematch.metrics.tables import table_metrics  # noqa: E402
-from scorematch.tabular import TableDiffusion, TableImputer  # noqa: E402
+from scorematch.tabular import TableDiffusion, TableImputer, aggregate_draws  # noqa: E402
 
 TABLES = ("iris", "wine", "breast_cancer", "diabetes")
 DRAWS = 19
@@ -171,9 +171,10 @@ def imp_knn(x: np.ndarray, args: Any, schema: Any) -> tuple[np.ndarray, np.ndarr
 
 def imp_scorematch(x: np.ndarray, args: Any, schema: Any) -> tuple[np.ndarray, np.ndarray | None]:
     kinds = {f"x{j}": c.kind for j, c in enumerate(schema.columns) if c.kind != "bounded"}
-    m = TableImputer(steps=args.steps, hidden=args.hidden, draws=DRAWS, random_state=0, columns=kinds).fit(x)
-    draws = np.stack(m.impute_draws(x))
-    return m.transform(x), draws
+    m = TableImputer(steps=args.steps, hidden=args.hidden, draws=DRAWS, random_state=0, columns=kinds,
+                     impute_epochs=args.impute_epochs).fit(x)
+    tables = m.impute_draws(as_table(x))  # transform(x) is their aggregate: computed once here
+    return aggregate_draws(m.schema_, tables).to_numpy(), np.stack([t.to_numpy() for t in tables])
 
 
 def imp_forest(x: np.ndarray, args: Any, schema: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -282,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-impute", action="store_true", help="generators only")
     p.add_argument("--steps", type=int, default=TableDiffusion().steps)
     p.add_argument("--hidden", type=int, default=TableDiffusion().hidden)
+    p.add_argument("--impute-epochs", type=int, default=TableImputer().impute_epochs)
     p.add_argument("--name", default="tables", help="results file name under benchmarks/results/")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -289,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for name in args.only:
         results[name] = run_table(name, args, env)
-        results[name].update(steps=args.steps, hidden=args.hidden)
+        results[name].update(steps=args.steps, hidden=args.hidden, impute_epochs=args.impute_epochs)
     write(args.name, {"environment": env, "results": results}, report(results, env))
 
 

@@ -11,7 +11,7 @@ from cli_helpers import assert_one_line_error, run_cli
 
 from scorematch.data.tables import read_csv_table
 
-FAST = ["--steps", "60", "--hidden", "32", "--depth", "2"]
+FAST = ["--steps", "60", "--hidden", "32", "--depth", "2", "--impute-epochs", "5"]
 
 
 def _csv(path, n=90, seed=0, blanks=0.1):
