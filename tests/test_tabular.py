@@ -11,8 +11,8 @@ import torch
 
 from scorematch.data.tables import Table
 from scorematch.errors import ConfigError, DataError
-from scorematch.objectives import edm
 from scorematch.models import MaskedDenoiser
+from scorematch.objectives import edm
 from scorematch.objectives.masked import edm_conditional, edm_masked
 from scorematch.tabular import TableDiffusion, TableImputer
 
