@@ -138,7 +138,7 @@ def test_imputer_in_a_pipeline_with_cross_validation():
     x, y = load_iris(return_X_y=True)
     rng = np.random.default_rng(0)
     x = np.where(rng.random(x.shape) < 0.2, np.nan, x)
-    pipe = make_pipeline(TableImputer(steps=150, hidden=32, depth=2, draws=2, impute_levels=8, impute_epochs=150),
+    pipe = make_pipeline(TableImputer(steps=150, hidden=32, depth=2, draws=2, impute_levels=8, impute_epochs=400),
                          StandardScaler(), LogisticRegression(max_iter=1000))
     scores = cross_val_score(pipe, x, y, cv=3)
     assert scores.mean() > 0.8
@@ -241,3 +241,14 @@ def test_refusals():
         m.score_samples(np.zeros((3, 3)))
     with pytest.raises(ConfigError, match="fitted without"):
         m.sample(2, label=1)
+
+
+def test_defaults_are_the_ones_the_table_benchmark_measured():
+    """docs/benchmarks.md quotes benchmarks/results/tables.json, run at the estimators' defaults."""
+    import json
+    from pathlib import Path
+
+    results = json.loads((Path(__file__).parents[1] / "benchmarks" / "results" / "tables.json").read_text())
+    est = TableImputer()
+    for name, r in results["results"].items():
+        assert (r["steps"], r["hidden"], r.get("impute_epochs")) == (est.steps, est.hidden, est.impute_epochs), name

@@ -122,8 +122,9 @@ def _ema_step(avg: torch.nn.Module, model: torch.nn.Module, decay: float) -> Non
 
 def imputer_steps(n_rows: int, epochs: int, batch_size: int) -> int:
     """Training steps for ``epochs`` passes over ``n_rows`` rows in batches of ``batch_size``:
-    ceil(epochs n / min(batch_size, n)), at least 1."""
-    return max(1, math.ceil(epochs * n_rows / min(batch_size, max(n_rows, 2))))
+    ceil(epochs n / batch_size), at least 1 (a table smaller than a batch, whose batches are all its
+    rows, trains for fewer passes: the steps grow with the rows either way)."""
+    return max(1, math.ceil(epochs * n_rows / batch_size))
 
 
 def fit_imputer_model(z: np.ndarray, dequant: np.ndarray | None = None, hidden: int = 128, depth: int = 3,
