@@ -17,10 +17,10 @@ dequantised integers, log / logit transforms, every coordinate standardised, so 
   columns, per encoded point for discrete ones;
 - ``TableImputer`` learns, beside that generator, a conditional denoiser of some cells given the
   others (``scorematch.models.MaskedDenoiser``, trained by self-supervised masking of the observed
-  cells, ``scorematch.objectives.masked.edm_conditional``, for ``impute_epochs`` passes over the
-  rows); ``transform(X)`` draws each row's missing cells given its present ones with Heun's method
-  on ``impute_levels`` Karras levels, ``draws`` times per row from independent starts, and returns
-  their mean (numeric columns, rounded for integers) or most frequent value (binary,
+  cells, ``scorematch.objectives.masked.edm_conditional``, for ceil(``impute_epochs`` n /
+  ``batch_size``) steps on n rows, ``imputer_steps``); ``transform(X)`` draws each row's missing
+  cells given its present ones with Heun's method on ``impute_levels`` Karras levels, ``draws``
+  times per row from independent starts, and returns their mean (numeric columns, rounded for integers) or most frequent value (binary,
   categorical); ``impute_draws(X)`` returns every draw (multiple imputation).
 
 Data in and out: a NumPy array (returned as float64 arrays), a pandas DataFrame (returned as
@@ -375,8 +375,8 @@ def aggregate_draws(schema: Schema, tables: list[Table]) -> Table:
 class TableImputer(TransformerMixin, TableDiffusion):
     """Fills missing cells (NaN, blank) with a conditional score model of the table; usable in a
     ``sklearn.pipeline.Pipeline`` in place of ``IterativeImputer``. ``draws`` completions per row,
-    averaged by ``transform`` (see the module docstring); ``impute_epochs`` sets the training of the
-    conditional denoiser (passes over the rows; same width, depth, batch, lr and EMA as the generator),
+    averaged by ``transform`` (see the module docstring); ``impute_epochs`` sets the training length of
+    the conditional denoiser (``imputer_steps``; same width, depth, batch, lr and EMA as the generator),
     ``impute_levels`` its sampler. The other parameters are ``TableDiffusion``'s."""
 
     def __init__(self, columns: Any = None, hidden: int = 128, depth: int = 3, steps: int = 1000,
