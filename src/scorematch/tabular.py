@@ -20,8 +20,8 @@ dequantised integers, log / logit transforms, every coordinate standardised, so 
   cells, ``scorematch.objectives.masked.edm_conditional``, for ceil(``impute_epochs`` n /
   ``batch_size``) steps on n rows, ``imputer_steps``); ``transform(X)`` draws each row's missing
   cells given its present ones with Heun's method on ``impute_levels`` Karras levels, ``draws``
-  times per row from independent starts, and returns their mean (numeric columns, rounded for integers) or most frequent value (binary,
-  categorical); ``impute_draws(X)`` returns every draw (multiple imputation).
+  times per row from independent starts, and returns their mean (numeric columns, rounded for
+  integers) or most frequent value (binary, categorical); ``impute_draws(X)`` returns every draw (multiple imputation).
 
 Data in and out: a NumPy array (returned as float64 arrays), a pandas DataFrame (returned as
 DataFrames with the same columns) or a ``scorematch.data.Table``. The training loop is a plain
