@@ -93,11 +93,12 @@ def test_test_fraction_zero_warns_and_eval_has_no_held_out_metrics(tmp_path, cap
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "header_only", "bad_column", "bad_kind", "label_missing",
-                                  "objective"])
+                                  "objective", "impute_epochs_vector"])
 def test_train_mistakes_are_one_line(tmp_path, capsys, case):
     data = _csv(tmp_path / "t.csv", n=20)
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "head.csv").write_text("a,b\n")
+    (tmp_path / "num.csv").write_text("a,b\n" + "".join(f"{i},{i * i}\n" for i in range(20)))
     args = {
         "missing": ["--data", tmp_path / "nope.csv", "--table"],
         "empty": ["--data", tmp_path / "empty.csv", "--table"],
@@ -106,9 +107,11 @@ def test_train_mistakes_are_one_line(tmp_path, capsys, case):
         "bad_kind": ["--data", data, "--columns", "size=weird"],
         "label_missing": ["--data", data, "--label-column", "brand"],
         "objective": ["--data", data, "--table", "--objective", "dsm"],
+        "impute_epochs_vector": ["--data", tmp_path / "num.csv"],  # FAST has --impute-epochs
     }[case]
     needle = {"missing": "does not exist", "empty": "empty", "header_only": "no rows", "bad_column": "weight",
-              "bad_kind": "unknown type", "label_missing": "brand", "objective": "EDM"}[case]
+              "bad_kind": "unknown type", "label_missing": "brand", "objective": "EDM",
+              "impute_epochs_vector": "applies to a table run"}[case]
     rc, _, err = run_cli(["train", *args, *FAST, "--out", tmp_path / "run"], capsys)
     assert_one_line_error(rc, err, needle)
 
