@@ -6,7 +6,7 @@ no held-out rows), fits ``scorematch.tabular.TableImputer`` on the training rows
 of the loss; class-conditional on ``label_column`` with ``class_conditional``) and writes
 
     table.json           the schema, the label column and its classes, the settings, the data's
-                         SHA-256 and the row split, and the SHA-256 of weights.safetensors
+                         SHA-256 and the row split, and the SHA-256 of both weights files
     weights.safetensors  the EMA weights of the denoiser (the generator)
     imputer.safetensors  the EMA weights of the conditional denoiser that imputes
     data.csv             the table as read (the rows of the split refer to it)
@@ -142,6 +142,9 @@ def load_table_run(run: str | Path) -> tuple[TableImputer, dict[str, Any], Table
     where = run / TABLE_FILE
     info = parse_json(read_file(where, "JSON file"), where)
     if not isinstance(info, dict) or info.get("kind") != "table" or info.get("format") != TABLE_FORMAT:
+        if isinstance(info, dict) and info.get("kind") == "table" and info.get("format") == 1:
+            raise CheckpointError(f"{where} is a table run of format 1, without the imputation model of format "
+                                  f"{TABLE_FORMAT}; train it again (scorematch train --data ... --out NEW)")
         raise CheckpointError(f"{where} is not a scorematch table run (format {TABLE_FORMAT}); restore it")
     try:
         schema = schema_from_dict(info["schema"])
