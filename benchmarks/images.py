@@ -165,7 +165,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     body = []
     for r in rows:
         c = r["confident"]
-        objective = r["objective"] + (" class-conditional" if r.get("conditional") else "")
+        objective = r["objective"] + (f" class-conditional, w {r.get('guidance', 0):g}" if r.get("conditional") else "")
         body.append([r["data"].split(":")[0], objective, r["size"], f"{r['params'] / 1e6:.2f} M", r["cpu_min"],
                      r["steps"], r["ema_half_life_images"], f"{r.get('sampler', 'heun')} ({r['nfe']})",
                      f"{c['value']:.3f} / {c['baseline']:.3f} = {c['value'] / c['baseline']:.2f}",
@@ -180,8 +180,10 @@ BUDGET_MIN = 30.0  # the CPU-minutes of training the image recipe is sized for
 
 
 def _score(r: dict[str, Any]) -> float:
-    """One number per row: the mean of the confident rate relative to real digits, precision and recall."""
-    return (r["confident"]["value"] / r["confident"]["baseline"] + r["precision"]["value"] + r["recall"]["value"]) / 3
+    """One number per row: the mean of the confident rate relative to real digits' (at most 1: more
+    confident than real digits is no better), precision and recall."""
+    confident = min(1.0, r["confident"]["value"] / r["confident"]["baseline"])
+    return (confident + r["precision"]["value"] + r["recall"]["value"]) / 3
 
 
 def _variant(r: dict[str, Any]) -> tuple[str, bool]:
@@ -194,8 +196,8 @@ def decide(rows: list[dict[str, Any]], speed: dict[str, Any]) -> dict[str, Any]:
     mark every measured variant reached (Heun rows), trained in bf16 when the speed benchmark
     measured bf16 steps faster, for as many steps as fit in ``BUDGET_MIN`` CPU-minutes (the
     training run's own count when it reached the budget, else from the measured step; rounded
-    down to hundreds); the EMA half-life that scored best at that variant's last mark; the sampler
-    and its levels that scored best on that checkpoint."""
+    down to hundreds); the EMA half-life that scored best at that variant's last mark; the sampler,
+    its levels and (class-conditional) the guidance weight that scored best on that checkpoint."""
     mnist = [r for r in rows if r["data"].startswith("mnist") and r.get("sampler", "heun") == "heun"]
     variants = sorted({_variant(r) for r in mnist})
     common = min(max(r["cpu_min"] for r in mnist if _variant(r) == v) for v in variants)
@@ -217,6 +219,7 @@ def decide(rows: list[dict[str, Any]], speed: dict[str, Any]) -> dict[str, Any]:
             "batch_size": best["batch"], "lr": best["lr"], "lr_warmup": 200,
             "ema_half_life": float(ema["ema_half_life_images"]), "precision": "bf16" if bf16 else "fp32",
             "sampler": pick.get("sampler", "heun"), "n_steps": pick.get("levels", HEUN_LEVELS),
+            "guidance": pick.get("guidance", 0.0),
             "compared_at_cpu_min": common, "ema_chosen_at_cpu_min": last,
             "scores": {f"{v[0]}{' conditional' if v[1] else ''}": _score(r) for v, r in at.items()},
             "step_s": step_s}
@@ -309,7 +312,9 @@ def main(argv: list[str] | None = None) -> None:
                f"batch {decision['batch_size']}, "
                f"{decision['steps']} steps ({BUDGET_MIN:g} CPU-min at {decision['step_s']:.3f} s a step), "
                f"warm-up {decision['lr_warmup']} steps, EMA half-life {decision['ema_half_life']:g} images, "
-               f"sampler {decision['sampler']} with {decision['n_steps']} levels.\n")
+               f"sampler {decision['sampler']} with {decision['n_steps']} levels"
+               + (f", guidance {decision['guidance']:g} without a label" if decision["class_conditional"] else "")
+               + ".\n")
     write(a.name, {"environment": env, "rows": rows, **({"decision": decision} if decision else {})}, md)
     print(md)
 

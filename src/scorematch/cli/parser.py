@@ -323,8 +323,8 @@ def _add_conditional_flags(p: argparse.ArgumentParser) -> None:
                         "shares, so the samples follow the whole data; null: the null label's unconditional score)")
     g.add_argument("--guidance", type=float, default=None,
                    help="class-conditional runs: classifier-free guidance weight w >= 0, score (1 + w) s(x, y) - "
-                        "w s(x) (default with --label: 1.0, measured on digits; without: 0, the data's "
-                        "distribution; see the docs)")
+                        "w s(x) (default with --label: 1.0; without, classes drawn with the data's shares: 0.5; "
+                        "both measured on digits, see the docs)")
     g.add_argument("--inpaint", type=Path, default=None, metavar="FILE.npz",
                    help="fill in the unknown part of the samples in FILE.npz: arrays x (n, *sample shape, data "
                         "units; images in [0, 1]) and mask (True or 1 = known; the shape of x or one that "
