@@ -225,7 +225,8 @@ def decide(rows: list[dict[str, Any]], speed: dict[str, Any]) -> dict[str, Any]:
             "step_s": step_s}
 
 
-def figure(run: Path, data: str, mark: float, half_life: int, out: Path, n: int = 64, seed: int = 0) -> None:
+def figure(run: Path, data: str, mark: float, half_life: int, out: Path, n: int = 64, seed: int = 0,
+           sampler: str = "heun", levels: int = HEUN_LEVELS, guidance: float = 0.0) -> None:
     """Generated images (left) next to held-out real ones (right), 8 x 8 each, upscaled."""
     import matplotlib
 
@@ -234,10 +235,12 @@ def figure(run: Path, data: str, mark: float, half_life: int, out: Path, n: int 
 
     from scorematch.files import atomic_write
 
-    x, _, xt, _ = load(data)
+    x, y, xt, _ = load(data)
     model, meta = load_checkpoint(run, mark, half_life)
+    conditional = meta["args"].get("class_conditional", False)
     with torch.no_grad():
-        samples = generate(model, x, n, seed)
+        samples = generate(model, x, n, seed, levels=levels, sampler=sampler, y_train=y if conditional else None,
+                           guidance=guidance)
 
     def grid(imgs: torch.Tensor) -> torch.Tensor:
         k = int(n**0.5)
@@ -248,7 +251,8 @@ def figure(run: Path, data: str, mark: float, half_life: int, out: Path, n: int 
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
     for ax, imgs, title in ((axes[0], samples, f"generated ({meta['spec']['objective'].upper()}, "
-                             f"{meta['spec']['size']} U-Net, {mark:g} CPU-min, Heun 35 NFE)"),
+                             f"{meta['spec']['size']} U-Net, {mark:g} CPU-min, {sampler} {nfe(sampler, levels)} NFE"
+                             + (f", w = {guidance:g})" if conditional else ")")),
                             (axes[1], xt[torch.randperm(len(xt), generator=torch.Generator().manual_seed(seed))[:n]],
                              "real (held out, a random draw)")):
         ax.imshow(1 - grid(imgs), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -286,7 +290,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     if a.figure:
-        figure(Path(a.figure), a.data, a.mark, a.half_life, Path(a.out))
+        figure(Path(a.figure), a.data, a.mark, a.half_life, Path(a.out), sampler=a.sampler, levels=a.levels,
+               guidance=a.guidance)
         return
     marks = [float(m) for m in a.marks.split(",")] if a.marks else None
     hls = [int(h) for h in a.half_lives.split(",")] if a.half_lives else None
@@ -299,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
         rows += json.loads((results / f"{part}.json").read_text())["rows"]
     for run in a.runs:
         rows += evaluate(Path(run), a.data, a.n, marks, hls, a.seed, a.cache, a.sampler, a.levels, a.guidance)
+    rows.sort(key=lambda r: (r["data"] != "digits", r["size"], bool(r.get("conditional")), r["cpu_min"],
+                             r.get("guidance", 0.0), r["ema_half_life_images"], r.get("sampler", "heun")))
     decision = decide(rows, json.loads((results / "images_speed.json").read_text())) if a.decide else None
     env = environment(torch.device("cpu"))
     md = (f"Image U-Net quality against CPU-minutes of training, {where(env)}, torch {env['torch']}, 1 thread "
