@@ -262,86 +262,6 @@ def _e3(v: float | None) -> str:
     return "" if v is None else ("nan" if not math.isfinite(v) else f"{1e3 * v:.2f}")
 
 
-def fewest_table(rows: list[Row]) -> list[str]:
-    """Per (data, score): the fewest evaluations at which each sampler reaches the bar."""
-    subjects = subjects_of(rows)
-    kinds = [k for k in ORDER if any(r["sampler"] == k and "mmd2" in r for r in rows)]
-    lines = ["| data | score | " + " | ".join(kinds) + " |", "|---|---|" + "---:|" * len(kinds)]
-    for data, model in subjects:
-        cells = []
-        for k in kinds:
-            ran = bool(runs_of(rows, data, model, k))
-            r = reach(rows, data, model, k)
-            cells.append(_fmt_reach_n(None if r is None else r["nfe"]) if ran else "")
-        lines.append(f"| {data} | {model} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def cell_run(rows: list[Row], data: str, model: str, kind: str, budget: int, top: int) -> Row | None:
-    """The run a table shows at ``budget``: the fixed-step run made for it; for the ODE and the adaptive
-    DPM-Solver their run with the most evaluations not above it, up to the largest budget every sampler
-    ran (``top``)."""
-    if kind in TOLERANCED:
-        return at_budget(rows, data, model, kind, budget) if budget <= top else None
-    return next((r for r in runs_of(rows, data, model, kind) if r["budget"] == budget), None)
-
-
-def budget_table(rows: list[Row], data: str, model: str, budgets: list[int], top: int) -> list[str]:
-    """Sampler x budget: MMD^2 x 1e3 of the run at that budget, in bold where it meets the bar."""
-    lines = ["| sampler | " + " | ".join(str(b) for b in budgets) + " |", "|---|" + "---:|" * len(budgets)]
-    for k in kinds_of(rows, data, model):
-        cells = []
-        for b in budgets:
-            r = cell_run(rows, data, model, k, b, top)
-            text = "" if r is None else _e3(r["mmd2"]) + ("" if r["nfe"] == b or k not in TOLERANCED
-                                                           else f" ({r['nfe']})")
-            cells.append(f"**{text}**" if r is not None and r["good"] else text)
-        lines.append(f"| {k} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def digits_table(rows: list[Row], model: str, budgets: list[int], top: int) -> list[str]:
-    """Sampler x budget on a digits model: precision / recall / classifier confidence."""
-    lines = ["| sampler | " + " | ".join(str(b) for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
-    for k in kinds_of(rows, "digits", model):
-        cells = []
-        for b in budgets:
-            r = cell_run(rows, "digits", model, k, b, top)
-            cells.append("" if r is None else f"{r['precision']:.2f} / {r['recall']:.2f} / {r['confidence']:.2f}"
-                         + ("" if r["nfe"] == b or k not in TOLERANCED else f" ({r['nfe']})"))
-        lines.append(f"| {k} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def winner(rows: list[Row], data: str, model: str, budget: int) -> tuple[Row, Row | None] | None:
-    """The best run and the runner-up (another sampler) at ``budget`` on one model: the lowest MMD^2 on
-    a toy, the highest min(precision, recall) on the digits, over every sampler's run at that budget."""
-    runs = [r for r in (at_budget(rows, data, model, k, budget) for k in kinds_of(rows, data, model)) if r is not None]
-    if not runs:
-        return None
-    runs.sort(key=(lambda r: -digits_q(r)) if data == "digits" else _mmd)
-    return runs[0], (runs[1] if len(runs) > 1 else None)
-
-
-def winners_table(rows: list[Row], budgets: list[int], digits: bool = False) -> list[str]:
-    """Model x budget: the best sampler at that budget and its quality (MMD^2 x 1e3, or min(precision,
-    recall) on the digits), the runner-up in brackets."""
-    subjects = [s for s in subjects_of(rows, toy_only=not digits) if (s[0] == "digits") == digits]
-
-    def value(r: Row) -> str:
-        return f"{digits_q(r):.2f}" if digits else _e3(r["mmd2"])
-
-    lines = ["| data | score | " + " | ".join(str(b) for b in budgets) + " |", "|---|---|" + "---|" * len(budgets)]
-    for data, model in subjects:
-        cells = []
-        for b in budgets:
-            w = winner(rows, data, model, b)
-            cells.append("" if w is None else f"{w[0]['sampler']} {value(w[0])}"
-                         + ("" if w[1] is None else f" ({w[1]['sampler']} {value(w[1])})"))
-        lines.append(f"| {data} | {model} | " + " | ".join(cells) + " |")
-    return lines
-
-
 def _reach_text(reached: dict[str, int | None]) -> str:
     return ", ".join(f"{t} {'not reached' if v is None else v}" for t, v in reached.items())
 
@@ -442,6 +362,8 @@ def _fmt_reach_n(v: int | None) -> str:
 
 def summary(payload: dict[str, Any]) -> str:
     """The block of docs/benchmarks.md: the decision, the fewest-evaluations table, the targets."""
+    from benchmarks import nfe_tables
+
     meta = payload["meta"]
     n_trained = sum(1 for s in payload["subjects"] if s["model"] != "analytic" and s["data"] != "digits")
     head = (f"Measured {meta['date']} (torch {meta['torch']}, CPU, {meta['threads']} thread(s), "
@@ -463,12 +385,13 @@ def summary(payload: dict[str, Any]) -> str:
            + "".join(f"; {k} also {', '.join(str(b) for b in v)}" for k, v in meta["long_budgets"].items())
            + "; the ODE at tolerances 1e-1 to 1e-5; dpm_adaptive at rtol "
            + ", ".join(f"{v:g}" for v in meta.get("adaptive_rtols", ADAPTIVE_RTOLS)) + "):", "",
-           *fewest_table(payload["rows"]), "",
+           *nfe_tables.fewest_table(payload["rows"]), "",
            "**Best sampler at each budget** (its MMD^2 x 1e3, the runner-up in brackets; every sampler's run with the "
-           "most evaluations not above the budget):", "", *winners_table(payload["rows"], meta["budgets"]), "",
+           "most evaluations not above the budget):", "",
+           *nfe_tables.winners_table(payload["rows"], meta["budgets"]), "",
            *([] if not meta.get("digits_budgets") else [
                "**Best sampler at each budget on the digits** (min(precision, recall), the runner-up in brackets):", "",
-               *winners_table(payload["rows"], meta["digits_budgets"], digits=True), ""]),
+               *nfe_tables.winners_table(payload["rows"], meta["digits_budgets"], digits=True), ""]),
            "**Targets** (on each trained model: the best new sampler needs at most 1/20 of annealed Langevin's "
            "evaluations, and is no worse than the fastest older sampler at every budget):", "",
            *target_lines(payload), "", *notes(payload), ""]
@@ -477,6 +400,8 @@ def summary(payload: dict[str, Any]) -> str:
 
 def markdown(payload: dict[str, Any]) -> str:
     """benchmarks/results/nfe_quality.md: the summary, then every model's sampler x budget table."""
+    from benchmarks import nfe_tables
+
     meta, rows = payload["meta"], payload["rows"]
     out = ["# Sample quality per score evaluation (NFE)", "",
            f"Generated by `benchmarks/nfe_quality.py` ({meta['date']}, torch {meta['torch']}, CPU, "
@@ -505,7 +430,8 @@ def markdown(payload: dict[str, Any]) -> str:
     for data, model in subjects_of(rows):
         budgets = sorted({r["budget"] for r in rows
                           if (r["data"], r["model"]) == (data, model) and r["sampler"] not in TOLERANCED})
-        out += [f"### {data}, {model}", "", *budget_table(rows, data, model, budgets, max(meta["budgets"])), ""]
+        top = max(meta["budgets"])
+        out += [f"### {data}, {model}", "", *nfe_tables.budget_table(rows, data, model, budgets, top), ""]
     ref = payload.get("digits_reference")
     if ref:
         out += ["## Digits", "",
@@ -518,7 +444,7 @@ def markdown(payload: dict[str, Any]) -> str:
         budgets = meta["digits_budgets"]
         top = max(b for b in budgets if not any(b in v for v in meta["digits_long_budgets"].values()))
         for model in dict.fromkeys(r["model"] for r in rows if r["data"] == "digits"):
-            out += [f"### digits, {model}", "", *digits_table(rows, model, budgets, top), ""]
+            out += [f"### digits, {model}", "", *nfe_tables.digits_table(rows, model, budgets, top), ""]
     return "\n".join(out)
 
 
