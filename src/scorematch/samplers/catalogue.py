@@ -432,8 +432,8 @@ def _register_builtins() -> None:
                                                        "0.0078)"),
                          Option("h_init", 0.05, float, "first step in lambda = -log sigma (default 0.05)"),
                          Option("eta", 0.0, float, "share of each step's noise drawn afresh (default 0: the ODE)"),
-                         Option("per_sample", False, bool, "one error, step size and controller per sample",
-                                flag=False)),
+                         Option("per_sample", True, bool, "one error, step size and controller per sample "
+                                "(default; False: one for the batch, as k-diffusion)", flag=False)),
                 kinds=NOISE_CONDITIONAL, conditioning="sigma", nfe=lambda n, o: None,
                 nfe_text="adaptive (order per accepted step, order - 1 per rejected one, + 1)",
                 grid=Lazy("scorematch.samplers.adaptive:end_levels"), own_levels=False, info=True),
