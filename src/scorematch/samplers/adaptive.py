@@ -38,8 +38,8 @@ from torch import Tensor
 
 from scorematch import _checks
 from scorematch._progress import progress as progress_reporter
-from scorematch.errors import ConfigError, ModelError
 from scorematch._random import Generators
+from scorematch.errors import ConfigError, ModelError
 from scorematch.samplers._loop import Callback, check_callback, check_trajectory_size
 from scorematch.samplers.adaptive_rows import solve_rows
 from scorematch.samplers.dpmpp_sde import NoiseFn, _noise_options, draw

@@ -109,7 +109,8 @@ def draw(run: Path, out: Path, n: int | None = None, sampler: str | None = None,
             nfe = int(D.gather_rows(torch.tensor([report["nfe"]], device=device), ctx).sum())
             rows = None
             if "row_nfe" in report:  # each sample stepped on its own: its evaluations, on average
-                rows = int(D.gather_rows(torch.tensor([report["row_nfe"]], device=device), ctx).sum()) / (per_rank * ctx.world_size)
+                rows = int(D.gather_rows(torch.tensor([report["row_nfe"]], device=device), ctx).sum())
+                rows /= per_rank * ctx.world_size
             if ctx.is_main:
                 say(f"scorematch: sampler {name} took {nfe} score evaluations"
                     + (f" ({ctx.world_size} processes together)" if ctx.world_size > 1 else "")
