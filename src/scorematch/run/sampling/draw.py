@@ -83,7 +83,8 @@ def draw(run: Path, out: Path, n: int | None = None, sampler: str | None = None,
             say(start_line("sample", device, threads, model, shape,
                            f"inpainting {x.shape[0]} rows by {method}{f' with {name}' if name else ''}"))
             filled = inpaint_run(model, info, x, mask, method=method, sampler=name, seed=seed, particles=particles,
-                                 resample=resample, label=label, guidance=guidance, progress=progress, **options)
+                                 resample=resample, label=label, guidance=guidance, progress=progress,
+                                 start_index=start_index, batch_size=batch_size, **options)
             done = True
             return Drawn(filled.cpu(), f"inpaint {method}", model, 1)
         n = DEFAULT_N if n is None else n
