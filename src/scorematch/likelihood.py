@@ -176,12 +176,21 @@ def scaled_flow(
     n_probes: int = 1,
     generator: Any = None,
     eps_t: float = 1e-5,
+    divergence: bool = True,
 ) -> ScaledFlow:
     """``velocity_and_divergence`` in the scaled state y = x / c(t), c(t) = sqrt(m(t)^2 + std(t)^2),
     dy/dt = (v - (a + g^2 / (2 c^2)) x) / c for a VE, VP or sub-VP SDE (drift a(t) x); for any
-    other SDE c = 1 and dy/dt = v. The second output, d delta/dt = div_x v, is unchanged."""
-    with_div = velocity_and_divergence(score_fn, sde, x, exact_trace, n_probes, generator, eps_t)
+    other SDE c = 1 and dy/dt = v. The second output, d delta/dt = div_x v, is unchanged; with
+    ``divergence=False`` it is None (and no probe is drawn)."""
     dims = (1,) * (x.dim() - 1)
+    if divergence:
+        with_div = velocity_and_divergence(score_fn, sde, x, exact_trace, n_probes, generator, eps_t)
+    else:
+        score = _score_callable(score_fn)
+
+        def with_div(y: Tensor, tv: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Any]:
+            g2 = sde.diffusion(tv).pow(2).reshape(-1, *dims)
+            return sde.drift(y, tv) - 0.5 * g2 * score(y, tv), None
     if type(sde).drift not in _SCALAR_DRIFTS:
         return ScaledFlow(lambda t: torch.ones_like(t), lambda y, t, rows=None: with_div(y, t, rows))
 

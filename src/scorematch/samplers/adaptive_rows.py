@@ -120,7 +120,7 @@ def solve_rows(eps: Any, pair: Any, x: Tensor, s0: float, t_end: float, order: i
         x[done], x_prev[done], s[done] = x_high[ok], x_low[ok], ta[ok]
         cached[done] = False
         if trajectory is not None:
-            check_trajectory_size(len(trajectory) + 1, x.shape, x.dtype, "dpm_adaptive")
+            check_trajectory_size(len(trajectory) + 1, x.shape, x.dtype, "the adaptive DPM-Solver")
             trajectory.append(x.clone())
         info["steps"] += 1
         info["n_accept"] += int(ok.sum())

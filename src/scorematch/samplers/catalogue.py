@@ -380,9 +380,11 @@ def _register_builtins() -> None:
                          Option("exact_trace", None, bool, "with the log-likelihood: the exact divergence (default: "
                                                            "for D <= 16), else Hutchinson's estimate", flag=False),
                          Option("n_probes", 1, int, "with the log-likelihood: Hutchinson probes per sample",
-                                flag=False)),
+                                flag=False),
+                         Option("per_sample", True, bool, "each sample its own dopri5 steps (default; False: "
+                                "torchdiffeq's steps, shared by the batch)", flag=False)),
                 kinds=NOISE_CONDITIONAL, conditioning="time", nfe=lambda n, o: None,
-                nfe_text="adaptive (the solver's evaluations + 1)", log_prob=True),
+                nfe_text="adaptive (the solver's evaluations + 1)", log_prob=True, info=True),
         Sampler(name="heun", function=_fn("denoising", "heun"), family=DENOISING,
                 summary="EDM Algorithm 1/2: Heun on dx/dsigma = (x - D(x, sigma)) / sigma",
                 options=(steps_option(18), *_churn(), _BROWNIAN), kinds=NOISE_CONDITIONAL, conditioning="sigma",

@@ -17,6 +17,7 @@ Both wrap the score function; the sampler itself is unchanged:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -139,6 +140,17 @@ def replace_known(
     return score
 
 
+def _shared_steps(sampler: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with per_sample=False for a sampler that steps each row on its own (it would call
+    the score on a subset of the rows, which the replaced known values, one per row, do not fit),
+    unless the caller chose."""
+    try:
+        takes = "per_sample" in inspect.signature(sampler).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return {"per_sample": False, **options} if takes else options
+
+
 def inpaint(
     sampler: Callable[..., Any],
     score_fn: Any,
@@ -165,7 +177,9 @@ def inpaint(
     noise draw for the known part (see ``replace_known``).
 
     ``x`` is the start at the scale of sigmas[0] (shape of ``known``: (n, D) or (n, C, H, W));
-    ``mask`` is True where a coordinate is known and broadcasts to that shape. Returns the
+    ``mask`` is True where a coordinate is known and broadcasts to that shape. A sampler that
+    steps each row on its own (``per_sample``) steps the batch as a whole here, unless
+    ``per_sample`` is given: the replacement holds one known value per row. Returns the
     completed batch (or (batch, trajectory) if the sampler returns one). Replacement is an
     approximation of the conditional: see ``inpaint_smc`` for a sampler that converges to it.
     """
@@ -175,6 +189,7 @@ def inpaint(
     mask = _mask_like(mask, known)
     resample = _checks.positive_int("resample", resample)
     wrapped = replace_known(score_fn, known, mask, None, generator, fixed_noise)
+    options = _shared_steps(sampler, options)
     if resample == 1:
         out = sampler(wrapped, x, sigmas, generator=generator, **options)
         if isinstance(out, tuple):
@@ -316,7 +331,7 @@ def inpaint_sde(
     from scorematch.samplers.sde import ode
 
     wrapped = replace_known(score_fn, known, mask, sde, generator, fixed_noise=sampler is ode)
-    out = sampler(wrapped, start, sde, generator=generator, **options)
+    out = sampler(wrapped, start, sde, generator=generator, **_shared_steps(sampler, options))
     if isinstance(out, tuple):
         return torch.where(mask, known, out[0]), out[1]
     return torch.where(mask, known, out)
