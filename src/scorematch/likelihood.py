@@ -15,9 +15,10 @@ have at t): for the drift f = a(t) x, d(c^2)/dt = 2 a c^2 + g^2, so
 which vanishes where p_t is N(0, c^2 I): at the large noise levels of a VE SDE, where x grows like
 sigma(t) and its own equation is stiff in t, y barely moves and the adaptive solver takes few
 steps there (for a VP SDE c = 1 and y = x). The solution is the same ODE's; only the variable
-whose error the solver controls changes (its tolerance applies to y).  The divergence is the exact trace of the Jacobian or the
-Hutchinson-Skilling estimate E_eps[eps^T (dv/dx) eps] with Rademacher probes eps drawn once per
-solve.  Under a VE, VP or sub-VP SDE (drift f = c(t) x, div f = D c(t)) the exact divergence of a
+whose error the solver controls changes (its tolerance applies to y).
+
+The divergence is the exact trace of the Jacobian or the Hutchinson-Skilling estimate
+E_eps[eps^T (dv/dx) eps] with Rademacher probes eps drawn once per solve.  Under a VE, VP or sub-VP SDE (drift f = c(t) x, div f = D c(t)) the exact divergence of a
 score network with linear ends (scorematch.autodiff.structured: the library's MLPs, directly or
 through ``sigma_conditioned``) is div v = D c(t) - 1/2 g(t)^2 tr(grad_x s) with the trace taken
 in the network's widths; any other exact trace is D vector-Jacobian products with the unit vectors
@@ -99,7 +100,7 @@ def velocity_and_divergence(
     every call. ``t`` is (n,); neither output is differentiable. The function also takes ``rows``,
     an index of the rows of x that ``y`` holds (None: all of them), for their probes."""
     score = _score_callable(score_fn)
-    n, d = x.shape[0], math.prod(x.shape[1:])
+    d = math.prod(x.shape[1:])
     exact = d <= _EXACT_MAX_DIM if exact_trace is None else bool(exact_trace)
 
     def drift(y: Tensor, tv: Tensor) -> Tensor:
