@@ -17,12 +17,13 @@ sigma(t) and its own equation is stiff in t, y barely moves and the adaptive sol
 steps there (for a VP SDE c = 1 and y = x). The solution is the same ODE's; only the variable
 whose error the solver controls changes (its tolerance applies to y).
 
-The divergence is the exact trace of the Jacobian or the Hutchinson-Skilling estimate
-E_eps[eps^T (dv/dx) eps] with Rademacher probes eps drawn once per solve.  Under a VE, VP or sub-VP SDE (drift f = c(t) x, div f = D c(t)) the exact divergence of a
-score network with linear ends (scorematch.autodiff.structured: the library's MLPs, directly or
-through ``sigma_conditioned``) is div v = D c(t) - 1/2 g(t)^2 tr(grad_x s) with the trace taken
-in the network's widths; any other exact trace is D vector-Jacobian products with the unit vectors
-(D <= 16) or torch.func.jacrev under vmap, chunked.
+The divergence is the exact trace of the Jacobian or the Hutchinson-Skilling estimate E_eps[eps^T
+(dv/dx) eps] with Rademacher probes eps drawn once per solve. Under a VE, VP or sub-VP SDE (drift
+f = c(t) x, div f = D c(t)) the exact divergence of a score network with linear ends
+(scorematch.autodiff.structured: the library's MLPs, directly or through ``sigma_conditioned``) is
+div v = D c(t) - 1/2 g(t)^2 tr(grad_x s) with the trace taken in the network's widths; any other
+exact trace is D vector-Jacobian products with the unit vectors (D <= 16) or torch.func.jacrev
+under vmap, chunked.
 """
 
 from __future__ import annotations
