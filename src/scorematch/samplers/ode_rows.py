@@ -44,7 +44,7 @@ def solve_flow_rows(score_fn: Any, sde: SDE, x: Tensor, eps_t: float, rtol: floa
     def rhs(t: Tensor, state: tuple[Tensor, ...], rows: Tensor) -> tuple[Tensor, ...]:
         tv = t.to(x.dtype).clamp(eps_t, sde.T)
         loop.nfe += 1
-        loop.step({"x": scale(tv) * state[0], "t": tv, "rows": rows})
+        loop.step({"x": scale(tv) * state[0], "t": tv, "rows": rows} if loop.callback is not None else {})
         dy, div = flow.rhs(state[0], tv, rows)
         return (dy, div) if return_log_prob else (dy,)
 
