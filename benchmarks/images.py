@@ -32,6 +32,7 @@ from scorematch.metrics.images import image_metrics, train_feature_net
 from scorematch.models.base import build_model
 from scorematch.noise import karras_sigmas
 from scorematch.samplers.catalogue import sample
+from scorematch.samplers.conditional import guided
 
 HEUN_LEVELS = 18  # 18 Karras levels + the final 0: 35 score evaluations
 _NETS: dict[str, Any] = {}
@@ -65,9 +66,12 @@ def nfe(sampler: str, levels: int) -> int:
 
 
 def generate(model: torch.nn.Module, x_train: torch.Tensor, n: int, seed: int, levels: int = HEUN_LEVELS,
-             batch: int = 250, sampler: str = "heun") -> torch.Tensor:
+             batch: int = 250, sampler: str = "heun", y_train: torch.Tensor | None = None,
+             guidance: float = 0.0) -> torch.Tensor:
     """n images by ``sampler`` (heun, or another denoising sampler of scorematch) on the Karras grid
-    sigma_max .. sigma_min (rho 7) then 0 (the range of ``sampling_range``), clamped to [0, 1]."""
+    sigma_max .. sigma_min (rho 7) then 0 (the range of ``sampling_range``), clamped to [0, 1]. A
+    class-conditional model (``y_train`` given) samples p(x) = sum_y p(y) p(x | y): each image's
+    label is drawn from the training labels, then the image from the (guided) conditional score."""
     lo, hi = sampling_range(x_train)
     sigmas = karras_sigmas(levels, lo, hi)
     shape = tuple(x_train.shape[1:])
@@ -76,7 +80,11 @@ def generate(model: torch.nn.Module, x_train: torch.Tensor, n: int, seed: int, l
     for i in range(0, n, batch):
         m = min(batch, n - i)
         x = torch.randn((m, *shape), generator=g) * float(sigmas[0])
-        out.append(sample(sampler, model, x, sigmas).clamp(0, 1))
+        score_fn: Any = model
+        if y_train is not None:
+            labels = y_train[torch.randint(len(y_train), (m,), generator=g)]
+            score_fn = guided(model, labels, guidance)
+        out.append(sample(sampler, score_fn, x, sigmas).clamp(0, 1))
     return torch.cat(out)
 
 
@@ -109,7 +117,7 @@ def feature_net(data: str, x: torch.Tensor, y: torch.Tensor, cache: Path | None 
 
 def evaluate(run: Path, data: str, n: int, marks: list[float] | None, half_lives: list[int] | None,
              seed: int, cache: Path | None = None, sampler: str = "heun",
-             levels: int = HEUN_LEVELS) -> list[dict[str, Any]]:
+             levels: int = HEUN_LEVELS, guidance: float = 0.0) -> list[dict[str, Any]]:
     x, y, xt, _ = load(data)
     net = feature_net(data, x, y, cache)
     meta = json.loads((run / "meta.json").read_text())
@@ -121,13 +129,16 @@ def evaluate(run: Path, data: str, n: int, marks: list[float] | None, half_lives
             model, _ = load_checkpoint(run, ck["cpu_min"], hl)
             t0 = time.process_time()
             with torch.no_grad():
-                samples = generate(model, x, n, seed, levels=levels, sampler=sampler)
+                conditional = meta["args"].get("class_conditional", False)
+                samples = generate(model, x, n, seed, levels=levels, sampler=sampler,
+                                   y_train=y if conditional else None, guidance=guidance)
             sample_cpu = time.process_time() - t0
             m = image_metrics(net, x, xt, samples, torch.Generator().manual_seed(seed))
             row = {"run": run.name, "data": data, **meta["spec"], "params": meta["params"],
                    "batch": meta["args"]["batch"], "lr": meta["args"]["lr"], "cpu_min": ck["cpu_min"],
                    "steps": ck["step"], "images_seen": ck["images"], "ema_half_life_images": hl,
-                   "n": n, "sampler": sampler, "levels": levels, "nfe": nfe(sampler, levels),
+                   "n": n, "sampler": sampler, "conditional": conditional, "guidance": guidance,
+                   "levels": levels, "nfe": nfe(sampler, levels),
                    "sample_cpu_s": sample_cpu,
                    **{k: m[k] for k in ("confident", "precision", "recall", "fd", "kid")}}
             if x.shape[-1] <= 8:
@@ -154,7 +165,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     body = []
     for r in rows:
         c = r["confident"]
-        body.append([r["data"].split(":")[0], r["objective"], r["size"], f"{r['params'] / 1e6:.2f} M", r["cpu_min"],
+        objective = r["objective"] + (" class-conditional" if r.get("conditional") else "")
+        body.append([r["data"].split(":")[0], objective, r["size"], f"{r['params'] / 1e6:.2f} M", r["cpu_min"],
                      r["steps"], r["ema_half_life_images"], f"{r.get('sampler', 'heun')} ({r['nfe']})",
                      f"{c['value']:.3f} / {c['baseline']:.3f} = {c['value'] / c['baseline']:.2f}",
                      f"{r['precision']['value']:.3f} ± {r['precision']['se']:.3f}",
@@ -172,28 +184,42 @@ def _score(r: dict[str, Any]) -> float:
     return (r["confident"]["value"] / r["confident"]["baseline"] + r["precision"]["value"] + r["recall"]["value"]) / 3
 
 
+def _variant(r: dict[str, Any]) -> tuple[str, bool]:
+    return r["size"], bool(r.get("conditional", False))
+
+
 def decide(rows: list[dict[str, Any]], speed: dict[str, Any]) -> dict[str, Any]:
-    """The image recipe from the measurements: the U-Net size with the best quality (``_score``) on
-    28x28 digits at the largest CPU-minute mark every measured size reached (Heun rows), trained in
-    bf16 when the speed benchmark measured bf16 steps faster, for as many steps as that size's
-    measured step takes in ``BUDGET_MIN`` CPU-minutes (rounded down to hundreds); the sampler and
-    its levels that scored best on that checkpoint."""
+    """The image recipe from the measurements: the U-Net size, class-conditional or not, with the
+    best quality (``_score``, its best EMA half-life) on 28x28 digits at the largest CPU-minute
+    mark every measured variant reached (Heun rows), trained in bf16 when the speed benchmark
+    measured bf16 steps faster, for as many steps as fit in ``BUDGET_MIN`` CPU-minutes (the
+    training run's own count when it reached the budget, else from the measured step; rounded
+    down to hundreds); the EMA half-life that scored best at that variant's last mark; the sampler
+    and its levels that scored best on that checkpoint."""
     mnist = [r for r in rows if r["data"].startswith("mnist") and r.get("sampler", "heun") == "heun"]
-    sizes = sorted({r["size"] for r in mnist})
-    common = min(max(r["cpu_min"] for r in mnist if r["size"] == s) for s in sizes)
-    at = [r for r in mnist if r["cpu_min"] == common]
-    best = max(at, key=_score)
-    # the sampler: the best-scoring of those measured on the chosen size's checkpoint at that mark
-    same = [r for r in rows if r["data"] == best["data"] and r["size"] == best["size"] and r["cpu_min"] == common]
+    variants = sorted({_variant(r) for r in mnist})
+    common = min(max(r["cpu_min"] for r in mnist if _variant(r) == v) for v in variants)
+    at = {v: max((r for r in mnist if _variant(r) == v and r["cpu_min"] == common), key=_score) for v in variants}
+    best = max(at.values(), key=_score)
+    mine = [r for r in mnist if _variant(r) == _variant(best)]
+    last = max(r["cpu_min"] for r in mine)
+    ema = max((r for r in mine if r["cpu_min"] == last), key=_score)
+    same = [r for r in rows if r["data"] == best["data"] and _variant(r) == _variant(best) and r["cpu_min"] == last
+            and r["ema_half_life_images"] == ema["ema_half_life_images"]]
     pick = max(same, key=lambda r: (_score(r), -r["nfe"]))
     step = {r["size"]: r for r in speed["rows"]}[best["size"]]
     bf16 = step["step_bf16_ms"] < step["step_fp32_ms"]
     step_s = (step["step_bf16_ms"] if bf16 else step["step_fp32_ms"]) / 1e3
-    return {"model_size": best["size"], "steps": int(BUDGET_MIN * 60 / step_s) // 100 * 100,
+    if last >= BUDGET_MIN:  # the steps the training run itself made in the budget
+        step_s = ema["cpu_min"] * 60 / ema["steps"]
+    return {"model_size": best["size"], "class_conditional": _variant(best)[1],
+            "steps": int(BUDGET_MIN * 60 / step_s) // 100 * 100,
             "batch_size": best["batch"], "lr": best["lr"], "lr_warmup": 200,
-            "ema_half_life": 20000.0, "precision": "bf16" if bf16 else "fp32", "sampler": pick.get("sampler", "heun"),
-            "n_steps": pick.get("levels", HEUN_LEVELS), "compared_at_cpu_min": common,
-            "scores": {r["size"]: _score(r) for r in at}, "step_s": step_s}
+            "ema_half_life": float(ema["ema_half_life_images"]), "precision": "bf16" if bf16 else "fp32",
+            "sampler": pick.get("sampler", "heun"), "n_steps": pick.get("levels", HEUN_LEVELS),
+            "compared_at_cpu_min": common, "ema_chosen_at_cpu_min": last,
+            "scores": {f"{v[0]}{' conditional' if v[1] else ''}": _score(r) for v, r in at.items()},
+            "step_s": step_s}
 
 
 def figure(run: Path, data: str, mark: float, half_life: int, out: Path, n: int = 64, seed: int = 0) -> None:
@@ -248,6 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--decide", action="store_true", help="record the image recipe the rows decide")
     p.add_argument("--sampler", default="heun", help="a denoising sampler of scorematch")
     p.add_argument("--levels", type=int, default=HEUN_LEVELS, help="Karras noise levels (then 0)")
+    p.add_argument("--guidance", type=float, default=0.0, help="class-conditional runs: guidance weight w")
     p.add_argument("--cache", type=Path, default=None, help="folder to keep the feature networks in")
     p.add_argument("--figure", default="", help="a run folder: write a samples-vs-real PNG instead")
     p.add_argument("--mark", type=float, default=30)
@@ -268,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     for part in a.parts:
         rows += json.loads((results / f"{part}.json").read_text())["rows"]
     for run in a.runs:
-        rows += evaluate(Path(run), a.data, a.n, marks, hls, a.seed, a.cache, a.sampler, a.levels)
+        rows += evaluate(Path(run), a.data, a.n, marks, hls, a.seed, a.cache, a.sampler, a.levels, a.guidance)
     decision = decide(rows, json.loads((results / "images_speed.json").read_text())) if a.decide else None
     env = environment(torch.device("cpu"))
     md = (f"Image U-Net quality against CPU-minutes of training, {where(env)}, torch {env['torch']}, 1 thread "
@@ -276,7 +303,8 @@ def main(argv: list[str] | None = None) -> None:
           "space of a classifier trained on the training images, against held-out real images (k = 3); in "
           "parentheses and after the slash the real-vs-real baseline.\n\n" + table(rows))
     if decision is not None:
-        md += (f"\nDecision (the image recipe of `scorematch train`): size {decision['model_size']} (best at "
+        md += (f"\nDecision (the image recipe of `scorematch train`): size {decision['model_size']}"
+               f"{', class-conditional' if decision['class_conditional'] else ''} (best at "
                f"{decision['compared_at_cpu_min']:g} CPU-min), {decision['precision']}, "
                f"batch {decision['batch_size']}, "
                f"{decision['steps']} steps ({BUDGET_MIN:g} CPU-min at {decision['step_s']:.3f} s a step), "

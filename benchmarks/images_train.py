@@ -31,6 +31,7 @@ from scorematch.models.base import model_spec
 from scorematch.models.edm import EDMPrecond, estimate_sigma_data
 from scorematch.models.unet import UNet, parameter_count, unet_config
 from scorematch.objectives import edm, ncsn_per_sample, sde_dsm
+from scorematch.objectives.labels import drop_labels
 
 
 def load(spec: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,7 +69,7 @@ def build(objective: str, size: str, channels: int, settings: dict[str, Any], **
 def loss_fn(objective: str, settings: dict[str, Any]):
     if objective == "edm":
         kw = {k: settings[k] for k in ("sigma_data", "p_mean", "p_std")}
-        return lambda m, x, g: edm(m, x, generator=g, **kw)
+        return lambda m, x, g, y=None: edm(m, x, generator=g, labels=y, **kw)
     if objective == "ncsn":
         sig = torch.tensor(settings["sigmas"])
         return lambda m, x, g: ncsn_per_sample(m, x, sig, generator=g)[0].mean()
@@ -92,19 +93,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--marks", default="5,10,20,30", help="CPU minutes at which to save the EMAs")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--class-conditional", action="store_true",
+                   help="train on the labels (10%% dropped to the null label, for guidance)")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
     out = ensure_folder(a.out)
-    x, _, _, _ = load(a.data)
+    x, y, _, _ = load(a.data)
+    classes = int(y.max()) + 1 if a.class_conditional else 0
+    if classes and a.objective != "edm":
+        raise SystemExit("--class-conditional: edm only")
     settings: dict[str, Any] = edm_settings(x)
     if a.objective == "ncsn":
         from scorematch.noise import geometric_sigmas
 
         flat = x.flatten(1)[:2000]
         settings["sigmas"] = geometric_sigmas(float(torch.cdist(flat, flat).max()), 0.01, 232).tolist()
-    model = build(a.objective, a.size, x.shape[1], settings, dropout=a.dropout)
+    model = build(a.objective, a.size, x.shape[1], settings, dropout=a.dropout,
+                  **({"n_classes": classes} if classes else {}))
     loss = loss_fn(a.objective, settings)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     half_lives = [float(h) for h in a.half_lives.split(",")]
@@ -123,7 +130,10 @@ def main(argv: list[str] | None = None) -> None:
         for group in opt.param_groups:
             group["lr"] = a.lr * min(1.0, (step + 1) / a.warmup)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
-            value = loss(model, x[idx], g)
+            if classes:
+                value = loss(model, x[idx], g, drop_labels(y[idx], 0.1, classes, generator=g))
+            else:
+                value = loss(model, x[idx], g)
         opt.zero_grad(set_to_none=True)
         value.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -183,7 +183,7 @@ def digits_run(tmp_path_factory) -> Path:
     (["--label", "3", "--guidance", "-1"], "--guidance must be a finite number >= 0"),
     (["--label", "3", "--guidance", "nan"], "--guidance"),
     (["--label", "3", "--guidance", "inf"], "--guidance"),
-    (["--guidance", "2"], "add --label"),
+    (["--label", "null", "--guidance", "2"], "drop --guidance"),
     (["--label", "3", "--sampler", "heun", "--eta", "1"], "--eta"),
 ])
 def test_wrong_labels_and_guidance_are_refused_in_one_line(digits_run, args, needle, tmp_path, capsys):
@@ -199,7 +199,59 @@ def test_a_label_is_refused_on_an_unconditional_run(tmp_path, capsys):
                  "--out", str(run), "--no-progress"]) == 0
     rc, _, err = run_cli(["sample", run, "--label", "0", "--out", tmp_path / "s.npz"], capsys)
     assert_one_line_error(rc, err, "not class-conditional")
+    rc, _, err = run_cli(["sample", run, "--guidance", "1", "--out", tmp_path / "s.npz"], capsys)
+    assert_one_line_error(rc, err, "--guidance applies to class-conditional runs")
     assert not (tmp_path / "s.npz").exists()
+
+
+def test_a_conditional_run_without_a_label_samples_the_data_class_shares(digits_run, tmp_path, capsys):
+    """run.json records p(y) (the class shares of the 1438 training digits); without --label each
+    sample's class is drawn from it by its own stream: over 4000 draws the counts pass a chi-square
+    test against p(y) (9 degrees of freedom, 99.9% quantile 27.9), and the first rows do not depend
+    on --n; --label null and --guidance without a label sample too."""
+    from scorematch._random import RowGenerators
+    from scorematch.run.sampling.generate import mixture_labels
+
+    prior = json.loads((digits_run / "run.json").read_text())["data"]["class_prior"]
+    _, y = load_digits()
+    assert prior == pytest.approx((torch.bincount(y, minlength=10).double() / len(y)).tolist(), abs=0.02)
+    counts = torch.tensor(prior, dtype=torch.float64) * 1438
+    assert float((counts - counts.round()).abs().max()) < 1e-9 and float(counts.sum()) == pytest.approx(1438)
+    drawn = mixture_labels(prior, RowGenerators.from_seed(3, 4000))
+    expected = torch.tensor(prior, dtype=torch.float64) * 4000
+    chi2 = float(((torch.bincount(drawn, minlength=10) - expected) ** 2 / expected).sum())
+    assert chi2 < 27.9
+    assert torch.equal(mixture_labels(prior, RowGenerators.from_seed(3, 7)), drawn[:7])
+    skewed = mixture_labels([0.0, 0.0, 1.0, *[0.0] * 7], RowGenerators.from_seed(0, 50))
+    assert skewed.tolist() == [2] * 50
+    for i, args in enumerate(([], ["--label", "null"], ["--guidance", "0.5"])):
+        out = tmp_path / f"s{i}.npz"
+        rc, _, err = run_cli(["sample", digits_run, *args, "--n", 6, "--seed", 1, "--out", out, "--no-progress"],
+                             capsys)
+        assert rc == 0, err
+        assert np.isfinite(np.load(out)["samples"]).all()
+
+
+def test_a_bad_class_prior_in_run_json_is_refused_in_one_line(digits_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(digits_run, run)
+    info = json.loads((run / "run.json").read_text())
+    info["data"]["class_prior"] = [0.5] * 10
+    (run / "run.json").write_text(json.dumps(info))
+    rc, _, err = run_cli(["sample", run, "--n", 2, "--out", tmp_path / "s.npz"], capsys)
+    assert_one_line_error(rc, err, "class_prior")
+
+
+def test_the_image_unet_is_class_conditional_by_default_on_labelled_images(pets, tmp_path, capsys):
+    for flags, conditional in (([], True), (["--no-class-conditional"], False)):
+        out = tmp_path / f"r{len(flags)}"
+        rc, _, err = run_cli(["train", "--data", f"images:{pets}", "--objective", "edm", *flags, "--steps", "2",
+                              "--batch-size", "8", "--precision", "fp32", "--out", out, "--no-progress"], capsys)
+        assert rc == 0, err
+        assert json.loads((out / "config.json").read_text())["class_conditional"] is conditional
+        assert ("class_prior" in json.loads((out / "run.json").read_text())["data"]) is conditional
 
 
 @pytest.mark.slow

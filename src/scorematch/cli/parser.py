@@ -59,7 +59,8 @@ TRAIN_HELP: dict[str, str] = {
     "p_std": "EDM: standard deviation of ln(sigma) of the training noise levels",
     "class_conditional": "train a class-conditional model s(x, sigma, y) on labelled data (digits, mnist:DIR, "
                          "fashion-mnist:DIR, cifar10:DIR, images:DIR with one sub-folder per class) for "
-                         "`scorematch sample --label K --guidance W` (objectives ncsn, sde, edm)",
+                         "`scorematch sample --label K --guidance W` (objectives ncsn, sde, edm); the default "
+                         "of the image U-Net on labelled images (--no-class-conditional: unconditional)",
     "label_dropout": "with --class-conditional: share of labels replaced by the null label in training, so the "
                      "model also learns the unconditional score that classifier-free guidance needs",
     "ema_decay": "decay of the exponential moving average of the weights (used for sampling)",
@@ -97,7 +98,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         if isinstance(default, bool):
-            p.add_argument(flag, action="store_true", default=None, help=TRAIN_HELP[f.name])
+            switch = argparse.BooleanOptionalAction if f.name == "class_conditional" else "store_true"
+            p.add_argument(flag, action=switch, default=None, help=TRAIN_HELP[f.name])
             continue
         kind = {"int": _int, "float": float, "str": str}
         typ = str
@@ -317,10 +319,12 @@ def _add_conditional_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("class-conditional sampling and inpainting")
     g.add_argument("--label", default=None,
                    help="sample this class (an index 0..K-1 or a class name of run.json) of a run trained with "
-                        "--class-conditional (default: unconditional, the null label)")
+                        "--class-conditional (default: each sample's class drawn with the training data's class "
+                        "shares, so the samples follow the whole data; null: the null label's unconditional score)")
     g.add_argument("--guidance", type=float, default=None,
-                   help="with --label: classifier-free guidance weight w >= 0, score (1 + w) s(x, y) - w s(x) "
-                        "(default: 1.0; measured on digits, see the docs)")
+                   help="class-conditional runs: classifier-free guidance weight w >= 0, score (1 + w) s(x, y) - "
+                        "w s(x) (default with --label: 1.0, measured on digits; without: 0, the data's "
+                        "distribution; see the docs)")
     g.add_argument("--inpaint", type=Path, default=None, metavar="FILE.npz",
                    help="fill in the unknown part of the samples in FILE.npz: arrays x (n, *sample shape, data "
                         "units; images in [0, 1]) and mask (True or 1 = known; the shape of x or one that "

@@ -56,6 +56,13 @@ def class_names(ds: Dataset) -> list[str]:
     return list(ds.classes) if ds.classes else [str(k) for k in range(n_classes_of(ds))]
 
 
+def class_prior(ds: Dataset) -> list[float]:
+    """The share of each class among the data's labels (run.json's ``data.class_prior``), the
+    p(y) that a class-conditional run is sampled with when no label is asked for."""
+    counts = torch.bincount(ds.labels.reshape(-1).long(), minlength=n_classes_of(ds)).double()
+    return (counts / counts.sum()).tolist()
+
+
 def check_labelled(cfg: TrainConfig, ds: Dataset, model: nn.Module | None = None) -> None:
     """A class-conditional run needs labelled data with at least two classes (and a user's
     ``model``, the data's ``n_classes``)."""
@@ -129,7 +136,7 @@ def build_for(cfg: TrainConfig, ds: Dataset) -> nn.Module:
 #: recorded in benchmarks/results/images.json.
 IMAGE_RECIPE: dict[str, Any] = {
     "model_size": "tiny", "steps": 7300, "batch_size": 64, "lr": 1e-3, "lr_warmup": 200,
-    "ema_half_life": 20000.0, "precision": "bf16",
+    "ema_half_life": 20000.0, "precision": "bf16", "class_conditional": True,
 }
 
 
@@ -141,10 +148,13 @@ def image_model_size(cfg: TrainConfig) -> str:
 def image_recipe(cfg: TrainConfig, ds: Dataset, given: set[str] | frozenset[str]) -> TrainConfig:
     """``cfg`` with ``IMAGE_RECIPE`` in place of each setting the user did not give (``given``), when
     the run trains the image U-Net (image data, objective ncsn, sde or edm, ``--model auto`` or
-    ``image_unet``); ``cfg`` itself otherwise. The model size is recorded, never "auto"."""
+    ``image_unet``); ``cfg`` itself otherwise. The model size is recorded, never "auto";
+    ``class_conditional`` applies only to data with labels of two classes or more."""
     if ds.kind != "image" or default_model_name(cfg, ds) != "image_unet":
         return cfg
     chosen = {k: v for k, v in IMAGE_RECIPE.items() if k not in given}
+    if ds.labels is None or n_classes_of(ds) < 2:
+        chosen.pop("class_conditional", None)
     if cfg.model_size == "auto":
         chosen["model_size"] = IMAGE_RECIPE["model_size"]
     return cfg.replace(**chosen)

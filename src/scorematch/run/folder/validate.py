@@ -349,6 +349,12 @@ def _optional_data(where: str, data: dict[str, Any], shape: tuple[int, ...], err
                 and all(isinstance(c, str) and 0 < len(c) <= 255 for c in classes)):
             raise error(f"{where}.classes must be a list of 1 to {MAX_CLASSES} class names (strings), "
                         f"got {_short(classes)}")
+        prior = data.get("class_prior", [1.0 / len(classes)] * len(classes))
+        if not (isinstance(prior, list) and len(prior) == len(classes)
+                and all(isinstance(q, int | float) and not isinstance(q, bool) and 0 <= q <= 1 for q in prior)
+                and abs(sum(prior) - 1) < 1e-6):
+            raise error(f"{where}.class_prior must be {len(classes)} shares in [0, 1] that sum to 1, "
+                        f"got {_short(prior)}")
     if data.get("csv_header") not in (None, "yes", "no"):
         raise error(f"{where}.csv_header must be 'yes' or 'no', got {_short(data['csv_header'])}")
     if data.get("standardize") is not None:

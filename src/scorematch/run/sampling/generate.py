@@ -12,8 +12,11 @@ The denoising samplers see every noise- or time-conditional model through
 ``scorematch.denoise.sigma_view`` over the noise range of its run (NCSN: sigma_L .. sigma_1;
 EDM: the schedule's sigma_min .. sigma_max; SDE models: sigma(1e-3) .. sigma(1) of their SDE),
 on their catalogue entry's grid of noise levels. A class-conditional model is sampled for class ``label`` with
-classifier-free guidance of weight ``guidance`` (``scorematch.samplers.guided``), or
-unconditionally (the null label) without a label.
+classifier-free guidance of weight ``guidance`` (``scorematch.samplers.guided``); without a label
+from the data's distribution p(x) = sum_y p(y) p(x | y), each sample's class y drawn from its own
+random stream with the data's class shares (run.json's ``data.class_prior``), guided only when a
+guidance weight is given; with the label
+``"null"`` from the null label's (unconditional) score.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from scorematch.samplers.counting import CountedScore
 
 #: the classifier-free guidance weight w of a class-conditional model sampled with a label
 DEFAULT_GUIDANCE = 1.0
+#: the --label that samples the null label's (unconditional) score of a class-conditional model
+NULL_LABEL = "null"
 #: at most this many noise levels for a denoising sampler (each one is a step)
 MAX_LEVELS = MAX_STEPS
 
@@ -101,17 +106,26 @@ def _check_values(e: catalogue.Sampler, options: dict[str, Any]) -> None:
 
 def check_label(model: nn.Module, run_info: dict[str, Any], label: int | str | None,
                 guidance: float | None) -> tuple[int | None, float]:
-    """(class index, guidance weight) for sampling ``model``: ``label`` is a class index or a
-    class name of run.json's ``data.classes``; ``guidance`` (default ``DEFAULT_GUIDANCE``) a
-    finite w >= 0 and only with a label. ConfigError naming the fix otherwise."""
+    """(class index, guidance weight) for sampling ``model``: ``label`` is a class index, a
+    class name of run.json's ``data.classes`` or ``"null"`` (the null label, index K, without
+    guidance); ``guidance`` (default ``DEFAULT_GUIDANCE`` with a class) a finite w >= 0, for a
+    class-conditional model only; without a label a class is drawn per sample (``mixture_labels``)
+    and w is 0 unless given. ConfigError naming the fix otherwise."""
     n_classes = getattr(unwrap(model)[0], "n_classes", 0) or 0
-    if label is None:
+    if label is None and (guidance is None or not n_classes):
         if guidance is not None:
-            raise ConfigError("--guidance applies to class-conditional sampling; add --label K")
+            raise ConfigError("--guidance applies to class-conditional runs (train with --class-conditional); "
+                              "drop --guidance")
         return None, 0.0
-    if not n_classes:
+    if label is not None and not n_classes:
         raise ConfigError("this run is not class-conditional (train it with --class-conditional on labelled data); "
                           "drop --label")
+    if label is None:  # each sample's class drawn from p(y), guided with w
+        return None, _guidance(guidance)
+    if isinstance(label, str) and label.strip() == NULL_LABEL:
+        if guidance is not None:
+            raise ConfigError("--guidance applies to a class, not to --label null; drop --guidance")
+        return n_classes, 0.0
     names = list(run_info.get("data", {}).get("classes") or [])
     k = label
     if isinstance(label, str):
@@ -123,10 +137,22 @@ def check_label(model: nn.Module, run_info: dict[str, Any], label: int | str | N
                                                                                  if names else "") + f", got {label!r}")
     if not 0 <= k < n_classes:
         raise ConfigError(f"--label {k} is out of range: this run has {n_classes} classes, 0..{n_classes - 1}")
+    return k, _guidance(guidance)
+
+
+def _guidance(guidance: Any) -> float:
     w = DEFAULT_GUIDANCE if guidance is None else guidance
     if isinstance(w, bool) or not isinstance(w, int | float) or not (0 <= w < math.inf):
         raise ConfigError(f"--guidance must be a finite number >= 0, got {guidance!r}")
-    return k, float(w)
+    return float(w)
+
+
+def mixture_labels(prior: Sequence[float], rows: RowGenerators) -> torch.Tensor:
+    """One class per row, y_i ~ ``prior`` (shares of the classes) from row i's own stream: the
+    inverse CDF of a uniform, so row i's class depends only on its seed."""
+    cdf = torch.tensor(prior, dtype=torch.float64).cumsum(0)
+    u = rand((len(rows),), rows, dtype=torch.float64, device=rows.device) * cdf[-1].to(rows.device)
+    return torch.searchsorted(cdf.to(u.device), u, right=True).clamp(max=len(prior) - 1)
 
 
 def count_nonfinite(x: torch.Tensor) -> int:
@@ -179,14 +205,17 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
     if return_log_prob:
         check_log_prob(e.name)
     label, w = check_label(model, run_info, label, guidance)
+    n_classes = getattr(unwrap(model)[0], "n_classes", 0) or 0
+    prior = run_info["data"].get("class_prior") or [1.0 / max(n_classes, 1)] * n_classes
     space = space_of(model, run_info)
     check_sampling(min(n, batch), space.sample_shape, space.device, space.inner, options)
     xs, trajs, lps, infos, counts = [], [], [], [], []
     for a in range(0, n, batch):
         m = min(batch, n - a)
         rows = RowGenerators.from_seed(seed, m, start=start_index + a, device=space.device)
+        y = mixture_labels(prior, rows) if label is None and n_classes else label
         out, calls = _sample(space, run_info["data"], m, e, rows, return_trajectory, progress and a == 0, callback,
-                             options, label, w, return_log_prob)
+                             options, y, w, return_log_prob)
         parts = list(out) if isinstance(out, tuple) else [out]
         infos.append(parts.pop() if e.info else None)
         lps.append(parts.pop() if return_log_prob else None)
@@ -233,8 +262,9 @@ def _summed(infos: list[dict[str, Any] | None]) -> dict[str, Any]:
     return out
 
 
-def conditioned_score(model: nn.Module, label: int | None, guidance: float) -> Any:
-    """``model`` itself, or for a class ``label`` its guided score (1 + w) s(x, c, y) - w s(x, c, null)."""
+def conditioned_score(model: nn.Module, label: int | torch.Tensor | None, guidance: float) -> Any:
+    """``model`` itself, or for a class ``label`` (or one per row) its guided score
+    (1 + w) s(x, c, y) - w s(x, c, null)."""
     if label is None:
         return model
     from scorematch.samplers import guided
@@ -264,7 +294,7 @@ def noise_levels(name: str, n_steps: Any, view: Any, levels: Sequence[float] | N
 
 def _sample(space: ModelSpace, data: dict[str, Any], n: int, e: catalogue.Sampler, g: RowGenerators,
             return_trajectory: bool, progress: bool, callback: Callable[[dict], None] | None,
-            options: dict[str, Any], label: int | None = None, guidance: float = 0.0,
+            options: dict[str, Any], label: int | torch.Tensor | None = None, guidance: float = 0.0,
             return_log_prob: bool = False) -> tuple[Any, int]:
     """``generate`` in the model's own space and shape: the start and the schedule of the
     sampler's family (see ``scorematch.samplers.catalogue``), then one call of the sampler with

@@ -50,6 +50,7 @@ from scorematch.run.build.parts import (
     build_for,
     check_labelled,
     class_names,
+    class_prior,
     default_model_name,
     ema_half_life,
     ema_with_warmup,
@@ -279,7 +280,7 @@ def _check_toy_size(cfg: TrainConfig) -> None:
 
 def _run_json(run: Run, rd: inputs.RunData) -> dict[str, Any]:
     ds = run.ds
-    classes = {"classes": class_names(ds)} if run.cfg.class_conditional else {}
+    classes = {"classes": class_names(ds), "class_prior": class_prior(ds)} if run.cfg.class_conditional else {}
     return {
         "model": custom.spec_of(run.model),
         "data": {**inputs.data_section(rd, ds.kind, len(ds.x), ds.x), **classes},
