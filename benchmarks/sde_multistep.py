@@ -10,7 +10,8 @@ weights, the bar MMD^2 < 2e-3 and every weight within 0.03. The fixed-grid sampl
 10 to 200 evaluations (NFE = steps); ``dpm_adaptive`` (order 3) at a ladder of tolerances
 rtol = atol, and at k-diffusion's defaults (rtol 0.05, atol 0.0078), with eta = 0 and eta = 1,
 its NFE counted (its steps shared by the batch, ``per_sample=False``: one solve of n samples, whose
-NFE is the evaluations of every sample; per-sample steps: ``benchmarks.adaptive_rows``). Writes benchmarks/results/sde_multistep.{json,md}.
+NFE is the evaluations of every sample; per-sample steps: ``benchmarks.adaptive_rows``).
+Writes benchmarks/results/sde_multistep.{json,md}.
 """
 
 from __future__ import annotations
