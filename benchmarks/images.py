@@ -165,7 +165,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     body = []
     for r in rows:
         c = r["confident"]
-        objective = r["objective"] + (" class-conditional" if r.get("conditional") else "")
+        objective = r["objective"] + (f" class-conditional, w {r.get('guidance', 0):g}" if r.get("conditional") else "")
         body.append([r["data"].split(":")[0], objective, r["size"], f"{r['params'] / 1e6:.2f} M", r["cpu_min"],
                      r["steps"], r["ema_half_life_images"], f"{r.get('sampler', 'heun')} ({r['nfe']})",
                      f"{c['value']:.3f} / {c['baseline']:.3f} = {c['value'] / c['baseline']:.2f}",
@@ -180,8 +180,10 @@ BUDGET_MIN = 30.0  # the CPU-minutes of training the image recipe is sized for
 
 
 def _score(r: dict[str, Any]) -> float:
-    """One number per row: the mean of the confident rate relative to real digits, precision and recall."""
-    return (r["confident"]["value"] / r["confident"]["baseline"] + r["precision"]["value"] + r["recall"]["value"]) / 3
+    """One number per row: the mean of the confident rate relative to real digits' (at most 1: more
+    confident than real digits is no better), precision and recall."""
+    confident = min(1.0, r["confident"]["value"] / r["confident"]["baseline"])
+    return (confident + r["precision"]["value"] + r["recall"]["value"]) / 3
 
 
 def _variant(r: dict[str, Any]) -> tuple[str, bool]:
@@ -194,8 +196,8 @@ def decide(rows: list[dict[str, Any]], speed: dict[str, Any]) -> dict[str, Any]:
     mark every measured variant reached (Heun rows), trained in bf16 when the speed benchmark
     measured bf16 steps faster, for as many steps as fit in ``BUDGET_MIN`` CPU-minutes (the
     training run's own count when it reached the budget, else from the measured step; rounded
-    down to hundreds); the EMA half-life that scored best at that variant's last mark; the sampler
-    and its levels that scored best on that checkpoint."""
+    down to hundreds); the EMA half-life that scored best at that variant's last mark; the sampler,
+    its levels and (class-conditional) the guidance weight that scored best on that checkpoint."""
     mnist = [r for r in rows if r["data"].startswith("mnist") and r.get("sampler", "heun") == "heun"]
     variants = sorted({_variant(r) for r in mnist})
     common = min(max(r["cpu_min"] for r in mnist if _variant(r) == v) for v in variants)
@@ -217,12 +219,14 @@ def decide(rows: list[dict[str, Any]], speed: dict[str, Any]) -> dict[str, Any]:
             "batch_size": best["batch"], "lr": best["lr"], "lr_warmup": 200,
             "ema_half_life": float(ema["ema_half_life_images"]), "precision": "bf16" if bf16 else "fp32",
             "sampler": pick.get("sampler", "heun"), "n_steps": pick.get("levels", HEUN_LEVELS),
+            "guidance": pick.get("guidance", 0.0),
             "compared_at_cpu_min": common, "ema_chosen_at_cpu_min": last,
             "scores": {f"{v[0]}{' conditional' if v[1] else ''}": _score(r) for v, r in at.items()},
             "step_s": step_s}
 
 
-def figure(run: Path, data: str, mark: float, half_life: int, out: Path, n: int = 64, seed: int = 0) -> None:
+def figure(run: Path, data: str, mark: float, half_life: int, out: Path, n: int = 64, seed: int = 0,
+           sampler: str = "heun", levels: int = HEUN_LEVELS, guidance: float = 0.0) -> None:
     """Generated images (left) next to held-out real ones (right), 8 x 8 each, upscaled."""
     import matplotlib
 
@@ -231,10 +235,12 @@ def figure(run: Path, data: str, mark: float, half_life: int, out: Path, n: int 
 
     from scorematch.files import atomic_write
 
-    x, _, xt, _ = load(data)
+    x, y, xt, _ = load(data)
     model, meta = load_checkpoint(run, mark, half_life)
+    conditional = meta["args"].get("class_conditional", False)
     with torch.no_grad():
-        samples = generate(model, x, n, seed)
+        samples = generate(model, x, n, seed, levels=levels, sampler=sampler, y_train=y if conditional else None,
+                           guidance=guidance)
 
     def grid(imgs: torch.Tensor) -> torch.Tensor:
         k = int(n**0.5)
@@ -245,7 +251,8 @@ def figure(run: Path, data: str, mark: float, half_life: int, out: Path, n: int 
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
     for ax, imgs, title in ((axes[0], samples, f"generated ({meta['spec']['objective'].upper()}, "
-                             f"{meta['spec']['size']} U-Net, {mark:g} CPU-min, Heun 35 NFE)"),
+                             f"{meta['spec']['size']} U-Net, {mark:g} CPU-min, {sampler} {nfe(sampler, levels)} NFE"
+                             + (f", w = {guidance:g})" if conditional else ")")),
                             (axes[1], xt[torch.randperm(len(xt), generator=torch.Generator().manual_seed(seed))[:n]],
                              "real (held out, a random draw)")):
         ax.imshow(1 - grid(imgs), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -283,7 +290,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     if a.figure:
-        figure(Path(a.figure), a.data, a.mark, a.half_life, Path(a.out))
+        figure(Path(a.figure), a.data, a.mark, a.half_life, Path(a.out), sampler=a.sampler, levels=a.levels,
+               guidance=a.guidance)
         return
     marks = [float(m) for m in a.marks.split(",")] if a.marks else None
     hls = [int(h) for h in a.half_lives.split(",")] if a.half_lives else None
@@ -296,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
         rows += json.loads((results / f"{part}.json").read_text())["rows"]
     for run in a.runs:
         rows += evaluate(Path(run), a.data, a.n, marks, hls, a.seed, a.cache, a.sampler, a.levels, a.guidance)
+    rows.sort(key=lambda r: (r["data"] != "digits", r["size"], bool(r.get("conditional")), r["cpu_min"],
+                             r.get("guidance", 0.0), r["ema_half_life_images"], r.get("sampler", "heun")))
     decision = decide(rows, json.loads((results / "images_speed.json").read_text())) if a.decide else None
     env = environment(torch.device("cpu"))
     md = (f"Image U-Net quality against CPU-minutes of training, {where(env)}, torch {env['torch']}, 1 thread "
@@ -309,7 +319,9 @@ def main(argv: list[str] | None = None) -> None:
                f"batch {decision['batch_size']}, "
                f"{decision['steps']} steps ({BUDGET_MIN:g} CPU-min at {decision['step_s']:.3f} s a step), "
                f"warm-up {decision['lr_warmup']} steps, EMA half-life {decision['ema_half_life']:g} images, "
-               f"sampler {decision['sampler']} with {decision['n_steps']} levels.\n")
+               f"sampler {decision['sampler']} with {decision['n_steps']} levels"
+               + (f", guidance {decision['guidance']:g} without a label" if decision["class_conditional"] else "")
+               + ".\n")
     write(a.name, {"environment": env, "rows": rows, **({"decision": decision} if decision else {})}, md)
     print(md)
 

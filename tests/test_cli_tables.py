@@ -11,7 +11,7 @@ from cli_helpers import assert_one_line_error, run_cli
 
 from scorematch.data.tables import read_csv_table
 
-FAST = ["--steps", "60", "--hidden", "32", "--depth", "2"]
+FAST = ["--steps", "60", "--hidden", "32", "--depth", "2", "--impute-epochs", "5"]
 
 
 def _csv(path, n=90, seed=0, blanks=0.1):
@@ -56,6 +56,18 @@ def test_train_sample_with_label_keeps_columns_and_types(table_run, capsys):
     assert np.all(c == np.round(c)) and not np.isnan(c).any()
 
 
+def test_a_run_of_the_earlier_format_is_refused_in_one_line(table_run, tmp_path, capsys):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(table_run / "run", old)
+    info = json.loads((old / "table.json").read_text())
+    info["format"] = 1
+    (old / "table.json").write_text(json.dumps(info))
+    rc, _, err = run_cli(["sample", old, "--n", 5, "--out", tmp_path / "s.csv"], capsys)
+    assert_one_line_error(rc, err, "train it again")
+
+
 def test_impute_fills_every_blank_and_keeps_the_rest(table_run, capsys):
     src = _csv(table_run / "holes.csv", n=12, seed=5, blanks=0.3)
     out = table_run / "filled.csv"
@@ -93,11 +105,12 @@ def test_test_fraction_zero_warns_and_eval_has_no_held_out_metrics(tmp_path, cap
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "header_only", "bad_column", "bad_kind", "label_missing",
-                                  "objective"])
+                                  "objective", "impute_epochs_vector"])
 def test_train_mistakes_are_one_line(tmp_path, capsys, case):
     data = _csv(tmp_path / "t.csv", n=20)
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "head.csv").write_text("a,b\n")
+    (tmp_path / "num.csv").write_text("a,b\n" + "".join(f"{i},{i * i}\n" for i in range(20)))
     args = {
         "missing": ["--data", tmp_path / "nope.csv", "--table"],
         "empty": ["--data", tmp_path / "empty.csv", "--table"],
@@ -106,9 +119,11 @@ def test_train_mistakes_are_one_line(tmp_path, capsys, case):
         "bad_kind": ["--data", data, "--columns", "size=weird"],
         "label_missing": ["--data", data, "--label-column", "brand"],
         "objective": ["--data", data, "--table", "--objective", "dsm"],
+        "impute_epochs_vector": ["--data", tmp_path / "num.csv"],  # FAST has --impute-epochs
     }[case]
     needle = {"missing": "does not exist", "empty": "empty", "header_only": "no rows", "bad_column": "weight",
-              "bad_kind": "unknown type", "label_missing": "brand", "objective": "EDM"}[case]
+              "bad_kind": "unknown type", "label_missing": "brand", "objective": "EDM",
+              "impute_epochs_vector": "applies to a table run"}[case]
     rc, _, err = run_cli(["train", *args, *FAST, "--out", tmp_path / "run"], capsys)
     assert_one_line_error(rc, err, needle)
 

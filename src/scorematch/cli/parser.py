@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--label-column", default=None, metavar="NAME",
                    help="the column of class labels: with --class-conditional the model is conditioned on it "
                         "(sample --label K), else it is one more categorical column")
+    g.add_argument("--impute-epochs", type=_int, default=None, metavar="N",
+                   help="passes over the rows that train the imputation model of a table run (default: 1400)")
 
     s = sub.add_parser("sample", help="draw samples from a trained run",
                        description="Draw samples; writes an .npz with the array 'samples' (data space; "
@@ -323,8 +325,8 @@ def _add_conditional_flags(p: argparse.ArgumentParser) -> None:
                         "shares, so the samples follow the whole data; null: the null label's unconditional score)")
     g.add_argument("--guidance", type=float, default=None,
                    help="class-conditional runs: classifier-free guidance weight w >= 0, score (1 + w) s(x, y) - "
-                        "w s(x) (default with --label: 1.0, measured on digits; without: 0, the data's "
-                        "distribution; see the docs)")
+                        "w s(x) (default with --label: 1.0; without, classes drawn with the data's shares: 0.5; "
+                        "both measured on digits, see the docs)")
     g.add_argument("--inpaint", type=Path, default=None, metavar="FILE.npz",
                    help="fill in the unknown part of the samples in FILE.npz: arrays x (n, *sample shape, data "
                         "units; images in [0, 1]) and mask (True or 1 = known; the shape of x or one that "

@@ -9,6 +9,15 @@ m = 0, ln(sigma) ~ N(P_mean, P_std^2), z ~ N(0, I), lambda(sigma) = (sigma^2 + s
 (sigma sigma_data)^2. With every coordinate observed it is ``edm`` exactly (same draws from the
 same generator). Training a denoiser on the observed coordinates only, the missing ones filled and
 noised like the others, is the method of Ouyang et al. (2023, MissDiff).
+
+``edm_conditional`` trains a conditional denoiser D(x; sigma, k, c, t) (``scorematch.models.
+MaskedDenoiser``) for imputation by self-supervised masking (Tashiro et al. 2021, CSDI): per row a
+rate r ~ U(0, 1), each observed coordinate a target (t_d = 1) with probability r, the other observed
+ones the clean conditioning k = x on c; the noise goes on the targets only and the term is
+
+    1/2 lambda(sigma) sum_d t_d (D(x + sigma z; sigma, x, c, t)_d - x_d)^2,
+
+so the model learns p(x_t | x_c) for the splits of the observed cells that imputation meets.
 """
 
 from __future__ import annotations
@@ -16,11 +25,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from scorematch._random import randn_like
 from scorematch.errors import DataError
 from scorematch.objectives._common import check_batch
-from scorematch.objectives.edm import edm_weight, noisy_residual
+from scorematch.objectives.edm import edm_sigmas, edm_weight, noisy_residual
 
-__all__ = ["edm_masked"]
+__all__ = ["edm_conditional", "edm_masked"]
 
 
 def edm_masked(
@@ -47,3 +57,30 @@ def edm_masked(
                                                  labels)
     residual = residual * mask
     return (0.5 * edm_weight(sigma, sigma_data) * residual.flatten(1).pow(2).sum(1)).mean()
+
+
+def edm_conditional(
+    model: object,
+    x: Tensor,
+    mask: Tensor,
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The batch mean of the conditional term of the module docstring for a ``MaskedDenoiser`` (its
+    ``sigma_data``); ``x`` (n, D) finite (missing coordinates hold any fill, they are neither target
+    nor conditioning), ``mask`` bool, True where x is observed. Draws, in order from ``generator``:
+    r (n,), the uniforms of the target split (n, D), ln(sigma) (n,), z (n, D)."""
+    x = check_batch(x)
+    if x.dim() != 2 or mask.shape != x.shape or mask.dtype != torch.bool:
+        raise DataError(f"x must be (n, D) and mask a bool tensor of its shape, got x {tuple(x.shape)}, mask "
+                        f"{mask.dtype} {tuple(mask.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise DataError("x must be finite everywhere: fill the missing coordinates (mask False) with a number")
+    rate = torch.rand(x.shape[0], 1, generator=generator, dtype=x.dtype)
+    target = mask & (torch.rand(x.shape, generator=generator, dtype=x.dtype) < rate)
+    cond = mask & ~target
+    sigma = edm_sigmas(x.shape[0], float(p_mean), p_std, generator, like=x)
+    noisy = x + sigma[:, None] * randn_like(x, generator) * target
+    residual = (model.denoise(noisy, sigma, x, cond, target) - x) * target
+    return (0.5 * edm_weight(sigma, model.sigma_data) * residual.pow(2).sum(1)).mean()

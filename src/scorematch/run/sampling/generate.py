@@ -14,8 +14,9 @@ EDM: the schedule's sigma_min .. sigma_max; SDE models: sigma(1e-3) .. sigma(1) 
 on their catalogue entry's grid of noise levels. A class-conditional model is sampled for class ``label`` with
 classifier-free guidance of weight ``guidance`` (``scorematch.samplers.guided``); without a label
 from the data's distribution p(x) = sum_y p(y) p(x | y), each sample's class y drawn from its own
-random stream with the data's class shares (run.json's ``data.class_prior``), guided only when a
-guidance weight is given; with the label
+random stream with the data's class shares (run.json's ``data.class_prior``) and guided with
+``MIXTURE_GUIDANCE`` unless another weight is given (w = 0 samples p(x) as the model has it; a
+small w trades some diversity for cleaner samples); with the label
 ``"null"`` from the null label's (unconditional) score.
 """
 
@@ -40,6 +41,9 @@ from scorematch.samplers.counting import CountedScore
 
 #: the classifier-free guidance weight w of a class-conditional model sampled with a label
 DEFAULT_GUIDANCE = 1.0
+#: the guidance weight w of a class-conditional model sampled without a label (each sample's class
+#: drawn from the data's class shares): the image benchmark's decision (benchmarks/results/images.json)
+MIXTURE_GUIDANCE = 0.5
 #: the --label that samples the null label's (unconditional) score of a class-conditional model
 NULL_LABEL = "null"
 #: at most this many noise levels for a denoising sampler (each one is a step)
@@ -110,9 +114,9 @@ def check_label(model: nn.Module, run_info: dict[str, Any], label: int | str | N
     class name of run.json's ``data.classes`` or ``"null"`` (the null label, index K, without
     guidance); ``guidance`` (default ``DEFAULT_GUIDANCE`` with a class) a finite w >= 0, for a
     class-conditional model only; without a label a class is drawn per sample (``mixture_labels``)
-    and w is 0 unless given. ConfigError naming the fix otherwise."""
+    and w defaults to ``MIXTURE_GUIDANCE``. ConfigError naming the fix otherwise."""
     n_classes = getattr(unwrap(model)[0], "n_classes", 0) or 0
-    if label is None and (guidance is None or not n_classes):
+    if label is None and not n_classes:
         if guidance is not None:
             raise ConfigError("--guidance applies to class-conditional runs (train with --class-conditional); "
                               "drop --guidance")
@@ -121,7 +125,7 @@ def check_label(model: nn.Module, run_info: dict[str, Any], label: int | str | N
         raise ConfigError("this run is not class-conditional (train it with --class-conditional on labelled data); "
                           "drop --label")
     if label is None:  # each sample's class drawn from p(y), guided with w
-        return None, _guidance(guidance)
+        return None, _guidance(MIXTURE_GUIDANCE if guidance is None else guidance)
     if isinstance(label, str) and label.strip() == NULL_LABEL:
         if guidance is not None:
             raise ConfigError("--guidance applies to a class, not to --label null; drop --guidance")

@@ -6,8 +6,9 @@ no held-out rows), fits ``scorematch.tabular.TableImputer`` on the training rows
 of the loss; class-conditional on ``label_column`` with ``class_conditional``) and writes
 
     table.json           the schema, the label column and its classes, the settings, the data's
-                         SHA-256 and the row split, and the SHA-256 of weights.safetensors
-    weights.safetensors  the EMA weights of the denoiser
+                         SHA-256 and the row split, and the SHA-256 of both weights files
+    weights.safetensors  the EMA weights of the denoiser (the generator)
+    imputer.safetensors  the EMA weights of the conditional denoiser that imputes
     data.csv             the table as read (the rows of the split refer to it)
 
 ``load_table_run(RUN)`` reads it back, every field checked (CheckpointError naming the file for a
@@ -32,7 +33,7 @@ from scorematch.data.columns import parse_columns, schema_from_dict, schema_to_d
 from scorematch.data.tables import Table, read_csv_table, table_from_csv, table_to_csv
 from scorematch.errors import CheckpointError, ConfigError, DataError, ScoreMatchWarning
 from scorematch.files import atomic_write, write_json, write_text
-from scorematch.models import EDMPrecond
+from scorematch.models import EDMPrecond, MaskedDenoiser
 from scorematch.run.folder.validate import parse_json, read_file
 from scorematch.tabular import TableDiffusion, TableImputer, aggregate_draws, keep_observed
 
@@ -40,10 +41,10 @@ __all__ = ["TABLE_FILE", "eval_table", "impute_table", "is_table_run", "load_tab
            "train_table"]
 
 TABLE_FILE = "table.json"
-TABLE_FORMAT = 1
+TABLE_FORMAT = 2
 #: the estimator settings a table run records
 SETTINGS = ("hidden", "depth", "steps", "batch_size", "lr", "ema", "n_levels", "label_dropout", "guidance",
-            "random_state", "draws", "impute_levels", "resample")
+            "random_state", "draws", "impute_epochs", "impute_levels")
 MAX_TABLE_RUN_BYTES = 2**31
 
 
@@ -100,21 +101,25 @@ def train_table(data: str | Path, out: str | Path, columns: Any = None, label_co
         # TableImputer.fit leaves labels out (in a Pipeline y is the target, not a condition); a
         # class-conditional table run trains on them: the estimator's own fit, with y
         TableDiffusion.fit(est, train.drop(label_column), yv)
+        est.fit_imputer(train.drop(label_column))
     else:
         est.fit(train)
     weights = st_save({k: v.contiguous() for k, v in est.model_.state_dict().items()})
+    imputer = st_save({k: v.contiguous() for k, v in est.imputer_.state_dict().items()})
     info = {
         "format": TABLE_FORMAT, "kind": "table", "schema": schema_to_dict(est.schema_),
         "label_column": label_column, "class_conditional": bool(class_conditional),
         "classes": [_plain(c) for c in getattr(est, "classes_", [])],
         "class_prior": [float(p) for p in getattr(est, "class_prior_", [])],
         "settings": {k: v for k, v in est.get_params().items() if k in SETTINGS},
-        "model": est.model_.config,
+        "model": est.model_.config, "imputer_model": est.imputer_.config,
         "data": {"source": str(path.resolve()), "sha256": hashlib.sha256(table_to_csv(table).encode()).hexdigest(),
                  "rows": table.n_rows, "train_rows": train_rows.tolist(), "test_rows": test_rows.tolist()},
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "imputer_sha256": hashlib.sha256(imputer).hexdigest(),
     }
     atomic_write(out / "weights.safetensors", weights)
+    atomic_write(out / "imputer.safetensors", imputer)
     write_text(out / "data.csv", table_to_csv(table))
     write_json(out / TABLE_FILE, info)
     return out
@@ -137,10 +142,14 @@ def load_table_run(run: str | Path) -> tuple[TableImputer, dict[str, Any], Table
     where = run / TABLE_FILE
     info = parse_json(read_file(where, "JSON file"), where)
     if not isinstance(info, dict) or info.get("kind") != "table" or info.get("format") != TABLE_FORMAT:
+        if isinstance(info, dict) and info.get("kind") == "table" and info.get("format") == 1:
+            raise CheckpointError(f"{where} is a table run of format 1, without the imputation model of format "
+                                  f"{TABLE_FORMAT}; train it again (scorematch train --data ... --out NEW)")
         raise CheckpointError(f"{where} is not a scorematch table run (format {TABLE_FORMAT}); restore it")
     try:
         schema = schema_from_dict(info["schema"])
         settings, model_cfg, data = dict(info["settings"]), dict(info["model"]), dict(info["data"])
+        imputer_cfg = dict(info["imputer_model"])
         if info["label_column"] is not None and not isinstance(info["label_column"], str):
             raise ValueError("label_column must be text")
         classes, prior = list(info["classes"]), [float(p) for p in info["class_prior"]]
@@ -148,23 +157,19 @@ def load_table_run(run: str | Path) -> tuple[TableImputer, dict[str, Any], Table
         train_rows, test_rows = (np.array(data[k], dtype=np.int64) for k in ("train_rows", "test_rows"))
     except (KeyError, TypeError, ValueError, DataError) as err:
         raise CheckpointError(f"{where} is damaged ({type(err).__name__}: {str(err)[:100]}); restore it") from None
-    raw = read_file(run / "weights.safetensors", "safetensors file", max_bytes=MAX_TABLE_RUN_BYTES)
-    if hashlib.sha256(raw).hexdigest() != info.get("weights_sha256"):
-        raise CheckpointError(f"{run / 'weights.safetensors'} does not match its SHA-256 in {where}; restore it")
+    model = _load_weights(run, "weights.safetensors", info.get("weights_sha256"), where,
+                          lambda: EDMPrecond(**model_cfg))
+    imputer = _load_weights(run, "imputer.safetensors", info.get("imputer_sha256"), where,
+                            lambda: MaskedDenoiser(**imputer_cfg))
     table = table_from_csv(_text(read_file(run / "data.csv", "CSV file", max_bytes=MAX_TABLE_RUN_BYTES,
                                            error=CheckpointError), run / "data.csv"), str(run / "data.csv"))
     if table.n_rows != n_rows or hashlib.sha256(table_to_csv(table).encode()).hexdigest() != data.get("sha256"):
         raise CheckpointError(f"{run / 'data.csv'} does not match {where}; restore it")
     if np.any((train_rows < 0) | (train_rows >= n_rows)) or np.any((test_rows < 0) | (test_rows >= n_rows)):
         raise CheckpointError(f"{where}: the row split points outside the table; restore it")
-    try:
-        model = EDMPrecond(**model_cfg)
-        model.load_state_dict(st_load(raw))
-    except (SafetensorError, RuntimeError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{run / 'weights.safetensors'} does not fit the model of {where} "
-                              f"({str(err)[:100]}); restore it") from None
     est = TableImputer(**{k: v for k, v in settings.items() if k in SETTINGS})
     est.model_ = model.eval()
+    est.imputer_ = imputer.eval()
     est.schema_ = schema
     est.n_features_in_ = len(schema.columns)
     est.output_kind_ = "table"
@@ -172,6 +177,20 @@ def load_table_run(run: str | Path) -> tuple[TableImputer, dict[str, Any], Table
         est.classes_, est.class_prior_ = np.array(classes, dtype=object if isinstance(classes[0], str) else float), \
             np.array(prior)
     return est, info, table
+
+
+def _load_weights(run: Path, name: str, sha256: Any, where: Path, build: Any) -> Any:
+    """The module ``build()`` with the weights of ``run/name``, checked against ``sha256`` of table.json."""
+    raw = read_file(run / name, "safetensors file", max_bytes=MAX_TABLE_RUN_BYTES)
+    if hashlib.sha256(raw).hexdigest() != sha256:
+        raise CheckpointError(f"{run / name} does not match its SHA-256 in {where}; restore it")
+    try:
+        model = build()
+        model.load_state_dict(st_load(raw))
+    except (SafetensorError, RuntimeError, TypeError, ValueError, ConfigError) as err:
+        raise CheckpointError(f"{run / name} does not fit the model of {where} ({str(err)[:100]}); "
+                              "restore it") from None
+    return model
 
 
 def _classes_of(info: dict[str, Any], label: Any) -> Any:
