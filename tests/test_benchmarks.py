@@ -108,9 +108,10 @@ def test_the_benchmarks_page_is_filled_from_the_results(tmp_path) -> None:
     (``python -m benchmarks.readme`` would change nothing); main() rewrites only pages with blocks."""
     text = readme.PAGE.read_text()
     refilled, filled = readme.fill(text)
-    assert sorted(filled) == ["compare", "image_metrics", "images", "images_speed", "k_diffusion_sde", "likelihood",
+    assert sorted(filled) == ["adaptive_rows", "compare", "image_metrics", "images", "images_speed", "k_diffusion_sde",
+                              "likelihood",
                               "likelihood_mixtures", "nfe_quality_summary", "objectives", "posthoc_ema", "row_seeds",
-                              "samplers", "scaling", "sde_multistep", "soak"]
+                              "samplers", "scaling", "sde_multistep", "soak", "tables"]
     assert refilled == text, "docs/benchmarks.md differs from benchmarks/results/: run python -m benchmarks.readme"
 
     page, plain = tmp_path / "page.md", tmp_path / "plain.md"
