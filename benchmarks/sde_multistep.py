@@ -9,7 +9,9 @@ Karras levels from 80 to 0.002 with the final 0, start N(0, 80^2 I), n samples; 
 weights, the bar MMD^2 < 2e-3 and every weight within 0.03. The fixed-grid samplers at budgets of
 10 to 200 evaluations (NFE = steps); ``dpm_adaptive`` (order 3) at a ladder of tolerances
 rtol = atol, and at k-diffusion's defaults (rtol 0.05, atol 0.0078), with eta = 0 and eta = 1,
-its NFE counted. Writes benchmarks/results/sde_multistep.{json,md}.
+its NFE counted (its steps shared by the batch, ``per_sample=False``: one solve of n samples, whose
+NFE is the evaluations of every sample; per-sample steps: ``benchmarks.adaptive_rows``).
+Writes benchmarks/results/sde_multistep.{json,md}.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def run(n: int, seed: int, budgets: Sequence[int], tolerances: Sequence[tuple[fl
             for rtol, atol in tolerances:
                 _one(rows, name, quality, view, n, seed, f"dpm_adaptive eta {eta:g}", f"rtol {rtol:g}, atol {atol:g}",
                      lambda f, x0, g, r=rtol, a=atol, e=eta, ends=[hi, lo, 0.0]:
-                     dpm_adaptive(f, x0, ends, rtol=r, atol=a, eta=e, generator=g))
+                     dpm_adaptive(f, x0, ends, rtol=r, atol=a, eta=e, generator=g, per_sample=False))
     return {"n": n, "seed": seed, "mmd_good": MMD_GOOD, "mode_good": MODE_GOOD, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"), "rows": rows}
 

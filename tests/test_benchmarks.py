@@ -109,9 +109,10 @@ def test_the_benchmarks_page_is_filled_from_the_results(tmp_path) -> None:
     (``python -m benchmarks.readme`` would change nothing); main() rewrites only pages with blocks."""
     text = readme.PAGE.read_text()
     refilled, filled = readme.fill(text)
-    assert sorted(filled) == ["compare", "image_metrics", "images", "images_speed", "k_diffusion_sde", "likelihood",
+    assert sorted(filled) == ["adaptive_rows", "compare", "image_metrics", "images", "images_speed", "k_diffusion_sde",
+                              "likelihood",
                               "likelihood_mixtures", "nfe_quality_summary", "objectives", "posthoc_ema", "row_seeds",
-                              "samplers", "scaling", "sde_multistep", "soak"]
+                              "samplers", "scaling", "sde_multistep", "soak", "tables"]
     assert refilled == text, "docs/benchmarks.md differs from benchmarks/results/: run python -m benchmarks.readme"
 
     page, plain = tmp_path / "page.md", tmp_path / "plain.md"
@@ -200,7 +201,8 @@ def test_nfe_quality_smoke_counts_every_evaluation(tmp_path) -> None:
     assert "### gmm2d, edm" in (tmp_path / "nfe_quality.md").read_text()
 
 
-@pytest.mark.parametrize("name", ["compare", "compile", "likelihood", "nfe_quality", "objectives", "row_seeds",
+@pytest.mark.parametrize("name", ["adaptive_rows", "compare", "compile", "likelihood", "nfe_quality", "objectives",
+                                  "row_seeds",
                                   "samplers", "scaling", "sde_multistep", "soak", "images", "images_train",
                                   "images_speed", "gpu_images"])
 def test_every_benchmark_parses_its_command_line(name, capsys) -> None:

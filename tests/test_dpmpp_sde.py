@@ -87,11 +87,13 @@ def test_the_chain_variance_converges_to_the_data_variance_at_second_order(fn, o
     assert math.log2(bias[0] / bias[1]) > 1.5 and math.log2(bias[1] / bias[2]) > 1.5, bias
 
 
-@pytest.mark.parametrize("fn, options", [*SDE_VARIANTS, (dpm_adaptive, {"eta": 1.0}),
+@pytest.mark.parametrize("fn, options", [*SDE_VARIANTS, (dpm_adaptive, {"eta": 1.0, "per_sample": False}),
                                          (dpm_adaptive, {"rtol": 1e-3, "atol": 1e-3})])
 def test_samples_are_the_gaussian(fn, options) -> None:
     """n = 20000 x 2 entries, 120 Karras steps from 80 (the adaptive solver: its own steps between
-    80 and 0.002; with eta = 0 at the default tolerances, 26 evaluations, the variance is 0.311):
+    80 and 0.002; with eta = 0 at the default tolerances, 26 evaluations, the variance is 0.311;
+    with eta = 1 batch-wide: per sample each row's steps depend on its own state, and ancestral
+    steps keep the marginal only on a grid that does not, see dpm_adaptive):
     the mean within 4 standard errors (sqrt(s2 / 20000) per
     coordinate) of mu, the variance within 4 standard errors (s2 sqrt(2 / 40000)) of s2 and, for
     the fixed grids, of the chain's exact variance."""
@@ -190,7 +192,7 @@ def test_adaptive_counts_its_evaluations(order, eta, tol) -> None:
         counted, seen = Counted(score), []
         out, traj, info = dpm_adaptive(counted, x0, sig, order=order, eta=eta, rtol=tol, atol=tol,
                                        generator=torch.Generator().manual_seed(0), callback=seen.append,
-                                       return_trajectory=True, return_info=True)
+                                       return_trajectory=True, return_info=True, per_sample=False)
         assert info["nfe"] == counted.calls == order * info["n_accept"] + (order - 1) * info["n_reject"] + extra
         assert info["steps"] == info["n_accept"] + info["n_reject"] == len(seen) - extra
         assert seen[-1]["nfe"] == info["nfe"] and traj.shape == (info["n_accept"] + 1 + extra, *x0.shape)
@@ -243,7 +245,8 @@ def test_refusals() -> None:
         with pytest.raises(ConfigError, match="s_noise only applies"):
             fn(score, x0, sig, eta=0.0, s_noise=1.1)
         with pytest.raises(ConfigError, match="shape"):
-            fn(score, x0, sig, eta=1.0, noise=lambda s, t: torch.zeros(3))
+            fn(score, x0, sig, eta=1.0, noise=lambda s, t: torch.zeros(3),
+               **({"per_sample": False} if fn is dpm_adaptive else {}))
     with pytest.raises(ConfigError, match="solver_type"):
         dpmpp_2m_sde(score, x0, sig, solver_type="rk4")
     for bad, match in ((dict(order=4), "order"), (dict(rtol=0, atol=0), "both be 0"), (dict(rtol=-1), "rtol"),
@@ -309,33 +312,69 @@ def test_adaptive_agrees_with_k_diffusion(order, eta) -> None:
     finally:
         torch.set_default_dtype(default)
     out, info = dpm_adaptive(score, x0, [80.0, 0.002], order=order, eta=eta, noise=lambda s, t: next(our_noise),
-                             return_info=True)
+                             return_info=True, per_sample=False)
     assert (info["steps"], info["n_accept"], info["n_reject"]) == (kd_info["steps"], kd_info["n_accept"],
                                                                    kd_info["n_reject"])
     assert info["nfe"] == kd_info["nfe"] - info["n_reject"]
     torch.testing.assert_close(out, kd, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("order, eta", [(3, 0.0), (2, 0.0), (3, 0.7)])
+def test_adaptive_per_sample_is_k_diffusion_row_by_row(order, eta) -> None:
+    """Per sample, row i is k-diffusion's sample_dpm_adaptive run on row i alone, its noise from
+    row i's generator."""
+    sampling = _k_diffusion()
+    x0 = start(5, 80.0, seed=4)
+    out = dpm_adaptive(score, x0, [80.0, 0.002], order=order, eta=eta,
+                       generator=[torch.Generator().manual_seed(20 + i) for i in range(5)])
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(F64)
+    try:
+        for i in range(5):
+            g = torch.Generator().manual_seed(20 + i)
+            kd = sampling.sample_dpm_adaptive(_denoiser, x0[i:i + 1], 0.002, 80.0, order=order, eta=eta, disable=True,
+                                              noise_sampler=lambda s, t, g=g: torch.randn(1, 2, generator=g, dtype=F64))
+            torch.testing.assert_close(out[i:i + 1], kd, rtol=0, atol=1e-9)
+    finally:
+        torch.set_default_dtype(default)
+
+
 # --------------------------------------------------------------------------- adaptive, per sample
 
 
-@pytest.mark.parametrize("order, sigmas", [(3, [80.0, 0.002, 0.0]), (2, [20.0, 0.01])])
-def test_adaptive_per_sample_is_each_row_alone(order, sigmas) -> None:
-    """With per_sample=True row i's result, steps and evaluations are those of the batch holding row
-    i alone: it does not depend on the other rows (with the batch's one error it does)."""
+@pytest.mark.parametrize("order, sigmas, eta", [(3, [80.0, 0.002, 0.0], 0.0), (2, [20.0, 0.01], 0.0),
+                                               (3, [80.0, 0.002, 0.0], 0.8)])
+def test_adaptive_per_sample_is_each_row_alone(order, sigmas, eta) -> None:
+    """Per sample (the default) row i's result, steps, evaluations and noise are those of the batch
+    holding row i alone: it does not depend on the other rows (with the batch's one error it does).
+    The evaluations of the rows follow the formula row by row, and the batched calls are what a
+    counting wrapper sees."""
     from scorematch.distributions import toy
 
     mix = toy("gmm2d")
     x0 = start(6, sigmas[0], seed=3)
-    out, info = dpm_adaptive(mix.noisy_score, x0, sigmas, order=order, rtol=1e-3, atol=1e-3, per_sample=True,
-                             return_info=True)
-    alone = [dpm_adaptive(mix.noisy_score, x0[i:i + 1], sigmas, order=order, rtol=1e-3, atol=1e-3, return_info=True)
-             for i in range(6)]
+
+    def gens():
+        return [torch.Generator().manual_seed(10 + i) for i in range(6)]
+
+    counted = Counted(mix.noisy_score)
+    seen: list[dict] = []
+    out, traj, info = dpm_adaptive(counted, x0, sigmas, order=order, rtol=1e-3, atol=1e-3, eta=eta, generator=gens(),
+                                   return_info=True, return_trajectory=True, callback=seen.append)
+    alone = [dpm_adaptive(mix.noisy_score, x0[i:i + 1], sigmas, order=order, rtol=1e-3, atol=1e-3, eta=eta,
+                          generator=[g], return_info=True, per_sample=False) for i, g in enumerate(gens())]
     torch.testing.assert_close(out, torch.cat([a for a, _ in alone]), rtol=0, atol=1e-10)
     assert info["n_accept"] == sum(a["n_accept"] for _, a in alone)
     assert info["n_reject"] == sum(a["n_reject"] for _, a in alone)
-    assert info["steps"] == max(a["steps"] for _, a in alone)
-    batch = dpm_adaptive(mix.noisy_score, x0, sigmas, order=order, rtol=1e-3, atol=1e-3)
+    assert info["row_nfe"] == sum(a["nfe"] for _, a in alone)
+    extra = 1 if sigmas[-1] == 0 else 0
+    assert info["row_nfe"] == order * info["n_accept"] + (order - 1) * info["n_reject"] + 6 * extra
+    assert info["steps"] == max(a["steps"] for _, a in alone) == len(seen)
+    assert info["nfe"] == counted.calls and max(a["nfe"] for _, a in alone) <= counted.calls < info["row_nfe"]
+    assert seen[-1]["row_nfe"] == info["row_nfe"] - 6 * extra
+    assert traj.shape == (info["steps"] + 1 + extra, *x0.shape) and torch.equal(traj[-1], out)
+    batch = dpm_adaptive(mix.noisy_score, x0, sigmas, order=order, rtol=1e-3, atol=1e-3, eta=eta, generator=gens(),
+                         per_sample=False)
     assert float((batch - out).abs().max()) > 1e-8  # the batch's one error gives other steps
-    with pytest.raises(ConfigError, match="per_sample"):
-        dpm_adaptive(score, x0, sigmas, per_sample=True, eta=1.0)
+    with pytest.raises(ConfigError, match="per_sample=False"):
+        dpm_adaptive(score, x0, sigmas, eta=1.0, noise=lambda s, t: torch.zeros_like(x0))

@@ -16,6 +16,7 @@ PKG = ROOT / "src" / "scorematch"
 #: layer of each top-level module or subpackage (errors and checks at the bottom, the CLI on top)
 LAYERS = {
     "errors": 1, "_version": 1, "_lazy": 1, "_catalogue": 1, "_checks": 1, "_random": 1, "_brownian": 1, "_compile": 1,
+    "_rowode": 1,
     "_progress": 1,
     "files": 1,
     "distributions": 2, "models": 2, "noise": 2, "sde": 2, "autodiff": 2, "denoise": 2, "ema": 2,

@@ -69,7 +69,8 @@ def test_ode_log_prob_is_the_mixture_density(mixture_run) -> None:
 def test_ode_log_prob_equals_a_second_pass(mixture_run) -> None:
     _, sde, score, eps_t, samples, lp = mixture_run
     again = log_prob(score, sde, samples, eps_t=eps_t, rtol=1e-6, atol=1e-6)
-    assert float((again - lp).abs().max()) < 5e-4  # measured 7.6e-5
+    # measured 8.7e-4: the sampler steps each row on its own, log_prob the batch as a whole
+    assert float((again - lp).abs().max()) < 2e-3
 
 
 def test_ode_log_prob_options() -> None:
@@ -77,9 +78,10 @@ def test_ode_log_prob_options() -> None:
     score = mixture_score(toy("gmm2d"), sde)
     plain = ode(score, (16, 2), sde, generator=torch.Generator().manual_seed(1), dtype=F64, denoise=False)
     both, lp = ode(score, (16, 2), sde, generator=torch.Generator().manual_seed(1), dtype=F64, return_log_prob=True)
-    # the same start; the end points agree to the solver's tolerance; no Tweedie step by default
+    # the same start; the end points agree to the solver's accuracy (the log-density's error steers
+    # the steps too; measured 1.2e-3, the row furthest from a 1e-10 solve without it); no Tweedie step
     assert isinstance(plain, torch.Tensor) and lp.shape == (16,)
-    assert float((plain - both).abs().max()) < 1e-3
+    assert float((plain - both).abs().max()) < 3e-3
     _, hutch = ode(score, (16, 2), sde, generator=torch.Generator().manual_seed(1), dtype=F64, return_log_prob=True,
                    exact_trace=False, n_probes=4)
     assert float((hutch - lp).abs().mean()) < 0.5

@@ -88,7 +88,8 @@ def sde_checks(s: Setup) -> dict[str, str]:
                 finally:
                     torch.set_default_dtype(default)
                 sm, mine = samplers.dpm_adaptive(score, x0, [s.sigma_max, s.sigma_min], order=order, eta=eta,
-                                                 noise=lambda a, b, it=it_sm: next(it), return_info=True)
+                                                 noise=lambda a, b, it=it_sm: next(it), return_info=True,
+                                                 per_sample=False)
                 same = all(info[k] == mine[k] for k in ("steps", "n_accept", "n_reject"))
                 parts.append(f"{which}: {'the same' if same else 'DIFFERENT'} steps ({mine['n_accept']} accepted, "
                              f"{mine['n_reject']} rejected), NFE {info['nfe']} vs {mine['nfe']}, final difference "

@@ -39,6 +39,10 @@ def _as_matrix(covs: torch.Tensor, k: int, d: int) -> torch.Tensor:
     )
 
 
+#: ``noisy_score`` at more distinct noise levels than this takes every row at once
+_FEW_LEVELS = 8
+
+
 class GaussianMixture:
     """p(x) = sum_k pi_k N(x; mu_k, Sigma_k) in any dimension D, with analytic log_prob and score.
 
@@ -144,9 +148,32 @@ class GaussianMixture:
         if sig.numel() != x.shape[0]:
             raise DataError(f"sigma must be a float or have shape ({x.shape[0]},), got {tuple(sig.shape)}")
         out = torch.empty_like(x)
-        for value in torch.unique(sig):
+        levels = torch.unique(sig)
+        if levels.numel() > _FEW_LEVELS:  # rows at many levels (adaptive samplers): every row at once
+            return self._score_per_row(x, sig.to(x.device))
+        for value in levels:
             rows = (sig == value).to(x.device)
             out[rows] = self.noisy(float(value)).score(x[rows])
+        return out
+
+    def _score_per_row(self, x: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
+        """``noisy_score`` with each row at its own sigma: sum_k r_k Sigma_ik^{-1} (mu_k - x_i),
+        Sigma_ik = Sigma_k + sigma_i^2 I, through one Cholesky factor per row and component (rows
+        in chunks of at most 2^22 matrix entries)."""
+        k, d = self.means.shape
+        eye = torch.eye(d, dtype=torch.float64, device=x.device)
+        covs, means = self.covs.to(x.device), self.means.to(x.device)
+        log_w = torch.log(self.weights.to(x.device)) - 0.5 * d * math.log(2 * math.pi)
+        out = torch.empty_like(x)
+        chunk = max(1, 2**22 // (k * d * d))
+        for a in range(0, x.shape[0], chunk):
+            xs, s2 = x[a:a + chunk].to(torch.float64), sig[a:a + chunk].to(torch.float64) ** 2
+            chol = torch.linalg.cholesky(covs[None] + s2[:, None, None, None] * eye)  # (m, K, D, D)
+            diff = means[None] - xs[:, None]
+            y = torch.linalg.solve_triangular(chol, diff[..., None], upper=False)
+            prec_diff = torch.linalg.solve_triangular(chol.transpose(-1, -2), y, upper=True)[..., 0]
+            logits = log_w - torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1) - 0.5 * (y[..., 0] ** 2).sum(-1)
+            out[a:a + chunk] = (torch.softmax(logits, dim=1)[..., None] * prec_diff).sum(1).to(x.dtype)
         return out
 
     def component(self, k: int) -> GaussianMixture:

@@ -6,13 +6,24 @@ from eps_t to T = 1 (delta(eps_t) = 0),
 
     log p_eps_t(x) = log p_T(x(T)) + int_{eps_t}^{T} div v(x(t), t) dt,
 
-with p_T the SDE's prior.  The divergence is the exact trace of the Jacobian or the
-Hutchinson-Skilling estimate E_eps[eps^T (dv/dx) eps] with Rademacher probes eps drawn once per
-solve.  Under a VE, VP or sub-VP SDE (drift f = c(t) x, div f = D c(t)) the exact divergence of a
-score network with linear ends (scorematch.autodiff.structured: the library's MLPs, directly or
-through ``sigma_conditioned``) is div v = D c(t) - 1/2 g(t)^2 tr(grad_x s) with the trace taken
-in the network's widths; any other exact trace is D vector-Jacobian products with the unit vectors
-(D <= 16) or torch.func.jacrev under vmap, chunked.
+with p_T the SDE's prior.  Under a VE, VP or sub-VP SDE the solver integrates the scaled state
+y = x / c(t), c(t)^2 = m(t)^2 + std(t)^2 (the marginal variance that data of unit variance would
+have at t): for the drift f = a(t) x, d(c^2)/dt = 2 a c^2 + g^2, so
+
+    dy/dt = (v - (a + g^2 / (2 c^2)) x) / c = -(g^2 / (2 c)) (s(x, t) + x / c^2),
+
+which vanishes where p_t is N(0, c^2 I): at the large noise levels of a VE SDE, where x grows like
+sigma(t) and its own equation is stiff in t, y barely moves and the adaptive solver takes few
+steps there (for a VP SDE c = 1 and y = x). The solution is the same ODE's; only the variable
+whose error the solver controls changes (its tolerance applies to y).
+
+The divergence is the exact trace of the Jacobian or the Hutchinson-Skilling estimate E_eps[eps^T
+(dv/dx) eps] with Rademacher probes eps drawn once per solve. Under a VE, VP or sub-VP SDE (drift
+f = c(t) x, div f = D c(t)) the exact divergence of a score network with linear ends
+(scorematch.autodiff.structured: the library's MLPs, directly or through ``sigma_conditioned``) is
+div v = D c(t) - 1/2 g(t)^2 tr(grad_x s) with the trace taken in the network's widths; any other
+exact trace is D vector-Jacobian products with the unit vectors (D <= 16) or torch.func.jacrev
+under vmap, chunked.
 """
 
 from __future__ import annotations
@@ -31,8 +42,8 @@ from scorematch.autodiff.trace import prefer_structured
 from scorematch.errors import ConfigError, DataError
 from scorematch.sde import ODE_METHODS, SDE, VESDE, VPSDE
 
-__all__ = ["BitsPerDim", "LogProbResult", "bits_per_dim", "dequantized_bits_per_dim", "log_prob",
-           "velocity_and_divergence"]
+__all__ = ["BitsPerDim", "LogProbResult", "ScaledFlow", "bits_per_dim", "dequantized_bits_per_dim", "log_prob",
+           "scaled_flow", "velocity_and_divergence"]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 _EXACT_MAX_DIM = 16
@@ -63,7 +74,7 @@ def _structured_velocity(score_fn: Any, sde: SDE, x: Tensor, eps_t: float) -> Ca
     if p is None or not prefer_structured(p, x.shape[1]):
         return None
 
-    def velocity_and_div(y: Tensor, tv: Tensor) -> tuple[Tensor, Tensor]:
+    def velocity_and_div(y: Tensor, tv: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         s, tr = structured_score_and_trace(plan(fn, y, (tv,)), y)
         g2 = sde.diffusion(tv).pow(2)
         div_f = sde.drift(torch.ones_like(y), tv).flatten(1).sum(1)  # D c(t)
@@ -87,9 +98,10 @@ def velocity_and_divergence(
     trace where it applies, else for D <= 16 D vector-Jacobian products with the unit vectors after
     one forward pass, above torch.func.jacrev under vmap, chunked) or the Hutchinson-Skilling
     estimate with ``n_probes`` Rademacher probes per row drawn now from ``generator`` and fixed for
-    every call. ``t`` is (n,); neither output is differentiable."""
+    every call. ``t`` is (n,); neither output is differentiable. The function also takes ``rows``,
+    an index of the rows of x that ``y`` holds (None: all of them), for their probes."""
     score = _score_callable(score_fn)
-    n, d = x.shape[0], math.prod(x.shape[1:])
+    d = math.prod(x.shape[1:])
     exact = d <= _EXACT_MAX_DIM if exact_trace is None else bool(exact_trace)
 
     def drift(y: Tensor, tv: Tensor) -> Tensor:
@@ -102,13 +114,13 @@ def velocity_and_divergence(
     if exact and d <= _EXACT_MAX_DIM:
         basis = torch.eye(d, dtype=x.dtype, device=x.device).reshape(d, 1, *x.shape[1:])
 
-        def basis_div(y: Tensor, tv: Tensor) -> tuple[Tensor, Tensor]:
+        def basis_div(y: Tensor, tv: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
             # one forward pass, then D vector-Jacobian products with the unit vectors e_j (rows are
             # independent, so e_j^T J e_j of every row at once): div = sum_j (e_j^T J)_j
             with torch.enable_grad():
                 yr = y.detach().requires_grad_(True)
                 v = drift(yr, tv)
-                div = torch.zeros(n, dtype=y.dtype, device=y.device)
+                div = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
                 for j in range(d):
                     e = basis[j].expand_as(yr)
                     (vjp,) = torch.autograd.grad(v, yr, grad_outputs=e, retain_graph=j < d - 1)
@@ -125,27 +137,77 @@ def velocity_and_divergence(
 
         jac_fn = torch.func.vmap(torch.func.jacrev(one, has_aux=True), chunk_size=chunk)
 
-        def exact_div(y: Tensor, tv: Tensor) -> tuple[Tensor, Tensor]:
+        def exact_div(y: Tensor, tv: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
             with torch.enable_grad():
                 jac, v = jac_fn(y, tv)
-            div = jac.reshape(n, d, d).diagonal(dim1=1, dim2=2).sum(-1)
+            div = jac.reshape(y.shape[0], d, d).diagonal(dim1=1, dim2=2).sum(-1)
             return v.detach(), div.detach()
 
         return exact_div
     n_probes = _checks.positive_int("n_probes", n_probes)
     probes = rademacher_like(x.expand(n_probes, *x.shape), generator)
 
-    def hutchinson(y: Tensor, tv: Tensor) -> tuple[Tensor, Tensor]:
+    def hutchinson(y: Tensor, tv: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        probe = probes if rows is None else probes[:, rows]
         with torch.enable_grad():
             yr = y.detach().requires_grad_(True)
             v = drift(yr, tv)
-            div = torch.zeros(n, dtype=y.dtype, device=y.device)
+            div = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
             for k in range(n_probes):
-                (vjp,) = torch.autograd.grad(v, yr, grad_outputs=probes[k], retain_graph=k < n_probes - 1)
-                div = div + (vjp * probes[k]).flatten(1).sum(1)
+                (vjp,) = torch.autograd.grad(v, yr, grad_outputs=probe[k], retain_graph=k < n_probes - 1)
+                div = div + (vjp * probe[k]).flatten(1).sum(1)
         return v.detach(), div / n_probes
 
     return hutchinson
+
+
+class ScaledFlow(NamedTuple):
+    """The probability-flow ODE in the scaled state y = x / c(t) (module docstring): ``scale(t)``
+    gives c(t) of shape (n,) for t of shape (n,); ``rhs(y, t, rows)`` gives (dy/dt, div v) at x =
+    c(t) y for the rows ``rows`` of the batch (None: all; a subset keeps their Hutchinson probes)."""
+
+    scale: Callable[[Tensor], Tensor]
+    rhs: Callable[..., tuple[Tensor, Tensor]]
+
+
+def scaled_flow(
+    score_fn: ScoreFn | torch.nn.Module,
+    sde: SDE,
+    x: Tensor,
+    exact_trace: bool | None = None,
+    n_probes: int = 1,
+    generator: Any = None,
+    eps_t: float = 1e-5,
+    divergence: bool = True,
+) -> ScaledFlow:
+    """``velocity_and_divergence`` in the scaled state y = x / c(t), c(t) = sqrt(m(t)^2 + std(t)^2),
+    dy/dt = (v - (a + g^2 / (2 c^2)) x) / c for a VE, VP or sub-VP SDE (drift a(t) x); for any
+    other SDE c = 1 and dy/dt = v. The second output, d delta/dt = div_x v, is unchanged; with
+    ``divergence=False`` it is None (and no probe is drawn)."""
+    dims = (1,) * (x.dim() - 1)
+    if divergence:
+        with_div = velocity_and_divergence(score_fn, sde, x, exact_trace, n_probes, generator, eps_t)
+    else:
+        score = _score_callable(score_fn)
+
+        def with_div(y: Tensor, tv: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Any]:
+            g2 = sde.diffusion(tv).pow(2).reshape(-1, *dims)
+            return sde.drift(y, tv) - 0.5 * g2 * score(y, tv), None
+    if type(sde).drift not in _SCALAR_DRIFTS:
+        return ScaledFlow(lambda t: torch.ones_like(t), lambda y, t, rows=None: with_div(y, t, rows))
+
+    def scale(t: Tensor) -> Tensor:
+        return torch.sqrt(sde.mean_coeff(t) ** 2 + sde.marginal_std(t) ** 2)
+
+    def rhs(y: Tensor, t: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        c = scale(t).reshape(-1, *dims)
+        xs = c * y
+        v, div = with_div(xs, t, rows)
+        a = sde.drift(y.new_ones(y.shape[0], 1), t).reshape(-1, *dims)  # f = a(t) x
+        g2 = sde.diffusion(t).pow(2).reshape(-1, *dims)
+        return (v - (a + g2 / (2 * c * c)) * xs) / c, div
+
+    return ScaledFlow(scale, rhs)
 
 
 def log_prob(
@@ -177,7 +239,8 @@ def log_prob(
     |m(1) mu| |x(T)| / prior_std^2 for data of mean mu).  Returns the (n,) tensor of
     log-densities (not differentiable), or ``LogProbResult(log_prob, nfe)`` with
     ``return_nfe=True`` (nfe = evaluations of the ODE right-hand side; each costs one score
-    call plus its Jacobian trace or vector-Jacobian products).
+    call plus its Jacobian trace or vector-Jacobian products). The solver works on the scaled
+    state y = x / c(t) (module docstring), so ``rtol``/``atol`` bound y's error.
     """
     from torchdiffeq import odeint
 
@@ -193,22 +256,24 @@ def log_prob(
     rtol = _checks.positive("rtol", rtol)
     atol = _checks.positive("atol", atol)
     n = x.shape[0]
-    velocity_and_div = velocity_and_divergence(score_fn, sde, x, exact_trace, n_probes, generator, eps_t)
+    flow = scaled_flow(score_fn, sde, x, exact_trace, n_probes, generator, eps_t)
 
     count = [0]
 
     def rhs(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         count[0] += 1
         y = state[0]
-        return velocity_and_div(y, t.to(y.dtype).clamp(eps_t, sde.T).expand(n))
+        return flow.rhs(y, t.to(y.dtype).clamp(eps_t, sde.T).expand(n))
 
     times = torch.tensor([eps_t, sde.T], dtype=x.dtype, device=x.device)
-    state0 = (x.detach(), torch.zeros(n, dtype=x.dtype, device=x.device))
+    ends = flow.scale(times[:, None].expand(2, n))
+    state0 = (x.detach() / ends[0].reshape(-1, *([1] * (x.dim() - 1))), torch.zeros(n, dtype=x.dtype, device=x.device))
     with torch.no_grad():
-        x_traj, delta_traj = odeint(
+        y_traj, delta_traj = odeint(
             rhs, state0, times, rtol=rtol, atol=atol, method=method, options=options
         )
-        out = sde.prior_log_prob(x_traj[-1]) + delta_traj[-1]
+        x_end = y_traj[-1] * ends[1].reshape(-1, *([1] * (x.dim() - 1)))
+        out = sde.prior_log_prob(x_end) + delta_traj[-1]
     if return_nfe:
         return LogProbResult(out, count[0])
     return out

@@ -148,7 +148,8 @@ def _check_rows(args: argparse.Namespace) -> None:
 
 
 def _check_conditional_flags(args: argparse.Namespace) -> None:
-    """Flags of --inpaint that do not apply without it, and --n with it."""
+    """Flags of --inpaint that do not apply without it, and --n with it (--start-index and
+    --batch-size apply: row i of x is sample start-index + i, filled batch-size rows at a time)."""
     if args.inpaint is None:
         given = [f for f in ("inpaint_method", "particles", "resample") if getattr(args, f) is not None]
         if given:
@@ -156,9 +157,6 @@ def _check_conditional_flags(args: argparse.Namespace) -> None:
                               f"{'ies' if len(given) == 1 else 'y'} with --inpaint FILE.npz")
     elif args.n is not None:
         raise ConfigError("--n does not apply with --inpaint: one sample is filled in per row of x")
-    elif args.start_index or args.batch_size is not None:
-        raise ConfigError("--start-index and --batch-size do not apply with --inpaint: one sample is filled in per "
-                          "row of x, all at once")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -13,7 +13,8 @@ a low- and a high-order DPM-Solver step from the same evaluations, with u_r = x 
                                  + (r2 / r1) ((e^{r2 h} - 1) / (r2 h) - 1) (eps_{r1} - eps_s)],
 
 order 2 pairing (x_1, x_2 with r1 = 1/2), order 3 (default) pairing (x_2 with r1 = 1/3, x_3). The
-error of the step is the root mean square over all entries of the batch of
+error of the step is the root mean square over all entries of a row (per sample, the default;
+see ``scorematch.samplers.adaptive_rows``) or of the batch (k-diffusion's choice) of
 (x_low - x_high) / max(atol, rtol max(|x_low|, |x_low, previous accepted|)), and a PID controller
 (Soderlind 2003, as in k-diffusion) with exponents b1 = (p + i + d) / k, b2 = -(p + 2d) / k,
 b3 = d / k (k = the order, 1.5 with eta > 0) sets
@@ -37,8 +38,10 @@ from torch import Tensor
 
 from scorematch import _checks
 from scorematch._progress import progress as progress_reporter
+from scorematch._random import Generators
 from scorematch.errors import ConfigError, ModelError
 from scorematch.samplers._loop import Callback, check_callback, check_trajectory_size
+from scorematch.samplers.adaptive_rows import solve_rows
 from scorematch.samplers.dpmpp_sde import NoiseFn, _noise_options, draw
 
 __all__ = ["dpm_adaptive", "end_levels"]
@@ -97,7 +100,7 @@ def dpm_adaptive(
     x: Tensor,
     sigmas: Tensor | Sequence[float],
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     order: int = 3,
@@ -113,7 +116,7 @@ def dpm_adaptive(
     noise: NoiseFn | None = None,
     return_trajectory: bool = False,
     return_info: bool = False,
-    per_sample: bool = False,
+    per_sample: bool = True,
 ) -> Any:
     """Adaptive DPM-Solver-12 (``order=2``) or -23 (``order=3``, default) from sigma_max = sigmas[0]
     down to sigma_min = the last positive entry of ``sigmas`` (the levels in between are not used:
@@ -121,27 +124,38 @@ def dpm_adaptive(
     x <- D(x, sigma_min). Tolerances ``rtol``/``atol`` (defaults 0.05, 0.0078: about 1/128 of a
     [-1, 1] pixel), first step ``h_init`` in lambda = -log sigma, PID coefficients ``pcoeff``,
     ``icoeff``, ``dcoeff`` (default: the integral controller) and ``accept_safety``: see the module
-    docstring. The step sizes are chosen for the batch as a whole (one error over all its entries),
-    so a sample depends on the batch it is drawn with, as in k-diffusion; with ``per_sample=True``
-    each row has its own error, step sizes and controller (every row's result is what the batch of
-    that row alone gives), the rows still running evaluated together (eta = 0 only; no trajectory;
-    every attempt evaluates its start: nfe = the batched calls, at most order (n_accept + n_reject)
-    of the slowest row + 1, the counts in ``info`` summed over rows, ``steps`` the batched attempts).
+    docstring. With ``per_sample=True`` (default) every row has its own error (the root mean
+    square over its entries), step size, PID history and accept/reject decision, and with eta > 0
+    its own noise, from its own stream of ``generator`` when it is per-row
+    (``scorematch.samplers.adaptive_rows``): row i's result is what the batch of row i alone
+    gives, whatever the other rows, and the running rows are evaluated together, each at its own
+    sigma. With ``per_sample=False`` the step sizes are chosen for the batch as a whole (one error
+    over all its entries), so a sample depends on the batch it is drawn with, exactly as
+    k-diffusion's ``sample_dpm_adaptive`` (which a batch of one row matches either way); a
+    ``noise`` function, called with the step's two sigmas, needs it when eta > 0.
 
     Score evaluations: ``order`` per attempted step, less one for each attempt after a rejected
     one (the evaluation at its start is reused), plus one for the final denoising step:
-    nfe = order n_accept + (order - 1) n_reject (+ 1). ``callback`` is called after every attempt
+    nfe = order n_accept + (order - 1) n_reject (+ 1). Per sample this is each row's own count,
+    and ``info`` then holds ``row_nfe`` (those counts summed over the rows), ``n_accept`` and
+    ``n_reject`` summed over the rows, ``steps`` the batched attempts and ``nfe`` the batched calls
+    of the score (order per attempt, less one when every running row had its start cached, + 1),
+    what a counting wrapper of the score sees. Batch-wide, ``callback`` is called after every attempt
     with {i, sigma, sigma_hat, sigma_next, x, denoised, error, accepted, h, nfe, n_accept,
     n_reject} (x and denoised at sigma, before the attempt; sigma_next the attempt's target; h the
-    next step size), and once for the denoising step as the other samplers do. Returns the final x,
-    (x, trajectory) with ``return_trajectory`` (the start and the state after every accepted step
-    and the denoising step), and with ``return_info`` one more element, the dict {nfe, steps,
-    n_accept, n_reject} (steps = attempts).
+    next step size), and once for the denoising step as the other samplers do; per sample after
+    every batched attempt with {i, x (after it), rows (the rows attempted), sigma, sigma_next, h,
+    accepted, error (theirs), nfe, row_nfe, n_accept, n_reject}. Returns the final x, (x,
+    trajectory) with ``return_trajectory`` (the start and the state after every accepted step,
+    per sample after every batched attempt, and after the denoising step), and with
+    ``return_info`` one more element, the dict {nfe, steps, n_accept, n_reject} (steps =
+    attempts; per sample also row_nfe).
     """
     rtol, atol, h_init = _options(order, rtol, atol, h_init, (pcoeff, icoeff, dcoeff), accept_safety)
     eta, s_noise = _noise_options(eta, s_noise, noise)
-    if per_sample and (eta > 0 or return_trajectory):
-        raise ConfigError("per_sample=True needs eta = 0 and no trajectory (the rows are at different noise levels)")
+    if per_sample and eta > 0 and noise is not None:
+        raise ConfigError("a noise function noise(sigma, sigma_next) needs per_sample=False (per sample every row "
+                          "steps between its own sigmas); give per-row generators for per-sample noise")
     score = _checks.score_callable(score_fn, "score_fn(x, sigma)")
     x = _checks.batch("x", x).detach()
     levels = _checks.sampler_sigmas(sigmas).tolist()
@@ -170,11 +184,13 @@ def dpm_adaptive(
     if per_sample:
         coeffs = (float(pcoeff), float(icoeff), float(dcoeff))
         with torch.no_grad():
-            x = _per_sample(eps, x, s, t_end, order, rtol, atol, h_init, coeffs, float(accept_safety), info,
-                            callback, denoise_at_end)
+            x = solve_rows(eps, _pair, x, s, t_end, order, rtol, atol, h_init, coeffs, float(accept_safety), info,
+                           callback, denoise_at_end, eta, s_noise, generator, traj)
         if bar is not None:
             bar.close()
-        return (x, dict(info)) if return_info else x
+        rows_out: tuple[Any, ...] = (x,) if traj is None else (x, torch.stack(traj))
+        rows_out = (*rows_out, dict(info)) if return_info else rows_out
+        return rows_out[0] if len(rows_out) == 1 else rows_out
     pid = _PID(h_init, float(pcoeff), float(icoeff), float(dcoeff), 1.5 if eta > 0 else order, float(accept_safety))
     x_prev = x
     eps_s: Tensor | None = None
@@ -227,56 +243,6 @@ def dpm_adaptive(
     if return_info:
         out = (*out, dict(info))
     return out[0] if len(out) == 1 else out
-
-
-def _per_sample(eps: Any, x: Tensor, s0: float, t_end: float, order: int, rtol: float, atol: float, h_init: float,
-                coeffs: tuple[float, float, float], accept_safety: float, info: dict[str, int],
-                callback: Callback | None, denoise_at_end: bool) -> Tensor:
-    """The controller of ``_PID`` run per row: lambda, h and the inverse errors are (n,) tensors;
-    each attempt evaluates the rows that have not reached t_end."""
-    n, dims = x.shape[0], (1,) * (x.dim() - 1)
-    dt = torch.float64
-    s = torch.full((n,), s0, dtype=dt, device=x.device)
-    h = torch.full((n,), h_init, dtype=dt, device=x.device)
-    inv = torch.zeros(n, 3, dtype=dt, device=x.device)
-    started = torch.zeros(n, dtype=torch.bool, device=x.device)
-    p, i, d = coeffs
-    b = ((p + i + d) / order, -(p + 2 * d) / order, d / order)
-    x, x_prev = x.clone(), x.clone()
-    while True:
-        rows = torch.nonzero(s < t_end - 1e-5).flatten()
-        if rows.numel() == 0:
-            break
-        xa, sa = x[rows], s[rows]
-        ta = torch.clamp(sa + h[rows], max=t_end)
-        sb, tb = sa.reshape(-1, *dims).to(x.dtype), ta.reshape(-1, *dims).to(x.dtype)
-        eps_s = eps(xa, sb)
-        x_low, x_high = _pair(eps, xa, eps_s, sb, tb, order)
-        delta = torch.maximum(x_low.abs(), x_prev[rows].abs()).mul_(rtol).clamp_(min=atol)
-        error = ((x_low - x_high) / delta).flatten(1).double().pow(2).mean(1).sqrt()
-        if not bool(torch.isfinite(error).all()):
-            raise ModelError("dpm_adaptive: the score gave non-finite values")
-        e = 1 / (error + 1e-8)
-        fresh = ~started[rows]
-        inv[rows[fresh]] = e[fresh, None].expand(-1, 3)
-        started[rows] = True
-        inv[rows, 0] = e
-        prev = inv[rows]
-        factor = 1 + torch.atan(prev[:, 0] ** b[0] * prev[:, 1] ** b[1] * prev[:, 2] ** b[2] - 1)
-        ok = factor >= accept_safety
-        done = rows[ok]
-        inv[done, 2], inv[done, 1] = inv[done, 1], inv[done, 0]
-        h[rows] = h[rows] * factor
-        x[done], x_prev[done], s[done] = x_high[ok], x_low[ok], ta[ok]
-        info["steps"] += 1
-        info["n_accept"] += int(ok.sum())
-        info["n_reject"] += int((~ok).sum())
-        if callback is not None:
-            callback({"i": info["steps"] - 1, "x": x, "rows": rows, "accepted": ok, "error": error, **info})
-    if denoise_at_end:
-        sb = s.reshape(-1, *dims).to(x.dtype)
-        x = x - torch.exp(-sb) * eps(x, sb)
-    return x
 
 
 def _exp(v: Any) -> Any:

@@ -380,9 +380,11 @@ def _register_builtins() -> None:
                          Option("exact_trace", None, bool, "with the log-likelihood: the exact divergence (default: "
                                                            "for D <= 16), else Hutchinson's estimate", flag=False),
                          Option("n_probes", 1, int, "with the log-likelihood: Hutchinson probes per sample",
-                                flag=False)),
+                                flag=False),
+                         Option("per_sample", True, bool, "each sample its own dopri5 steps (default; False: "
+                                "torchdiffeq's steps, shared by the batch)", flag=False)),
                 kinds=NOISE_CONDITIONAL, conditioning="time", nfe=lambda n, o: None,
-                nfe_text="adaptive (the solver's evaluations + 1)", log_prob=True),
+                nfe_text="adaptive (the solver's evaluations + 1)", log_prob=True, info=True),
         Sampler(name="heun", function=_fn("denoising", "heun"), family=DENOISING,
                 summary="EDM Algorithm 1/2: Heun on dx/dsigma = (x - D(x, sigma)) / sigma",
                 options=(steps_option(18), *_churn(), _BROWNIAN), kinds=NOISE_CONDITIONAL, conditioning="sigma",
@@ -432,8 +434,8 @@ def _register_builtins() -> None:
                                                        "0.0078)"),
                          Option("h_init", 0.05, float, "first step in lambda = -log sigma (default 0.05)"),
                          Option("eta", 0.0, float, "share of each step's noise drawn afresh (default 0: the ODE)"),
-                         Option("per_sample", False, bool, "one error, step size and controller per sample",
-                                flag=False)),
+                         Option("per_sample", True, bool, "one error, step size and controller per sample "
+                                "(default; False: one for the batch, as k-diffusion)", flag=False)),
                 kinds=NOISE_CONDITIONAL, conditioning="sigma", nfe=lambda n, o: None,
                 nfe_text="adaptive (order per accepted step, order - 1 per rejected one, + 1)",
                 grid=Lazy("scorematch.samplers.adaptive:end_levels"), own_levels=False, info=True),

@@ -17,6 +17,7 @@ Both wrap the score function; the sampler itself is unchanged:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor
 
 from scorematch import _checks
-from scorematch._random import Generators, per_row, randn_like
+from scorematch._random import Generators, per_row, rand, randn, randn_like
 from scorematch.errors import ConfigError, DataError
 from scorematch.sde import SDE
 
@@ -139,6 +140,17 @@ def replace_known(
     return score
 
 
+def _shared_steps(sampler: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with per_sample=False for a sampler that steps each row on its own (it would call
+    the score on a subset of the rows, which the replaced known values, one per row, do not fit),
+    unless the caller chose."""
+    try:
+        takes = "per_sample" in inspect.signature(sampler).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return {"per_sample": False, **options} if takes else options
+
+
 def inpaint(
     sampler: Callable[..., Any],
     score_fn: Any,
@@ -165,7 +177,9 @@ def inpaint(
     noise draw for the known part (see ``replace_known``).
 
     ``x`` is the start at the scale of sigmas[0] (shape of ``known``: (n, D) or (n, C, H, W));
-    ``mask`` is True where a coordinate is known and broadcasts to that shape. Returns the
+    ``mask`` is True where a coordinate is known and broadcasts to that shape. A sampler that
+    steps each row on its own (``per_sample``) steps the batch as a whole here, unless
+    ``per_sample`` is given: the replacement holds one known value per row. Returns the
     completed batch (or (batch, trajectory) if the sampler returns one). Replacement is an
     approximation of the conditional: see ``inpaint_smc`` for a sampler that converges to it.
     """
@@ -175,6 +189,7 @@ def inpaint(
     mask = _mask_like(mask, known)
     resample = _checks.positive_int("resample", resample)
     wrapped = replace_known(score_fn, known, mask, None, generator, fixed_noise)
+    options = _shared_steps(sampler, options)
     if resample == 1:
         out = sampler(wrapped, x, sigmas, generator=generator, **options)
         if isinstance(out, tuple):
@@ -195,11 +210,10 @@ def inpaint(
     return torch.where(mask, known, x)
 
 
-def _systematic(weights: Tensor, generator: torch.Generator | None) -> Tensor:
+def _systematic(weights: Tensor, generator: Generators) -> Tensor:
     """Systematic resampling: indices j_k with u_k = (k + u) / P, u ~ U[0, 1), in each row of (G, P)."""
     g, p = weights.shape
-    u = torch.rand((g, 1), generator=generator, dtype=torch.float64, device=None if generator is None
-                   else generator.device).to(weights.device)
+    u = rand((g, 1), generator, torch.float64, weights.device)
     points = (u + torch.arange(p, dtype=torch.float64, device=weights.device)) / p
     cdf = torch.cumsum(weights, dim=1)
     return torch.searchsorted(cdf / cdf[:, -1:], points).clamp_(max=p - 1)
@@ -232,11 +246,10 @@ def inpaint_smc(
     group once more at the end. The result carries duplicates from the resampling.
     ``callback`` gets {i, sigma, sigma_next, x, ess} per step (ess of shape (groups,)). NFE N.
     The particles of a group interact through the resampling, so ``generator`` is one
-    torch.Generator (per-row generators are refused).
+    torch.Generator or per-group generators (``RowGenerators`` or a list, one per group: every
+    draw of group k, its path, particle noise and resampling, then comes from stream k, so a group
+    does not depend on the others).
     """
-    if per_row(generator) is not None:
-        raise ConfigError("inpaint_smc couples the particles of a group (resampling): give one torch.Generator, "
-                          "not per-row generators")
     x = _checks.batch("x", x).detach()
     known = _check_known(known, x.shape)
     mask = _mask_like(mask, known)
@@ -250,6 +263,10 @@ def inpaint_smc(
     score = _checks.score_callable(score_fn, "score_fn(x, sigma)")
     levels = _checks.sampler_sigmas(sigmas).tolist()
     groups = n // p
+    rows = per_row(generator)
+    if rows is not None and len(rows) != groups:
+        raise ConfigError(f"inpaint_smc couples the particles of a group (resampling): give one torch.Generator "
+                          f"or one per group ({groups}), got {len(rows)} per-row generators")
     y = torch.where(mask, known, 0).reshape(groups, p, *known.shape[1:])
     if not bool((y == y[:, :1]).all()):
         raise DataError("the rows of a group of particles must share their known values")
@@ -269,7 +286,8 @@ def inpaint_smc(
             if up > 0:
                 miss = torch.where(mask, path[i + 1][:, None].expand(view).reshape(x.shape) - mean, 0)
                 log_w -= miss.reshape(groups, p, -1).double().pow(2).sum(-1) / (2 * up**2)
-                x = mean.add(randn_like(mean, generator), alpha=up)
+                z = randn((groups, p, *x.shape[1:]), generator, mean.dtype, mean.device).reshape(mean.shape)
+                x = mean.add(z, alpha=up)
             else:
                 x = mean
             w = torch.softmax(log_w, dim=1)
@@ -279,7 +297,8 @@ def inpaint_smc(
             low = ess < thr * p
             if i == len(levels) - 2:
                 low = torch.ones_like(low)
-            if bool(low.any()):
+            # per group, u is drawn at every step, so that a group's stream never depends on the others
+            if rows is not None or bool(low.any()):
                 idx = _systematic(w, generator)
                 keep = torch.arange(p, device=x.device).expand(groups, p)
                 idx = torch.where(low[:, None], idx, keep)
@@ -312,7 +331,7 @@ def inpaint_sde(
     from scorematch.samplers.sde import ode
 
     wrapped = replace_known(score_fn, known, mask, sde, generator, fixed_noise=sampler is ode)
-    out = sampler(wrapped, start, sde, generator=generator, **options)
+    out = sampler(wrapped, start, sde, generator=generator, **_shared_steps(sampler, options))
     if isinstance(out, tuple):
         return torch.where(mask, known, out[0]), out[1]
     return torch.where(mask, known, out)

@@ -35,6 +35,9 @@ from scorematch.errors import ConfigError
 from scorematch.samplers._loop import Callback, Loop, check_trajectory_size
 from scorematch.sde import ODE_METHODS, SDE
 
+#: the adaptive torchdiffeq solvers of ODE_METHODS (the others step on a fixed grid)
+ODE_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -352,19 +355,32 @@ def ode(
     return_log_prob: bool = False,
     exact_trace: bool | None = None,
     n_probes: int = 1,
+    per_sample: bool = True,
+    return_info: bool = False,
 ) -> Tensor | tuple[Tensor, ...]:
-    """Probability-flow ODE dx/dt = f(x, t) - 1/2 g(t)^2 s(x, t), solved by torchdiffeq.odeint
-    from t = 1 to eps_t (then Tweedie's step with ``denoise``).
+    """Probability-flow ODE dx/dt = f(x, t) - 1/2 g(t)^2 s(x, t), solved from t = 1 to eps_t
+    (then Tweedie's step with ``denoise``).
 
-    ``method`` is a torchdiffeq solver (ODE_METHODS); fixed-grid ones need
-    ``options={"step_size": h}``.  The only randomness is the start
+    ``per_sample=True`` (default) with ``method`` "dopri5": every sample is solved with its own
+    steps (Dormand-Prince 5(4), torchdiffeq's controller with the error norm of its row, in the
+    scaled state y = x / c(t); ``scorematch.samplers.ode_rows``), so a sample does not depend on
+    the others drawn with it, the rows still running evaluated together, each at its own t.
+    ``per_sample=False``, or another ``method``: torchdiffeq.odeint on the whole batch, whose
+    adaptive steps are then shared by the batch (one error norm over all its entries; a
+    fixed-grid method, with ``options={"step_size": h}``, keeps the rows independent); the
+    other adaptive solvers of ODE_METHODS need it. The only randomness is the start
     sde.prior_sample(shape, generator) when ``x`` is a shape.  Times the adaptive solver probes past
     the end of [eps_t, 1] (when a step overshoots before interpolating) are clamped into it.
     Returns the samples, or (samples, trajectory) with ``return_trajectory``: (n_snapshots,
     *x.shape) at n_snapshots equally spaced times from 1 to eps_t (the last before the denoising
     step). ``callback({"i", "nfe", "x", "t"})`` at every evaluation of the velocity and once more
     after the denoising step: the last call's ``nfe`` counts the run's score evaluations (the
-    solver's function evaluations, +1 with denoise).
+    solver's function evaluations, +1 with denoise); per sample it is called at each batched
+    evaluation with x and t of the rows evaluated (``rows``). ``return_info``: one more element,
+    last, the dict {nfe, steps, n_accept, n_reject, row_nfe}: nfe the batched evaluations (+1),
+    per sample ``row_nfe`` the rows' own evaluations summed (each row 2 + 6 per attempted step, + 1),
+    steps the batched attempts and the accepted and rejected steps summed over rows (batch-wide:
+    nfe only).
 
     ``return_log_prob``: the same solve also integrates the divergence of the velocity (the
     instantaneous change of variables, as ``scorematch.likelihood.log_prob`` does), giving each
@@ -391,6 +407,12 @@ def ode(
     elif denoise and return_log_prob:
         raise ConfigError("return_log_prob gives the density of the ODE's end point, before Tweedie's denoising "
                           "step: leave denoise unset (or False)")
+    rows_solver = bool(per_sample) and method == "dopri5"
+    if per_sample and method in ODE_ADAPTIVE and not rows_solver:
+        raise ConfigError(f"per_sample=True solves every sample with its own dopri5 steps; method {method!r} "
+                          "shares its steps across the batch: give per_sample=False")
+    if rows_solver and options:
+        raise ConfigError("options go to torchdiffeq, which per_sample=True does not use: give per_sample=False")
     snaps = _checks.positive_int("n_snapshots", n_snapshots, minimum=2) if return_trajectory else 2
     if return_trajectory:
         check_trajectory_size(snaps, *_spec(x, dtype), ode.__name__)
@@ -406,6 +428,22 @@ def ode(
         return sde.drift(y, tv) - 0.5 * g2 * score(y, tv)
 
     times = torch.linspace(sde.T, eps_t, snaps, dtype=x.dtype, device=x.device)
+    if rows_solver:
+        from scorematch.samplers.ode_rows import solve_flow_rows
+
+        with loop:
+            out, traj, lp, info = solve_flow_rows(score_fn, sde, x, eps_t, rtol, atol, loop,
+                                                  times if return_trajectory else None, return_log_prob,
+                                                  exact_trace, n_probes, generator)
+        if denoise:
+            out = _tweedie(score, sde, out, eps_t)
+            loop.nfe += 1
+            info["nfe"] += 1
+            info["row_nfe"] += n
+            loop.step({"x": out, "t": eps_t}, advance=0)
+        parts = (out, traj, lp, info if return_info else None)
+        result = tuple(p for p in parts if p is not None)
+        return result[0] if len(result) == 1 else result
     rhs: Any = velocity
     state: Any = x
     if return_log_prob:
@@ -434,4 +472,6 @@ def ode(
     result = (out, sol) if return_trajectory else (out,)
     if lp is not None:
         result = (*result, lp)
+    if return_info:
+        result = (*result, {"nfe": loop.nfe})
     return result[0] if len(result) == 1 else result

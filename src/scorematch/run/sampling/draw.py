@@ -83,7 +83,8 @@ def draw(run: Path, out: Path, n: int | None = None, sampler: str | None = None,
             say(start_line("sample", device, threads, model, shape,
                            f"inpainting {x.shape[0]} rows by {method}{f' with {name}' if name else ''}"))
             filled = inpaint_run(model, info, x, mask, method=method, sampler=name, seed=seed, particles=particles,
-                                 resample=resample, label=label, guidance=guidance, progress=progress, **options)
+                                 resample=resample, label=label, guidance=guidance, progress=progress,
+                                 start_index=start_index, batch_size=batch_size, **options)
             done = True
             return Drawn(filled.cpu(), f"inpaint {method}", model, 1)
         n = DEFAULT_N if n is None else n
@@ -107,9 +108,14 @@ def draw(run: Path, out: Path, n: int | None = None, sampler: str | None = None,
         nfe = None
         if "nfe" in report:
             nfe = int(D.gather_rows(torch.tensor([report["nfe"]], device=device), ctx).sum())
+            rows = None
+            if "row_nfe" in report:  # each sample stepped on its own: its evaluations, on average
+                rows = int(D.gather_rows(torch.tensor([report["row_nfe"]], device=device), ctx).sum())
+                rows /= per_rank * ctx.world_size
             if ctx.is_main:
                 say(f"scorematch: sampler {name} took {nfe} score evaluations"
-                    + (f" ({ctx.world_size} processes together)" if ctx.world_size > 1 else ""))
+                    + (f" ({ctx.world_size} processes together)" if ctx.world_size > 1 else "")
+                    + (f"; each sample its own steps, {rows:.1f} evaluations per sample on average" if rows else ""))
         done = True
         return Drawn(x if ctx.is_main else None, name, model, ctx.world_size, lp, nfe, evals)
     finally:

@@ -194,9 +194,9 @@ def generate(model: nn.Module, run_info: dict[str, Any], n: int, sampler: str | 
     Per-sample seeds: row i of the result is sample ``start_index + i`` of ``seed``, drawn with its
     own random streams (``scorematch.samplers.RowGenerators``), start and noise alike, so it does not
     depend on ``n``, on ``batch_size`` (rows sampled that many at a time; default all at once) or on
-    how rows are split between processes. Two samplers couple the rows of a batch: ``ode``, whose
-    adaptive steps are shared by a batch (a row agrees to the solver's tolerance), and ``pc`` with its
-    default batch-wide step size (``per_sample_step=True`` makes its rows exact). ``stats``, a dict,
+    how rows are split between processes (the adaptive samplers step every row on its own). One
+    sampler couples the rows of a batch: ``pc`` with its default batch-wide step size
+    (``per_sample_step=True`` makes its rows exact). ``stats``, a dict,
     receives ``evaluations`` (score evaluations per sample: the calls of the score of one batch, the
     most over the batches), ``calls`` (all calls, summed over the batches) and ``batches``.
     """

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from scorematch._checks import choice, positive_int
+from scorematch._random import RowGenerators, randints
 from scorematch.errors import ConfigError, DataError
 from scorematch.objectives import catalogue as objective_catalogue
 from scorematch.run.folder.validate import check_seed, read_file
@@ -176,15 +177,22 @@ def inpaint_run(model: nn.Module, run_info: dict[str, Any], x: torch.Tensor | np
                 mask: torch.Tensor | np.ndarray,
                 method: str | None = None, sampler: str | None = None, seed: int = 0, particles: int | None = None,
                 resample: int | None = None, label: int | str | None = None, guidance: float | None = None,
-                progress: bool = False, **options: Any) -> torch.Tensor:
+                progress: bool = False, start_index: int = 0, batch_size: int | None = None,
+                **options: Any) -> torch.Tensor:
     """``x`` (n, *sample_shape, data space; a tensor or NumPy array, as ``mask``, which is boolean)
     with the values where ``mask`` is False filled in by
     ``method`` (smc by default; see the module docstring) from a noise- or time-conditional
     ``model`` and its run.json contents ``run_info``. ``sampler`` (replace, repaint; default heun)
     and its ``options`` (``n_steps`` noise levels: default 200 for smc, else the sampler's),
     ``particles`` per row (smc, default 32), ``resample`` (repaint, default 10), and a class
-    ``label`` with ``guidance`` for a class-conditional model."""
+    ``label`` with ``guidance`` for a class-conditional model.
+
+    Per-sample seeds: row i of x is filled as sample ``start_index + i`` of ``seed``, every draw
+    of it (start, noise, and for smc its group's particles and resampling) from its own stream
+    (``RowGenerators``), so it does not depend on the other rows of x or on ``batch_size`` (rows
+    filled that many at a time; default all at once)."""
     check_seed("seed", seed)
+    check_seed("start_index", start_index)
     method, sampler, label, w = check_request(model, run_info, method, sampler, options, particles, resample, label,
                                               guidance)
     space = space_of(model, run_info)
@@ -198,33 +206,38 @@ def inpaint_run(model: nn.Module, run_info: dict[str, Any], x: torch.Tensor | np
         raise DataError(f"x and mask must both have shape (n, {', '.join(map(str, shape))}), got "
                         f"{tuple(x.shape)} and {tuple(mask.shape)}")
     n = x.shape[0]
+    batch = n if batch_size is None else positive_int("batch_size", batch_size)
     known = space.to_model_space(torch.where(mask, x, 0).to(device=space.device, dtype=space.dtype))
     m = mask.to(space.device).reshape(known.shape)
-    g = space.generator(seed)
     view = noise_view(conditioned_score(space.inner, label, w), space.kind, space.schedule)
     opts = dict(options)
     steps = opts.pop("n_steps", DEFAULT_SMC_STEPS if method == "smc" else None)
     own = space.schedule["sigmas"] if space.kind == catalogue.KIND_NCSN and steps is None else None
     sigmas = noise_levels(sampler or catalogue.DEFAULT_DENOISING, steps, view, own)
-    if method == "smc":
-        out = _smc(view, known, m, sigmas, particles, g, progress)
-    else:
+    extra = {"progress": progress} if method == "replace" else {
+        "resample": positive_int("resample", DEFAULT_RESAMPLE if resample is None else resample, minimum=2)}
+    parts = []
+    for a in range(0, n, batch):
+        b = min(n, a + batch)
+        g = RowGenerators.from_seed(seed, b - a, start=start_index + a, device=space.device)
+        if method == "smc":
+            parts.append(_smc(view, known[a:b], m[a:b], sigmas, particles, g, progress and a == 0))
+            continue
         from scorematch.samplers import inpaint
 
-        check_sampling(n, shape, space.device)
-        start = view.prior_sample(known.shape, generator=g, dtype=space.dtype, device=space.device)
-        extra = {"progress": progress} if method == "replace" else {
-            "resample": positive_int("resample", DEFAULT_RESAMPLE if resample is None else resample, minimum=2)}
-        out = inpaint(catalogue.entry(sampler).resolved(), view, start, sigmas, known, m, generator=g, **extra, **opts)
-    out = space.to_data_space(out)
+        check_sampling(b - a, shape, space.device)
+        start = view.prior_sample(known[a:b].shape, generator=g, dtype=space.dtype, device=space.device)
+        parts.append(inpaint(catalogue.entry(sampler).resolved(), view, start, sigmas, known[a:b], m[a:b], generator=g,
+                             **(extra | {"progress": progress and a == 0} if method == "replace" else extra), **opts))
+    out = space.to_data_space(torch.cat(parts))
     out = torch.where(mask.to(out.device), x.to(out), out)
     return out.clamp(0.0, 1.0) if run_info["data"].get("kind") == "image" else out
 
 
 def _smc(view: Any, known: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tensor, particles: int | None,
-         g: torch.Generator, progress: bool) -> torch.Tensor:
+         g: RowGenerators, progress: bool) -> torch.Tensor:
     """One draw per row of ``known``: a particle of its group of P, chosen uniformly after SMC's final
-    resampling."""
+    resampling; row i's group draws from stream i of ``g`` alone (its particles' start too)."""
     from scorematch._progress import progress as bar_of
     from scorematch.samplers import inpaint_smc
 
@@ -232,7 +245,8 @@ def _smc(view: Any, known: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tenso
     n = known.shape[0]
     check_sampling(n * p, tuple(known.shape[1:]), known.device)
     rows, m = known.repeat_interleave(p, 0), mask.repeat_interleave(p, 0)
-    start = view.prior_sample(rows.shape, generator=g, dtype=known.dtype, device=known.device)
+    start = view.prior_sample((n, p, *known.shape[1:]), generator=g, dtype=known.dtype,
+                              device=known.device).reshape(rows.shape)
     bar = bar_of(len(sigmas) - 1, "inpaint smc", progress)
     out = inpaint_smc(view, start, sigmas, rows, m, particles=p, generator=g,
                       callback=(lambda info: bar.update(1)) if bar is not None else None)
@@ -240,5 +254,5 @@ def _smc(view: Any, known: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tenso
         bar.close()
     # after the final resampling the P particles are equally weighted: a uniformly chosen one is a
     # draw (the first slot is not: systematic resampling orders them by their weights' positions)
-    pick = torch.randint(0, p, (n,), generator=g, device=g.device).to(known.device)
+    pick = randints((n,), p, g, known.device)
     return out.reshape(n, p, *known.shape[1:])[torch.arange(n, device=known.device), pick]
