@@ -351,8 +351,10 @@ def test_the_multistep_sde_samplers_run_their_default_steps(runs, sampler, steps
 
 
 def test_the_adaptive_sampler_prints_and_records_its_evaluations(runs, tmp_path, capsys):
-    """The count written to the .npz and printed is the solver's own: order per accepted attempt,
-    order - 1 per rejected one, + 1 for the final denoising step; a tighter --rtol takes more."""
+    """The count written to the .npz and printed is the solver's batched calls (every row steps with
+    its own controller; the last callback comes before the final denoising call); each row's own
+    count is order per accepted attempt, order - 1 per rejected one (tests/test_sample_rows.py);
+    a tighter --rtol takes more."""
     counts = []
     for rtol in (0.1, 0.005):
         out = tmp_path / f"s{rtol}.npz"
@@ -365,7 +367,7 @@ def test_the_adaptive_sampler_prints_and_records_its_evaluations(runs, tmp_path,
         seen: list[dict] = []
         generate(model, model.run_info, 16, sampler="dpm_adaptive", rtol=rtol, callback=seen.append)
         last = seen[-1]
-        assert nfe == last["nfe"] == 3 * last["n_accept"] + 2 * last["n_reject"] + 1
+        assert nfe == last["nfe"] + 1 and last["n_accept"] >= 16
         counts.append(nfe)
     assert counts[1] > counts[0]
 
@@ -377,7 +379,7 @@ def test_eval_records_the_evaluations_of_the_adaptive_sampler(runs):
     model = load(runs["edm"])
     generate(model, model.run_info, 64, sampler="dpm_adaptive", seed=1, callback=seen.append)
     res = evaluate(runs["edm"], n=64, seed=1, sampler="dpm_adaptive", likelihood=False, save=False)
-    assert res["sampling_nfe"] == seen[-1]["nfe"]  # the samples eval draws: generate's, same seed
+    assert res["sampling_nfe"] == seen[-1]["nfe"] + 1  # generate's calls, same seed (+ the final denoising)
     assert "sampling_nfe" not in evaluate(runs["edm"], n=64, seed=1, sampler="heun", likelihood=False, save=False)
 
 
