@@ -87,13 +87,29 @@ def fit_table_model(z: np.ndarray, labels: np.ndarray | None = None, n_classes: 
     guidance. Returns the EMA of the weights (decay ``ema``, warmed up as min(ema, (1+k)/(10+k)))."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # the network's initial weights
+    y = None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
+    model = EDMPrecond("TimeMLP", {"dim": z.shape[1], "hidden": hidden, "depth": depth, "n_classes": n_classes},
+                       sigma_data=1.0)
+
+    def loss(xb: torch.Tensor, mb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        yb = None
+        if y is not None:
+            yb = y[idx].clone()
+            yb[torch.rand(len(idx), generator=g) < label_dropout] = model.null_label
+        return edm_masked(model, xb, mb, generator=g, labels=yb)
+
+    return _train(model, loss, z, dequant, steps, batch_size, lr, ema, g)
+
+
+def _train(model: torch.nn.Module, loss: Any, z: np.ndarray, dequant: np.ndarray | None, steps: int,
+           batch_size: int, lr: float, ema: float, g: torch.Generator) -> Any:
+    """Adam at ``lr`` on ``loss(x_batch, mask_batch, rows)`` for ``steps`` batches of ``batch_size``
+    rows of ``z`` (NaN = missing; drawn with replacement), integer coordinates dequantised by
+    U(-w, w) with ``dequant`` = w; the EMA of the weights (decay min(ema, (1+k)/(10+k)))."""
     n, d = z.shape
     mask = torch.from_numpy(~np.isnan(z))
     x = torch.from_numpy(np.nan_to_num(z, nan=0.0)).float()
     w = torch.from_numpy(np.zeros(d) if dequant is None else dequant).float()
-    y = None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
-    model = EDMPrecond("TimeMLP", {"dim": d, "hidden": hidden, "depth": depth, "n_classes": n_classes},
-                       sigma_data=1.0)
     avg = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for k in range(steps):
@@ -101,14 +117,9 @@ def fit_table_model(z: np.ndarray, labels: np.ndarray | None = None, n_classes: 
         xb, mb = x[idx], mask[idx]
         if bool((w > 0).any()):
             xb = xb + (torch.rand(xb.shape, generator=g) * 2 - 1) * w * mb
-        yb = None
-        if y is not None:
-            yb = y[idx].clone()
-            drop = torch.rand(len(idx), generator=g) < label_dropout
-            yb[drop] = model.null_label
-        loss = edm_masked(model, xb, mb, generator=g, labels=yb)
+        value = loss(xb, mb, idx)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         opt.step()
         _ema_step(avg, model, min(ema, (1 + k) / (10 + k)))
     return avg.eval()
@@ -136,24 +147,9 @@ def fit_imputer_model(z: np.ndarray, dequant: np.ndarray | None = None, hidden: 
     EMA of the weights (decay ``ema``, warmed up as min(ema, (1+k)/(10+k)))."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    n, d = z.shape
-    mask = torch.from_numpy(~np.isnan(z))
-    x = torch.from_numpy(np.nan_to_num(z, nan=0.0)).float()
-    w = torch.from_numpy(np.zeros(d) if dequant is None else dequant).float()
-    model = MaskedDenoiser(d, hidden, depth, sigma_data=1.0)
-    avg = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for k in range(steps):
-        idx = torch.randint(0, n, (min(batch_size, max(n, 2)),), generator=g)
-        xb, mb = x[idx], mask[idx]
-        if bool((w > 0).any()):
-            xb = xb + (torch.rand(xb.shape, generator=g) * 2 - 1) * w * mb
-        loss = edm_conditional(model, xb, mb, generator=g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        _ema_step(avg, model, min(ema, (1 + k) / (10 + k)))
-    return avg.eval()
+    model = MaskedDenoiser(z.shape[1], hidden, depth, sigma_data=1.0)
+    return _train(model, lambda xb, mb, idx: edm_conditional(model, xb, mb, generator=g), z, dequant, steps,
+                  batch_size, lr, ema, g)
 
 
 def _score(model: EDMPrecond, labels: torch.Tensor | None, guidance: float) -> Any:
