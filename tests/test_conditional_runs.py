@@ -175,7 +175,7 @@ def digits_run(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--label", "abc"], "class index 0..9 or a class name"),
+    (["--label", "abc"], "class index 0..9, a class name (0, 1, 2, 3, 4, 5, 6, 7, 8, 9) or null"),
     (["--label", "1.5"], "class index"),
     (["--label", "10"], "out of range"),
     (["--label", "-1"], "out of range"),

@@ -137,8 +137,9 @@ def check_label(model: nn.Module, run_info: dict[str, Any], label: int | str | N
         k = names.index(text) if text in names else int(text) if text.lstrip("-").isdigit() else None
     if isinstance(k, bool) or not isinstance(k, int):
         shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-        raise ConfigError(f"--label must be a class index 0..{n_classes - 1}" + (f" or a class name ({shown})"
-                                                                                 if names else "") + f", got {label!r}")
+        raise ConfigError(f"--label must be a class index 0..{n_classes - 1}" + (f", a class name ({shown})"
+                                                                                 if names else "")
+                          + f" or {NULL_LABEL} (the unconditional score), got {label!r}")
     if not 0 <= k < n_classes:
         raise ConfigError(f"--label {k} is out of range: this run has {n_classes} classes, 0..{n_classes - 1}")
     return k, _guidance(guidance)
