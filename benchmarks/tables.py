@@ -1,4 +1,5 @@
-"""`python -m benchmarks.tables [--only NAME ...] [--no-forest] [--steps N] [--hidden H] [--name NAME]`:
+"""`python -m benchmarks.tables [--only NAME ...] [--methods M ...] [--merge] [--no-forest] [--steps N] [--hidden H]
+[--name NAME]`:
 generators and imputers on scikit-learn's bundled tables, quality and time side by side.
 
 Tables: iris (150 x 5, class label), wine (178 x 14, class label), breast cancer (569 x 31, 0/1
@@ -10,7 +11,7 @@ scorematch's ``TableDiffusion`` (class-conditional on the label), a multivariate
 Gaussian copula fitted to the same standardised encoding and decoded by the same schema (so their
 values are valid too), and ForestDiffusion (Jolicoeur-Martineau et al. 2024; flow, XGBoost,
 n_t = 20, duplicate_K = 10: its defaults 50 and 100 multiply its work by 25) when it is
-installed, on iris and wine. Metrics
+installed. Metrics
 (``scorematch.metrics.tables``) against the held-out rows, with the train-vs-held-out baseline.
 
 Imputers (on all rows, 20% of the feature cells hidden completely at random, seed 0): column
@@ -29,6 +30,7 @@ XGBoost n_jobs=1), so a shared machine's load does not count.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 import warnings
@@ -40,7 +42,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from benchmarks.common import environment, markdown_table, write  # noqa: E402
+from benchmarks.common import RESULTS, environment, markdown_table, write  # noqa: E402
 from scorematch.data.columns import decode, encode, infer_schema  # noqa: E402
 from scorematch.data.tables import Table, as_table  # noqa: E402
 from scorematch.metrics.tables import table_metrics  # noqa: E402
@@ -50,9 +52,8 @@ TABLES = ("iris", "wine", "breast_cancer", "diabetes")
 DRAWS = 19
 MISSING = 0.2
 #: ForestDiffusion's noise levels and noise draws per row (its defaults, 50 and 100, take minutes of CPU
-#: per table here), and the tables it runs on (breast cancer and diabetes would take tens of minutes)
+#: per table here)
 FOREST_NT, FOREST_K = 20, 10
-FOREST_TABLES = ("iris", "wine")
 
 
 def load(name: str) -> tuple[Table, str | None]:
@@ -83,31 +84,31 @@ def _cpu() -> float:
 # ------------------------------------------------------------------------------------------ generators
 
 
-def gen_scorematch(train: Table, label: str | None, schema: Any, n: int, args: Any) -> Table:
-    m = TableDiffusion(steps=args.steps, hidden=args.hidden, random_state=0,
+def gen_scorematch(train: Table, label: str | None, schema: Any, n: int, args: Any, seed: int) -> Table:
+    m = TableDiffusion(steps=args.steps, epochs=args.epochs, hidden=args.hidden, random_state=seed,
                        columns={c.name: c.kind for c in schema.columns if c.name != label and c.kind != "bounded"})
     if label is None:
-        return m.fit(train).sample(n, random_state=1)
+        return m.fit(train).sample(n, random_state=seed + 1)
     feats = train.drop(label)
     m.fit(feats, train.column(label))
-    x, y = m.sample(n, random_state=1)
+    x, y = m.sample(n, random_state=seed + 1)
     return Table(train.names, (*x.columns, np.asarray(y, dtype=np.float64)))
 
 
-def gen_gaussian(train: Table, label: str | None, schema: Any, n: int, args: Any) -> Table:
+def gen_gaussian(train: Table, label: str | None, schema: Any, n: int, args: Any, seed: int) -> Table:
     z = encode(schema, train)
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed + 1)
     s = rng.multivariate_normal(z.mean(0), np.cov(z, rowvar=False), size=n, method="eigh")
     return decode(schema, s)
 
 
-def gen_copula(train: Table, label: str | None, schema: Any, n: int, args: Any) -> Table:
+def gen_copula(train: Table, label: str | None, schema: Any, n: int, args: Any, seed: int) -> Table:
     from scipy.stats import norm, rankdata
 
     z = encode(schema, train)
     u = (np.apply_along_axis(rankdata, 0, z) - 0.5) / len(z)
     g = norm.ppf(u)
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed + 1)
     s = rng.multivariate_normal(np.zeros(z.shape[1]), np.corrcoef(g, rowvar=False), size=n, method="eigh")
     back = np.column_stack([np.quantile(z[:, j], norm.cdf(s[:, j])) for j in range(z.shape[1])])
     return decode(schema, back)
@@ -120,13 +121,13 @@ def _forest_indexes(schema: Any, label: str | None) -> dict[str, list[int]]:
             "int_indexes": [i for i, c in enumerate(cols) if c.kind == "integer"]}
 
 
-def gen_forest(train: Table, label: str | None, schema: Any, n: int, args: Any) -> Table:
+def gen_forest(train: Table, label: str | None, schema: Any, n: int, args: Any, seed: int) -> Table:
     from ForestDiffusion import ForestDiffusionModel
 
     x = (train.drop(label) if label else train).to_numpy()
     y = train.column(label) if label else None
     m = ForestDiffusionModel(x, label_y=y, n_t=FOREST_NT, duplicate_K=FOREST_K, diffusion_type="flow", n_jobs=1,
-                             seed=0, **_forest_indexes(schema, label))
+                             seed=seed, **_forest_indexes(schema, label))
     out = m.generate(batch_size=n)
     return Table(train.names, tuple(np.ascontiguousarray(out[:, j], dtype=np.float64) for j in range(out.shape[1])))
 
@@ -220,6 +221,20 @@ def imputation_scores(x: np.ndarray, hide: np.ndarray, point: np.ndarray, draws:
 # ------------------------------------------------------------------------------------------------ main
 
 
+def _mean_of(runs: list[Any]) -> Any:
+    """The mean of the numbers at the same place in each of ``runs`` (nested dicts); others from the first."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {k: _mean_of([r[k] for r in runs]) for k in first}
+    if isinstance(first, int | float) and not isinstance(first, bool):
+        return float(np.mean(runs))
+    return first
+
+
+def _wanted(method: str, args: Any) -> bool:
+    return method in args.methods and not (method == "forestdiffusion" and args.no_forest)
+
+
 def run_table(name: str, args: Any, env: dict) -> dict:
     t, label = load(name)
     over = {label: "categorical"} if label else {}
@@ -228,17 +243,22 @@ def run_table(name: str, args: Any, env: dict) -> dict:
     res: dict[str, Any] = {"rows": t.n_rows, "columns": len(t.names), "label": label, "generators": {},
                            "imputers": {}, "kinds": {c.name: c.kind for c in schema.columns}}
     for g, fn in GENERATORS.items():
-        if g == "forestdiffusion" and (args.no_forest or name not in FOREST_TABLES):
+        if not _wanted(g, args):
             continue
-        t0 = _cpu()
+        runs = []
         try:
-            synth = fn(train, label, schema, train.n_rows, args)
+            for seed in range(args.seeds):
+                t0 = _cpu()
+                synth = fn(train, label, schema, train.n_rows, args, seed)
+                sec = _cpu() - t0
+                runs.append({**table_metrics(schema, train, held, synth, label=label), "cpu_s": sec})
         except ImportError as err:
             res["generators"][g] = {"skipped": f"not installed ({err.name})"}
             continue
-        sec = _cpu() - t0
-        m = table_metrics(schema, train, held, synth, label=label)
-        m["cpu_s"] = sec
+        m = _mean_of(runs)
+        m["seeds"] = args.seeds
+        m["wasserstein_ratio_per_seed"] = [r["wasserstein_mean"]["synthetic"] / r["wasserstein_mean"]["baseline"]
+                                           for r in runs]
         res["generators"][g] = m
         print(f"{name:14s} {g:16s} W1 {m['wasserstein_mean']['synthetic']:.3f} (base "
               f"{m['wasserstein_mean']['baseline']:.3f}) corr {m['correlation_error']['synthetic']:.3f} (base "
@@ -250,7 +270,7 @@ def run_table(name: str, args: Any, env: dict) -> dict:
     xm = np.where(hide, np.nan, x)
     full_schema = infer_schema(t, over)
     for i, fn in IMPUTERS.items():
-        if i == "forestdiffusion" and (args.no_forest or name not in FOREST_TABLES):
+        if not _wanted(i, args):
             continue
         t0 = _cpu()
         try:
@@ -289,26 +309,42 @@ def report(results: dict, env: dict) -> str:
             rows.append([name, i, m["rmse_sd"], m.get("coverage90"), f"{m['cpu_s']:.1f} s"])
     imp = markdown_table(["table", "imputer", "RMSE/sd", "coverage of 90%", "CPU time"], rows)
     return (f"Measured on {env['cpu']}, torch {env['torch']}, one thread, {env['date']}; "
-            f"TableDiffusion steps={results and next(iter(results.values()))['steps']}, "
-            f"hidden={next(iter(results.values()))['hidden']}.\n\n{gen}\n{imp}")
+            f"TableDiffusion epochs={next(iter(results.values())).get('epochs')} (steps="
+            f"{next(iter(results.values()))['steps']}), hidden={next(iter(results.values()))['hidden']}; generators "
+            f"averaged over their seeds.\n\n{gen}\n{imp}")
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="+", choices=TABLES, default=list(TABLES))
+    p.add_argument("--methods", nargs="+", choices=sorted({*GENERATORS, *IMPUTERS}),
+                   default=sorted({*GENERATORS, *IMPUTERS}), help="the generators and imputers to run")
+    p.add_argument("--merge", action="store_true",
+                   help="update these methods' entries in the existing results file, keeping the others")
     p.add_argument("--no-forest", action="store_true", help="leave ForestDiffusion out")
     p.add_argument("--no-impute", action="store_true", help="generators only")
     p.add_argument("--steps", type=int, default=TableDiffusion().steps)
+    p.add_argument("--epochs", type=int, default=TableDiffusion().epochs)
+    p.add_argument("--seeds", type=int, default=3, help="generator seeds (training and sampling) averaged")
     p.add_argument("--hidden", type=int, default=TableDiffusion().hidden)
     p.add_argument("--impute-epochs", type=int, default=TableImputer().impute_epochs)
     p.add_argument("--name", default="tables", help="results file name under benchmarks/results/")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     env = environment(torch.device("cpu"))
-    results = {}
+    results: dict[str, Any] = {}
+    if args.merge:
+        results = json.loads((RESULTS / f"{args.name}.json").read_text())["results"]
     for name in args.only:
-        results[name] = run_table(name, args, env)
-        results[name].update(steps=args.steps, hidden=args.hidden, impute_epochs=args.impute_epochs)
+        new = run_table(name, args, env)
+        new.update(steps=args.steps, epochs=args.epochs, hidden=args.hidden, impute_epochs=args.impute_epochs)
+        if args.merge and name in results:
+            for part in ("generators", "imputers"):
+                results[name][part].update(new[part])
+            if set(args.methods) & {"scorematch"}:
+                results[name].update({k: new[k] for k in ("steps", "epochs", "hidden", "impute_epochs")})
+        else:
+            results[name] = new
     write(args.name, {"environment": env, "results": results}, report(results, env))
 
 

@@ -56,16 +56,18 @@ def test_train_sample_with_label_keeps_columns_and_types(table_run, capsys):
     assert np.all(c == np.round(c)) and not np.isnan(c).any()
 
 
-def test_a_run_of_the_earlier_format_is_refused_in_one_line(table_run, tmp_path, capsys):
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_a_run_of_an_earlier_format_is_refused_in_one_line(table_run, tmp_path, capsys, fmt):
     import shutil
 
     old = tmp_path / "old"
     shutil.copytree(table_run / "run", old)
     info = json.loads((old / "table.json").read_text())
-    info["format"] = 1
+    info["format"] = fmt
     (old / "table.json").write_text(json.dumps(info))
     rc, _, err = run_cli(["sample", old, "--n", 5, "--out", tmp_path / "s.csv"], capsys)
-    assert_one_line_error(rc, err, "train it again")
+    assert_one_line_error(rc, err, f"format {fmt}")
+    assert "train it again" in err
 
 
 def test_impute_fills_every_blank_and_keeps_the_rest(table_run, capsys):

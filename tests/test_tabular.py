@@ -61,9 +61,12 @@ class _NoisyIdentity(torch.nn.Module):
 
     sigma_data = 1.0
 
+    def residual(self, values, known, cond, target, prior=None):
+        return torch.where(target, values, torch.zeros_like(values))
+
     def denoise(self, x, sigma, known, cond, target):
         assert not bool((cond & target).any())
-        assert torch.equal(x[~target], known[~target])  # no noise off the targets
+        assert not bool(x[~target].any())  # no state, and no noise, off the targets
         return x * 1.0
 
 
@@ -196,11 +199,13 @@ def test_imputation_uses_the_correlation_and_its_draws_are_calibrated():
     filled = imp.transform(xm)
     assert np.array_equal(filled[~hide], x[~hide])
     rmse = math.sqrt(np.mean((filled[hide] - x[hide]) ** 2))
-    assert rmse < 0.5  # the column mean: about 1.0; the exact conditional mean: 0.31
+    assert rmse < 0.36  # the column mean: about 1.0; the exact conditional mean: 0.31
     draws = np.stack(imp.impute_draws(xm))
     lo, hi = draws.min(0), draws.max(0)
     cover = np.mean((x[hide] >= lo[hide]) & (x[hide] <= hi[hide]))
-    assert 0.8 < cover < 0.97
+    assert 0.83 < cover < 0.98
+    spread = float(draws.std(0)[hide].mean())  # each hidden cell's sd given the other: 0.312
+    assert 0.28 < spread < 0.39
 
 
 def test_class_conditional_sampling_and_unknown_label():
@@ -251,4 +256,5 @@ def test_defaults_are_the_ones_the_table_benchmark_measured():
     results = json.loads((Path(__file__).parents[1] / "benchmarks" / "results" / "tables.json").read_text())
     est = TableImputer()
     for name, r in results["results"].items():
-        assert (r["steps"], r["hidden"], r.get("impute_epochs")) == (est.steps, est.hidden, est.impute_epochs), name
+        assert (r["steps"], r.get("epochs"), r["hidden"], r.get("impute_epochs")) == (
+            est.steps, est.epochs, est.hidden, est.impute_epochs), name

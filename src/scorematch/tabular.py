@@ -16,9 +16,10 @@ dequantised integers, log / logit transforms, every coordinate standardised, so 
   log-Jacobian of the continuous columns' transforms: a density in data units for continuous
   columns, per encoded point for discrete ones;
 - ``TableImputer`` learns, beside that generator, a conditional denoiser of some cells given the
-  others (``scorematch.models.MaskedDenoiser``, trained by self-supervised masking of the observed
+  others (``scorematch.models.MaskedDenoiser``: a Gaussian of the rows fitted by EM with the network
+  learning the residual from its conditional mean, trained by self-supervised masking of the observed
   cells, ``scorematch.objectives.masked.edm_conditional``, for ceil(``impute_epochs`` n /
-  ``batch_size``) steps on n rows, ``imputer_steps``); ``transform(X)`` draws each row's missing
+  ``batch_size``) steps on n rows, ``steps_for_epochs``); ``transform(X)`` draws each row's missing
   cells given its present ones with Heun's method on ``impute_levels`` Karras levels, ``draws``
   times per row from independent starts, and returns their mean (numeric columns, rounded for
   integers) or most frequent value (binary, categorical); ``impute_draws(X)`` returns every draw (multiple imputation).
@@ -44,14 +45,18 @@ from scorematch.data.columns import Schema, decode, dequantization, encode, infe
 from scorematch.data.tables import Table, as_table, to_frame
 from scorematch.errors import ConfigError, DataError
 from scorematch.models import EDMPrecond, MaskedDenoiser
+from scorematch.models.gaussian import gaussian_em
 from scorematch.noise import karras_sigmas
 from scorematch.objectives.masked import edm_conditional, edm_masked
 from scorematch.samplers import guided, heun
 
 __all__ = ["TableDiffusion", "TableImputer", "aggregate_draws", "fit_imputer_model", "fit_table_model",
-           "impute_encoded", "imputer_steps", "keep_observed", "sample_encoded"]
+           "fold_priors", "impute_encoded", "keep_observed", "sample_encoded", "steps_for_epochs"]
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
+#: the ridge added to the imputer's Gaussian prior covariance (standardised units), and the folds of
+#: its out-of-fold priors in training
+PRIOR_RIDGE, PRIOR_FOLDS = 1e-3, 5
 
 
 def _int(name: str, v: Any, low: int = 1) -> int:
@@ -131,7 +136,7 @@ def _ema_step(avg: torch.nn.Module, model: torch.nn.Module, decay: float) -> Non
             pa.lerp_(pm, 1 - decay)
 
 
-def imputer_steps(n_rows: int, epochs: int, batch_size: int) -> int:
+def steps_for_epochs(n_rows: int, epochs: int, batch_size: int) -> int:
     """Training steps for ``epochs`` passes over ``n_rows`` rows in batches of ``batch_size``:
     ceil(epochs n / batch_size), at least 1 (a table smaller than a batch, whose batches are all its
     rows, trains for fewer passes: the steps grow with the rows either way)."""
@@ -140,16 +145,43 @@ def imputer_steps(n_rows: int, epochs: int, batch_size: int) -> int:
 
 def fit_imputer_model(z: np.ndarray, dequant: np.ndarray | None = None, hidden: int = 128, depth: int = 3,
                       steps: int = 1000, batch_size: int = 256, lr: float = 1e-3, ema: float = 0.999,
-                      seed: int = 0) -> MaskedDenoiser:
-    """A conditional denoiser (``MaskedDenoiser``) trained on the standardised encodings ``z`` (n, D;
-    NaN = missing) with ``edm_conditional``: Adam at ``lr`` for ``steps`` batches of ``batch_size``
-    rows (with replacement), integer coordinates dequantised as in ``fit_table_model``. Returns the
-    EMA of the weights (decay ``ema``, warmed up as min(ema, (1+k)/(10+k)))."""
+                      seed: int = 0, ridge: float = PRIOR_RIDGE, folds: int = PRIOR_FOLDS) -> MaskedDenoiser:
+    """A conditional denoiser (``MaskedDenoiser``) of the standardised encodings ``z`` (n, D; NaN =
+    missing): its Gaussian prior fitted to z by EM (``gaussian_em`` with ``ridge``), then the network
+    trained with ``edm_conditional`` on the residuals of each row from the Gaussian fitted without
+    that row's fold (``folds`` folds, ``fold_priors``): Adam at ``lr`` for ``steps`` batches of
+    ``batch_size`` rows (with replacement), integer coordinates dequantised as in ``fit_table_model``.
+    Returns the EMA of the weights (decay ``ema``, warmed up as min(ema, (1+k)/(10+k)))."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = MaskedDenoiser(z.shape[1], hidden, depth, sigma_data=1.0)
-    return _train(model, lambda xb, mb, idx: edm_conditional(model, xb, mb, generator=g), z, dequant, steps,
-                  batch_size, lr, ema, g)
+    model.set_prior(*(v.float() for v in gaussian_em(z, ridge)))
+    fold, means, covs = fold_priors(z, folds, ridge, seed)
+
+    def loss(xb: torch.Tensor, mb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return edm_conditional(model, xb, mb, generator=g, prior=(means[fold[idx]], covs[fold[idx]]))
+
+    return _train(model, loss, z, dequant, steps, batch_size, lr, ema, g)
+
+
+def fold_priors(z: np.ndarray, folds: int, ridge: float, seed: int) -> tuple[torch.Tensor, ...]:
+    """(fold of each row (n,) int64, means (K, D), covs (K, D, D)) float32: the rows of ``z`` dealt at
+    random (``seed``) into K = min(``folds``, n) folds and, for each fold, the Gaussian fitted by EM to
+    the other rows (the Gaussian of all rows where those leave a coordinate unobserved or K < 2)."""
+    n = len(z)
+    k = min(folds, n)
+    fold = np.random.default_rng(seed).permutation(n) % max(k, 1)
+    full = gaussian_em(z, ridge)
+    fits = []
+    for j in range(k):
+        rest = z[fold != j]
+        ok = k >= 2 and len(rest) >= 2 and bool((~np.isnan(rest)).any(0).all())
+        fits.append(gaussian_em(rest, ridge) if ok else full)
+    if not fits:
+        fits = [full]
+    means = torch.stack([m for m, _ in fits]).float()
+    covs = torch.stack([c for _, c in fits]).float()
+    return torch.from_numpy(fold.astype(np.int64)), means, covs
 
 
 def _score(model: EDMPrecond, labels: torch.Tensor | None, guidance: float) -> Any:
@@ -172,8 +204,9 @@ def impute_encoded(model: MaskedDenoiser, z: np.ndarray, draws: int = 10, n_leve
                    seed: int = 0) -> np.ndarray:
     """float64 (draws, n, D): ``draws`` completions of the standardised encodings ``z`` (NaN = missing),
     each row's missing coordinates drawn given its present ones by Heun's method on the probability-flow
-    ODE of the conditional denoiser over ``n_levels`` Karras levels, every draw from its own start
-    sigma_max z; observed coordinates are returned exactly."""
+    ODE of the conditional denoiser over ``n_levels`` Karras levels (in the model's residual state,
+    mapped to values by ``MaskedDenoiser.complete``), every draw from its own start sigma_max z;
+    observed coordinates are returned exactly."""
     g = torch.Generator().manual_seed(seed)
     n, d = z.shape
     out = np.repeat(z[None], draws, axis=0)
@@ -186,7 +219,8 @@ def impute_encoded(model: MaskedDenoiser, z: np.ndarray, draws: int = 10, n_leve
     sigmas = karras_sigmas(n_levels, SIGMA_MIN, SIGMA_MAX)
     start = torch.randn(known.shape, generator=g) * SIGMA_MAX * target
     with torch.no_grad():
-        filled = heun(lambda x, sigma: model.score(x, sigma, known, cond, target), start, sigmas, generator=g)
+        r = heun(lambda x, sigma: model.score(x, sigma, known, cond, target), start, sigmas, generator=g)
+        filled = model.complete(r, known, cond, target)
     out[:, rows] = np.where(np.isnan(z[rows])[None], filled.double().numpy().reshape(draws, rows.size, d), z[rows])
     return out
 
@@ -222,20 +256,22 @@ class TableDiffusion(BaseEstimator):
     """A score-based generative model of a table (see the module docstring).
 
     ``columns`` overrides the inferred column types (``"NAME=KIND,..."`` or a dict; array columns are
-    named x0, x1, ...); ``hidden``/``depth`` size the network; ``steps``, ``batch_size``, ``lr``, ``ema``
-    the training; ``n_levels`` the sampler's noise levels; ``label_dropout`` and ``guidance`` the
-    classifier-free guidance of a model fitted with labels; ``ode_steps`` the RK4 steps of
-    ``score_samples``; ``random_state`` seeds everything.
+    named x0, x1, ...); ``hidden``/``depth`` size the network; ``epochs`` (passes over the rows:
+    ceil(epochs n / batch_size) steps on n rows, ``steps_for_epochs``) or a fixed number of ``steps``,
+    and ``batch_size``, ``lr``, ``ema`` the training; ``n_levels`` the sampler's noise levels;
+    ``label_dropout`` and ``guidance`` the classifier-free guidance of a model fitted with labels;
+    ``ode_steps`` the RK4 steps of ``score_samples``; ``random_state`` seeds everything.
     """
 
-    def __init__(self, columns: Any = None, hidden: int = 128, depth: int = 3, steps: int = 1000,
-                 batch_size: int = 256, lr: float = 1e-3, ema: float = 0.999, n_levels: int = 32,
+    def __init__(self, columns: Any = None, hidden: int = 128, depth: int = 3, steps: int | None = None,
+                 epochs: int = 1000, batch_size: int = 256, lr: float = 1e-3, ema: float = 0.999, n_levels: int = 32,
                  label_dropout: float = 0.1, guidance: float = 0.0, ode_steps: int = 50,
                  random_state: Any = 0) -> None:
         self.columns = columns
         self.hidden = hidden
         self.depth = depth
         self.steps = steps
+        self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
         self.ema = ema
@@ -252,8 +288,10 @@ class TableDiffusion(BaseEstimator):
         return tags
 
     def _check_params(self) -> None:
-        for name in ("hidden", "depth", "steps", "batch_size", "n_levels", "ode_steps"):
+        for name in ("hidden", "depth", "epochs", "batch_size", "n_levels", "ode_steps"):
             _int(name, getattr(self, name))
+        if self.steps is not None:
+            _int("steps", self.steps)
         _float("lr", self.lr, 1e-12, 10.0)
         _float("ema", self.ema, 0.0, 1.0)
         _float("label_dropout", self.label_dropout, 0.0, 1.0)
@@ -286,8 +324,9 @@ class TableDiffusion(BaseEstimator):
         """Learn the table X (rows x columns; NaN / blank cells missing); ``y``: optional class labels
         for a class-conditional model. Returns self."""
         z, labels = self._encode_fit(X, y)
+        self.steps_ = self.steps if self.steps is not None else steps_for_epochs(len(z), self.epochs, self.batch_size)
         self.model_ = fit_table_model(z, labels, 0 if labels is None else len(self.classes_),
-                                      dequantization(self.schema_), self.hidden, self.depth, self.steps,
+                                      dequantization(self.schema_), self.hidden, self.depth, self.steps_,
                                       self.batch_size, self.lr, self.ema, self.label_dropout,
                                       _seed(self.random_state))
         return self
@@ -372,15 +411,15 @@ class TableImputer(TransformerMixin, TableDiffusion):
     """Fills missing cells (NaN, blank) with a conditional score model of the table; usable in a
     ``sklearn.pipeline.Pipeline`` in place of ``IterativeImputer``. ``draws`` completions per row,
     averaged by ``transform`` (see the module docstring); ``impute_epochs`` sets the training length of
-    the conditional denoiser (``imputer_steps``; same width, depth, batch, lr and EMA as the generator),
+    the conditional denoiser (``steps_for_epochs``; same width, depth, batch, lr and EMA as the generator),
     ``impute_levels`` its sampler. The other parameters are ``TableDiffusion``'s."""
 
-    def __init__(self, columns: Any = None, hidden: int = 128, depth: int = 3, steps: int = 1000,
-                 batch_size: int = 256, lr: float = 1e-3, ema: float = 0.999, n_levels: int = 32,
+    def __init__(self, columns: Any = None, hidden: int = 128, depth: int = 3, steps: int | None = None,
+                 epochs: int = 1000, batch_size: int = 256, lr: float = 1e-3, ema: float = 0.999, n_levels: int = 32,
                  label_dropout: float = 0.1, guidance: float = 0.0, ode_steps: int = 50, random_state: Any = 0,
-                 draws: int = 10, impute_epochs: int = 1400, impute_levels: int = 32) -> None:
-        super().__init__(columns, hidden, depth, steps, batch_size, lr, ema, n_levels, label_dropout, guidance,
-                         ode_steps, random_state)
+                 draws: int = 10, impute_epochs: int = 1000, impute_levels: int = 32) -> None:
+        super().__init__(columns, hidden, depth, steps, epochs, batch_size, lr, ema, n_levels, label_dropout,
+                         guidance, ode_steps, random_state)
         self.draws = draws
         self.impute_epochs = impute_epochs
         self.impute_levels = impute_levels
@@ -397,7 +436,7 @@ class TableImputer(TransformerMixin, TableDiffusion):
         """Train only the conditional denoiser on X (the columns of the fitted generator). Returns self."""
         t = self._table(X)
         z = encode(self.schema_, t)
-        steps = imputer_steps(t.n_rows, _int("impute_epochs", self.impute_epochs), self.batch_size)
+        steps = steps_for_epochs(t.n_rows, _int("impute_epochs", self.impute_epochs), self.batch_size)
         self.imputer_ = fit_imputer_model(z, dequantization(self.schema_), self.hidden, self.depth, steps,
                                           self.batch_size, self.lr, self.ema, _seed(self.random_state))
         return self

@@ -37,8 +37,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if wants_table(args):
         _threads(args)
         return cmd_train_table(args, overrides)
-    if args.impute_epochs is not None:
-        raise ConfigError("--impute-epochs applies to a table run (--table, --columns or --label-column)")
+    for flag in ("epochs", "impute_epochs"):
+        if getattr(args, flag) is not None:
+            raise ConfigError(f"--{flag.replace('_', '-')} applies to a table run (--table, --columns or "
+                              "--label-column)")
     if args.resume is not None:
         if args.out is not None and args.out != args.resume:
             raise ConfigError(f"--out cannot be used with --resume: a resumed run continues in its own folder "

@@ -156,8 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--label-column", default=None, metavar="NAME",
                    help="the column of class labels: with --class-conditional the model is conditioned on it "
                         "(sample --label K), else it is one more categorical column")
+    g.add_argument("--epochs", type=_int, default=None, metavar="N",
+                   help="passes over the rows that train the generator of a table run (default: 1000; --steps "
+                        "fixes the number of steps instead)")
     g.add_argument("--impute-epochs", type=_int, default=None, metavar="N",
-                   help="passes over the rows that train the imputation model of a table run (default: 1400)")
+                   help="passes over the rows that train the imputation model of a table run (default: 1000)")
 
     s = sub.add_parser("sample", help="draw samples from a trained run",
                        description="Draw samples; writes an .npz with the array 'samples' (data space; "

@@ -77,8 +77,9 @@ def cmd_train_table(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
                           f"{'es' if len(bad) == 1 else ''} not apply to a table run; it takes "
                           + ", ".join("--" + k.replace("_", "-") for k in TABLE_TRAIN_FLAGS))
     settings = {TABLE_TRAIN_FLAGS[k]: v for k, v in overrides.items() if k in TABLE_TRAIN_FLAGS}
-    if args.impute_epochs is not None:
-        settings["impute_epochs"] = args.impute_epochs
+    for flag in ("epochs", "impute_epochs"):
+        if getattr(args, flag) is not None:
+            settings[flag] = getattr(args, flag)
     data = Path(overrides["data"])
     out = args.out or Path("runs") / f"{data.stem}-table-s{overrides.get('seed', 0)}"
     if args.out is None:

@@ -17,7 +17,9 @@ ones the clean conditioning k = x on c; the noise goes on the targets only and t
 
     1/2 lambda(sigma) sum_d t_d (D(x + sigma z; sigma, x, c, t)_d - x_d)^2,
 
-so the model learns p(x_t | x_c) for the splits of the observed cells that imputation meets.
+so the model learns p(x_t | x_c) for the splits of the observed cells that imputation meets. Here x_d
+on a target is the model's standardised residual of the value (``MaskedDenoiser.residual``; the
+value itself under its default prior).
 """
 
 from __future__ import annotations
@@ -66,11 +68,14 @@ def edm_conditional(
     p_mean: float = -1.2,
     p_std: float = 1.2,
     generator: torch.Generator | None = None,
+    prior: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """The batch mean of the conditional term of the module docstring for a ``MaskedDenoiser`` (its
     ``sigma_data``); ``x`` (n, D) finite (missing coordinates hold any fill, they are neither target
-    nor conditioning), ``mask`` bool, True where x is observed. Draws, in order from ``generator``:
-    r (n,), the uniforms of the target split (n, D), ln(sigma) (n,), z (n, D)."""
+    nor conditioning), ``mask`` bool, True where x is observed; ``prior`` (mean (n, D), cov (n, D, D)):
+    each row's Gaussian for its residual in place of the model's (out-of-fold Gaussians, so that the
+    residuals the network learns are as large as those of rows the Gaussian has not seen). Draws, in
+    order from ``generator``: r (n,), the uniforms of the target split (n, D), ln(sigma) (n,), z (n, D)."""
     x = check_batch(x)
     if x.dim() != 2 or mask.shape != x.shape or mask.dtype != torch.bool:
         raise DataError(f"x must be (n, D) and mask a bool tensor of its shape, got x {tuple(x.shape)}, mask "
@@ -81,6 +86,7 @@ def edm_conditional(
     target = mask & (torch.rand(x.shape, generator=generator, dtype=x.dtype) < rate)
     cond = mask & ~target
     sigma = edm_sigmas(x.shape[0], float(p_mean), p_std, generator, like=x)
-    noisy = x + sigma[:, None] * randn_like(x, generator) * target
-    residual = (model.denoise(noisy, sigma, x, cond, target) - x) * target
+    r = model.residual(x, x, cond, target, prior)
+    noisy = r + sigma[:, None] * randn_like(x, generator) * target
+    residual = (model.denoise(noisy, sigma, x, cond, target) - r) * target
     return (0.5 * edm_weight(sigma, model.sigma_data) * residual.pow(2).sum(1)).mean()

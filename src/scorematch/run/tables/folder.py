@@ -41,9 +41,9 @@ __all__ = ["TABLE_FILE", "eval_table", "impute_table", "is_table_run", "load_tab
            "train_table"]
 
 TABLE_FILE = "table.json"
-TABLE_FORMAT = 2
+TABLE_FORMAT = 3
 #: the estimator settings a table run records
-SETTINGS = ("hidden", "depth", "steps", "batch_size", "lr", "ema", "n_levels", "label_dropout", "guidance",
+SETTINGS = ("hidden", "depth", "steps", "epochs", "batch_size", "lr", "ema", "n_levels", "label_dropout", "guidance",
             "random_state", "draws", "impute_epochs", "impute_levels")
 MAX_TABLE_RUN_BYTES = 2**31
 
@@ -112,7 +112,7 @@ def train_table(data: str | Path, out: str | Path, columns: Any = None, label_co
         "classes": [_plain(c) for c in getattr(est, "classes_", [])],
         "class_prior": [float(p) for p in getattr(est, "class_prior_", [])],
         "settings": {k: v for k, v in est.get_params().items() if k in SETTINGS},
-        "model": est.model_.config, "imputer_model": est.imputer_.config,
+        "model": est.model_.config, "imputer_model": est.imputer_.config, "steps_trained": est.steps_,
         "data": {"source": str(path.resolve()), "sha256": hashlib.sha256(table_to_csv(table).encode()).hexdigest(),
                  "rows": table.n_rows, "train_rows": train_rows.tolist(), "test_rows": test_rows.tolist()},
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
@@ -142,9 +142,10 @@ def load_table_run(run: str | Path) -> tuple[TableImputer, dict[str, Any], Table
     where = run / TABLE_FILE
     info = parse_json(read_file(where, "JSON file"), where)
     if not isinstance(info, dict) or info.get("kind") != "table" or info.get("format") != TABLE_FORMAT:
-        if isinstance(info, dict) and info.get("kind") == "table" and info.get("format") == 1:
-            raise CheckpointError(f"{where} is a table run of format 1, without the imputation model of format "
-                                  f"{TABLE_FORMAT}; train it again (scorematch train --data ... --out NEW)")
+        if isinstance(info, dict) and info.get("kind") == "table" and info.get("format") in range(1, TABLE_FORMAT):
+            raise CheckpointError(f"{where} is a table run of format {info['format']}, older than this version's "
+                                  f"{TABLE_FORMAT} (its imputation model differs); train it again (scorematch train "
+                                  "--data ... --out NEW)")
         raise CheckpointError(f"{where} is not a scorematch table run (format {TABLE_FORMAT}); restore it")
     try:
         schema = schema_from_dict(info["schema"])
