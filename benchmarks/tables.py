@@ -121,9 +121,22 @@ def _forest_indexes(schema: Any, label: str | None) -> dict[str, list[int]]:
             "int_indexes": [i for i, c in enumerate(cols) if c.kind == "integer"]}
 
 
+def _writable_clip(model_class: Any) -> None:
+    """ForestDiffusion 1.0.6 rounds integer columns in place in ``clip_extremes``, which fails on the
+    read-only arrays pandas 3 hands out (copy-on-write); give it a copy."""
+    clip = model_class.clip_extremes
+    if not getattr(clip, "copies", False):
+        def copying(self: Any, x: np.ndarray) -> np.ndarray:
+            return clip(self, np.array(x))
+
+        copying.copies = True  # type: ignore[attr-defined]
+        model_class.clip_extremes = copying
+
+
 def gen_forest(train: Table, label: str | None, schema: Any, n: int, args: Any, seed: int) -> Table:
     from ForestDiffusion import ForestDiffusionModel
 
+    _writable_clip(ForestDiffusionModel)
     x = (train.drop(label) if label else train).to_numpy()
     y = train.column(label) if label else None
     m = ForestDiffusionModel(x, label_y=y, n_t=FOREST_NT, duplicate_K=FOREST_K, diffusion_type="flow", n_jobs=1,
@@ -198,6 +211,7 @@ def imp_scorematch(x: np.ndarray, args: Any, schema: Any) -> tuple[np.ndarray, n
 def imp_forest(x: np.ndarray, args: Any, schema: Any) -> tuple[np.ndarray, np.ndarray | None]:
     from ForestDiffusion import ForestDiffusionModel
 
+    _writable_clip(ForestDiffusionModel)
     m = ForestDiffusionModel(x, n_t=FOREST_NT, duplicate_K=FOREST_K, diffusion_type="vp", n_jobs=1, seed=0,
                              **_forest_indexes(schema, None))
     draws = np.stack(m.impute(k=DRAWS, repaint=True, r=10, j=5))

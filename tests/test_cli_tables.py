@@ -107,7 +107,8 @@ def test_test_fraction_zero_warns_and_eval_has_no_held_out_metrics(tmp_path, cap
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "header_only", "bad_column", "bad_kind", "label_missing",
-                                  "objective", "impute_epochs_vector"])
+                                  "objective", "impute_epochs_vector", "epochs_vector", "epochs_zero",
+                                  "epochs_absurd", "impute_epochs_absurd", "steps_absurd"])
 def test_train_mistakes_are_one_line(tmp_path, capsys, case):
     data = _csv(tmp_path / "t.csv", n=20)
     (tmp_path / "empty.csv").write_text("")
@@ -122,12 +123,31 @@ def test_train_mistakes_are_one_line(tmp_path, capsys, case):
         "label_missing": ["--data", data, "--label-column", "brand"],
         "objective": ["--data", data, "--table", "--objective", "dsm"],
         "impute_epochs_vector": ["--data", tmp_path / "num.csv"],  # FAST has --impute-epochs
+        "epochs_vector": ["--data", tmp_path / "num.csv", "--epochs", "5"],
+        "epochs_zero": ["--data", data, "--epochs", "0"],
+        "epochs_absurd": ["--data", data, "--epochs", "1e9"],
+        "impute_epochs_absurd": ["--data", data, "--impute-epochs", "1e9"],
+        "steps_absurd": ["--data", data, "--steps", "1e12"],
     }[case]
     needle = {"missing": "does not exist", "empty": "empty", "header_only": "no rows", "bad_column": "weight",
               "bad_kind": "unknown type", "label_missing": "brand", "objective": "EDM",
-              "impute_epochs_vector": "applies to a table run"}[case]
-    rc, _, err = run_cli(["train", *args, *FAST, "--out", tmp_path / "run"], capsys)
+              "impute_epochs_vector": "applies to a table run", "epochs_vector": "applies to a table run",
+              "epochs_zero": "epochs", "epochs_absurd": "--epochs 1000000000 on 16 training rows",
+              "impute_epochs_absurd": "--impute-epochs 1000000000", "steps_absurd": "more than"}[case]
+    fast = [a for a in FAST if a not in ("--steps", "60")] if case == "epochs_absurd" else FAST
+    rc, _, err = run_cli(["train", *fast, *args, "--out", tmp_path / "run"], capsys)
     assert_one_line_error(rc, err, needle)
+    assert not (tmp_path / "run").exists()
+
+
+def test_epochs_set_the_generators_training_length(tmp_path, capsys):
+    """--epochs E on n training rows: ceil(E n / 256) steps (40 rows, 0.2 held out: 32 rows)."""
+    data = _csv(tmp_path / "t.csv", n=40)
+    fast = [a for a in FAST if a not in ("--steps", "60")]
+    rc, _, err = run_cli(["train", "--data", data, *fast, "--epochs", "17", "--out", tmp_path / "run"], capsys)
+    assert rc == 0, err
+    info = json.loads((tmp_path / "run" / "table.json").read_text())
+    assert info["steps_trained"] == 3 and info["settings"]["epochs"] == 17 and info["settings"]["steps"] is None
 
 
 def test_sample_and_impute_mistakes_are_one_line(table_run, tmp_path, capsys):

@@ -35,7 +35,8 @@ from scorematch.errors import CheckpointError, ConfigError, DataError, ScoreMatc
 from scorematch.files import atomic_write, write_json, write_text
 from scorematch.models import EDMPrecond, MaskedDenoiser
 from scorematch.run.folder.validate import parse_json, read_file
-from scorematch.tabular import TableDiffusion, TableImputer, aggregate_draws, keep_observed
+from scorematch.run.system.limits import MAX_STEPS, check_steps
+from scorematch.tabular import TableDiffusion, TableImputer, aggregate_draws, keep_observed, steps_for_epochs
 
 __all__ = ["TABLE_FILE", "eval_table", "impute_table", "is_table_run", "load_table_run", "sample_table",
            "train_table"]
@@ -92,6 +93,7 @@ def train_table(data: str | Path, out: str | Path, columns: Any = None, label_co
                       ScoreMatchWarning, stacklevel=2)
     train = table.rows(train_rows)
     est = TableImputer(columns=over or None, random_state=seed, **settings)
+    _check_lengths(est, len(train_rows))
     if class_conditional:
         yv = train.column(label_column)
         miss = np.array([v is None for v in yv]) if yv.dtype == object else np.isnan(yv)
@@ -123,6 +125,20 @@ def train_table(data: str | Path, out: str | Path, columns: Any = None, label_co
     write_text(out / "data.csv", table_to_csv(table))
     write_json(out / TABLE_FILE, info)
     return out
+
+
+def _check_lengths(est: TableImputer, n: int) -> None:
+    """ConfigError when --steps, or --epochs / --impute-epochs on ``n`` training rows, mean more than
+    ``MAX_STEPS`` training steps."""
+    if est.steps is not None:
+        check_steps("--steps", est.steps)
+    for flag, epochs in (("--epochs", est.epochs), ("--impute-epochs", est.impute_epochs)):
+        if flag == "--epochs" and est.steps is not None or not isinstance(epochs, int) or epochs < 1:
+            continue  # a bad value is refused by the estimator itself
+        steps = steps_for_epochs(n, epochs, est.batch_size if isinstance(est.batch_size, int) else 256)
+        if steps > MAX_STEPS:
+            raise ConfigError(f"{flag} {epochs} on {n} training rows means {steps} steps, more than the "
+                              f"{MAX_STEPS} scorematch takes; use fewer")
 
 
 def _plain(v: Any) -> Any:
