@@ -258,3 +258,27 @@ def test_defaults_are_the_ones_the_table_benchmark_measured():
     for name, r in results["results"].items():
         assert (r["steps"], r.get("epochs"), r["hidden"], r.get("impute_epochs")) == (
             est.steps, est.epochs, est.hidden, est.impute_epochs), name
+
+
+@pytest.mark.slow
+def test_imputation_learns_what_the_gaussian_prior_cannot():
+    """x1 = sin(2 x0) + 0.1 e, x0 ~ U(-2, 2): the Gaussian prior's conditional mean of x1 is linear in
+    x0 and leaves an RMSE of about 0.6; the network on its residual must get near the noise, 0.1."""
+    from scorematch.models.gaussian import gaussian_conditional, gaussian_em
+
+    rng = np.random.default_rng(0)
+    n = 600
+    x0 = rng.uniform(-2, 2, size=n)
+    x = np.column_stack([x0, np.sin(2 * x0) + 0.1 * rng.normal(size=n)])
+    hide = rng.random(x.shape) < 0.2
+    hide[hide.all(1), 0] = False
+    xm = np.where(hide, np.nan, x)
+    imp = TableImputer(steps=20, draws=9, columns="x0=continuous,x1=continuous").fit(xm)
+    h = hide[:, 1]
+    rmse = math.sqrt(np.mean((imp.transform(xm)[h, 1] - x[h, 1]) ** 2))
+    loc, scale = np.nanmean(xm, 0), np.nanstd(xm, 0)
+    z = (xm - loc) / scale
+    mu, _ = gaussian_conditional(torch.from_numpy(np.nan_to_num(z)), torch.from_numpy(~np.isnan(z)), *gaussian_em(z))
+    linear = math.sqrt(np.mean(((mu.numpy() * scale + loc)[h, 1] - x[h, 1]) ** 2))
+    assert linear > 0.5
+    assert rmse < 0.25
