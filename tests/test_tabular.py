@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from scorematch.data.tables import Table
+from scorematch.data.tables import Table, as_table
 from scorematch.errors import ConfigError, DataError
 from scorematch.models import MaskedDenoiser
 from scorematch.objectives import edm
@@ -282,3 +282,30 @@ def test_imputation_learns_what_the_gaussian_prior_cannot():
     linear = math.sqrt(np.mean(((mu.numpy() * scale + loc)[h, 1] - x[h, 1]) ** 2))
     assert linear > 0.5
     assert rmse < 0.25
+
+
+def test_antithetic_fill_of_a_gaussian_residual_is_the_conditional_mean():
+    """With the network's output zeroed the residual's denoiser is c_skip x, the probability-flow
+    map from the start is linear (r = a z), so a pair z, -z averages to m exactly: ``fill`` returns
+    the prior's conditional mean, where the mean of independent draws does not."""
+    from scorematch.data.columns import decode, encode
+    from scorematch.models.gaussian import gaussian_conditional
+
+    rng = np.random.default_rng(3)
+    x = rng.multivariate_normal([1.0, -1.0, 0.0], [[1, 0.8, 0.2], [0.8, 1, 0.1], [0.2, 0.1, 1]], size=60)
+    xm = x.copy()
+    xm[rng.random(x.shape) < 0.25] = np.nan
+    xm[np.isnan(xm).all(1), 0] = 0.5
+    imp = TableImputer(steps=2, impute_epochs=1, hidden=8, depth=1, draws=6, impute_levels=8,
+                       columns="x0=continuous,x1=continuous,x2=continuous").fit(xm)
+    with torch.no_grad():
+        for p in imp.imputer_.net.parameters():
+            p.zero_()
+    z = encode(imp.schema_, as_table(xm))
+    m, _ = gaussian_conditional(torch.from_numpy(np.nan_to_num(z)).float(), torch.from_numpy(~np.isnan(z)),
+                                imp.imputer_.prior_mean, imp.imputer_.prior_cov)
+    want = decode(imp.schema_, np.where(np.isnan(z), m.double().numpy(), z)).to_numpy()
+    hide = np.isnan(xm)
+    assert np.allclose(imp.transform(xm)[hide], want[hide], atol=1e-4)
+    independent = np.mean(np.stack(imp.impute_draws(xm)), axis=0)
+    assert np.abs(independent[hide] - want[hide]).max() > 0.05

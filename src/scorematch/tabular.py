@@ -21,8 +21,9 @@ dequantised integers, log / logit transforms, every coordinate standardised, so 
   cells, ``scorematch.objectives.masked.edm_conditional``, for ceil(``impute_epochs`` n /
   ``batch_size``) steps on n rows, ``steps_for_epochs``); ``transform(X)`` draws each row's missing
   cells given its present ones with Heun's method on ``impute_levels`` Karras levels, ``draws``
-  times per row from independent starts, and returns their mean (numeric columns, rounded for
-  integers) or most frequent value (binary, categorical); ``impute_draws(X)`` returns every draw (multiple imputation).
+  times per row from starts in antithetic pairs, and returns their mean (numeric columns, rounded for
+  integers) or most frequent value (binary, categorical); ``impute_draws(X)`` returns
+  ``draws`` completions from independent starts (multiple imputation).
 
 Data in and out: a NumPy array (returned as float64 arrays), a pandas DataFrame (returned as
 DataFrames with the same columns) or a ``scorematch.data.Table``. The training loop is a plain
@@ -201,12 +202,16 @@ def sample_encoded(model: EDMPrecond, n: int, n_levels: int = 32, seed: int = 0,
 
 
 def impute_encoded(model: MaskedDenoiser, z: np.ndarray, draws: int = 10, n_levels: int = 32,
-                   seed: int = 0) -> np.ndarray:
+                   seed: int = 0, antithetic: bool = False) -> np.ndarray:
     """float64 (draws, n, D): ``draws`` completions of the standardised encodings ``z`` (NaN = missing),
     each row's missing coordinates drawn given its present ones by Heun's method on the probability-flow
     ODE of the conditional denoiser over ``n_levels`` Karras levels (in the model's residual state,
     mapped to values by ``MaskedDenoiser.complete``), every draw from its own start sigma_max z;
-    observed coordinates are returned exactly."""
+    observed coordinates are returned exactly. With ``antithetic`` the starts come in pairs z, -z
+    (draws k and k + draws // 2): each draw is still one of p(x_t | x_c), and the mean of a pair
+    cancels the part of the draw that is odd in z (all of it for a Gaussian residual), so their mean
+    estimates E[x_t | x_c] with less Monte Carlo noise; the draws are then not independent (use
+    independent ones for multiple imputation)."""
     g = torch.Generator().manual_seed(seed)
     n, d = z.shape
     out = np.repeat(z[None], draws, axis=0)
@@ -218,6 +223,9 @@ def impute_encoded(model: MaskedDenoiser, z: np.ndarray, draws: int = 10, n_leve
     target = ~cond
     sigmas = karras_sigmas(n_levels, SIGMA_MIN, SIGMA_MAX)
     start = torch.randn(known.shape, generator=g) * SIGMA_MAX * target
+    if antithetic:
+        half = draws // 2 * rows.size
+        start[half:2 * half] = -start[:half]
     with torch.no_grad():
         r = heun(lambda x, sigma: model.score(x, sigma, known, cond, target), start, sigmas, generator=g)
         filled = model.complete(r, known, cond, target)
@@ -441,22 +449,28 @@ class TableImputer(TransformerMixin, TableDiffusion):
                                           self.batch_size, self.lr, self.ema, _seed(self.random_state))
         return self
 
-    def _completions(self, t: Table, draws: int | None, random_state: Any) -> list[Table]:
+    def _completions(self, t: Table, draws: int | None, random_state: Any, antithetic: bool = False) -> list[Table]:
         check_is_fitted(self, "imputer_")
         m = _int("draws", self.draws if draws is None else draws)
         seed = _seed(self.random_state if random_state is None else random_state)
-        zs = impute_encoded(self.imputer_, encode(self.schema_, t), m, self.impute_levels, seed)
+        zs = impute_encoded(self.imputer_, encode(self.schema_, t), m, self.impute_levels, seed, antithetic)
         return [keep_observed(t, decode(self.schema_, z)) for z in zs]
+
+    def fill(self, X: Any, draws: int | None = None, random_state: Any = None) -> Any:
+        """X with every missing cell filled by the aggregate of ``draws`` (default: the parameter)
+        completions drawn in antithetic pairs (``impute_encoded``), in X's type."""
+        t = self._table(X)
+        filled = keep_observed(t, aggregate_draws(self.schema_, self._completions(t, draws, random_state, True)))
+        return _out(filled, _kind_of(X))
 
     def impute_draws(self, X: Any, draws: int | None = None, random_state: Any = None) -> list[Any]:
         """``draws`` (default: the parameter) completions of X, each in X's type: multiple imputation."""
         return [_out(o, _kind_of(X)) for o in self._completions(self._table(X), draws, random_state)]
 
     def transform(self, X: Any) -> Any:
-        """X with every missing cell filled (the aggregate of ``draws`` completions), in X's type."""
-        t = self._table(X)
-        filled = keep_observed(t, aggregate_draws(self.schema_, self._completions(t, None, None)))
-        return _out(filled, _kind_of(X))
+        """X with every missing cell filled (the aggregate of ``draws`` completions in antithetic pairs:
+        ``fill``), in X's type."""
+        return self.fill(X)
 
 
 def keep_observed(t: Table, filled: Table) -> Table:

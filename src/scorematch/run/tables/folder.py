@@ -36,7 +36,7 @@ from scorematch.files import atomic_write, write_json, write_text
 from scorematch.models import EDMPrecond, MaskedDenoiser
 from scorematch.run.folder.validate import parse_json, read_file
 from scorematch.run.system.limits import MAX_STEPS, check_steps
-from scorematch.tabular import TableDiffusion, TableImputer, aggregate_draws, keep_observed, steps_for_epochs
+from scorematch.tabular import TableDiffusion, TableImputer, steps_for_epochs
 
 __all__ = ["TABLE_FILE", "eval_table", "impute_table", "is_table_run", "load_table_run", "sample_table",
            "train_table"]
@@ -253,8 +253,10 @@ def _with_label(x: Table, y: np.ndarray, label: str, names: list[str]) -> Table:
 
 
 def impute_table(run: str | Path, data: str | Path, out: str | Path, draws: int = 10, seed: int = 0) -> Table:
-    """The CSV table ``data`` with its blank cells filled (the aggregate of ``draws`` completions), written
-    to ``out``; with draws > 1 every completion is also written to OUT-draws.csv, a column ``draw`` first."""
+    """The CSV table ``data`` with its blank cells filled (the aggregate of ``draws`` completions in
+    antithetic pairs, ``TableImputer.fill``), written to ``out``; with draws > 1, ``draws`` independent
+    completions (``impute_draws``, for multiple imputation) are also written to OUT-draws.csv, a column
+    ``draw`` first."""
     est, info, _ = load_table_run(run)
     table = read_csv_table(data)
     lab = info["label_column"] if info.get("class_conditional") else None
@@ -270,8 +272,8 @@ def impute_table(run: str | Path, data: str | Path, out: str | Path, draws: int 
                         + (f"; missing {', '.join(missing)}" if missing else "")
                         + (f"; unknown {', '.join(extra)}" if extra else ""))
     table = Table(tuple(want), tuple(table.column(n) for n in want))
-    completions = est.impute_draws(table, draws, seed)
-    filled = keep_observed(table, aggregate_draws(est.schema_, completions))
+    filled = est.fill(table, draws, seed)
+    completions = est.impute_draws(table, draws, seed) if draws > 1 else []
     if kept is not None:
         filled = Table((*filled.names, lab), (*filled.columns, kept))
         completions = [Table((*c.names, lab), (*c.columns, kept)) for c in completions]
