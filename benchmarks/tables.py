@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.merge and name in results:
             for part in ("generators", "imputers"):
                 results[name][part].update(new[part])
-            if set(args.methods) & {"scorematch"}:
+            if "scorematch" in args.methods:
                 results[name].update({k: new[k] for k in ("steps", "epochs", "hidden", "impute_epochs")})
         else:
             results[name] = new

@@ -156,8 +156,9 @@ def fit_imputer_model(z: np.ndarray, dequant: np.ndarray | None = None, hidden: 
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = MaskedDenoiser(z.shape[1], hidden, depth, sigma_data=1.0)
-    model.set_prior(*(v.float() for v in gaussian_em(z, ridge)))
-    fold, means, covs = fold_priors(z, folds, ridge, seed)
+    full = gaussian_em(z, ridge)
+    model.set_prior(*(v.float() for v in full))
+    fold, means, covs = fold_priors(z, folds, ridge, seed, full)
 
     def loss(xb: torch.Tensor, mb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return edm_conditional(model, xb, mb, generator=g, prior=(means[fold[idx]], covs[fold[idx]]))
@@ -165,21 +166,20 @@ def fit_imputer_model(z: np.ndarray, dequant: np.ndarray | None = None, hidden: 
     return _train(model, loss, z, dequant, steps, batch_size, lr, ema, g)
 
 
-def fold_priors(z: np.ndarray, folds: int, ridge: float, seed: int) -> tuple[torch.Tensor, ...]:
+def fold_priors(z: np.ndarray, folds: int, ridge: float, seed: int,
+                full: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
     """(fold of each row (n,) int64, means (K, D), covs (K, D, D)) float32: the rows of ``z`` dealt at
     random (``seed``) into K = min(``folds``, n) folds and, for each fold, the Gaussian fitted by EM to
-    the other rows (the Gaussian of all rows where those leave a coordinate unobserved or K < 2)."""
-    n = len(z)
-    k = min(folds, n)
-    fold = np.random.default_rng(seed).permutation(n) % max(k, 1)
-    full = gaussian_em(z, ridge)
+    the other rows; ``full`` (the Gaussian of all rows, fitted here if not given) where those leave a
+    coordinate unobserved or K < 2."""
+    k = min(folds, len(z))
+    fold = np.random.default_rng(seed).permutation(len(z)) % k
+    full = gaussian_em(z, ridge) if full is None else full
     fits = []
     for j in range(k):
         rest = z[fold != j]
         ok = k >= 2 and len(rest) >= 2 and bool((~np.isnan(rest)).any(0).all())
         fits.append(gaussian_em(rest, ridge) if ok else full)
-    if not fits:
-        fits = [full]
     means = torch.stack([m for m, _ in fits]).float()
     covs = torch.stack([c for _, c in fits]).float()
     return torch.from_numpy(fold.astype(np.int64)), means, covs
@@ -328,11 +328,17 @@ class TableDiffusion(BaseEstimator):
             self.class_prior_ = counts / counts.sum()
         return z, labels
 
+    def training_steps(self, n_rows: int) -> int:
+        """The generator's training steps on ``n_rows`` rows: ``steps`` if given, else
+        ceil(epochs n / batch_size); ConfigError for an invalid setting."""
+        self._check_params()
+        return self.steps if self.steps is not None else steps_for_epochs(n_rows, self.epochs, self.batch_size)
+
     def fit(self, X: Any, y: Any = None) -> TableDiffusion:
         """Learn the table X (rows x columns; NaN / blank cells missing); ``y``: optional class labels
         for a class-conditional model. Returns self."""
         z, labels = self._encode_fit(X, y)
-        self.steps_ = self.steps if self.steps is not None else steps_for_epochs(len(z), self.epochs, self.batch_size)
+        self.steps_ = self.training_steps(len(z))
         self.model_ = fit_table_model(z, labels, 0 if labels is None else len(self.classes_),
                                       dequantization(self.schema_), self.hidden, self.depth, self.steps_,
                                       self.batch_size, self.lr, self.ema, self.label_dropout,
@@ -440,11 +446,17 @@ class TableImputer(TransformerMixin, TableDiffusion):
         super().fit(X, None)
         return self.fit_imputer(X)
 
+    def imputer_training_steps(self, n_rows: int) -> int:
+        """The conditional denoiser's training steps on ``n_rows`` rows: ceil(impute_epochs n /
+        batch_size); ConfigError for an invalid setting."""
+        self._check_params()
+        return steps_for_epochs(n_rows, _int("impute_epochs", self.impute_epochs), self.batch_size)
+
     def fit_imputer(self, X: Any) -> TableImputer:
         """Train only the conditional denoiser on X (the columns of the fitted generator). Returns self."""
         t = self._table(X)
         z = encode(self.schema_, t)
-        steps = steps_for_epochs(t.n_rows, _int("impute_epochs", self.impute_epochs), self.batch_size)
+        steps = self.imputer_training_steps(t.n_rows)
         self.imputer_ = fit_imputer_model(z, dequantization(self.schema_), self.hidden, self.depth, steps,
                                           self.batch_size, self.lr, self.ema, _seed(self.random_state))
         return self

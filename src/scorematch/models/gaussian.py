@@ -26,22 +26,26 @@ from scorematch.errors import DataError
 __all__ = ["gaussian_conditional", "gaussian_em"]
 
 
+def _condition(x: Tensor, cond: Tensor, mean: Tensor, cov: Tensor) -> tuple[Tensor, Tensor]:
+    """(n, D) conditional means and (n, D, D) conditional covariances of every coordinate given the
+    row's coordinates where ``cond`` is True: mu + C_.o C_oo^-1 (x_o - mu_o) and C - C_.o C_oo^-1 C_o.
+    (C_oo is solved with the identity on the other coordinates, one batched solve per row.)"""
+    c = cond.to(x.dtype)
+    mean, cov = mean.to(x.dtype), cov.to(x.dtype)
+    a = cov * c[:, :, None] * c[:, None, :] + torch.diag_embed(1 - c)
+    k = torch.linalg.solve(a, cov * c[:, :, None])  # rows o: C_oo^-1 C_o. ; other rows 0
+    mu = mean + ((x - mean) * c)[:, None, :].matmul(k)[:, 0]
+    return mu, cov - (cov * c[:, None, :]) @ k
+
+
 def gaussian_conditional(x: Tensor, cond: Tensor, mean: Tensor, cov: Tensor,
                          min_sd: float = 1e-3) -> tuple[Tensor, Tensor]:
     """(mean, sd), both shaped like ``x`` (n, D): the conditional mean and sd of each coordinate given
     the coordinates where ``cond`` (bool (n, D)) is True, under N(``mean``, ``cov``) (one Gaussian,
     (D,) and (D, D), or one per row, (n, D) and (n, D, D)); ``x`` is read on the conditioning
-    coordinates only. One batched D x D solve per row."""
-    c = cond.to(x.dtype)
-    mean, cov = mean.to(x.dtype), cov.to(x.dtype)
-    n, d = x.shape
-    a = cov * c[:, :, None] * c[:, None, :] + torch.diag_embed(1 - c)
-    rhs = torch.cat([((x - mean) * c)[:, :, None], cov.expand(n, d, d) * c[:, :, None]], dim=2)
-    sol = torch.linalg.solve(a, rhs)
-    cov_c = cov * c[:, None, :]
-    mu = mean + (cov_c @ sol[:, :, :1])[:, :, 0]
-    var = torch.diagonal(cov, dim1=-2, dim2=-1) - (cov_c * sol[:, :, 1:].transpose(1, 2)).sum(2)
-    return mu, var.clamp_min(min_sd**2).sqrt()
+    coordinates only."""
+    mu, cond_cov = _condition(x, cond, mean, cov)
+    return mu, torch.diagonal(cond_cov, dim1=-2, dim2=-1).clamp_min(min_sd**2).sqrt()
 
 
 def _e_step(z: Tensor, miss: Tensor, mean: Tensor, cov: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
@@ -51,14 +55,9 @@ def _e_step(z: Tensor, miss: Tensor, mean: Tensor, cov: Tensor, chunk: int) -> t
     extra = torch.zeros_like(cov)
     rows = torch.nonzero(miss.any(1)).flatten()
     for part in rows.split(chunk):
-        o = (~miss[part]).to(z.dtype)
-        m = 1 - o
-        zo = filled[part]
-        a = cov * o[:, :, None] * o[:, None, :] + torch.diag_embed(m)
-        k = torch.linalg.solve(a, cov * o[:, :, None])
-        mu = mean + ((zo - mean) * o)[:, None, :].matmul(k)[:, 0]  # C_mo C_oo^-1 (x_o - mu_o) on every m
-        filled[part] = torch.where(miss[part], mu, zo)
-        cond_cov = cov - (cov * o[:, None, :]) @ k
+        mu, cond_cov = _condition(filled[part], ~miss[part], mean, cov)
+        filled[part] = torch.where(miss[part], mu, filled[part])
+        m = miss[part].to(z.dtype)
         extra += (cond_cov * m[:, :, None] * m[:, None, :]).sum(0)
     return filled, extra
 

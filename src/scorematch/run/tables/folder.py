@@ -36,7 +36,7 @@ from scorematch.files import atomic_write, write_json, write_text
 from scorematch.models import EDMPrecond, MaskedDenoiser
 from scorematch.run.folder.validate import parse_json, read_file
 from scorematch.run.system.limits import MAX_STEPS, check_steps
-from scorematch.tabular import TableDiffusion, TableImputer, steps_for_epochs
+from scorematch.tabular import TableDiffusion, TableImputer
 
 __all__ = ["TABLE_FILE", "eval_table", "impute_table", "is_table_run", "load_table_run", "sample_table",
            "train_table"]
@@ -129,13 +129,13 @@ def train_table(data: str | Path, out: str | Path, columns: Any = None, label_co
 
 def _check_lengths(est: TableImputer, n: int) -> None:
     """ConfigError when --steps, or --epochs / --impute-epochs on ``n`` training rows, mean more than
-    ``MAX_STEPS`` training steps."""
-    if est.steps is not None:
-        check_steps("--steps", est.steps)
-    for flag, epochs in (("--epochs", est.epochs), ("--impute-epochs", est.impute_epochs)):
-        if flag == "--epochs" and est.steps is not None or not isinstance(epochs, int) or epochs < 1:
-            continue  # a bad value is refused by the estimator itself
-        steps = steps_for_epochs(n, epochs, est.batch_size if isinstance(est.batch_size, int) else 256)
+    ``MAX_STEPS`` training steps (and for any invalid setting, before training)."""
+    lengths = [("--impute-epochs", est.impute_epochs, est.imputer_training_steps(n))]
+    if est.steps is None:
+        lengths.append(("--epochs", est.epochs, est.training_steps(n)))
+    else:
+        check_steps("--steps", est.training_steps(n))
+    for flag, epochs, steps in lengths:
         if steps > MAX_STEPS:
             raise ConfigError(f"{flag} {epochs} on {n} training rows means {steps} steps, more than the "
                               f"{MAX_STEPS} scorematch takes; use fewer")
