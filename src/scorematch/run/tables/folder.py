@@ -35,7 +35,7 @@ from scorematch.errors import CheckpointError, ConfigError, DataError, ScoreMatc
 from scorematch.files import atomic_write, write_json, write_text
 from scorematch.models import EDMPrecond, MaskedDenoiser
 from scorematch.run.folder.validate import parse_json, read_file
-from scorematch.run.system.limits import MAX_STEPS, check_steps
+from scorematch.run.system.limits import MAX_STEPS, check_fits, check_steps
 from scorematch.tabular import TableDiffusion, TableImputer
 
 __all__ = ["TABLE_FILE", "eval_table", "impute_table", "is_table_run", "load_table_run", "sample_table",
@@ -272,6 +272,9 @@ def impute_table(run: str | Path, data: str | Path, out: str | Path, draws: int 
                         + (f"; missing {', '.join(missing)}" if missing else "")
                         + (f"; unknown {', '.join(extra)}" if extra else ""))
     table = Table(tuple(want), tuple(table.column(n) for n in want))
+    # the encoded draws (float64) and their float32 sampler states: a lower bound of what imputing needs
+    check_fits(f"--draws {draws} of {table.n_rows} rows", 12.0 * draws * table.n_rows * max(est.schema_.dim, 1),
+               "cpu", "use fewer --draws")
     filled = est.fill(table, draws, seed)
     completions = est.impute_draws(table, draws, seed) if draws > 1 else []
     if kept is not None:
