@@ -12,12 +12,15 @@ Gaussian copula fitted to the same standardised encoding and decoded by the same
 values are valid too), and ForestDiffusion (Jolicoeur-Martineau et al. 2024; flow, XGBoost,
 n_t = 20, duplicate_K = 10: its defaults 50 and 100 multiply its work by 25) when it is
 installed. Metrics
-(``scorematch.metrics.tables``) against the held-out rows, with the train-vs-held-out baseline.
+(``scorematch.metrics.tables``) against the held-out rows, with the train-vs-held-out baseline;
+W1 and correlation error also on 10 x n drawn rows (the model's distribution without the sampling
+noise of n rows).
 
 Imputers (on all rows, 20% of the feature cells hidden completely at random, seed 0): column
 mean, scikit-learn's IterativeImputer (BayesianRidge, 10 rounds; with ``sample_posterior`` for
 its draws) on the raw table and, as a linear reference in the model's space, on scorematch's
-standardised encoding (decoded by the same schema), KNNImputer (k = 5), scorematch's
+standardised encoding (decoded by the same schema), IterativeImputer with extremely randomised
+trees (a missForest-like nonlinear reference), KNNImputer (k = 5), scorematch's
 ``TableImputer`` (its conditional denoiser: the mean of 19 draws in antithetic pairs, and 19
 independent draws for the coverage) and ForestDiffusion's imputation (VP, RePaint) when
 installed. RMSE over the hidden cells in units of each column's sd,
@@ -35,6 +38,7 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,11 +50,13 @@ import torch  # noqa: E402
 from benchmarks.common import RESULTS, environment, markdown_table, write  # noqa: E402
 from scorematch.data.columns import decode, encode, infer_schema  # noqa: E402
 from scorematch.data.tables import Table, as_table  # noqa: E402
-from scorematch.metrics.tables import table_metrics  # noqa: E402
+from scorematch.metrics.tables import column_wasserstein, correlation_error, table_metrics  # noqa: E402
 from scorematch.tabular import TableDiffusion, TableImputer  # noqa: E402
 
 TABLES = ("iris", "wine", "breast_cancer", "diabetes")
 DRAWS = 19
+#: the model's distribution is also measured on MANY x n drawn rows
+MANY = 10
 MISSING = 0.2
 #: ForestDiffusion's noise levels and noise draws per row (its defaults, 50 and 100, take minutes of CPU
 #: per table here)
@@ -78,6 +84,14 @@ def _split(t: Table, seed: int = 0) -> tuple[Table, Table]:
     return t.rows(np.sort(idx[:cut])), t.rows(np.sort(idx[cut:]))
 
 
+def _distribution(schema: Any, train: Table, held: Table, many: Table) -> dict[str, float]:
+    """W1 and correlation error over their real-vs-real values for MANY x n drawn rows: the model's
+    distribution with the sampling noise of n rows taken out."""
+    w, base = column_wasserstein(schema, many, held, train), column_wasserstein(schema, train, held, train)
+    return {"wasserstein_ratio_many": float(np.mean(list(w.values())) / np.mean(list(base.values()))),
+            "correlation_ratio_many": correlation_error(schema, many, held) / correlation_error(schema, train, held)}
+
+
 def _cpu() -> float:
     return time.process_time()
 
@@ -85,34 +99,41 @@ def _cpu() -> float:
 # ------------------------------------------------------------------------------------------ generators
 
 
-def gen_scorematch(train: Table, label: str | None, schema: Any, n: int, args: Any, seed: int) -> Table:
+Draw = Callable[[int, int], Table]  # draw(n, seed): n synthetic rows
+
+
+def gen_scorematch(train: Table, label: str | None, schema: Any, args: Any, seed: int) -> Draw:
     m = TableDiffusion(steps=args.steps, epochs=args.epochs, hidden=args.hidden, random_state=seed,
                        columns={c.name: c.kind for c in schema.columns if c.name != label and c.kind != "bounded"})
     if label is None:
-        return m.fit(train).sample(n, random_state=seed + 1)
-    feats = train.drop(label)
-    m.fit(feats, train.column(label))
-    x, y = m.sample(n, random_state=seed + 1)
-    return Table(train.names, (*x.columns, np.asarray(y, dtype=np.float64)))
+        m.fit(train)
+        return lambda n, s: m.sample(n, random_state=s)
+    m.fit(train.drop(label), train.column(label))
+
+    def draw(n: int, s: int) -> Table:
+        x, y = m.sample(n, random_state=s)
+        return Table(train.names, (*x.columns, np.asarray(y, dtype=np.float64)))
+
+    return draw
 
 
-def gen_gaussian(train: Table, label: str | None, schema: Any, n: int, args: Any, seed: int) -> Table:
+def gen_gaussian(train: Table, label: str | None, schema: Any, args: Any, seed: int) -> Draw:
     z = encode(schema, train)
-    rng = np.random.default_rng(seed + 1)
-    s = rng.multivariate_normal(z.mean(0), np.cov(z, rowvar=False), size=n, method="eigh")
-    return decode(schema, s)
+    mean, cov = z.mean(0), np.cov(z, rowvar=False)
+    return lambda n, s: decode(schema, np.random.default_rng(s).multivariate_normal(mean, cov, size=n, method="eigh"))
 
 
-def gen_copula(train: Table, label: str | None, schema: Any, n: int, args: Any, seed: int) -> Table:
+def gen_copula(train: Table, label: str | None, schema: Any, args: Any, seed: int) -> Draw:
     from scipy.stats import norm, rankdata
 
     z = encode(schema, train)
-    u = (np.apply_along_axis(rankdata, 0, z) - 0.5) / len(z)
-    g = norm.ppf(u)
-    rng = np.random.default_rng(seed + 1)
-    s = rng.multivariate_normal(np.zeros(z.shape[1]), np.corrcoef(g, rowvar=False), size=n, method="eigh")
-    back = np.column_stack([np.quantile(z[:, j], norm.cdf(s[:, j])) for j in range(z.shape[1])])
-    return decode(schema, back)
+    corr = np.corrcoef(norm.ppf((np.apply_along_axis(rankdata, 0, z) - 0.5) / len(z)), rowvar=False)
+
+    def draw(n: int, s: int) -> Table:
+        g = np.random.default_rng(s).multivariate_normal(np.zeros(z.shape[1]), corr, size=n, method="eigh")
+        return decode(schema, np.column_stack([np.quantile(z[:, j], norm.cdf(g[:, j])) for j in range(z.shape[1])]))
+
+    return draw
 
 
 def _forest_indexes(schema: Any, label: str | None) -> dict[str, list[int]]:
@@ -134,7 +155,7 @@ def _writable_clip(model_class: Any) -> None:
         model_class.clip_extremes = copying
 
 
-def gen_forest(train: Table, label: str | None, schema: Any, n: int, args: Any, seed: int) -> Table:
+def gen_forest(train: Table, label: str | None, schema: Any, args: Any, seed: int) -> Draw:
     from ForestDiffusion import ForestDiffusionModel
 
     _writable_clip(ForestDiffusionModel)
@@ -142,8 +163,13 @@ def gen_forest(train: Table, label: str | None, schema: Any, n: int, args: Any, 
     y = train.column(label) if label else None
     m = ForestDiffusionModel(x, label_y=y, n_t=FOREST_NT, duplicate_K=FOREST_K, diffusion_type="flow", n_jobs=1,
                              seed=seed, **_forest_indexes(schema, label))
-    out = m.generate(batch_size=n)
-    return Table(train.names, tuple(np.ascontiguousarray(out[:, j], dtype=np.float64) for j in range(out.shape[1])))
+
+    def draw(n: int, s: int) -> Table:
+        np.random.seed(s)  # ForestDiffusion draws its starting noise from numpy's global generator
+        out = m.generate(batch_size=n)
+        return Table(train.names, tuple(np.ascontiguousarray(out[:, j], dtype=np.float64) for j in range(out.shape[1])))
+
+    return draw
 
 
 GENERATORS = {"scorematch": gen_scorematch, "gaussian": gen_gaussian, "copula": gen_copula,
@@ -195,6 +221,19 @@ def imp_iterative_encoded(x: np.ndarray, args: Any, schema: Any) -> tuple[np.nda
     return decode(schema, z).to_numpy(), None
 
 
+def imp_iterative_trees(x: np.ndarray, args: Any, schema: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """IterativeImputer with extremely randomised trees (100, leaves of 2 or more rows, 5 rounds): a
+    missForest-like nonlinear reference (Stekhoven & Buehlmann 2012)."""
+    from sklearn.ensemble import ExtraTreesRegressor
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer
+
+    trees = ExtraTreesRegressor(n_estimators=100, min_samples_leaf=2, random_state=0, n_jobs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return IterativeImputer(trees, max_iter=5, random_state=0).fit_transform(x), None
+
+
 def imp_knn(x: np.ndarray, args: Any, schema: Any) -> tuple[np.ndarray, np.ndarray | None]:
     from sklearn.impute import KNNImputer
 
@@ -219,7 +258,8 @@ def imp_forest(x: np.ndarray, args: Any, schema: Any) -> tuple[np.ndarray, np.nd
     return draws.mean(0), draws
 
 
-IMPUTERS = {"mean": imp_mean, "iterative": imp_iterative, "iterative_encoded": imp_iterative_encoded, "knn": imp_knn,
+IMPUTERS = {"mean": imp_mean, "iterative": imp_iterative, "iterative_encoded": imp_iterative_encoded,
+            "iterative_trees": imp_iterative_trees, "knn": imp_knn,
             "scorematch": imp_scorematch, "forestdiffusion": imp_forest}
 
 
@@ -264,9 +304,11 @@ def run_table(name: str, args: Any, env: dict) -> dict:
         try:
             for seed in range(args.seeds):
                 t0 = _cpu()
-                synth = fn(train, label, schema, train.n_rows, args, seed)
+                draw = fn(train, label, schema, args, seed)
+                synth = draw(train.n_rows, seed + 1)
                 sec = _cpu() - t0
-                runs.append({**table_metrics(schema, train, held, synth, label=label), "cpu_s": sec})
+                runs.append({**table_metrics(schema, train, held, synth, label=label), "cpu_s": sec,
+                             **_distribution(schema, train, held, draw(MANY * train.n_rows, seed + 1000))})
         except ImportError as err:
             res["generators"][g] = {"skipped": f"not installed ({err.name})"}
             continue
@@ -333,18 +375,20 @@ def _against_targets(results: dict) -> str:
     rows = []
     for name, r in results.items():
         it = r.get("imputers", {}).get("iterative", {}).get("rmse_sd")
-        for method in ("scorematch", "forestdiffusion"):
+        for method in ("scorematch", "forestdiffusion", "copula"):
             g, i = r["generators"].get(method, {}), r.get("imputers", {}).get(method, {})
             if "wasserstein_mean" not in g:
                 continue
             tstr = g.get("tstr_accuracy")
             rows.append([name, method, g["wasserstein_mean"]["synthetic"] / g["wasserstein_mean"]["baseline"],
                          g["correlation_error"]["synthetic"] / g["correlation_error"]["baseline"],
+                         g.get("wasserstein_ratio_many"), g.get("correlation_ratio_many"),
                          f"{tstr['synthetic'] - tstr['real']:+.3f}" if tstr else None,
                          i["rmse_sd"] / it if "rmse_sd" in i and it else None, i.get("coverage90"),
                          f"{g['cpu_s']:.1f} s / {i['cpu_s']:.1f} s" if "cpu_s" in i else f"{g['cpu_s']:.1f} s",
                          int(g.get("seeds", 1))])
-    return markdown_table(["table", "method", "W1 / real (<= 1.2)", "corr / real (<= 1.1)", "TSTR - TRTR (>= -0.01)",
+    return markdown_table(["table", "method", "W1 / real (<= 1.2)", "corr / real (<= 1.1)", "W1, 10 n rows",
+                           "corr, 10 n rows", "TSTR - TRTR (>= -0.01)",
                            "RMSE / IterativeImputer (<= 0.8)", "coverage (0.85-0.95)", "CPU generate / impute",
                            "generator seeds"], rows)
 

@@ -184,3 +184,29 @@ def test_report_of_a_table_run_shows_marginals_and_correlations(table_run, capsy
     assert "Per-column marginals" in page and "Correlation matrices" in page
     assert page.count("data:image/png;base64,") == 2
     assert "train-on-synthetic accuracy" in page and "colour" in page
+
+
+def test_outputs_in_the_way_are_refused_or_kept_as_orig(table_run, tmp_path, capsys):
+    """sample, impute, eval and report never overwrite a file the user named: refused in one line with
+    the file untouched; with --force the old file is kept as NAME.orig."""
+    run = table_run / "run"
+    data = run / "data.csv"
+    cases = {"rows.csv": ["sample", run, "--n", 5], "filled.csv": ["impute", run, data, "--draws", 2],
+             "filled-draws.csv": ["impute", run, data, "--draws", 2], "e.json": ["eval", run, "--n", 20],
+             "r.html": ["report", run, "--n", 20]}
+    for name, command in cases.items():
+        mine = tmp_path / name
+        mine.write_text("mine\n")
+        out = tmp_path / ("filled.csv" if name.startswith("filled") else name)
+        rc, _, err = run_cli([*command, "--out", out], capsys)
+        assert_one_line_error(rc, err, "never overwrites a file of yours", "--force")
+        assert mine.read_text() == "mine\n"
+        assert not any(p.name.endswith(".orig") for p in tmp_path.iterdir())
+        rc, _, err = run_cli([*command, "--out", out, "--force"], capsys)
+        assert rc == 0, err
+        assert (tmp_path / (name + ".orig")).read_text() == "mine\n"
+        assert mine.read_text() != "mine\n"
+        for p in tmp_path.iterdir():
+            p.unlink()
+    rc, _, err = run_cli(["impute", run, data, "--out", data], capsys)
+    assert_one_line_error(rc, err, "never overwrites")

@@ -229,7 +229,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if is_table_run(args.run):
         from scorematch.run.tables.report import write_table_report
 
-        print(f"wrote {write_table_report(args.run, out=args.out, n=args.n, seed=args.seed)}")
+        print(f"wrote {write_table_report(args.run, out=args.out, n=args.n, seed=args.seed, force=args.force)}")
         return 0
     path = write_report(args.run, out=args.out, n=args.n, seed=args.seed, evaluate=not args.no_eval,
                         device=pick_device(args.device), progress=not args.no_progress, force=args.force)

@@ -102,18 +102,23 @@ def cmd_sample_table(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else args.run / "samples.csv"
     if out.suffix.lower() != ".csv":
         raise ConfigError(f"--out {out}: a table run writes its rows as CSV; give a name ending in .csv")
-    t = sample_table(args.run, args.n or 1000, out, seed=args.seed, label=args.label)
+    t = sample_table(args.run, args.n or 1000, out, seed=args.seed, label=args.label, claim=args.out is not None,
+                     force=args.force)
     print(f"wrote {t.n_rows} rows x {len(t.names)} columns to {out}")
     return 0
 
 
 def cmd_eval_table(args: argparse.Namespace) -> int:
     from scorematch.files import write_json
+    from scorematch.run.folder.outdir import claim_file
     from scorematch.run.tables.folder import _jsonable, eval_table
 
+    if args.out is not None and not args.force:
+        claim_file(args.out, False)  # refused before the work; with --force renamed aside only when writing
     res = _jsonable(eval_table(args.run, n=None if args.n == 2000 else args.n, seed=args.seed))
     if args.out is not None:
-        write_json(args.out, res)
+        claim_file(args.out, args.force)
+        write_json(args.out, res, exclusive=True)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
@@ -144,7 +149,7 @@ def cmd_impute(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out}: the filled table is written as CSV; give a name ending in .csv")
     if args.draws < 1:
         raise ConfigError(f"--draws must be at least 1, got {args.draws}")
-    t = impute_table(args.run, args.data, args.out, draws=args.draws, seed=args.seed)
+    t = impute_table(args.run, args.data, args.out, draws=args.draws, seed=args.seed, force=args.force)
     print(f"wrote {t.n_rows} rows to {args.out}" + (f" and {args.draws} completions beside it" if args.draws > 1
                                                      else ""))
     return 0
@@ -162,4 +167,7 @@ def add_impute_parser(sub: Any, int_type: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="CSV file to write")
     p.add_argument("--draws", type=int_type, default=10, help="completions per row (default: 10)")
     p.add_argument("--seed", type=int_type, default=0, help="seed (default: 0)")
+    p.add_argument("--force", action="store_true",
+                   help="write --out (and OUT-draws.csv) even where a file is in the way: it is renamed NAME.orig "
+                        "first, nothing is deleted (default: refuse)")
     p.add_argument("--threads", type=int_type, default=None, help="CPU threads of torch (default: 1)")

@@ -34,6 +34,7 @@ from scorematch.data.tables import Table, read_csv_table, table_from_csv, table_
 from scorematch.errors import CheckpointError, ConfigError, DataError, ScoreMatchWarning
 from scorematch.files import atomic_write, write_json, write_text
 from scorematch.models import EDMPrecond, MaskedDenoiser
+from scorematch.run.folder.outdir import claim_file
 from scorematch.run.folder.validate import parse_json, read_file
 from scorematch.run.system.limits import MAX_STEPS, check_fits, check_steps
 from scorematch.tabular import TableDiffusion, TableImputer
@@ -227,10 +228,15 @@ def _num(text: Any) -> float | None:
         return None
 
 
-def sample_table(run: str | Path, n: int, out: str | Path, seed: int = 0, label: Any = None) -> Table:
+def sample_table(run: str | Path, n: int, out: str | Path, seed: int = 0, label: Any = None,
+                 claim: bool = True, force: bool = False) -> Table:
     """``n`` rows drawn from the table run (class ``label`` for a class-conditional run), written as CSV
-    to ``out`` with the run's columns; returns the table."""
+    to ``out`` with the run's columns; returns the table. With ``claim`` (a file the user named) an
+    ``out`` that exists is refused, or with ``force`` renamed NAME.orig first, and ``out`` is created
+    exclusively."""
     est, info, _ = load_table_run(run)
+    if claim and not force:
+        claim_file(Path(out), False)  # refused before the work; with force renamed aside only when writing
     if label is not None and not info.get("class_conditional"):
         raise ConfigError("--label applies to a class-conditional table run (train with --label-column NAME "
                           "--class-conditional)")
@@ -239,7 +245,9 @@ def sample_table(run: str | Path, n: int, out: str | Path, seed: int = 0, label:
         t = _with_label(x, y, info["label_column"], _names(info))
     else:
         t = est.sample(n, random_state=seed)
-    write_text(out, table_to_csv(t))
+    if claim:
+        claim_file(Path(out), force)
+    write_text(out, table_to_csv(t), exclusive=claim)
     return t
 
 
@@ -252,13 +260,25 @@ def _with_label(x: Table, y: np.ndarray, label: str, names: list[str]) -> Table:
     return Table((*x.names, label), (*x.columns, col))
 
 
-def impute_table(run: str | Path, data: str | Path, out: str | Path, draws: int = 10, seed: int = 0) -> Table:
+def draws_path(out: str | Path) -> Path:
+    """Where ``impute_table`` writes the completions beside ``out``: OUT-draws.csv."""
+    o = Path(out)
+    return o.with_name(o.stem + "-draws" + o.suffix)
+
+
+def impute_table(run: str | Path, data: str | Path, out: str | Path, draws: int = 10, seed: int = 0,
+                 force: bool = False) -> Table:
     """The CSV table ``data`` with its blank cells filled (the aggregate of ``draws`` completions in
     antithetic pairs, ``TableImputer.fill``), written to ``out``; with draws > 1, ``draws`` independent
     completions (``impute_draws``, for multiple imputation) are also written to OUT-draws.csv, a column
-    ``draw`` first."""
+    ``draw`` first. Files in the way are refused, or with ``force`` renamed NAME.orig first; both
+    are created exclusively."""
     est, info, _ = load_table_run(run)
     table = read_csv_table(data)
+    paths = (Path(out), draws_path(out)) if draws > 1 else (Path(out),)
+    flags = ("--out", "the draws file")
+    for path, flag in zip(paths, flags) if not force else ():
+        claim_file(path, False, flag)  # refused before the work; with force renamed aside only when writing
     lab = info["label_column"] if info.get("class_conditional") else None
     want = [c["name"] for c in info["schema"]["columns"]]
     kept = None
@@ -281,15 +301,16 @@ def impute_table(run: str | Path, data: str | Path, out: str | Path, draws: int 
         filled = Table((*filled.names, lab), (*filled.columns, kept))
         completions = [Table((*c.names, lab), (*c.columns, kept)) for c in completions]
         want = [*want, lab]
-    write_text(out, table_to_csv(filled))
+    for path, flag in zip(paths, flags):
+        claim_file(path, force, flag)
+    write_text(out, table_to_csv(filled), exclusive=True)
     if draws > 1:
-        o = Path(out)
         cols = [np.concatenate([np.full(table.n_rows, float(k)) for k in range(draws)])]
         for j in range(len(want)):
             parts = [c.columns[j] for c in completions]
             cols.append(np.concatenate(parts) if parts[0].dtype != object else np.array(
                 [v for p in parts for v in p], dtype=object))
-        write_text(o.with_name(o.stem + "-draws" + o.suffix), table_to_csv(Table(("draw", *want), tuple(cols))))
+        write_text(draws_path(out), table_to_csv(Table(("draw", *want), tuple(cols))), exclusive=True)
     return filled
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from scorematch.errors import CheckpointError
 from scorematch.files import probe_writable, write_text
+from scorematch.run.folder.outdir import claim_file
 from scorematch.run.reporting.html import _CSS, _e, _figure, _table
 from scorematch.run.tables.folder import eval_table, load_table_run
 
@@ -39,8 +40,10 @@ def _metric_rows(res: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 
 def write_table_report(run_dir: str | Path, out: str | Path | None = None, n: int | None = None,
-                       seed: int = 0) -> Path:
-    """Write the HTML report of the table run ``run_dir`` to ``out`` (default RUN/report.html)."""
+                       seed: int = 0, force: bool = False) -> Path:
+    """Write the HTML report of the table run ``run_dir`` to ``out`` (default RUN/report.html, replaced
+    when there). An ``out`` the user named that exists is refused, or with ``force`` renamed
+    NAME.orig first; it is created exclusively."""
     from scorematch.plotting.tables import column_marginals, correlation_matrices
 
     run = Path(run_dir)
@@ -48,6 +51,8 @@ def write_table_report(run_dir: str | Path, out: str | Path | None = None, n: in
         raise CheckpointError(f"run folder {run} does not exist; pass the --out folder of `scorematch train`")
     est, info, table = load_table_run(run)
     target = Path(out) if out is not None else run / "report.html"
+    if out is not None and not force:
+        claim_file(target, False)  # refused before the work; with force renamed aside only when writing
     probe_writable(target)
     held = np.array(info["data"]["test_rows"], dtype=np.int64)
     res = eval_table(run, n=n, seed=seed) if len(held) else {}
@@ -89,5 +94,7 @@ def write_table_report(run_dir: str | Path, out: str | Path | None = None, n: in
     page = "\n".join(["<!DOCTYPE html>", '<html lang="en">', '<head><meta charset="utf-8">',
                       f"<title>{_e(title)}</title>", f"<style>{_CSS}</style></head>", "<body>", *body,
                       "</body>", "</html>", ""])
-    write_text(target, page)
+    if out is not None:
+        claim_file(target, force)
+    write_text(target, page, exclusive=out is not None)
     return target
