@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from scorematch.data.columns import (
     schema_to_dict,
 )
 from scorematch.data.tables import Table, as_table, read_csv_table, table_from_csv, table_to_csv, write_csv_table
-from scorematch.errors import ConfigError, DataError, DataNotFoundError
+from scorematch.errors import ConfigError, DataError, DataNotFoundError, ScoreMatchWarning
 
 KIND_OF = {"c": "continuous", "n": "nonnegative", "i": "integer", "b": "binary", "k": "categorical", "u": "bounded"}
 
@@ -228,3 +229,38 @@ def test_pandas_frames_in_and_out():
     assert np.isnan(t.column("x")[1])
     back = to_frame(t)
     assert list(back.columns) == ["x", "k", "n"] and back["n"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_semicolon_and_tab_separated_tables_read_as_comma_separated():
+    rows = [["3.5", "x y", ""], ["-1", "z", "7"]]
+    want = table_from_csv("a,b c,d\n" + "".join(",".join(r) + "\n" for r in rows))
+    for sep in (";", "\t"):
+        got = table_from_csv(sep.join(["a", "b c", "d"]) + "\n" + "".join(sep.join(r) + "\n" for r in rows))
+        assert got.names == want.names == ("a", "b c", "d")
+        assert table_to_csv(got) == table_to_csv(want)
+        assert [c.dtype for c in got.columns] == [c.dtype for c in want.columns]
+    # a comma in the header means commas separate, even when a cell holds a semicolon
+    assert table_from_csv("a,b\n1;2,3\n").column("a")[0] == "1;2"
+
+
+def test_numbers_with_a_few_odd_cells_are_refused_unless_declared_text():
+    t = table_from_csv("x,y\n" + "".join(f"{i / 7:.3f},{i}\n" for i in range(30)) + "inf,3\nn.a.,4\n")
+    with pytest.raises(DataError, match=r"column 'x' holds numbers but for 2 of 32 cells \('inf', 'n.a.'\)"):
+        infer_schema(t)
+    assert infer_schema(t, "x=categorical").column("x").kind == "categorical"
+    mostly_text = table_from_csv("c\n" + "a\nb\n3\n" * 5)  # numbers are a third: text with number-like levels
+    assert infer_schema(mostly_text).column("c").levels == ("3", "a", "b")
+
+
+def test_identifier_columns_warn_and_huge_numbers_are_refused():
+    ids = table_from_csv("id,x\n" + "".join(f"u{i},{i % 3}\n" for i in range(25)))
+    with pytest.warns(ScoreMatchWarning, match="'id' has a different value in every row"):
+        infer_schema(ids)
+    few = table_from_csv("id,x\n" + "".join(f"u{i},{i % 3}\n" for i in range(19)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        infer_schema(few)
+    with pytest.raises(DataError, match="holds 2.5e\\+200; values up to 1e\\+150"):
+        infer_schema(as_table(np.array([[1.0], [-2.5e200]])))
+    big = as_table(np.array([[1.5], [-2.5e140], [3.0]]))
+    assert np.isfinite(encode(infer_schema(big), big)).all()

@@ -149,9 +149,11 @@ def _load_numpy(path: Path) -> tuple[np.ndarray, str]:
 
 
 def _separator_hint(cell: str) -> str:
-    for sep, name in (("\t", "tabs"), (";", "semicolons"), (" ", "spaces")):
+    for sep, name in (("\t", "tabs"), (";", "semicolons")):
         if sep in cell.strip():
-            return f"; the file seems to use {name} as separator, scorematch reads commas only"
+            return f"; the file seems to use {name} as separator: give --table to read it as a table (tables may use them)"
+    if " " in cell.strip():
+        return "; the file seems to use spaces as separator, scorematch reads commas"
     return ""
 
 

@@ -32,14 +32,15 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from scorematch.data.tables import Table
-from scorematch.errors import ConfigError, DataError
+from scorematch.data.tables import Table, parse_number
+from scorematch.errors import ConfigError, DataError, ScoreMatchWarning
 
 __all__ = ["KINDS", "Column", "Schema", "decode", "encode", "fit_schema", "infer_schema", "log_jacobian",
            "dequantization", "parse_columns", "schema_from_dict", "schema_to_dict"]
@@ -121,11 +122,35 @@ def _nonneg_shift(v: np.ndarray) -> float:
     return float(pos.min()) / 2 if pos.size else 1.0
 
 
+#: numbers larger than this cannot be standardised in float64 (their squares overflow)
+MAX_MAGNITUDE = 1e150
+#: a text column with at least this many values, all different, is taken for an identifier
+ID_ROWS = 20
+
+
+def _check_text(name: str, v: np.ndarray) -> None:
+    """Refuse a text column that is numbers but for a few cells (a typo, or a missing-value mark
+    scorematch does not know); warn about one whose every value differs (an identifier)."""
+    odd = [str(a) for a in v if parse_number(str(a)) is None]
+    if 0 < len(odd) <= len(v) / 2:
+        shown = ", ".join(repr(a) for a in sorted(set(odd))[:3])
+        raise DataError(f"column {name!r} holds numbers but for {len(odd)} of {len(v)} cells ({shown}): correct "
+                        f"them or leave them blank (missing), or declare the column text ({name}=categorical)")
+    if len(v) >= ID_ROWS and len({str(a) for a in v}) == len(v):
+        warnings.warn(f"column {name!r} has a different value in every row (an identifier?): a model can only "
+                      "copy the values it saw; drop the column", ScoreMatchWarning, stacklevel=4)
+
+
 def _infer_column(name: str, values: np.ndarray, override: dict[str, Any] | None) -> Column:
     v = _present(values)
     if v.size == 0:
         raise DataError(f"column {name!r} has no value at all; drop it or give at least one value")
     kind = override["kind"] if override else None
+    if values.dtype != object and float(np.abs(v).max()) > MAX_MAGNITUDE:
+        raise DataError(f"column {name!r} holds {float(np.abs(v).max()):.3g}; values up to {MAX_MAGNITUDE:g} in "
+                        "size can be standardised: rescale the column")
+    if values.dtype == object and kind is None:
+        _check_text(name, v)
     if values.dtype == object:
         if kind not in (None, "categorical", "binary", "constant"):
             raise DataError(f"column {name!r} holds text ({v[0]!r}), so it cannot be {kind}; make it categorical "

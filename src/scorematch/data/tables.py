@@ -5,7 +5,8 @@ length: a float64 array for a numeric column (NaN marks a missing cell) or an ob
 ``str`` for a text column (``None`` marks a missing cell). Nothing is converted beyond that:
 which values a column may take is the business of ``scorematch.data.columns``.
 
-``read_csv_table(path)`` reads a CSV whose first line is the header (the names); a cell is
+``read_csv_table(path)`` reads a CSV whose first line is the header (the names), its cells
+separated by commas (or by semicolons or tabs when the header line has no comma); a cell is
 missing when it is blank or one of ``MISSING_TOKENS``; a column whose every present cell parses
 as a number is numeric, otherwise text. ``write_csv_table(path, table)`` writes it back through
 the atomic writer: integers without a decimal point, floats in the shortest form that reads
@@ -29,8 +30,8 @@ import numpy as np
 from scorematch.errors import DataError, DataNotFoundError
 from scorematch.files import write_text
 
-__all__ = ["MISSING_TOKENS", "Table", "as_table", "from_frame", "read_csv_table", "table_to_csv", "to_frame",
-           "write_csv_table"]
+__all__ = ["MISSING_TOKENS", "Table", "as_table", "from_frame", "parse_number", "read_csv_table", "table_to_csv",
+           "to_frame", "write_csv_table"]
 
 #: cell texts read as a missing value (besides the blank cell), compared after stripping spaces
 MISSING_TOKENS = ("NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?")
@@ -97,7 +98,8 @@ def _missing(c: np.ndarray) -> np.ndarray:
     return np.isnan(c)
 
 
-def _number(text: str) -> float | None:
+def parse_number(text: str) -> float | None:
+    """The finite number the cell text ``text`` spells, else None."""
     try:
         v = float(text)
     except ValueError:
@@ -112,7 +114,7 @@ def _column_of(values: Sequence[Any], name: str) -> np.ndarray:
                None)
     if odd is not None:
         raise TypeError(f"column {name!r} holds a {type(odd).__name__}: the argument must be a string or a number")
-    nums = [None if v is None else (_number(v) if isinstance(v, str) else _as_float(v)) for v in cells]
+    nums = [None if v is None else (parse_number(v) if isinstance(v, str) else _as_float(v)) for v in cells]
     if all(v is not None for v, c in zip(nums, cells, strict=True) if c is not None):
         return np.array([math.nan if v is None else v for v in nums], dtype=np.float64)
     for v in cells:
@@ -178,14 +180,14 @@ def table_from_csv(text: str, source: str = "the CSV text", max_rows: int | None
     """The table in CSV ``text`` (first line the header); see ``read_csv_table``."""
     if "\x00" in text:
         raise DataError(f"{source} holds NUL bytes; it is not a CSV text file")
-    lines = [row for row in csv.reader(io.StringIO(text)) if any(c.strip() for c in row)]
+    lines = [row for row in csv.reader(io.StringIO(text), delimiter=_delimiter(text)) if any(c.strip() for c in row)]
     if not lines:
         raise DataError(f"{source} is empty; a table needs a header line and at least one row")
     header = [h.strip() for h in lines[0]]
     if any(h == "" for h in header):
         raise DataError(f"{source}: the header line has an empty name (column {header.index('') + 1}); "
                         "name every column in the first line")
-    if all(_number(h) is not None for h in header):
+    if all(parse_number(h) is not None for h in header):
         raise DataError(f"{source}: the first line ({', '.join(header[:4])}...) holds only numbers; a table needs "
                         "a header line naming its columns")
     body = lines[1:] if max_rows is None else lines[1: 1 + max_rows]
@@ -197,6 +199,14 @@ def table_from_csv(text: str, source: str = "the CSV text", max_rows: int | None
                             "one cell per column (blank for a missing value)")
     cols = tuple(_column_of([row[j] for row in body], header[j]) for j in range(len(header)))
     return Table(tuple(header), cols)
+
+
+def _delimiter(text: str) -> str:
+    """The comma, or the semicolon or tab that separates the header line's names when it has no comma."""
+    head = text.lstrip("\r\n").split("\n", 1)[0]
+    if "," in head:
+        return ","
+    return next((d for d in (";", "\t") if d in head), ",")
 
 
 def _cell(v: Any) -> str:

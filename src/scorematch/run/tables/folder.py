@@ -275,9 +275,8 @@ def impute_table(run: str | Path, data: str | Path, out: str | Path, draws: int 
     are created exclusively."""
     est, info, _ = load_table_run(run)
     table = read_csv_table(data)
-    paths = (Path(out), draws_path(out)) if draws > 1 else (Path(out),)
-    flags = ("--out", "the draws file")
-    for path, flag in zip(paths, flags) if not force else ():
+    outputs = [(Path(out), "--out"), (draws_path(out), "the draws file")][: 2 if draws > 1 else 1]
+    for path, flag in outputs if not force else ():
         claim_file(path, False, flag)  # refused before the work; with force renamed aside only when writing
     lab = info["label_column"] if info.get("class_conditional") else None
     want = [c["name"] for c in info["schema"]["columns"]]
@@ -301,7 +300,7 @@ def impute_table(run: str | Path, data: str | Path, out: str | Path, draws: int 
         filled = Table((*filled.names, lab), (*filled.columns, kept))
         completions = [Table((*c.names, lab), (*c.columns, kept)) for c in completions]
         want = [*want, lab]
-    for path, flag in zip(paths, flags):
+    for path, flag in outputs:
         claim_file(path, force, flag)
     write_text(out, table_to_csv(filled), exclusive=True)
     if draws > 1:
