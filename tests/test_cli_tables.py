@@ -156,6 +156,12 @@ def test_sample_and_impute_mistakes_are_one_line(table_run, tmp_path, capsys):
     assert_one_line_error(rc, err, "unknown label 'stout'", "ale, lager")
     rc, _, err = run_cli(["sample", run, "--out", tmp_path / "x.npz"], capsys)
     assert_one_line_error(rc, err, ".csv")
+    for command in (["sample", run, "--out", tmp_path / "x.csv"], ["eval", run], ["report", run]):
+        rc, _, err = run_cli([*command, "--n", "0"], capsys)
+        assert_one_line_error(rc, err, "--n must be an integer >= 1, got 0")
+        rc, _, err = run_cli([*command, "--n", "1e13"], capsys)
+        assert_one_line_error(rc, err, "--n 10000000000000 needs at least", "use a smaller --n")
+    assert not (tmp_path / "x.csv").exists()
     rc, _, err = run_cli(["impute", run, run / "data.csv", "--out", tmp_path / "f.csv", "--draws", "1e12"], capsys)
     assert_one_line_error(rc, err, "--draws 1000000000000", "use fewer --draws")
     assert not (tmp_path / "f.csv").exists()

@@ -102,8 +102,8 @@ def cmd_sample_table(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else args.run / "samples.csv"
     if out.suffix.lower() != ".csv":
         raise ConfigError(f"--out {out}: a table run writes its rows as CSV; give a name ending in .csv")
-    t = sample_table(args.run, args.n or 1000, out, seed=args.seed, label=args.label, claim=args.out is not None,
-                     force=args.force)
+    t = sample_table(args.run, 1000 if args.n is None else args.n, out, seed=args.seed, label=args.label,
+                     claim=args.out is not None, force=args.force)
     print(f"wrote {t.n_rows} rows x {len(t.names)} columns to {out}")
     return 0
 

@@ -151,7 +151,7 @@ def _load_numpy(path: Path) -> tuple[np.ndarray, str]:
 def _separator_hint(cell: str) -> str:
     for sep, name in (("\t", "tabs"), (";", "semicolons")):
         if sep in cell.strip():
-            return f"; the file seems to use {name} as separator: give --table to read it as a table (tables may use them)"
+            return f"; the file seems to use {name} as separator: give --table to read it as a table (tables may)"
     if " " in cell.strip():
         return "; the file seems to use spaces as separator, scorematch reads commas"
     return ""

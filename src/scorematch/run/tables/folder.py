@@ -228,6 +228,16 @@ def _num(text: Any) -> float | None:
         return None
 
 
+def check_rows(est: TableDiffusion, n: Any) -> int:
+    """``n`` as a number of rows to draw from ``est``: an integer >= 1 whose draws fit in memory
+    (the encoded rows in float64 and the sampler's float32 states: a lower bound), else ConfigError
+    naming --n."""
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ConfigError(f"--n must be an integer >= 1, got {n!r}")
+    check_fits(f"--n {n}", 24.0 * n * max(est.schema_.dim, 1), "cpu", "use a smaller --n")
+    return int(n)
+
+
 def sample_table(run: str | Path, n: int, out: str | Path, seed: int = 0, label: Any = None,
                  claim: bool = True, force: bool = False) -> Table:
     """``n`` rows drawn from the table run (class ``label`` for a class-conditional run), written as CSV
@@ -235,6 +245,7 @@ def sample_table(run: str | Path, n: int, out: str | Path, seed: int = 0, label:
     ``out`` that exists is refused, or with ``force`` renamed NAME.orig first, and ``out`` is created
     exclusively."""
     est, info, _ = load_table_run(run)
+    n = check_rows(est, n)
     if claim and not force:
         claim_file(Path(out), False)  # refused before the work; with force renamed aside only when writing
     if label is not None and not info.get("class_conditional"):
@@ -322,7 +333,7 @@ def eval_table(run: str | Path, n: int | None = None, seed: int = 0) -> dict[str
     est, info, table = load_table_run(run)
     lab = info["label_column"]
     tr, te = (table.rows(np.array(info["data"][k], dtype=np.int64)) for k in ("train_rows", "test_rows"))
-    n = tr.n_rows if n is None else n
+    n = tr.n_rows if n is None else check_rows(est, n)
     names = _names(info)
     full = est.schema_
     if info.get("class_conditional"):

@@ -14,7 +14,7 @@ from scorematch.errors import CheckpointError
 from scorematch.files import probe_writable, write_text
 from scorematch.run.folder.outdir import claim_file
 from scorematch.run.reporting.html import _CSS, _e, _figure, _table
-from scorematch.run.tables.folder import eval_table, load_table_run
+from scorematch.run.tables.folder import check_rows, eval_table, load_table_run
 
 __all__ = ["write_table_report"]
 
@@ -58,7 +58,7 @@ def write_table_report(run_dir: str | Path, out: str | Path | None = None, n: in
     res = eval_table(run, n=n, seed=seed) if len(held) else {}
     train = table.rows(np.array(info["data"]["train_rows"], dtype=np.int64))
     lab = info["label_column"]
-    m = train.n_rows if n is None else n
+    m = train.n_rows if n is None else check_rows(est, n)
     if info.get("class_conditional"):
         x, y = est.sample(m, random_state=seed)
         col = np.array(list(y), dtype=object) if any(isinstance(v, str) for v in y) else np.asarray(y, float)
