@@ -17,10 +17,8 @@ from scorematch.data.columns import (
     infer_schema,
     log_jacobian,
     parse_columns,
-    read_schema_text,
-    schema_from_dict,
-    schema_to_dict,
 )
+from scorematch.data.schema_io import read_schema_text, schema_from_dict, schema_to_dict
 from scorematch.data.tables import Table, as_table, read_csv_table, table_from_csv, table_to_csv, write_csv_table
 from scorematch.errors import ConfigError, DataError, DataNotFoundError, ScoreMatchWarning
 
@@ -44,6 +42,8 @@ def _column(kind: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, st
         return x, "binary"
     if kind == "u":
         return rng.uniform(2.0, 5.0, n), "bounded:2:5"
+    if kind == "z":  # a wide integer column, half zeros: an atom at 0
+        return np.where(rng.random(n) < 0.5, 0.0, rng.integers(100, 5000, n).astype(float)), "integer"
     levels = np.array(["red", "green", "blue", "a b", "7"], dtype=object)
     x = np.empty(n, dtype=object)
     x[:] = list(levels[rng.integers(0, 5, n)])
@@ -68,7 +68,7 @@ def _random_table(kinds: str, n: int, seed: int, missing: float = 0.0) -> tuple[
 
 
 @settings(max_examples=40, deadline=None)
-@given(kinds=st.text(alphabet="cnibku", min_size=1, max_size=6), seed=st.integers(0, 10**6),
+@given(kinds=st.text(alphabet="cnibkuz", min_size=1, max_size=6), seed=st.integers(0, 10**6),
        scale=st.floats(0.1, 30.0), shift=st.floats(-20.0, 20.0))
 def test_every_decoded_value_is_one_the_column_can_take(kinds, seed, scale, shift):
     """Decoding ANY finite encoding (here: Gaussian junk of any scale and offset) gives, in every
@@ -90,7 +90,7 @@ def test_every_decoded_value_is_one_the_column_can_take(kinds, seed, scale, shif
 
 
 @settings(max_examples=40, deadline=None)
-@given(kinds=st.text(alphabet="cnibku", min_size=1, max_size=6), seed=st.integers(0, 10**6))
+@given(kinds=st.text(alphabet="cnibkuz", min_size=1, max_size=6), seed=st.integers(0, 10**6))
 def test_encode_decode_round_trip(kinds, seed):
     """decode(encode(t)) is t: discrete cells exactly, continuous ones to float64 rounding."""
     table, over = _random_table(kinds, 25, seed)
@@ -264,3 +264,51 @@ def test_identifier_columns_warn_and_huge_numbers_are_refused():
         infer_schema(as_table(np.array([[1.0], [-2.5e200]])))
     big = as_table(np.array([[1.5], [-2.5e140], [3.0]]))
     assert np.isfinite(encode(infer_schema(big), big)).all()
+
+
+def test_atoms_of_a_zero_inflated_column_encode_and_decode_exactly():
+    rng = np.random.default_rng(0)
+    x = np.where(rng.random(200) < 0.6, 0.0, rng.lognormal(0, 1, 200))
+    x[:3] = 0.0, np.nan, 2.5
+    x[3:30] = 2.5  # a second atom (14% of the present cells)
+    t = as_table(np.column_stack([x, rng.normal(size=200)]))
+    s = infer_schema(t)
+    col = s.column("x0")
+    assert (col.kind, col.atoms, col.width, s.column("x1").atoms) == ("nonnegative", (0.0, 2.5), 4, ())
+    z = encode(s, t)
+    assert np.isnan(z[1, :4]).all() and not np.isnan(z[0]).any()
+    u = z[:, 1:4] * np.array(s.std[1:4]) + np.array(s.mean[1:4])  # the one-hot of (0, 2.5, other)
+    np.testing.assert_allclose(u[x == 0.0], np.tile([1.0, 0.0, 0.0], ((x == 0.0).sum(), 1)), atol=1e-12)
+    np.testing.assert_allclose(u[x == 2.5], np.tile([0.0, 1.0, 0.0], ((x == 2.5).sum(), 1)), atol=1e-12)
+    back = decode(s, np.nan_to_num(z)).column("x0")
+    keep = ~np.isnan(x)
+    assert np.array_equal(back[keep][x[keep] == 0.0], np.zeros((x == 0.0).sum()))
+    np.testing.assert_allclose(back[keep], x[keep], rtol=1e-12)
+    # junk encodings decode to an atom exactly or to a value of the column's range
+    junk = decode(s, np.random.default_rng(1).normal(0, 3, (500, s.dim))).column("x0")
+    assert junk.min() >= 0 and 0.2 < np.mean((junk == 0.0) | (junk == 2.5)) < 0.9
+    assert schema_from_dict(schema_to_dict(s)) == s
+
+
+def test_atoms_given_disabled_or_refused():
+    x = np.array([0.0] * 10 + [0.5, 1.5, 2.0, 3.25, 4.0] * 4)
+    t = as_table(x[:, None])
+    assert infer_schema(t).column("x0").atoms == (0.0,)
+    assert infer_schema(t, {"x0": {"kind": "nonnegative", "atoms": []}}).column("x0").atoms == ()
+    assert infer_schema(t, {"x0": {"kind": "continuous", "atoms": [2, 0]}}).column("x0").atoms == (0.0, 2.0)
+    assert infer_schema(as_table(x[:24, None])).column("x0").atoms == (0.0,)  # 10 of 24
+    assert infer_schema(as_table(x[6:, None])).column("x0").atoms == ()  # 4 zeros: too few
+    with pytest.raises(DataError, match="atom 9.0 is not one of its values"):
+        infer_schema(t, {"x0": {"kind": "nonnegative", "atoms": [9]}})
+    with pytest.raises(ConfigError, match="atoms must be a list of numbers"):
+        infer_schema(t, {"x0": {"kind": "binary", "atoms": [0]}})
+    counts = as_table(np.array([0.0] * 30 + list(range(1, 20)) * 2)[:, None])  # sd 6: integers resolved
+    assert infer_schema(counts).column("x0").atoms == ()
+    income = as_table(np.array([0.0] * 30 + list(range(1000, 40000, 1000)))[:, None])  # sd > 10
+    assert (infer_schema(income).column("x0").kind, infer_schema(income).column("x0").atoms) == ("integer", (0.0,))
+    with pytest.raises(ConfigError, match="atoms must be a list of numbers"):
+        parse_columns({"x0": {"kind": "continuous", "atoms": "0"}})
+    bad = schema_to_dict(infer_schema(t))
+    bad["columns"][0]["atoms"] = [1.0, 0.0]
+    with pytest.raises(DataError, match="atoms must be increasing"):
+        schema_from_dict(bad)

@@ -180,6 +180,21 @@ def test_samples_of_a_mixed_table_take_only_values_their_columns_can_take():
     assert not np.array_equal(m.sample(400, random_state=2).column("x"), s.column("x"))
 
 
+def test_a_zero_inflated_column_keeps_its_share_of_exact_zeros():
+    """70% zeros (an atom of the column) and a lognormal rest: the samples' share of exact zeros is
+    the data's within 0.05 (decoding the log-encoded spike alone gave half of it, the other half tiny
+    positive values), and no value falls just above zero."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    x = np.where(rng.random(600) < 0.7, 0.0, rng.lognormal(1, 0.5, 600))
+    m = TableDiffusion(epochs=300, random_state=0).fit(np.column_stack([x, 0.5 * x + rng.normal(size=600)]))
+    assert m.schema_.column("x0").atoms == (0.0,)
+    s = m.sample(3000, random_state=1)[:, 0]
+    assert abs(np.mean(s == 0.0) - np.mean(x == 0.0)) < 0.05
+    assert np.mean((s > 0) & (s < 0.05)) < 0.005
+    assert abs(s[s > 0].mean() - x[x > 0].mean()) < 0.25
+
+
 @pytest.mark.slow
 def test_imputation_uses_the_correlation_and_its_draws_are_calibrated():
     """x2 = 0.95 x1 + sqrt(1 - 0.95^2) e: the conditional sd of x2 given x1 is 0.31 against 1 for

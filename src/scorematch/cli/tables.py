@@ -39,7 +39,7 @@ def wants_table(args: argparse.Namespace) -> bool:
 def _columns(spec: str | None) -> Any:
     if spec is None or not spec.lower().endswith(".json"):
         return spec
-    from scorematch.data.columns import read_schema_text
+    from scorematch.data.schema_io import read_schema_text
 
     p = Path(spec)
     if not p.is_file():

@@ -13,6 +13,13 @@ back, so that every decoded value is one the column can take:
     categorical  one-hot over the K levels (K coordinates)    the level of the largest coordinate
     constant     nothing (no coordinate)                      the column's one value
 
+A continuous, nonnegative, bounded or integer column may have atoms, values it takes with
+positive probability (the zeros of a zero-inflated column): inferred as the values held by at
+least 10% of the present cells (and 5 of them), for an integer column only when its sd exceeds 10
+(smaller ones resolve each integer by dequantisation), or given. Its cells then add a one-hot over (atom 1, ..., atom
+K, other) after u, in the manner of the mixed columns of Zhao et al. (2021, CTAB-GAN), and decode
+to the atom of the largest of those coordinates, or from u when it is "other".
+
 The nonnegative offset c is the smallest positive value over 2, so zeros (a spike at log c)
 decode back to 0; eps = 1e-3 keeps bounded values at a bound finite. Integers are dequantised
 (Ho et al. 2019; a uniform draw per cell, per training step, ``dequantization``) so that the model
@@ -30,7 +37,6 @@ t's discrete cells unchanged and its continuous ones to float64 rounding.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass, field, replace
@@ -42,10 +48,12 @@ import torch
 from scorematch.data.tables import Table, parse_number
 from scorematch.errors import ConfigError, DataError, ScoreMatchWarning
 
-__all__ = ["KINDS", "Column", "Schema", "decode", "encode", "fit_schema", "infer_schema", "log_jacobian",
-           "dequantization", "parse_columns", "schema_from_dict", "schema_to_dict"]
+__all__ = ["KINDS", "ATOM_KINDS", "Column", "Schema", "decode", "encode", "fit_schema", "infer_schema",
+           "log_jacobian", "dequantization", "parse_columns"]
 
 KINDS = ("continuous", "nonnegative", "bounded", "integer", "binary", "categorical", "constant")
+#: the kinds of column that may have atoms (integer ones when wide: see INTEGER_ATOM_SD)
+ATOM_KINDS = KINDS[:4]
 #: the squeeze of bounded columns before the logit
 BOUNDED_EPS = 1e-3
 
@@ -54,7 +62,9 @@ BOUNDED_EPS = 1e-3
 class Column:
     """One column: its ``name``, ``kind`` (one of KINDS), its ``levels`` (binary, categorical,
     constant: the values, text or numbers, in encoding order), the bounds ``low``/``high``
-    (integer: observed range; bounded: the given bounds) and the nonnegative offset ``shift``."""
+    (integer: observed range; bounded: the given bounds), the nonnegative offset ``shift`` and the
+    ``atoms`` of a continuous, nonnegative or bounded column (values it takes with positive
+    probability)."""
 
     name: str
     kind: str
@@ -62,11 +72,13 @@ class Column:
     low: float | None = None
     high: float | None = None
     shift: float = 0.0
+    atoms: tuple[float, ...] = ()
 
     @property
     def width(self) -> int:
         """How many encoded coordinates the column takes."""
-        return {"categorical": len(self.levels), "constant": 0}.get(self.kind, 1)
+        base = {"categorical": len(self.levels), "constant": 0}.get(self.kind, 1)
+        return base + (len(self.atoms) + 1 if self.atoms else 0)
 
 
 @dataclass(frozen=True)
@@ -122,6 +134,10 @@ def _nonneg_shift(v: np.ndarray) -> float:
     return float(pos.min()) / 2 if pos.size else 1.0
 
 
+#: a value held by this share of a real column's present cells (and ATOM_COUNT of them) is an atom
+ATOM_SHARE, ATOM_COUNT = 0.1, 5
+#: an integer column has atoms when its sd exceeds this: a unit bin is then too narrow for the model
+INTEGER_ATOM_SD = 10.0
 #: numbers larger than this cannot be standardised in float64 (their squares overflow)
 MAX_MAGNITUDE = 1e150
 #: a text column with at least this many values, all different, is taken for an identifier
@@ -170,14 +186,37 @@ def _infer_column(name: str, values: np.ndarray, override: dict[str, Any] | None
         raise DataError(f"column {name!r} is declared constant but holds {len(levels)} distinct values")
     if kind in ("binary", "categorical", "constant"):
         return Column(name, kind, levels=levels)
-    if kind == "integer":
-        if not np.all(v == np.round(v)):
-            bad = v[v != np.round(v)][0]
-            raise DataError(f"column {name!r} is declared integer but holds {bad!r}; make it continuous")
-        low = override.get("low") if override else None
-        high = override.get("high") if override else None
-        return Column(name, kind, low=float(v.min() if low is None else low),
-                      high=float(v.max() if high is None else high))
+    col = _integer_column(name, v, override) if kind == "integer" else _real_column(name, kind, v, override)
+    wide = kind != "integer" or float(v.std()) > INTEGER_ATOM_SD
+    return replace(col, atoms=_atoms(name, v, override, wide))
+
+
+def _atoms(name: str, v: np.ndarray, override: dict[str, Any] | None, infer: bool) -> tuple[float, ...]:
+    """The given atoms (which the column must hold), else (with ``infer``) the values held by at
+    least ATOM_SHARE of the present cells and ATOM_COUNT of them."""
+    given = override.get("atoms") if override else None
+    if given is not None:
+        absent = [a for a in given if not np.any(v == a)]
+        if absent:
+            raise DataError(f"column {name!r}: atom {absent[0]!r} is not one of its values")
+        return tuple(sorted(float(a) for a in given))
+    if not infer:
+        return ()
+    values, counts = np.unique(v, return_counts=True)
+    return tuple(float(a) for a in values[(counts >= ATOM_SHARE * v.size) & (counts >= ATOM_COUNT)])
+
+
+def _integer_column(name: str, v: np.ndarray, override: dict[str, Any] | None) -> Column:
+    if not np.all(v == np.round(v)):
+        bad = v[v != np.round(v)][0]
+        raise DataError(f"column {name!r} is declared integer but holds {bad!r}; make it continuous")
+    low = override.get("low") if override else None
+    high = override.get("high") if override else None
+    return Column(name, "integer", low=float(v.min() if low is None else low),
+                  high=float(v.max() if high is None else high))
+
+
+def _real_column(name: str, kind: str, v: np.ndarray, override: dict[str, Any] | None) -> Column:
     if kind == "nonnegative":
         if v.min() < 0:
             raise DataError(f"column {name!r} is declared nonnegative but holds {v.min()!r}; make it continuous")
@@ -211,7 +250,8 @@ def parse_columns(spec: str | dict[str, Any] | None) -> dict[str, dict[str, Any]
     out = {}
     for name, kind in spec.items():
         if isinstance(kind, dict):
-            entry = {"kind": kind.get("kind"), "low": kind.get("low"), "high": kind.get("high")}
+            entry = {"kind": kind.get("kind"), "low": kind.get("low"), "high": kind.get("high"),
+                     "atoms": _atom_list(name, kind)}
         else:
             head, *bounds = str(kind).split(":")
             entry = {"kind": head, "low": None, "high": None}
@@ -230,6 +270,17 @@ def parse_columns(spec: str | dict[str, Any] | None) -> dict[str, dict[str, Any]
             raise ConfigError(f"column {name!r}: bounded needs LOW < HIGH, e.g. {name}=bounded:0:1")
         out[str(name)] = entry
     return out
+
+
+def _atom_list(name: str, entry: dict[str, Any]) -> list[float] | None:
+    atoms = entry.get("atoms")
+    if atoms is None:
+        return None
+    if entry.get("kind") not in ATOM_KINDS or not isinstance(atoms, list) or not all(
+            isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a) for a in atoms):
+        raise ConfigError(f"column {name!r}: atoms must be a list of numbers, on a column of kind "
+                          f"{', '.join(ATOM_KINDS)}")
+    return [float(a) for a in atoms]
 
 
 def infer_schema(table: Table, columns: str | dict[str, Any] | None = None) -> Schema:
@@ -291,7 +342,12 @@ def _encode_column(col: Column, values: np.ndarray) -> np.ndarray:
             raise DataError(f"column {col.name!r} holds values outside its bounds [{col.low:g}, {col.high:g}]")
         u = BOUNDED_EPS + (1 - 2 * BOUNDED_EPS) * (x - col.low) / (col.high - col.low)
         x = np.log(u) - np.log1p(-u)
-    return x[:, None]
+    if not col.atoms:
+        return x[:, None]
+    at = np.searchsorted(col.atoms, np.where(miss, col.atoms[0], values))
+    hit = (at < len(col.atoms)) & (np.take(col.atoms, np.minimum(at, len(col.atoms) - 1)) == values)
+    onehot = np.eye(len(col.atoms) + 1)[np.where(hit, at, len(col.atoms))]
+    return np.where(miss[:, None], np.nan, np.column_stack([x, onehot]))
 
 
 def _encode_raw(schema: Schema, table: Table) -> np.ndarray:
@@ -342,7 +398,14 @@ def _decode_column(col: Column, u: np.ndarray, n: int) -> np.ndarray:
             out[:] = [col.levels[i] for i in idx]
             return out
         return np.array(col.levels, dtype=np.float64)[idx]
-    x = u[:, 0]
+    x = _decode_real(col, u[:, 0])
+    if col.atoms:
+        k = np.argmax(u[:, 1:], axis=1)
+        x = np.where(k < len(col.atoms), np.take(np.append(col.atoms, 0.0), k), x)
+    return x
+
+
+def _decode_real(col: Column, x: np.ndarray) -> np.ndarray:
     if col.kind == "integer":
         return np.clip(np.round(x), col.low, col.high)
     if col.kind == "nonnegative":
@@ -395,50 +458,3 @@ def log_jacobian(schema: Schema, table: Table) -> np.ndarray:
             u = BOUNDED_EPS + (1 - 2 * BOUNDED_EPS) * (x - c.low) / (c.high - c.low)
             total += math.log((1 - 2 * BOUNDED_EPS) / (c.high - c.low)) - np.log(u) - np.log1p(-u)
     return total
-
-
-def schema_to_dict(schema: Schema) -> dict[str, Any]:
-    """A JSON-ready dict of ``schema`` (read back by ``schema_from_dict``)."""
-    cols = []
-    for c in schema.columns:
-        d: dict[str, Any] = {"name": c.name, "kind": c.kind}
-        if c.levels:
-            d["levels"] = list(c.levels)
-        for key in ("low", "high"):
-            if getattr(c, key) is not None:
-                d[key] = getattr(c, key)
-        if c.kind == "nonnegative":
-            d["shift"] = c.shift
-        cols.append(d)
-    return {"columns": cols, "mean": list(schema.mean), "std": list(schema.std)}
-
-
-def schema_from_dict(d: Any) -> Schema:
-    """The Schema of ``schema_to_dict``'s dict; DataError naming what is wrong otherwise."""
-    try:
-        cols = []
-        for c in d["columns"]:
-            if c["kind"] not in KINDS:
-                raise DataError(f"unknown column type {c['kind']!r}")
-            levels = tuple(v if isinstance(v, str) else float(v) for v in c.get("levels", ()))
-            cols.append(Column(str(c["name"]), c["kind"], levels, c.get("low"), c.get("high"),
-                               float(c.get("shift", 0.0))))
-        schema = Schema(tuple(cols), tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise DataError(f"the table schema is malformed ({type(err).__name__}: {err})") from None
-    if len(schema.mean) != schema.dim or len(schema.std) != schema.dim or min(schema.std, default=1) <= 0:
-        raise DataError(f"the table schema's mean and std must have {schema.dim} entries, the std positive")
-    return schema
-
-
-def read_schema_text(text: str, source: str = "the schema") -> dict[str, dict[str, Any]]:
-    """Column overrides from a JSON text: {"columns": {name: kind, ...}} or {name: kind, ...}."""
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{source} is not JSON ({err.msg} at line {err.lineno})") from None
-    if isinstance(d, dict) and isinstance(d.get("columns"), dict):
-        d = d["columns"]
-    if isinstance(d, dict) and isinstance(d.get("columns"), list):
-        d = {c["name"]: c for c in d["columns"] if isinstance(c, dict) and "name" in c}
-    return parse_columns(d)

@@ -29,7 +29,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from scorematch.data.columns import parse_columns, schema_from_dict, schema_to_dict
+from scorematch.data.columns import parse_columns
+from scorematch.data.schema_io import schema_from_dict, schema_to_dict
 from scorematch.data.tables import Table, read_csv_table, table_from_csv, table_to_csv
 from scorematch.errors import CheckpointError, ConfigError, DataError, ScoreMatchWarning
 from scorematch.files import atomic_write, write_json, write_text

@@ -39,6 +39,14 @@ def _metric_rows(res: dict[str, Any]) -> list[tuple[Any, ...]]:
     return rows
 
 
+def _values(c: Any) -> str:
+    """What the report's column table says of the values of column ``c``: levels, range, atoms."""
+    if c.levels:
+        return ", ".join(map(str, c.levels[:8]))
+    text = f"[{c.low:g}, {c.high:g}]" if c.low is not None and c.high is not None else ""
+    return "; ".join(t for t in (text, "atoms " + ", ".join(f"{a:g}" for a in c.atoms) if c.atoms else "") if t)
+
+
 def write_table_report(run_dir: str | Path, out: str | Path | None = None, n: int | None = None,
                        seed: int = 0, force: bool = False) -> Path:
     """Write the HTML report of the table run ``run_dir`` to ``out`` (default RUN/report.html, replaced
@@ -71,8 +79,7 @@ def write_table_report(run_dir: str | Path, out: str | Path | None = None, n: in
     schema = est.schema_
     marg = _png(column_marginals(schema, train, sampled_feats))
     corr = _png(correlation_matrices(schema, train, sampled_feats))
-    kinds = [(c.name, c.kind, ", ".join(map(str, c.levels[:8])) if c.levels else
-              (f"[{c.low:g}, {c.high:g}]" if c.low is not None and c.high is not None else "")) for c in schema.columns]
+    kinds = [(c.name, c.kind, _values(c)) for c in schema.columns]
     if lab is not None and info.get("class_conditional"):
         kinds.append((lab, "label (conditioning)", ", ".join(map(str, info["classes"][:8]))))
     title = f"scorematch report: {run.resolve().name}"
