@@ -263,8 +263,9 @@ def _out(t: Table, kind: str) -> Any:
 class TableDiffusion(BaseEstimator):
     """A score-based generative model of a table (see the module docstring).
 
-    ``columns`` overrides the inferred column types (``"NAME=KIND,..."`` or a dict; array columns are
-    named x0, x1, ...); ``hidden``/``depth`` size the network; ``epochs`` (passes over the rows:
+    ``columns`` overrides the inferred column types (``"NAME=KIND,..."`` or a dict, whose entries may
+    be ``{"kind": ..., "low": ..., "high": ..., "atoms": [...]}``; array columns are named x0, x1,
+    ...); ``hidden``/``depth`` size the network; ``epochs`` (passes over the rows:
     ceil(epochs n / batch_size) steps on n rows, ``steps_for_epochs``) or a fixed number of ``steps``,
     and ``batch_size``, ``lr``, ``ema`` the training; ``n_levels`` the sampler's noise levels;
     ``label_dropout`` and ``guidance`` the classifier-free guidance of a model fitted with labels;
