@@ -216,3 +216,21 @@ def test_outputs_in_the_way_are_refused_or_kept_as_orig(table_run, tmp_path, cap
             p.unlink()
     rc, _, err = run_cli(["impute", run, data, "--out", data], capsys)
     assert_one_line_error(rc, err, "never overwrites")
+
+
+def test_eval_prints_a_metric_it_could_not_compute_as_n_a(table_run, capsys, monkeypatch):
+    """A correlation error without any pair of cells present together (NaN) is printed n/a (it raised
+    a TypeError on a table with many blanks)."""
+    import scorematch.run.tables.folder as folder
+
+    real = folder.eval_table
+
+    def without_correlation(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res["correlation_error"] = {"synthetic": float("nan"), "baseline": float("nan")}
+        return res
+
+    monkeypatch.setattr(folder, "eval_table", without_correlation)
+    rc, stdout, err = run_cli(["eval", table_run / "run", "--n", 30], capsys)
+    assert rc == 0, err
+    assert "correlation_error    synthetic n/a   real vs real n/a" in stdout

@@ -12,6 +12,7 @@ from scorematch.metrics.tables import (
     column_wasserstein,
     correlation_error,
     numeric_view,
+    pairwise_correlation,
     range_violations,
     table_metrics,
     tstr_accuracy,
@@ -109,3 +110,26 @@ def test_table_metrics_has_baselines_and_tstr_with_a_text_label():
     assert m["closest_record"]["synthetic_copies"] == 1.0
     assert m["tstr_accuracy"]["synthetic"] == m["tstr_accuracy"]["real"] > 0.75
     assert m["range_violations"] == {"synthetic": 0.0, "baseline": m["range_violations"]["baseline"]}
+
+
+def test_correlations_are_pairwise_complete():
+    """Each pair over the rows where both are present: np.corrcoef on complete data, the per-pair
+    brute force with blanks; a pair with under 3 such rows is NaN and left out of the error."""
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(60, 4)) @ rng.normal(size=(4, 4))
+    np.testing.assert_allclose(pairwise_correlation(v), np.corrcoef(v, rowvar=False), atol=1e-12)
+    w = np.where(rng.random(v.shape) < 0.3, np.nan, v)
+    got = pairwise_correlation(w)
+    for i in range(4):
+        for j in range(4):
+            both = ~np.isnan(w[:, i]) & ~np.isnan(w[:, j])
+            assert got[i, j] == pytest.approx(np.corrcoef(w[both, i], w[both, j])[0, 1], abs=1e-10)
+    sparse = np.array([[1.0, np.nan, 2.0], [2.0, 5.0, np.nan], [np.nan, 1.0, 4.0], [3.0, np.nan, 1.0],
+                       [4.0, np.nan, 0.0]])
+    c = pairwise_correlation(sparse)
+    assert np.isnan(c[0, 1]) and np.isnan(c[1, 2])
+    assert c[0, 2] == pytest.approx(np.corrcoef([1.0, 3.0, 4.0], [2.0, 1.0, 0.0])[0, 1], abs=1e-12)
+    t = as_table(sparse, ["a", "b", "c"])
+    assert correlation_error(infer_schema(t), t, t) == 0.0  # the one pair with 3 rows
+    ab = as_table(sparse[:, :2], ["a", "b"])
+    assert np.isnan(correlation_error(infer_schema(ab), ab, ab))

@@ -108,6 +108,11 @@ def cmd_sample_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(v: Any) -> str:
+    """A metric as eval prints it: 4 significant digits, or n/a for one that could not be computed."""
+    return "n/a" if v is None or v != v else f"{v:.4g}"
+
+
 def cmd_eval_table(args: argparse.Namespace) -> int:
     from scorematch.files import write_json
     from scorematch.run.folder.outdir import claim_file
@@ -126,7 +131,7 @@ def cmd_eval_table(args: argparse.Namespace) -> int:
         if key in res:
             v = res[key]
             base = v.get("baseline", v.get("real"))
-            print(f"{key:20s} synthetic {v['synthetic']:.4g}   real vs real {base:.4g}")
+            print(f"{key:20s} synthetic {_number(v['synthetic'])}   real vs real {_number(base)}")
     if "closest_record" in res:
         c = res["closest_record"]
         print(f"{'closest record':20s} synthetic {c['synthetic_median']:.4g}   held-out {c['held_out_median']:.4g}   "

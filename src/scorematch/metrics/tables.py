@@ -22,6 +22,7 @@ are left out. The view is standardised by the training table's mean and sd (``vi
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -30,8 +31,8 @@ from scorematch.data.columns import Schema
 from scorematch.data.tables import Table
 from scorematch.errors import DataError
 
-__all__ = ["closest_record", "column_wasserstein", "correlation_error", "numeric_view", "range_violations",
-           "table_metrics", "tstr_accuracy", "view_scale", "wasserstein_1d"]
+__all__ = ["closest_record", "column_wasserstein", "correlation_error", "numeric_view", "pairwise_correlation",
+           "range_violations", "table_metrics", "tstr_accuracy", "view_scale", "wasserstein_1d"]
 
 
 def wasserstein_1d(a: np.ndarray, b: np.ndarray) -> float:
@@ -136,22 +137,36 @@ def range_violations(schema: Schema, table: Table, reference: Table) -> dict[str
     return out
 
 
-def _corr(v: np.ndarray) -> np.ndarray:
-    ok = ~np.isnan(v).any(axis=1)
-    return np.corrcoef(v[ok], rowvar=False)
+def pairwise_correlation(v: np.ndarray) -> np.ndarray:
+    """Pairwise-complete correlations: C[i, j] over the rows where coordinates i and j are both
+    present; NaN where fewer than 3 such rows or either is constant on them."""
+    m = ~np.isnan(v)
+    x = np.where(m, v - np.nanmean(v, axis=0), 0.0)
+    w = m.astype(np.float64)
+    n = w.T @ w
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mi = (x.T @ w) / n  # mi[i, j]: mean of i over the rows where j is present too
+        cov = (x.T @ x) / n - mi * mi.T
+        var_i = ((x * x).T @ w) / n - mi**2
+        c = cov / np.sqrt(var_i * var_i.T)
+    ok = (n >= 3) & (var_i > 1e-12) & (var_i.T > 1e-12)
+    return np.where(ok, np.clip(c, -1.0, 1.0), np.nan)
 
 
 def correlation_error(schema: Schema, a: Table, b: Table) -> float:
-    """Mean over pairs i < j of |C_a[i, j] - C_b[i, j]| on the numeric view (complete rows); view
-    coordinates constant in either table are left out."""
+    """Mean over pairs i < j of |C_a[i, j] - C_b[i, j]| on the numeric view, each correlation over
+    the rows where both cells are present (pairs without 3 such rows in either table, or constant
+    there, are left out; NaN when no pair is left); view coordinates constant in either table are
+    left out."""
     va, _ = numeric_view(schema, a)
     vb, _ = numeric_view(schema, b)
     keep = (np.nanstd(va, axis=0) > 0) & (np.nanstd(vb, axis=0) > 0)
     if keep.sum() < 2:
         return 0.0
-    ca, cb = _corr(va[:, keep]), _corr(vb[:, keep])
+    ca, cb = pairwise_correlation(va[:, keep]), pairwise_correlation(vb[:, keep])
     iu = np.triu_indices(int(keep.sum()), 1)
-    return float(np.mean(np.abs(ca[iu] - cb[iu])))
+    d = np.abs(ca[iu] - cb[iu])
+    return float(np.mean(d[np.isfinite(d)])) if np.isfinite(d).any() else math.nan
 
 
 def _classifier() -> Any:

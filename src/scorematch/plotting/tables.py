@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from scorematch.data.columns import Schema
 from scorematch.data.tables import Table
-from scorematch.metrics.tables import numeric_view
+from scorematch.metrics.tables import numeric_view, pairwise_correlation
 from scorematch.plotting._base import PathLike, _new_figure, _save
 
 __all__ = ["column_marginals", "correlation_matrices"]
@@ -62,17 +62,17 @@ def column_marginals(schema: Schema, real: Table, sampled: Table, path: PathLike
 
 
 def correlation_matrices(schema: Schema, real: Table, sampled: Table, path: PathLike | None = None) -> Figure:
-    """Correlations of the numeric views of ``real`` and ``sampled`` (complete rows) and sampled - real."""
+    """Correlations of the numeric views of ``real`` and ``sampled`` (each pair over the rows where both
+    are present: ``pairwise_correlation``; NaN blank) and sampled - real."""
     va, names = numeric_view(schema, real)
     vb, _ = numeric_view(schema, sampled)
-    va, vb = va[~np.isnan(va).any(axis=1)], vb[~np.isnan(vb).any(axis=1)]
-    keep = (va.std(0) > 0) & (vb.std(0) > 0) if len(va) > 1 and len(vb) > 1 else np.zeros(len(names), bool)
+    keep = (np.nan_to_num(np.nanstd(va, axis=0)) > 0) & (np.nan_to_num(np.nanstd(vb, axis=0)) > 0)
     names = [nm for nm, k in zip(names, keep, strict=True) if k]
     size = max(4.0, 0.25 * len(names) + 2.5)
     fig = _new_figure((3 * size, size))
     mats = []
     if len(names) >= 2:
-        ca, cb = np.corrcoef(va[:, keep], rowvar=False), np.corrcoef(vb[:, keep], rowvar=False)
+        ca, cb = pairwise_correlation(va[:, keep]), pairwise_correlation(vb[:, keep])
         mats = [(ca, "real"), (cb, "sampled"), (cb - ca, "sampled - real")]
     for k, (m, title) in enumerate(mats):
         ax = fig.add_subplot(1, 3, k + 1)
