@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
 
-from scorematch.data.tables import read_csv_table
+from scorematch.data.tables import Table, read_csv_table, table_to_csv
 
 FAST = ["--steps", "60", "--hidden", "32", "--depth", "2", "--impute-epochs", "5"]
 
@@ -234,3 +234,27 @@ def test_eval_prints_a_metric_it_could_not_compute_as_n_a(table_run, capsys, mon
     rc, stdout, err = run_cli(["eval", table_run / "run", "--n", 30], capsys)
     assert rc == 0, err
     assert "correlation_error    synthetic n/a   real vs real n/a" in stdout
+
+
+def test_sampled_and_filled_tables_keep_the_users_column_order(tmp_path, capsys):
+    """The label column first in the CSV stays first in what sample writes; impute writes the columns
+    in the order of the table it was given."""
+    t = read_csv_table(_csv(tmp_path / "t.csv", n=40))
+    header = "kind,size,count,colour"
+    names = tuple(header.split(","))
+    (tmp_path / "first.csv").write_text(table_to_csv(Table(names, tuple(t.column(n) for n in names))))
+    rc, _, err = run_cli(["train", "--data", tmp_path / "first.csv", "--label-column", "kind", "--class-conditional",
+                          *FAST, "--out", tmp_path / "run"], capsys)
+    assert rc == 0, err
+    rc, _, err = run_cli(["sample", tmp_path / "run", "--n", 5, "--out", tmp_path / "s.csv"], capsys)
+    assert rc == 0, err
+    assert (tmp_path / "s.csv").read_text().splitlines()[0] == header
+    (tmp_path / "mixed.csv").write_text("colour,count,kind,size\nred,,ale,3.1\n,2,lager,\n")
+    rc, _, err = run_cli(["impute", tmp_path / "run", tmp_path / "mixed.csv", "--out", tmp_path / "f.csv",
+                          "--draws", 2], capsys)
+    assert rc == 0, err
+    assert (tmp_path / "f.csv").read_text().splitlines()[0] == "colour,count,kind,size"
+    assert (tmp_path / "f-draws.csv").read_text().splitlines()[0] == "draw,colour,count,kind,size"
+    filled = read_csv_table(tmp_path / "f.csv")
+    assert filled.column("colour")[0] == "red" and filled.column("kind").tolist() == ["ale", "lager"]
+    assert not filled.missing().any()

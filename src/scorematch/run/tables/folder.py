@@ -245,7 +245,7 @@ def sample_table(run: str | Path, n: int, out: str | Path, seed: int = 0, label:
     to ``out`` with the run's columns; returns the table. With ``claim`` (a file the user named) an
     ``out`` that exists is refused, or with ``force`` renamed NAME.orig first, and ``out`` is created
     exclusively."""
-    est, info, _ = load_table_run(run)
+    est, info, trained = load_table_run(run)
     n = check_rows(est, n)
     if claim and not force:
         claim_file(Path(out), False)  # refused before the work; with force renamed aside only when writing
@@ -257,6 +257,7 @@ def sample_table(run: str | Path, n: int, out: str | Path, seed: int = 0, label:
         t = _with_label(x, y, info["label_column"], _names(info))
     else:
         t = est.sample(n, random_state=seed)
+    t = in_order(t, trained.names)
     if claim:
         claim_file(Path(out), force)
     write_text(out, table_to_csv(t), exclusive=claim)
@@ -270,6 +271,13 @@ def _names(info: dict[str, Any]) -> list[str]:
 def _with_label(x: Table, y: np.ndarray, label: str, names: list[str]) -> Table:
     col = np.array(list(y), dtype=object) if any(isinstance(v, str) for v in y) else np.asarray(y, dtype=np.float64)
     return Table((*x.names, label), (*x.columns, col))
+
+
+def in_order(t: Table, names: tuple[str, ...]) -> Table:
+    """``t`` with its columns in the order of ``names`` (a table the user gave), as far as it has them."""
+    first = [n for n in names if n in t.names]
+    order = first + [n for n in t.names if n not in first]
+    return Table(tuple(order), tuple(t.column(n) for n in order))
 
 
 def draws_path(out: str | Path) -> Path:
@@ -287,6 +295,7 @@ def impute_table(run: str | Path, data: str | Path, out: str | Path, draws: int 
     are created exclusively."""
     est, info, _ = load_table_run(run)
     table = read_csv_table(data)
+    order = table.names
     outputs = [(Path(out), "--out"), (draws_path(out), "the draws file")][: 2 if draws > 1 else 1]
     for path, flag in outputs if not force else ():
         claim_file(path, False, flag)  # refused before the work; with force renamed aside only when writing
@@ -311,7 +320,8 @@ def impute_table(run: str | Path, data: str | Path, out: str | Path, draws: int 
     if kept is not None:
         filled = Table((*filled.names, lab), (*filled.columns, kept))
         completions = [Table((*c.names, lab), (*c.columns, kept)) for c in completions]
-        want = [*want, lab]
+    filled, completions = in_order(filled, order), [in_order(c, order) for c in completions]
+    want = list(filled.names)
     for path, flag in outputs:
         claim_file(path, force, flag)
     write_text(out, table_to_csv(filled), exclusive=True)
