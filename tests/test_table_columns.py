@@ -291,11 +291,16 @@ def test_atoms_of_a_zero_inflated_column_encode_and_decode_exactly():
 
 
 def test_atoms_given_disabled_or_refused():
-    x = np.array([0.0] * 10 + [0.5, 1.5, 2.0, 3.25, 4.0] * 4)
+    x = np.array([0.0] * 10 + list(np.linspace(0.5, 4.0, 20)))
     t = as_table(x[:, None])
     assert infer_schema(t).column("x0").atoms == (0.0,)
+    # the mode of a column rounded to a grid is no atom: 10 of 3.0 beside 3 of 2.9
+    grid = as_table(np.array([3.0] * 10 + [2.9] * 3 + [3.1] * 2 + list(np.linspace(4.0, 9.0, 20)))[:, None])
+    assert infer_schema(grid).column("x0").atoms == ()
+    two = as_table(np.array([0.0] * 10 + [1.0] * 8 + list(np.linspace(1.5, 9.0, 20)))[:, None])
+    assert infer_schema(two).column("x0").atoms == (0.0, 1.0)  # neighbouring atoms do not hide each other
     assert infer_schema(t, {"x0": {"kind": "nonnegative", "atoms": []}}).column("x0").atoms == ()
-    assert infer_schema(t, {"x0": {"kind": "continuous", "atoms": [2, 0]}}).column("x0").atoms == (0.0, 2.0)
+    assert infer_schema(t, {"x0": {"kind": "continuous", "atoms": [4, 0]}}).column("x0").atoms == (0.0, 4.0)
     assert infer_schema(as_table(x[:24, None])).column("x0").atoms == (0.0,)  # 10 of 24
     assert infer_schema(as_table(x[6:, None])).column("x0").atoms == ()  # 4 zeros: too few
     with pytest.raises(DataError, match="atom 9.0 is not one of its values"):

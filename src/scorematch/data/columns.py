@@ -15,8 +15,9 @@ back, so that every decoded value is one the column can take:
 
 A continuous, nonnegative, bounded or integer column may have atoms, values it takes with
 positive probability (the zeros of a zero-inflated column): inferred as the values held by at
-least 10% of the present cells (and 5 of them), for an integer column only when its sd exceeds 10
-(smaller ones resolve each integer by dequantisation), or given. Its cells then add a one-hot over (atom 1, ..., atom
+least 10% of the present cells, 5 of them and 5 times as many as each neighbouring value (which
+tells a point mass from the mode of a column rounded to a grid), for an integer column only when
+its sd exceeds 10 (smaller ones resolve each integer by dequantisation), or given. Its cells then add a one-hot over (atom 1, ..., atom
 K, other) after u, in the manner of the mixed columns of Zhao et al. (2021, CTAB-GAN), and decode
 to the atom of the largest of those coordinates, or from u when it is "other".
 
@@ -136,6 +137,8 @@ def _nonneg_shift(v: np.ndarray) -> float:
 
 #: a value held by this share of a real column's present cells (and ATOM_COUNT of them) is an atom
 ATOM_SHARE, ATOM_COUNT = 0.1, 5
+#: ... and ATOM_RATIO times as many as either neighbouring value (else it is the mode of a rounded column)
+ATOM_RATIO = 5
 #: an integer column has atoms when its sd exceeds this: a unit bin is then too narrow for the model
 INTEGER_ATOM_SD = 10.0
 #: numbers larger than this cannot be standardised in float64 (their squares overflow)
@@ -193,7 +196,8 @@ def _infer_column(name: str, values: np.ndarray, override: dict[str, Any] | None
 
 def _atoms(name: str, v: np.ndarray, override: dict[str, Any] | None, infer: bool) -> tuple[float, ...]:
     """The given atoms (which the column must hold), else (with ``infer``) the values held by at
-    least ATOM_SHARE of the present cells and ATOM_COUNT of them."""
+    least ATOM_SHARE of the present cells, ATOM_COUNT of them and ATOM_RATIO times as many as the
+    next smaller and the next larger value that are not such values themselves."""
     given = override.get("atoms") if override else None
     if given is not None:
         absent = [a for a in given if not np.any(v == a)]
@@ -203,7 +207,10 @@ def _atoms(name: str, v: np.ndarray, override: dict[str, Any] | None, infer: boo
     if not infer:
         return ()
     values, counts = np.unique(v, return_counts=True)
-    return tuple(float(a) for a in values[(counts >= ATOM_SHARE * v.size) & (counts >= ATOM_COUNT)])
+    big = (counts >= ATOM_SHARE * v.size) & (counts >= ATOM_COUNT)
+    near = np.where(big, 0, counts)  # the neighbours that are not candidates themselves
+    beside = np.maximum(np.append(near[1:], 0), np.insert(near[:-1], 0, 0))
+    return tuple(float(a) for a in values[big & (counts >= ATOM_RATIO * beside)])
 
 
 def _integer_column(name: str, v: np.ndarray, override: dict[str, Any] | None) -> Column:
