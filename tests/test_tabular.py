@@ -324,3 +324,23 @@ def test_antithetic_fill_of_a_gaussian_residual_is_the_conditional_mean():
     assert np.allclose(imp.transform(xm)[hide], want[hide], atol=1e-4)
     independent = np.mean(np.stack(imp.impute_draws(xm)), axis=0)
     assert np.abs(independent[hide] - want[hide]).max() > 0.05
+
+
+def test_data_frames_come_back_with_their_dtypes():
+    """Sampled and filled DataFrames keep the input's column dtypes (bool, nullable and plain
+    integers, category, string), not float64 for all numbers."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    n = 60
+    df = pd.DataFrame({"x": rng.normal(size=n), "k": pd.array(rng.integers(0, 5, n), dtype="Int64"),
+                       "b": rng.random(n) < 0.3, "c": pd.Categorical(rng.choice(["lo", "hi"], n)),
+                       "s": pd.array(rng.choice(["u", "v"], n), dtype="string"), "i": rng.integers(0, 9, n)})
+    m = TableDiffusion(steps=20, hidden=16, depth=1, n_levels=4).fit(df)
+    out = m.sample(5, random_state=0)
+    assert list(out.columns) == list(df.columns) and (out.dtypes == df.dtypes).all()
+    holes = df.assign(b=pd.array(df["b"], dtype="boolean"))
+    holes.loc[3, "k"], holes.loc[4, "b"], holes.loc[5, "c"], holes.loc[6, "x"] = pd.NA, pd.NA, np.nan, np.nan
+    imp = TableImputer(steps=20, impute_epochs=2, hidden=16, depth=1, n_levels=4, draws=2).fit(holes)
+    filled = imp.transform(holes)
+    assert (filled.dtypes == holes.dtypes).all() and not filled.isna().any().any()
+    assert filled.loc[5, "c"] in ("lo", "hi") and filled.loc[4, "b"] in (True, False)

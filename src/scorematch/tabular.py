@@ -43,7 +43,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from scorematch.data.columns import Schema, decode, dequantization, encode, infer_schema, log_jacobian
-from scorematch.data.tables import Table, as_table, to_frame
+from scorematch.data.tables import Table, as_table, input_kind, like_input
 from scorematch.errors import ConfigError, DataError
 from scorematch.models import EDMPrecond, MaskedDenoiser
 from scorematch.models.gaussian import gaussian_em
@@ -233,14 +233,6 @@ def impute_encoded(model: MaskedDenoiser, z: np.ndarray, draws: int = 10, n_leve
     return out
 
 
-def _kind_of(X: Any) -> str:
-    if isinstance(X, Table):
-        return "table"
-    if hasattr(X, "columns") and hasattr(X, "iloc"):
-        return "frame"
-    return "array"
-
-
 def _table_in(X: Any) -> Table:
     if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
         raise TypeError("sparse input is not supported; pass a dense array (X.toarray())")
@@ -248,16 +240,6 @@ def _table_in(X: Any) -> Table:
     if t.n_rows == 0:
         raise DataError("the table has 0 samples; at least 2 rows are needed")
     return t
-
-
-def _out(t: Table, kind: str) -> Any:
-    if kind == "table":
-        return t
-    if kind == "frame":
-        return to_frame(t)
-    if any(c.dtype == object for c in t.columns):
-        return np.stack([c.astype(object) for c in t.columns], axis=1)
-    return t.to_numpy()
 
 
 class TableDiffusion(BaseEstimator):
@@ -311,10 +293,11 @@ class TableDiffusion(BaseEstimator):
         t = _table_in(X)
         if t.n_rows < 2:
             raise DataError(f"a table model needs at least 2 rows, got {t.n_rows} sample; n_samples = 1")
-        self.output_kind_ = _kind_of(X)
+        self.output_kind_ = input_kind(X)
         self.n_features_in_ = len(t.names)
         if self.output_kind_ == "frame":
             self.feature_names_in_ = np.array(t.names, dtype=object)
+            self.dtypes_ = X.dtypes
         self.schema_: Schema = infer_schema(t, self.columns)
         z = encode(self.schema_, t)
         labels = None
@@ -352,7 +335,7 @@ class TableDiffusion(BaseEstimator):
         if len(t.names) != self.n_features_in_:
             raise DataError(f"X has {len(t.names)} features, but {type(self).__name__} is expecting "
                             f"{self.n_features_in_} features as input")
-        if self.output_kind_ != "frame" or _kind_of(X) != "frame":
+        if self.output_kind_ != "frame" or input_kind(X) != "frame":
             t = Table(self.schema_.names, t.columns)
         return t
 
@@ -381,7 +364,7 @@ class TableDiffusion(BaseEstimator):
         z = sample_encoded(self.model_, n, self.n_levels, seed, idx, self.guidance)
         if not bool(torch.isfinite(z).all()):
             raise DataError("the sampler diverged (NaN or inf); train longer or use more n_levels")
-        X = _out(decode(self.schema_, z), self.output_kind_)
+        X = like_input(decode(self.schema_, z), self.output_kind_, getattr(self, "dtypes_", None))
         return X if y is None else (X, y)
 
     def score_samples(self, X: Any) -> np.ndarray:
@@ -474,11 +457,12 @@ class TableImputer(TransformerMixin, TableDiffusion):
         completions drawn in antithetic pairs (``impute_encoded``), in X's type."""
         t = self._table(X)
         filled = keep_observed(t, aggregate_draws(self.schema_, self._completions(t, draws, random_state, True)))
-        return _out(filled, _kind_of(X))
+        return like_input(filled, input_kind(X), getattr(X, "dtypes", None))
 
     def impute_draws(self, X: Any, draws: int | None = None, random_state: Any = None) -> list[Any]:
         """``draws`` (default: the parameter) completions of X, each in X's type: multiple imputation."""
-        return [_out(o, _kind_of(X)) for o in self._completions(self._table(X), draws, random_state)]
+        return [like_input(o, input_kind(X), getattr(X, "dtypes", None))
+                for o in self._completions(self._table(X), draws, random_state)]
 
     def transform(self, X: Any) -> Any:
         """X with every missing cell filled (the aggregate of ``draws`` completions in antithetic pairs:

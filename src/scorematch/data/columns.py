@@ -17,9 +17,10 @@ A continuous, nonnegative, bounded or integer column may have atoms, values it t
 positive probability (the zeros of a zero-inflated column): inferred as the values held by at
 least 10% of the present cells, 5 of them and 5 times as many as each neighbouring value (which
 tells a point mass from the mode of a column rounded to a grid), for an integer column only when
-its sd exceeds 10 (smaller ones resolve each integer by dequantisation), or given. Its cells then add a one-hot over (atom 1, ..., atom
-K, other) after u, in the manner of the mixed columns of Zhao et al. (2021, CTAB-GAN), and decode
-to the atom of the largest of those coordinates, or from u when it is "other".
+its sd exceeds 10 (smaller ones resolve each integer by dequantisation), or given. Its cells then
+add a one-hot over (atom 1, ..., atom K, other) after u, in the manner of the mixed columns of
+Zhao et al. (2021, CTAB-GAN), and decode to the atom of the largest of those coordinates, or from
+u when it is "other".
 
 The nonnegative offset c is the smallest positive value over 2, so zeros (a spike at log c)
 decode back to 0; eps = 1e-3 keeps bounded values at a bound finite. Integers are dequantised

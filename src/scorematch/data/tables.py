@@ -16,6 +16,7 @@ back to the same float64 (``repr``), missing cells blank. ``as_table`` accepts a
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -30,8 +31,8 @@ import numpy as np
 from scorematch.errors import DataError, DataNotFoundError
 from scorematch.files import write_text
 
-__all__ = ["MISSING_TOKENS", "Table", "as_table", "from_frame", "parse_number", "read_csv_table", "table_to_csv",
-           "to_frame", "write_csv_table"]
+__all__ = ["MISSING_TOKENS", "Table", "as_table", "from_frame", "input_kind", "like_input", "parse_number",
+           "read_csv_table", "table_to_csv", "to_frame", "write_csv_table"]
 
 #: cell texts read as a missing value (besides the blank cell), compared after stripping spaces
 MISSING_TOKENS = ("NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?")
@@ -287,3 +288,30 @@ def as_table(data: Any, names: Sequence[str] | None = None) -> Table:
     if arr.dtype.kind not in "OUS":
         raise DataError(f"a table holds numbers or text, got dtype {arr.dtype}")
     return Table(names, tuple(_column_of(list(arr[:, j]), names[j]) for j in range(arr.shape[1])))
+
+
+def input_kind(X: Any) -> str:
+    """What ``X`` is: "table" (a Table), "frame" (a pandas DataFrame) or "array"."""
+    if isinstance(X, Table):
+        return "table"
+    if hasattr(X, "columns") and hasattr(X, "iloc"):
+        return "frame"
+    return "array"
+
+
+def like_input(t: Table, kind: str, dtypes: Any = None) -> Any:
+    """``t`` in the type of an input of ``input_kind`` ``kind``: the Table, a DataFrame with the
+    input's column ``dtypes`` where its values allow them (bool, integer, nullable integer, category,
+    string), or an array (of objects when a column holds text)."""
+    if kind == "table":
+        return t
+    if kind == "frame":
+        frame = to_frame(t)
+        for name, dtype in (dtypes.items() if dtypes is not None else ()):
+            if name in frame.columns and frame[name].dtype != dtype:
+                with contextlib.suppress(TypeError, ValueError):
+                    frame[name] = frame[name].astype(dtype)
+        return frame
+    if any(c.dtype == object for c in t.columns):
+        return np.stack([c.astype(object) for c in t.columns], axis=1)
+    return t.to_numpy()
