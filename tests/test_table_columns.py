@@ -300,7 +300,7 @@ def test_atoms_given_disabled_or_refused():
     two = as_table(np.array([0.0] * 10 + [1.0] * 8 + list(np.linspace(1.5, 9.0, 20)))[:, None])
     assert infer_schema(two).column("x0").atoms == (0.0, 1.0)  # neighbouring atoms do not hide each other
     assert infer_schema(t, {"x0": {"kind": "nonnegative", "atoms": []}}).column("x0").atoms == ()
-    assert infer_schema(t, {"x0": {"kind": "continuous", "atoms": [4, 0]}}).column("x0").atoms == (0.0, 4.0)
+    assert infer_schema(t, {"x0": {"kind": "continuous", "atoms": [4, 0, 4]}}).column("x0").atoms == (0.0, 4.0)
     assert infer_schema(as_table(x[:24, None])).column("x0").atoms == (0.0,)  # 10 of 24
     assert infer_schema(as_table(x[6:, None])).column("x0").atoms == ()  # 4 zeros: too few
     with pytest.raises(DataError, match="atom 9.0 is not one of its values"):

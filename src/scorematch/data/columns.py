@@ -65,8 +65,7 @@ class Column:
     """One column: its ``name``, ``kind`` (one of KINDS), its ``levels`` (binary, categorical,
     constant: the values, text or numbers, in encoding order), the bounds ``low``/``high``
     (integer: observed range; bounded: the given bounds), the nonnegative offset ``shift`` and the
-    ``atoms`` of a continuous, nonnegative or bounded column (values it takes with positive
-    probability)."""
+    ``atoms`` of a column of ATOM_KINDS (values it takes with positive probability)."""
 
     name: str
     kind: str
@@ -204,7 +203,7 @@ def _atoms(name: str, v: np.ndarray, override: dict[str, Any] | None, infer: boo
         absent = [a for a in given if not np.any(v == a)]
         if absent:
             raise DataError(f"column {name!r}: atom {absent[0]!r} is not one of its values")
-        return tuple(sorted(float(a) for a in given))
+        return tuple(sorted({float(a) for a in given}))
     if not infer:
         return ()
     values, counts = np.unique(v, return_counts=True)
