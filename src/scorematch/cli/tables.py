@@ -115,11 +115,11 @@ def _number(v: Any) -> str:
 
 def cmd_eval_table(args: argparse.Namespace) -> int:
     from scorematch.files import write_json
-    from scorematch.run.folder.outdir import claim_file
+    from scorematch.run.folder.outdir import claim_file, precheck_file
     from scorematch.run.tables.folder import _jsonable, eval_table
 
-    if args.out is not None and not args.force:
-        claim_file(args.out, False)  # refused before the work; with --force renamed aside only when writing
+    if args.out is not None:
+        precheck_file(args.out, args.force)
     res = _jsonable(eval_table(args.run, n=None if args.n == 2000 else args.n, seed=args.seed))
     if args.out is not None:
         claim_file(args.out, args.force)

@@ -184,6 +184,13 @@ def claim_file(path: Path, force: bool, flag: str = "--out") -> None:
     note(f"--force: kept {path} as {path.parent / str(new)}")
 
 
+def precheck_file(path: Path, force: bool, flag: str = "--out") -> None:
+    """``claim_file``'s refusal before any work is done; with ``force`` nothing yet (``claim_file``
+    renames what is in the way when the file is written)."""
+    if not force:
+        claim_file(path, False, flag)
+
+
 def claim_folder(folder: Path, force: bool, names: tuple[str, ...], flag: str = "--out") -> None:
     """An output folder the user named: used when new, empty or written by scorematch before
     (it holds ``FOLDER_MARK``); else refused (ConfigError), or with ``force`` the files of

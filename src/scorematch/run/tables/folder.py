@@ -35,7 +35,7 @@ from scorematch.data.tables import Table, read_csv_table, table_from_csv, table_
 from scorematch.errors import CheckpointError, ConfigError, DataError, ScoreMatchWarning
 from scorematch.files import atomic_write, write_json, write_text
 from scorematch.models import EDMPrecond, MaskedDenoiser
-from scorematch.run.folder.outdir import claim_file
+from scorematch.run.folder.outdir import claim_file, precheck_file
 from scorematch.run.folder.validate import parse_json, read_file
 from scorematch.run.system.limits import MAX_STEPS, check_fits, check_steps
 from scorematch.tabular import TableDiffusion, TableImputer
@@ -247,8 +247,8 @@ def sample_table(run: str | Path, n: int, out: str | Path, seed: int = 0, label:
     exclusively."""
     est, info, trained = load_table_run(run)
     n = check_rows(est, n)
-    if claim and not force:
-        claim_file(Path(out), False)  # refused before the work; with force renamed aside only when writing
+    if claim:
+        precheck_file(Path(out), force)
     if label is not None and not info.get("class_conditional"):
         raise ConfigError("--label applies to a class-conditional table run (train with --label-column NAME "
                           "--class-conditional)")
@@ -297,8 +297,8 @@ def impute_table(run: str | Path, data: str | Path, out: str | Path, draws: int 
     table = read_csv_table(data)
     order = table.names
     outputs = [(Path(out), "--out"), (draws_path(out), "the draws file")][: 2 if draws > 1 else 1]
-    for path, flag in outputs if not force else ():
-        claim_file(path, False, flag)  # refused before the work; with force renamed aside only when writing
+    for path, flag in outputs:
+        precheck_file(path, force, flag)
     lab = info["label_column"] if info.get("class_conditional") else None
     want = [c["name"] for c in info["schema"]["columns"]]
     kept = None

@@ -12,7 +12,7 @@ import numpy as np
 
 from scorematch.errors import CheckpointError
 from scorematch.files import probe_writable, write_text
-from scorematch.run.folder.outdir import claim_file
+from scorematch.run.folder.outdir import claim_file, precheck_file
 from scorematch.run.reporting.html import _CSS, _e, _figure, _table
 from scorematch.run.tables.folder import check_rows, eval_table, load_table_run
 
@@ -59,8 +59,8 @@ def write_table_report(run_dir: str | Path, out: str | Path | None = None, n: in
         raise CheckpointError(f"run folder {run} does not exist; pass the --out folder of `scorematch train`")
     est, info, table = load_table_run(run)
     target = Path(out) if out is not None else run / "report.html"
-    if out is not None and not force:
-        claim_file(target, False)  # refused before the work; with force renamed aside only when writing
+    if out is not None:
+        precheck_file(target, force)
     probe_writable(target)
     held = np.array(info["data"]["test_rows"], dtype=np.int64)
     res = eval_table(run, n=n, seed=seed) if len(held) else {}
