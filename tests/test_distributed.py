@@ -101,7 +101,21 @@ def test_global_batch_must_split_evenly() -> None:
 def test_ssm_inside_ddp_takes_the_autograd_path_and_its_gradient(tmp_path: Path) -> None:
     """SSM-VR of DDP(model) on a one-process gloo group: the same loss and parameter gradient
     as of the bare model (the "auto" Jacobian-vector product falls back to plain autograd there)."""
+    import gc
+
     import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        _compare_bare_and_ddp()
+    finally:
+        # the DDP wrapper (its reducer holds the group) must be gone before the group: freeing it
+        # after destroy_process_group can hang in the gloo group's destructor
+        gc.collect()
+        dist.destroy_process_group()
+
+
+def _compare_bare_and_ddp() -> None:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from scorematch.autodiff import _inside_ddp, _score_network
@@ -109,22 +123,18 @@ def test_ssm_inside_ddp_takes_the_autograd_path_and_its_gradient(tmp_path: Path)
     from scorematch.objectives import ssm
     from scorematch.run.system.distributed import ScoreModule
 
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    try:
-        torch.manual_seed(0)
-        model = ScoreMLP(3, hidden=16)
-        wrapped = DDP(ScoreModule(model))
-        assert _inside_ddp(wrapped) and not _inside_ddp(model)
-        assert _score_network(model) and not _score_network(wrapped)
-        x = torch.randn(32, 3)
-        grads = []
-        for fn in (model, wrapped):
-            model.zero_grad()
-            loss = ssm(fn, x, variance_reduced=True, generator=torch.Generator().manual_seed(1))
-            loss.backward()
-            grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
-        torch.testing.assert_close(grads[0][0], grads[1][0])
-        for a, b in zip(grads[0][1], grads[1][1], strict=True):
-            torch.testing.assert_close(a, b)
-    finally:
-        dist.destroy_process_group()
+    torch.manual_seed(0)
+    model = ScoreMLP(3, hidden=16)
+    wrapped = DDP(ScoreModule(model))
+    assert _inside_ddp(wrapped) and not _inside_ddp(model)
+    assert _score_network(model) and not _score_network(wrapped)
+    x = torch.randn(32, 3)
+    grads = []
+    for fn in (model, wrapped):
+        model.zero_grad()
+        loss = ssm(fn, x, variance_reduced=True, generator=torch.Generator().manual_seed(1))
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(a, b)

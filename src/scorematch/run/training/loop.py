@@ -29,6 +29,7 @@ TensorBoard, progress) and ``save_checkpoint``; ``train`` strings them together.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -171,7 +172,7 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume:
         given = _given(cfg, overrides)
         V.check_settings_apply(cfg.objective, cfg.sde, given)
     ctx, device = D.init_from_env(env.pick_device(cfg.device), cfg.collective_timeout)
-    done = False
+    done, run = False, None
     try:
         with timer.phase("setup"):
             run = setup(cfg, run_dir, not restart, ctx, device, given=given, was=was, model=model, data=data)
@@ -182,6 +183,10 @@ def train(cfg: TrainConfig | None = None, out: str | Path | None = None, resume:
         done = True
         return result
     finally:
+        # the DDP wrapper's reducer holds the process group: freed after the group, gloo's
+        # destructor can wait forever for its threads
+        run = None
+        gc.collect()
         D.shutdown(ctx, clean=done)
 
 
