@@ -456,18 +456,22 @@ class TableImputer(TransformerMixin, TableDiffusion):
         """X with every missing cell filled by the aggregate of ``draws`` (default: the parameter)
         completions drawn in antithetic pairs (``impute_encoded``), in X's type."""
         t = self._table(X)
-        filled = keep_observed(t, aggregate_draws(self.schema_, self._completions(t, draws, random_state, True)))
-        return like_input(filled, input_kind(X), getattr(X, "dtypes", None))
+        return _like(X, keep_observed(t, aggregate_draws(self.schema_, self._completions(t, draws, random_state,
+                                                                                          True))))
 
     def impute_draws(self, X: Any, draws: int | None = None, random_state: Any = None) -> list[Any]:
         """``draws`` (default: the parameter) completions of X, each in X's type: multiple imputation."""
-        return [like_input(o, input_kind(X), getattr(X, "dtypes", None))
-                for o in self._completions(self._table(X), draws, random_state)]
+        return [_like(X, o) for o in self._completions(self._table(X), draws, random_state)]
 
     def transform(self, X: Any) -> Any:
         """X with every missing cell filled (the aggregate of ``draws`` completions in antithetic pairs:
         ``fill``), in X's type."""
         return self.fill(X)
+
+
+def _like(X: Any, t: Table) -> Any:
+    """``t`` in the type of the input ``X`` (``like_input``, with X's dtypes for a DataFrame)."""
+    return like_input(t, input_kind(X), getattr(X, "dtypes", None))
 
 
 def keep_observed(t: Table, filled: Table) -> Table:

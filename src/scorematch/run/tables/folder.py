@@ -252,25 +252,22 @@ def sample_table(run: str | Path, n: int, out: str | Path, seed: int = 0, label:
     if label is not None and not info.get("class_conditional"):
         raise ConfigError("--label applies to a class-conditional table run (train with --label-column NAME "
                           "--class-conditional)")
-    if info.get("class_conditional"):
-        x, y = est.sample(n, random_state=seed, label=None if label is None else _classes_of(info, label))
-        t = _with_label(x, y, info["label_column"], _names(info))
-    else:
-        t = est.sample(n, random_state=seed)
-    t = in_order(t, trained.names)
+    t = in_order(draw_table(est, info, n, seed, None if label is None else _classes_of(info, label)),
+                 trained.names)
     if claim:
         claim_file(Path(out), force)
     write_text(out, table_to_csv(t), exclusive=claim)
     return t
 
 
-def _names(info: dict[str, Any]) -> list[str]:
-    return [c["name"] for c in info["schema"]["columns"]]
-
-
-def _with_label(x: Table, y: np.ndarray, label: str, names: list[str]) -> Table:
+def draw_table(est: TableImputer, info: dict[str, Any], n: int, seed: int, label: Any = None) -> Table:
+    """``n`` rows drawn from the run's generator (class ``label``, a class of the run, or drawn from
+    the class prior), the label column last for a class-conditional run."""
+    if not info.get("class_conditional"):
+        return est.sample(n, random_state=seed)
+    x, y = est.sample(n, random_state=seed, label=label)
     col = np.array(list(y), dtype=object) if any(isinstance(v, str) for v in y) else np.asarray(y, dtype=np.float64)
-    return Table((*x.names, label), (*x.columns, col))
+    return Table((*x.names, info["label_column"]), (*x.columns, col))
 
 
 def in_order(t: Table, names: tuple[str, ...]) -> Table:
@@ -338,26 +335,31 @@ def impute_table(run: str | Path, data: str | Path, out: str | Path, draws: int 
 def eval_table(run: str | Path, n: int | None = None, seed: int = 0) -> dict[str, Any]:
     """Table metrics (``scorematch.metrics.tables``) of ``n`` sampled rows (default: as many as the
     training rows) against the held-out rows, with the training-vs-held-out baseline; without held-out
-    rows only the range violations against the training rows."""
+    rows only the range violations against the training rows. Also written to RUN/eval-table.json."""
+    loaded = load_table_run(run)
+    est, info, _ = loaded
+    n = len(info["data"]["train_rows"]) if n is None else check_rows(est, n)
+    return evaluate_drawn(run, loaded, draw_table(est, info, n, seed), seed)
+
+
+def evaluate_drawn(run: str | Path, loaded: tuple[TableImputer, dict[str, Any], Table], synth: Table,
+                   seed: int) -> dict[str, Any]:
+    """``eval_table``'s metrics of the rows ``synth`` (``draw_table``) of the run ``loaded``
+    (``load_table_run``)."""
     from scorematch.metrics.tables import range_violations, table_metrics
 
-    est, info, table = load_table_run(run)
+    est, info, table = loaded
     lab = info["label_column"]
     tr, te = (table.rows(np.array(info["data"][k], dtype=np.int64)) for k in ("train_rows", "test_rows"))
-    n = tr.n_rows if n is None else check_rows(est, n)
-    names = _names(info)
+    n = synth.n_rows
     full = est.schema_
     if info.get("class_conditional"):
-        x, y = est.sample(n, random_state=seed)
-        synth = _with_label(x, y, lab, names)
         from dataclasses import replace
 
         from scorematch.data.columns import Column
         levels = tuple(info["classes"])
         full = replace(full, columns=(*full.columns, Column(lab, "categorical", levels=levels)), mean=(), std=())
         tr, te = (Table(synth.names, tuple(t.column(c) for c in synth.names)) for t in (tr, te))
-    else:
-        synth = est.sample(n, random_state=seed)
     res: dict[str, Any] = {"n_samples": n, "seed": seed, "held_out_rows": te.n_rows, "train_rows": tr.n_rows}
     if te.n_rows == 0:
         warnings.warn("the run has no held-out rows (--test-fraction 0): only range violations are computed",

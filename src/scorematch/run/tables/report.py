@@ -14,7 +14,7 @@ from scorematch.errors import CheckpointError
 from scorematch.files import probe_writable, write_text
 from scorematch.run.folder.outdir import claim_file, precheck_file
 from scorematch.run.reporting.html import _CSS, _e, _figure, _table
-from scorematch.run.tables.folder import check_rows, eval_table, load_table_run
+from scorematch.run.tables.folder import check_rows, draw_table, evaluate_drawn, load_table_run
 
 __all__ = ["write_table_report"]
 
@@ -57,24 +57,21 @@ def write_table_report(run_dir: str | Path, out: str | Path | None = None, n: in
     run = Path(run_dir)
     if not run.is_dir():
         raise CheckpointError(f"run folder {run} does not exist; pass the --out folder of `scorematch train`")
-    est, info, table = load_table_run(run)
+    loaded = load_table_run(run)
+    est, info, table = loaded
     target = Path(out) if out is not None else run / "report.html"
     if out is not None:
         precheck_file(target, force)
     probe_writable(target)
-    held = np.array(info["data"]["test_rows"], dtype=np.int64)
-    res = eval_table(run, n=n, seed=seed) if len(held) else {}
     train = table.rows(np.array(info["data"]["train_rows"], dtype=np.int64))
     lab = info["label_column"]
     m = train.n_rows if n is None else check_rows(est, n)
+    sampled = draw_table(est, info, m, seed)
+    held = np.array(info["data"]["test_rows"], dtype=np.int64)
+    res = evaluate_drawn(run, loaded, sampled, seed) if len(held) else {}
     if info.get("class_conditional"):
-        x, y = est.sample(m, random_state=seed)
-        col = np.array(list(y), dtype=object) if any(isinstance(v, str) for v in y) else np.asarray(y, float)
-        sampled = type(x)((*x.names, lab), (*x.columns, col))
-        train = train.drop(lab)
-        sampled_feats = sampled.drop(lab)
+        train, sampled_feats = train.drop(lab), sampled.drop(lab)
     else:
-        sampled = est.sample(m, random_state=seed)
         sampled_feats = sampled
     schema = est.schema_
     marg = _png(column_marginals(schema, train, sampled_feats))
